@@ -1,0 +1,79 @@
+package mc
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// Driver runs machines: a sandbox of local processes, a QEMU VM, a
+// Firecracker microVM. Every driver passes driver/drivertest.
+type Driver interface {
+	// Name is the driver's name in configuration and in Machine.Driver.
+	Name() string
+	// Capabilities says what the driver can do on this host.
+	Capabilities() Capabilities
+	// Check verifies the host's prerequisites. Its error is one line that
+	// names what is missing and the package that provides it.
+	Check(ctx context.Context) error
+	// Create starts a machine for spec and returns once its processes (or VM)
+	// run; readiness (RFB banner, agent /health) is the caller's to wait for.
+	// On error, whatever was created is already gone or is removed by Destroy.
+	// Errors: EUNAVAILABLE (capacity, pool exhausted), EINVALID, EINTERNAL.
+	Create(ctx context.Context, spec MachineSpec) (Machine, error)
+	// Destroy removes the machine and everything it had on the host
+	// (processes, namespaces, devices, directories, leases). It is idempotent
+	// and works after a partial Create.
+	Destroy(ctx context.Context, id string) error
+	// Inspect reports on one machine.
+	// Errors: ENOTFOUND when the host has nothing of it.
+	Inspect(ctx context.Context, id string) (MachineStatus, error)
+	// List reports every machine of this driver that the host has, including
+	// ones left by an earlier process (for reconcile).
+	List(ctx context.Context) ([]MachineStatus, error)
+	// Wait blocks until the machine has exited (returns nil), ctx ends
+	// (returns ctx.Err()) or the machine is unknown (ENOTFOUND). A machine
+	// whose processes die is seen within a second.
+	Wait(ctx context.Context, id string) error
+}
+
+// Capabilities describe a driver on this host.
+type Capabilities struct {
+	// Isolation is "netns", "loopback" or "vm".
+	Isolation string `json:"isolation"`
+	// Network is the machine network that gateway dials are confined to; for
+	// loopback isolation it is 127.0.0.1/32 with the port range below.
+	Network netip.Prefix `json:"network"`
+	// PortLo and PortHi bound the ports a loopback machine may use.
+	PortLo int `json:"port_lo,omitempty"`
+	PortHi int `json:"port_hi,omitempty"`
+	// MaxMachines is the number of machines the host can hold.
+	MaxMachines int `json:"max_machines"`
+	// Snapshots reports fast starts from a snapshot.
+	Snapshots bool `json:"snapshots"`
+}
+
+// MachineSpec asks a driver for a machine.
+type MachineSpec struct {
+	// ID names the machine; drivers derive host resource names from it.
+	ID        string
+	SessionID string
+	Provider  string
+	// StartURL is the page the browser opens first ("" for a blank page).
+	StartURL string
+	Secrets  MachineSecrets
+	// Width and Height are the screen geometry (default 1280×800).
+	Width, Height int
+}
+
+// MachineStatus is what a driver finds of one machine on the host.
+type MachineStatus struct {
+	ID        string    `json:"id"`
+	SessionID string    `json:"session_id"`
+	Machine   Machine   `json:"machine"`
+	Running   bool      `json:"running"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// Detail says what is left when a machine is not running (for example
+	// "namespace without processes").
+	Detail string `json:"detail,omitempty"`
+}

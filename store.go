@@ -1,0 +1,151 @@
+package mc
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the only source of truth. Any replica serves any session because
+// nothing about a session lives only in one process's memory. Both sqlite.Store
+// and postgres.Store implement it and pass storetest.
+type Store interface {
+	SessionStore
+	LeaseStore
+	CredentialStore
+	// EnsureSecret returns the secret stored under name, storing value first
+	// when there is none; the first writer wins, so every replica shares one
+	// value (the viewer-token signing key, for example).
+	EnsureSecret(ctx context.Context, name string, value Secret) (Secret, error)
+	// Ping checks that the store is reachable (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+}
+
+// SessionStore keeps sessions and their event logs.
+type SessionStore interface {
+	// CreateSession inserts s (state pending, version 1) and its first event.
+	// s.ID, UserID, Provider, CreatedAt and ExpiresAt must be set; the store
+	// sets UpdatedAt, ActiveAt and Version.
+	// Errors: ECONFLICT (reason "active_session", SessionID set to the existing
+	// session's id) when the user already has an active session for the
+	// provider; EINVALID for a malformed session.
+	CreateSession(ctx context.Context, s *Session, replica string) error
+
+	// Session returns the session with the given id.
+	// Errors: ENOTFOUND.
+	Session(ctx context.Context, id string) (*Session, error)
+
+	// Sessions returns one page of sessions, newest first, and the cursor of
+	// the next page ("" on the last page).
+	// Errors: EINVALID (reason "bad_cursor") for a cursor the store did not make.
+	Sessions(ctx context.Context, f SessionFilter) ([]*Session, string, error)
+
+	// Transition moves a session from t.From to t.To if, and only if, it is
+	// still in t.From at version t.Version (compare-and-set), appends the
+	// event, publishes the change to watchers and returns the new session.
+	// Errors: ENOTFOUND; ECONFLICT (reason "stale") when the state or version
+	// changed; EINVALID (reason "bad_transition") when the state machine
+	// forbids it.
+	Transition(ctx context.Context, t Transition) (*Session, error)
+
+	// SetMachine records the machine of a live session (compare-and-set on
+	// version like Transition, but the state stays) and publishes the change.
+	// Errors: ENOTFOUND, ECONFLICT ("stale").
+	SetMachine(ctx context.Context, id string, version int64, m Machine, secrets MachineSecrets) (*Session, error)
+
+	// Touch records activity at the given time (monotonic: an older time is
+	// ignored). It does not change Version or publish.
+	// Errors: ENOTFOUND.
+	Touch(ctx context.Context, id string, at time.Time) error
+
+	// ClaimViewer records viewer as the session's current viewer and publishes
+	// the change without changing Version, so that a viewer on any replica
+	// learns that it has been taken over.
+	// Errors: ENOTFOUND.
+	ClaimViewer(ctx context.Context, id, viewer string) (*Session, error)
+
+	// Events returns a session's event log, oldest first.
+	// Errors: ENOTFOUND.
+	Events(ctx context.Context, id string) ([]Event, error)
+
+	// Watch returns a channel that first receives the session as it is now and
+	// then the session after each change, from any replica, within
+	// milliseconds. The channel holds only the newest value (a slow reader
+	// skips to the latest, never a stale queue); it is closed after a final
+	// state has been delivered or when ctx ends.
+	// Errors: ENOTFOUND.
+	Watch(ctx context.Context, id string) (<-chan *Session, error)
+}
+
+// SessionFilter selects sessions for listing. Zero fields do not filter.
+type SessionFilter struct {
+	UserID   string
+	Provider string
+	State    State
+	// Active selects only sessions in non-final states.
+	Active bool
+	// Limit is the page size; the store caps it at 500 and uses 50 for 0.
+	Limit  int
+	Cursor string
+}
+
+// Transition is a compare-and-set change of state.
+type Transition struct {
+	ID      string
+	From    State
+	Version int64
+	To      State
+	Reason  Reason
+	Message string
+	Replica string
+	At      time.Time
+	// Machine, when non-nil, is recorded with the transition.
+	Machine *Machine
+}
+
+// LeaseStore hands out numbered resources (an IP's host part, a port) from
+// named pools, one transaction each, with a uniqueness constraint on
+// (pool, value) so that two replicas never hand out one value.
+type LeaseStore interface {
+	// Lease takes the lowest free value in [lo, hi] of the pool for owner (a
+	// session id). Leasing again for the same owner and pool returns the value
+	// it already holds.
+	// Errors: EUNAVAILABLE (reason "pool_exhausted").
+	Lease(ctx context.Context, pool, owner string, lo, hi int) (int, error)
+	// Release frees every lease of owner in the pool; releasing nothing is fine.
+	Release(ctx context.Context, pool, owner string) error
+	// Leases lists the leases of a pool ("" for every pool).
+	Leases(ctx context.Context, pool string) ([]Lease, error)
+	// ReclaimLeases frees leases whose owner is a final session or no session
+	// at all, and returns them.
+	ReclaimLeases(ctx context.Context) ([]Lease, error)
+}
+
+// Lease is one value held by one owner.
+type Lease struct {
+	Pool  string    `json:"pool"`
+	Value int       `json:"value"`
+	Owner string    `json:"owner"`
+	At    time.Time `json:"at"`
+}
+
+// CredentialStore keeps sealed credentials and the audit log. It never sees
+// plaintext: sealing and opening are the vault's.
+type CredentialStore interface {
+	// PutCredential inserts or replaces the record of (UserID, Provider).
+	PutCredential(ctx context.Context, c SealedCredential) error
+	// Credential returns the record of (user, provider).
+	// Errors: ENOTFOUND.
+	Credential(ctx context.Context, userID, provider string) (SealedCredential, error)
+	// Credentials lists a user's records ("" for every user), ordered by
+	// user then provider.
+	Credentials(ctx context.Context, userID string) ([]SealedCredential, error)
+	// DeleteCredential removes the record of (user, provider).
+	// Errors: ENOTFOUND.
+	DeleteCredential(ctx context.Context, userID, provider string) error
+	// AppendAudit appends an entry to the audit log.
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	// Audit returns audit entries, newest first, at most limit (50 for 0).
+	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+}
