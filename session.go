@@ -13,6 +13,9 @@ type Session struct {
 	UserID   string `json:"user_id"`
 	Provider string `json:"provider"`
 	State    State  `json:"state"`
+	// Replica is the controller replica that drives the session (starts and
+	// destroys its machine); any replica may serve its viewers.
+	Replica string `json:"replica"`
 	// Reason is set when the session ends other than by completing.
 	Reason  Reason  `json:"reason,omitempty"`
 	Machine Machine `json:"machine"`

@@ -26,7 +26,8 @@ type Store interface {
 type SessionStore interface {
 	// CreateSession inserts s (state pending, version 1) and its first event.
 	// s.ID, UserID, Provider, CreatedAt and ExpiresAt must be set; the store
-	// sets UpdatedAt, ActiveAt and Version.
+	// sets State (pending), Replica (from replica), UpdatedAt and ActiveAt
+	// (= CreatedAt) and Version (1), and persists s.Secrets.
 	// Errors: ECONFLICT (reason "active_session", SessionID set to the existing
 	// session's id) when the user already has an active session for the
 	// provider; EINVALID for a malformed session.
@@ -44,6 +45,8 @@ type SessionStore interface {
 	// Transition moves a session from t.From to t.To if, and only if, it is
 	// still in t.From at version t.Version (compare-and-set), appends the
 	// event, publishes the change to watchers and returns the new session.
+	// It sets UpdatedAt = t.At, ReadyAt = t.At when t.To is ready, EndedAt =
+	// t.At when t.To is final, Reason = t.Reason, and Version + 1.
 	// Errors: ENOTFOUND; ECONFLICT (reason "stale") when the state or version
 	// changed; EINVALID (reason "bad_transition") when the state machine
 	// forbids it.
