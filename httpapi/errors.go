@@ -1,0 +1,102 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/master-controller/mc"
+)
+
+// statuses is the one table from error codes to HTTP statuses. A code that is
+// not in it (and any error that is not an *mc.Error) is 500.
+var statuses = map[mc.Code]int{
+	mc.EINVALID:      http.StatusBadRequest,
+	mc.EUNAUTHORIZED: http.StatusUnauthorized,
+	mc.EFORBIDDEN:    http.StatusForbidden,
+	mc.ENOTFOUND:     http.StatusNotFound,
+	mc.ECONFLICT:     http.StatusConflict,
+	mc.EUNAVAILABLE:  http.StatusServiceUnavailable,
+	mc.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// ErrorBody is the JSON body of every error response:
+// {"error":{"code":…,"message":…[,"reason":…][,"session_id":…]}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the content of an error response.
+type ErrorDetail struct {
+	// Code is one of the mc error codes ("invalid", "not_found", …).
+	Code mc.Code `json:"code"`
+	// Message is a sentence for a person; an internal error's cause is never
+	// in it.
+	Message string `json:"message"`
+	// Reason is the finer machine-readable code (absent for internal errors).
+	Reason mc.Reason `json:"reason,omitempty"`
+	// SessionID names the related session (the existing one, for a conflict).
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// errorDetail builds the client's view of err: the code, the client-safe
+// message, and for anything but an internal error the reason and session id.
+func errorDetail(err error) ErrorDetail {
+	d := ErrorDetail{Code: mc.ErrorCode(err), Message: mc.ErrorMessage(err)}
+	if _, ok := statuses[d.Code]; !ok {
+		d.Code = mc.EINTERNAL
+	}
+	var e *mc.Error
+	if d.Code != mc.EINTERNAL && errors.As(err, &e) {
+		d.Reason = e.Reason
+		d.SessionID = e.SessionID
+	}
+	return d
+}
+
+// fail writes err as the response and records it for the access log line,
+// which then carries its reason code (and, for the log only, its cause).
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	st := reqState(r.Context())
+	st.err = err
+	var e *mc.Error
+	if errors.As(err, &e) && e.SessionID != "" && st.sessionID == "" {
+		st.sessionID = e.SessionID
+	}
+	writeError(w, err)
+}
+
+// writeError writes err's status, headers and JSON body.
+func writeError(w http.ResponseWriter, err error) {
+	d := errorDetail(err)
+	switch d.Code {
+	case mc.EUNAUTHORIZED:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="master-controller"`)
+	case mc.EUNAVAILABLE:
+		var e *mc.Error
+		if errors.As(err, &e) && e.RetryAfter > 0 {
+			secs := int64(math.Ceil(e.RetryAfter.Seconds()))
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		}
+	}
+	writeJSON(w, statuses[d.Code], ErrorBody{Error: d})
+}
+
+// writeJSON writes v as the JSON response with the given status. API
+// responses may hold tokens and credentials, so they are never cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only a programming error gets here: every response type marshals.
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(ErrorBody{Error: ErrorDetail{Code: mc.EINTERNAL, Message: "internal error"}})
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

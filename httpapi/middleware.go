@@ -1,0 +1,331 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/master-controller/mc"
+)
+
+// routeUnmatched is the route label of requests that matched no route.
+const routeUnmatched = "unmatched"
+
+// state is what the middleware and the handlers of one request share.
+type state struct {
+	log       *slog.Logger
+	actor     string // the API key's id, once authenticated
+	sessionID string // the session the request was about, for the log line
+	err       error  // the error the handler returned, for the log line
+}
+
+type stateKey struct{}
+
+// reqState returns the request's state; outside a request (a handler called
+// directly in a test) it returns a throwaway one.
+func reqState(ctx context.Context) *state {
+	if st, ok := ctx.Value(stateKey{}).(*state); ok {
+		return st
+	}
+	return &state{log: slog.Default()}
+}
+
+// Logger returns the logger of the request that ctx belongs to: it carries the
+// request id (and the replica) on every line. Outside a request it returns
+// slog.Default().
+func Logger(ctx context.Context) *slog.Logger { return reqState(ctx).log }
+
+// RequestIDHeader is the header that carries the request id, both ways.
+const RequestIDHeader = "X-Request-ID"
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+// requestID returns the request's sane incoming X-Request-ID, or a new one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get(RequestIDHeader); requestIDPattern.MatchString(id) {
+		return id
+	}
+	return mc.NewID()
+}
+
+// ServeHTTP serves one request through the middleware: request id, logger,
+// routing with JSON 404 and 405, panic recovery, the access log line and the
+// metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rid := requestID(r)
+	st := &state{log: s.log.With(mc.LogRequestID, rid)}
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	w.Header().Set(RequestIDHeader, rid)
+	if s.cfg.Replica != "" {
+		w.Header().Set("X-MC-Replica", s.cfg.Replica)
+	}
+	sw := &statusWriter{ResponseWriter: w}
+
+	h, pattern := s.mux.Handler(r)
+	route := pattern
+	if !s.routes[pattern] {
+		route = routeUnmatched
+	}
+	defer func() {
+		p := recover()
+		abort := p == http.ErrAbortHandler
+		if p != nil && !abort {
+			st.err = &mc.Error{Code: mc.EINTERNAL, Reason: "panic", Err: fmt.Errorf("panic: %v", p)}
+			if sw.wroteHeader {
+				// Too late for a 500: abort the connection rather than end a
+				// truncated response as if it were whole.
+				abort = true
+			} else {
+				writeError(sw, st.err)
+			}
+		}
+		s.finish(r, sw, st, route, start, p)
+		if abort {
+			panic(http.ErrAbortHandler) // net/http closes the connection without logging
+		}
+	}()
+	if route == routeUnmatched {
+		s.unmatched(sw, r, h)
+		return
+	}
+	s.mux.ServeHTTP(sw, r)
+}
+
+// unmatched answers a request that matched no route: the mux's own 404 and
+// 405 become JSON errors (405 keeps its Allow header); anything else the mux
+// decides (a redirect to a canonical path) is passed on as it is.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	rec := &recorder{header: make(http.Header)}
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusNotFound:
+		s.fail(w, r, mc.Errorf(mc.ENOTFOUND, "no_route", "no such route"))
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		err := mc.Errorf(mc.EINVALID, "method_not_allowed", "method %s is not allowed here", r.Method)
+		reqState(r.Context()).err = err
+		d := errorDetail(err)
+		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: d})
+	default:
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.status)
+		_, _ = w.Write(rec.body.Bytes())
+	}
+}
+
+// finish writes the access log line and records the metrics. The line holds
+// the route pattern, never the raw path or the query string (which may hold a
+// viewer token), and the client's IP masked unless debug logging is on.
+func (s *Server) finish(r *http.Request, sw *statusWriter, st *state, route string, start time.Time, p any) {
+	d := time.Since(start)
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	code := strconv.Itoa(status)
+	s.metrics.requests.WithLabelValues(route, code).Inc()
+	if !sw.hijacked { // a WebSocket's duration is the connection's, not the request's
+		s.metrics.seconds.WithLabelValues(route).Observe(d.Seconds())
+	}
+	if st.err != nil {
+		s.metrics.errors.WithLabelValues(route, string(mc.ErrorReason(st.err))).Inc()
+	}
+
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	ctx := r.Context()
+	if !st.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.Int64("bytes", sw.bytes),
+		slog.String("remote", s.remote(ctx, r.RemoteAddr)),
+	)
+	id := st.sessionID
+	if id == "" {
+		id = r.PathValue("id")
+	}
+	if mc.ValidID(id) {
+		attrs = append(attrs, slog.String(mc.LogSessionID, id))
+	}
+	if u := r.PathValue("user_id"); userIDPattern.MatchString(u) {
+		attrs = append(attrs, slog.String(mc.LogUserID, u))
+	}
+	if st.actor != "" {
+		attrs = append(attrs, slog.String("actor", st.actor))
+	}
+	if st.err != nil {
+		attrs = append(attrs, slog.String(mc.LogReason, string(mc.ErrorReason(st.err))))
+		if status >= 500 {
+			attrs = append(attrs, slog.String("error", st.err.Error()))
+		} else {
+			attrs = append(attrs, slog.String("error", mc.ErrorMessage(st.err)))
+		}
+	}
+	if p != nil && p != http.ErrAbortHandler {
+		attrs = append(attrs, slog.String("stack", string(debug.Stack())))
+	}
+	st.log.LogAttrs(ctx, level, "http request", attrs...)
+}
+
+// remote returns the client's IP for the log: masked unless the logger is at
+// debug level.
+func (s *Server) remote(ctx context.Context, addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return ""
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		return ap.Addr().Unmap().String()
+	}
+	return MaskIP(ap.Addr())
+}
+
+// MaskIP returns a for logs at info level with its host part hidden: an IPv4
+// address keeps its first three octets ("10.200.0.x"), an IPv6 address its
+// first 48 bits ("2001:db8:1::x"). An invalid address gives "".
+func MaskIP(a netip.Addr) string {
+	a = a.Unmap()
+	switch {
+	case !a.IsValid():
+		return ""
+	case a.Is4():
+		b := a.As4()
+		return fmt.Sprintf("%d.%d.%d.x", b[0], b[1], b[2])
+	}
+	p, err := a.WithZone("").Prefix(48)
+	if err != nil {
+		return ""
+	}
+	s := p.Addr().String()
+	if !strings.HasSuffix(s, "::") {
+		s += ":"
+	}
+	return s + "x"
+}
+
+// statusWriter records the status and the size of a response. It passes
+// Flush and Hijack through (the gateway's WebSocket needs Hijack) and unwraps
+// for http.ResponseController.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	hijacked    bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status = code
+		if code >= 200 {
+			w.wroteHeader = true
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+		if !w.wroteHeader {
+			w.status, w.wroteHeader = http.StatusSwitchingProtocols, true
+		}
+	}
+	return c, rw, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// recorder captures what the mux's fallback handlers write.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+
+// metrics are the API's Prometheus collectors. Labels are route patterns and
+// status codes: never a session or user id.
+type metrics struct {
+	requests *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mc_http_requests_total",
+			Help: "HTTP requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mc_http_request_seconds",
+			Help:    "HTTP request duration by route pattern (WebSocket connections excluded).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mc_http_errors_total",
+			Help: "Refused or failed HTTP requests by route pattern and reason code.",
+		}, []string{"route", "reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register http metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,110 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/sqlite"
+	"github.com/master-controller/mc/storetest"
+)
+
+func open(tb testing.TB, path string, opts sqlite.Options) *sqlite.Store {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), path, opts)
+	if err != nil {
+		tb.Fatalf("open %s: %v", path, err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		path := filepath.Join(t.TempDir(), "mc.db")
+		return func(t *testing.T) mc.Store { return open(t, path, sqlite.Options{}) }
+	})
+}
+
+func TestMigrate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mc.db")
+	s := open(t, path, sqlite.Options{NoMigrate: true})
+	for range 2 {
+		if err := s.Migrate(t.Context()); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	// A second Store on a migrated file migrates nothing and works.
+	s2 := open(t, path, sqlite.Options{})
+	if err := s2.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("got %d migrations recorded, %v, want 1", n, err)
+	}
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets"} {
+		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {
+			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
+		}
+	}
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("got journal_mode %q, %v, want wal", mode, err)
+	}
+}
+
+func TestOpenRefusesMemory(t *testing.T) {
+	for _, p := range []string{"", ":memory:", "file::memory:"} {
+		if _, err := sqlite.Open(t.Context(), p, sqlite.Options{}); mc.ErrorCode(err) != mc.EINVALID {
+			t.Errorf("open %q: got %v, want EINVALID", p, err)
+		}
+	}
+}
+
+func TestClosedStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mc.db")
+	s, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := storetest.NewSession("u1", "demo", time.Time{})
+	if err := s.CreateSession(t.Context(), sess, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := s.Watch(t.Context(), sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-ch; ok {
+		t.Error("got a value after Close, want the watch closed")
+	}
+	_, err = s.Session(t.Context(), sess.ID)
+	if code := mc.ErrorCode(err); code != mc.EUNAVAILABLE {
+		t.Errorf("got %v (%s) from a closed store, want %s", err, code, mc.EUNAVAILABLE)
+	}
+}
+
+func BenchmarkSession(b *testing.B) {
+	storetest.BenchmarkSession(b, open(b, filepath.Join(b.TempDir(), "mc.db"), sqlite.Options{}))
+}
+
+func BenchmarkTransition(b *testing.B) {
+	storetest.BenchmarkTransition(b, open(b, filepath.Join(b.TempDir(), "mc.db"), sqlite.Options{}))
+}
