@@ -1,0 +1,323 @@
+// Package agent is the machine agent: the supervisor that runs inside each
+// browser machine (a sandbox of local processes, later a VM). It starts Xvnc
+// and Chromium as its children, serves the agent API behind a per-machine
+// Bearer token, runs providers' logins and hands their credential files over
+// once, and serves the demo provider's sign-in page. It exits with an
+// *ExitError when Xvnc or Chromium exits, so that the driver sees the machine
+// as gone.
+//
+// The API (every call needs "Authorization: Bearer <token>", else 401 with an
+// ErrorBody; errors are {"code","reason","message"}):
+//
+//	GET  /health          200 {"vnc":true,"browser":true}; 503, same shape, when either is down
+//	POST /open            {"url"}: http(s), about:blank or local:/path, navigated through DevTools
+//	POST /login/start     {"provider": mc.Provider} → 202 LoginStatus; 409 while one runs
+//	GET  /login/status    LoginStatus; ?wait=30s answers when a running login changes state
+//	GET  /login/result    LoginResult once complete (the agent deletes the files); then 410
+//
+// Login states are idle, running, complete and failed; a failed status
+// carries a reason: login_timeout, command_failed, credentials_missing,
+// browser_error or login_cancelled.
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/master-controller/mc"
+)
+
+// Config is the agent's configuration, one field per command-line flag.
+type Config struct {
+	// Listen is the agent API's address (IP:8080 in a namespace, or
+	// 127.0.0.1:PORT in loopback mode).
+	Listen string
+	// TokenFile holds the per-machine agent token.
+	TokenFile string
+	// VNCListen is where Xvnc listens (IP:PORT).
+	VNCListen string
+	// VNCPasswordFile holds the plaintext VNC password; the agent writes the
+	// obfuscated file that Xvnc reads beside it (same name + ".vnc").
+	VNCPasswordFile string
+	// Display is the X display number.
+	Display int
+	// CDPPort is Chromium's DevTools port on 127.0.0.1.
+	CDPPort int
+	// PageListen is the local page server's address (127.0.0.1:PORT).
+	PageListen string
+	// Home is the private home directory; the Chromium profile is
+	// Home/chromium-profile.
+	Home string
+	// StartURL is the first page; "local:/path" is a page of PageListen.
+	StartURL string
+	// Width and Height are the screen geometry (default 1280×800).
+	Width, Height int
+	// Xvnc and Chromium are the binaries (default: found in PATH).
+	Xvnc, Chromium string
+	// StartTimeout bounds the start of Xvnc and of Chromium, each
+	// (default 30 s).
+	StartTimeout time.Duration
+}
+
+// Check fills in defaults and validates cfg. Run calls it too.
+func (cfg *Config) Check() error {
+	if cfg.Width == 0 && cfg.Height == 0 {
+		cfg.Width, cfg.Height = 1280, 800
+	}
+	if cfg.Xvnc == "" {
+		cfg.Xvnc = "Xvnc"
+	}
+	if cfg.Chromium == "" {
+		cfg.Chromium = "chromium"
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	var missing []string
+	for name, v := range map[string]string{
+		"--listen": cfg.Listen, "--token-file": cfg.TokenFile, "--vnc-listen": cfg.VNCListen,
+		"--vnc-password-file": cfg.VNCPasswordFile, "--page-listen": cfg.PageListen, "--home": cfg.Home,
+	} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing flags: %s", strings.Join(missing, ", "))
+	}
+	if cfg.Display <= 0 || cfg.CDPPort <= 0 || cfg.CDPPort > 65535 {
+		return errors.New("--display and --cdp-port must be positive")
+	}
+	if cfg.Width < 64 || cfg.Height < 64 || cfg.Width > 8192 || cfg.Height > 8192 {
+		return fmt.Errorf("geometry %dx%d out of range", cfg.Width, cfg.Height)
+	}
+	if _, _, err := net.SplitHostPort(cfg.VNCListen); err != nil {
+		return fmt.Errorf("--vnc-listen %s: %w", cfg.VNCListen, err)
+	}
+	home, err := filepath.Abs(cfg.Home)
+	if err != nil {
+		return err
+	}
+	cfg.Home = home
+	return nil
+}
+
+// ParseGeometry parses "WxH".
+func ParseGeometry(s string) (w, h int, err error) {
+	ws, hs, ok := strings.Cut(s, "x")
+	if ok {
+		w, err = strconv.Atoi(ws)
+		if err == nil {
+			h, err = strconv.Atoi(hs)
+		}
+	}
+	if !ok || err != nil || w <= 0 || h <= 0 {
+		return 0, 0, fmt.Errorf("geometry %q: want WxH", s)
+	}
+	return w, h, nil
+}
+
+// ExitError says a supervised child exited while the agent was running.
+type ExitError struct {
+	Proc string
+	Err  error
+}
+
+// Error implements error.
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return e.Proc + " exited unexpectedly with status 0"
+	}
+	return fmt.Sprintf("%s exited unexpectedly: %v", e.Proc, e.Err)
+}
+
+// Unwrap returns the exit error.
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// readSecretFile reads a one-line secret file.
+func readSecretFile(path string) (mc.Secret, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return mc.Secret{}, fmt.Errorf("read secret file %s: %w", path, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if strings.TrimSpace(s) == "" {
+		return mc.Secret{}, fmt.Errorf("read secret file %s: empty", path)
+	}
+	return mc.SecretOf(s), nil
+}
+
+// chromiumBrowser opens pages through Chromium's DevTools protocol.
+type chromiumBrowser struct{ cdp *cdp }
+
+func (b chromiumBrowser) Open(ctx context.Context, url string) error { return b.cdp.Navigate(ctx, url) }
+
+// closer is one step of shutdown, run in reverse order of creation.
+type closer struct {
+	name string
+	fn   func()
+}
+
+// Run runs the agent until ctx ends (then it stops its children and returns
+// nil) or until Xvnc or Chromium exits (then it returns an *ExitError).
+// Every other error is a failure to start.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Check(); err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	t0 := time.Now()
+	token, err := readSecretFile(cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	vncPassword, err := readSecretFile(cfg.VNCPasswordFile)
+	if err != nil {
+		return err
+	}
+
+	var closers []closer
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			c := closers[i]
+			c.fn()
+			log.Debug("closed", "what", c.name)
+		}
+	}()
+
+	// TMPDIR inside home: Chromium's singleton socket directory and any
+	// temporary file of a login go away with the home directory.
+	for _, d := range []string{cfg.Home, filepath.Join(cfg.Home, "chromium-profile"), filepath.Join(cfg.Home, "tmp")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create home %s: %w", d, err)
+		}
+	}
+	passwdFile := cfg.VNCPasswordFile + ".vnc"
+	if err := writeVNCPasswordFile(passwdFile, vncPassword.Reveal()); err != nil {
+		return err
+	}
+	closers = append(closers, closer{"vnc password file", func() { os.Remove(passwdFile) }})
+	authFile := cfg.VNCPasswordFile + ".xauth"
+	if err := writeFileAtomic(authFile, xauthority(cfg.Display, newCookie()), 0o600); err != nil {
+		return fmt.Errorf("write x authority %s: %w", authFile, err)
+	}
+	closers = append(closers, closer{"x authority file", func() { os.Remove(authFile) }})
+
+	if err := ensureLoopbackUp(); err != nil {
+		return err
+	}
+	apiLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen agent api %s: %w", cfg.Listen, err)
+	}
+	pageLn, err := net.Listen("tcp", cfg.PageListen)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("listen page server %s: %w", cfg.PageListen, err)
+	}
+	pageBase := "http://" + pageLn.Addr().String()
+	startURL := "about:blank"
+	if cfg.StartURL != "" {
+		if startURL, err = resolveURL(cfg.StartURL, pageBase); err != nil {
+			apiLn.Close()
+			pageLn.Close()
+			return fmt.Errorf("--start-url: %w", err)
+		}
+	}
+
+	// The servers start before the children exist; handlers read them
+	// through these pointers.
+	var xvncP, chromiumP atomic.Pointer[child]
+	devtools := &cdp{port: cfg.CDPPort, client: &http.Client{Timeout: 5 * time.Second}}
+	browser := chromiumBrowser{devtools}
+	lg := newLogin(cfg.Home, pageBase, browser, log)
+	closers = append(closers, closer{"login", lg.Close})
+	a := &api{
+		tokenHash: sha256.Sum256([]byte(token.Reveal())),
+		log:       log,
+		browser:   browser,
+		pageBase:  pageBase,
+		login:     lg,
+		ready: func() bool {
+			x, c := xvncP.Load(), chromiumP.Load()
+			return x != nil && c != nil && x.Alive() && c.Alive()
+		},
+		health: func(ctx context.Context) Health {
+			var h Health
+			if x := xvncP.Load(); x != nil && x.Alive() {
+				h.VNC = probeRFB(ctx, cfg.VNCListen) == nil
+			}
+			if c := chromiumP.Load(); c != nil && c.Alive() {
+				_, err := devtools.Version(ctx)
+				h.Browser = err == nil
+			}
+			return h
+		},
+	}
+	apiSrv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	pageSrv := &http.Server{Handler: pageHandler(cfg.Home, log), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = apiSrv.Serve(apiLn) }()
+	go func() { _ = pageSrv.Serve(pageLn) }()
+	closers = append(closers, closer{"http servers", func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = apiSrv.Shutdown(sctx)
+		_ = pageSrv.Shutdown(sctx)
+	}})
+
+	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	xvnc, err := startXvnc(sctx, log, cfg, passwdFile, authFile)
+	cancel()
+	if err != nil {
+		return stoppedOr(ctx, log, err)
+	}
+	xvncP.Store(xvnc)
+	closers = append(closers, closer{"xvnc", func() {
+		xvnc.Stop(log, 3*time.Second)
+		removeStaleXFiles(cfg.Display, xvnc.cmd.Process.Pid)
+	}})
+	tX := time.Since(t0)
+
+	sctx, cancel = context.WithTimeout(ctx, cfg.StartTimeout)
+	chromium, err := startChromium(sctx, log, cfg, startURL, authFile)
+	cancel()
+	if err != nil {
+		return stoppedOr(ctx, log, err)
+	}
+	chromiumP.Store(chromium)
+	closers = append(closers, closer{"chromium", func() { chromium.Stop(log, 3*time.Second) }})
+	log.Info("machine agent ready", "listen", apiLn.Addr().String(), "vnc", cfg.VNCListen, "display", cfg.Display,
+		"xvnc_ms", tX.Milliseconds(), "ready_ms", time.Since(t0).Milliseconds())
+
+	select {
+	case <-ctx.Done():
+		log.Info("machine agent stopping")
+		return nil
+	case <-xvnc.Exited:
+		log.Error("xvnc exited", "err", xvnc.Err, mc.LogReason, mc.ReasonMachineExited)
+		return &ExitError{Proc: "xvnc", Err: xvnc.Err}
+	case <-chromium.Exited:
+		log.Error("chromium exited", "err", chromium.Err, mc.LogReason, mc.ReasonMachineExited)
+		return &ExitError{Proc: "chromium", Err: chromium.Err}
+	}
+}
+
+// stoppedOr returns nil when ctx ended (the agent was told to stop while
+// starting), else err.
+func stoppedOr(ctx context.Context, log *slog.Logger, err error) error {
+	if ctx.Err() != nil {
+		log.Info("machine agent stopped while starting")
+		return nil
+	}
+	return err
+}

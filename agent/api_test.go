@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/master-controller/mc"
+)
+
+// demoProvider is the demo provider as the controller sends it.
+func demoProvider(timeout time.Duration) mc.Provider {
+	return mc.Provider{
+		Name:     "demo",
+		StartURL: "local:/demo/signin",
+		Files: []mc.CredentialFile{{
+			Path:         "~/" + DemoCredentialPath,
+			RequiredKeys: []string{"access_token", "token_type", "user"},
+		}},
+		LoginTimeout: timeout,
+	}
+}
+
+func TestAuth(t *testing.T) {
+	a := newTestAPI(t)
+	tests := []struct {
+		name, method, path, auth string
+		want                     int
+	}{
+		{"health without token", "GET", "/health", "", http.StatusUnauthorized},
+		{"health wrong token", "GET", "/health", "Bearer nope", http.StatusUnauthorized},
+		{"health token prefix", "GET", "/health", "Bearer " + a.token[:5], http.StatusUnauthorized},
+		{"health basic scheme", "GET", "/health", "Basic " + a.token, http.StatusUnauthorized},
+		{"open without token", "POST", "/open", "", http.StatusUnauthorized},
+		{"result without token", "GET", "/login/result", "", http.StatusUnauthorized},
+		{"unknown path without token", "GET", "/nope", "", http.StatusUnauthorized},
+		{"health with token", "GET", "/health", "Bearer " + a.token, http.StatusOK},
+		{"unknown path with token", "GET", "/nope", "Bearer " + a.token, http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, a.srv.URL+tt.path, nil)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.want)
+			}
+			if tt.want == http.StatusUnauthorized {
+				if got := resp.Header.Get("Content-Type"); got != "application/json" {
+					t.Errorf("content type = %q, want application/json", got)
+				}
+				var body ErrorBody
+				if err := jsonDecode(resp, &body); err != nil {
+					t.Fatal(err)
+				}
+				if body.Code != mc.EUNAUTHORIZED {
+					t.Errorf("code = %q, want %q", body.Code, mc.EUNAUTHORIZED)
+				}
+			}
+		})
+	}
+}
+
+func TestHealth(t *testing.T) {
+	a := newTestAPI(t)
+	tests := []struct {
+		h    Health
+		want int
+	}{
+		{Health{VNC: true, Browser: true}, http.StatusOK},
+		{Health{VNC: false, Browser: true}, http.StatusServiceUnavailable},
+		{Health{VNC: true, Browser: false}, http.StatusServiceUnavailable},
+		{Health{}, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		a.health = tt.h
+		status, body := a.do(t, "GET", "/health", nil)
+		if status != tt.want {
+			t.Errorf("%+v: status = %d, want %d", tt.h, status, tt.want)
+		}
+		// The same shape either way: exactly the two booleans.
+		got := decode[map[string]any](t, body)
+		if len(got) != 2 || got["vnc"] != tt.h.VNC || got["browser"] != tt.h.Browser {
+			t.Errorf("%+v: body = %s", tt.h, body)
+		}
+	}
+}
+
+func TestOpen(t *testing.T) {
+	a := newTestAPI(t)
+	tests := []struct {
+		url, want string
+		status    int
+	}{
+		{"https://example.com/x?y=1", "https://example.com/x?y=1", http.StatusOK},
+		{"local:/demo/signin", a.page.URL + "/demo/signin", http.StatusOK},
+		{"about:blank", "about:blank", http.StatusOK},
+		{"javascript:alert(1)", "", http.StatusBadRequest},
+		{"file:///etc/passwd", "", http.StatusBadRequest},
+		{"", "", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			status, body := a.do(t, "POST", "/open", OpenRequest{URL: tt.url})
+			if status != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", status, tt.status, body)
+			}
+			if tt.status != http.StatusOK {
+				return
+			}
+			if got := <-a.browser.urls; got != tt.want {
+				t.Errorf("opened %q, want %q", got, tt.want)
+			}
+		})
+	}
+	req, _ := http.NewRequest("POST", a.srv.URL+"/open", strings.NewReader(`{"url":`))
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("truncated JSON: status = %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestDemoLogin(t *testing.T) {
+	a := newTestAPI(t)
+	if status, body := a.do(t, "GET", "/login/status", nil); status != http.StatusOK || decode[LoginStatus](t, body).State != StateIdle {
+		t.Fatalf("status before start: %d %s", status, body)
+	}
+	if status, _ := a.do(t, "GET", "/login/result", nil); status != http.StatusNotFound {
+		t.Errorf("result before start: status = %d, want 404", status)
+	}
+	status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)})
+	if status != http.StatusAccepted {
+		t.Fatalf("start: status = %d, want 202 (%s)", status, body)
+	}
+	opened := <-a.browser.urls
+	if want := a.page.URL + "/demo/signin"; opened != want {
+		t.Fatalf("opened %q, want %q", opened, want)
+	}
+	if status, _ := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusConflict {
+		t.Errorf("second start: status = %d, want 409", status)
+	}
+	if status, _ := a.do(t, "GET", "/login/result", nil); status != http.StatusConflict {
+		t.Errorf("result while running: status = %d, want 409", status)
+	}
+
+	// The browser's part: the page, then the form's submit.
+	resp, err := http.Get(opened)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readAll(t, resp)
+	for _, want := range []string{"Demo sign-in", "Sign in", DemoSignInColor, `method="post"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("sign-in page lacks %q", want)
+		}
+	}
+	written := time.Now()
+	resp, err = http.Post(opened, "application/x-www-form-urlencoded", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page := readAll(t, resp); !strings.Contains(page, "Signed in") || !strings.Contains(page, DemoSignedInColor) {
+		t.Errorf("signed-in page = %q", page)
+	}
+
+	status, body = a.do(t, "GET", "/login/status?wait=30s", nil)
+	st := decode[LoginStatus](t, body)
+	t.Logf("file written → status complete in %v", time.Since(written))
+	if status != http.StatusOK || st.State != StateComplete {
+		t.Fatalf("status = %d %+v, want complete", status, st)
+	}
+	if st.URL != opened {
+		t.Errorf("status url = %q, want %q", st.URL, opened)
+	}
+
+	credPath := filepath.Join(a.home, DemoCredentialPath)
+	fi, err := os.Stat(credPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("credential mode = %v, want 0600", got)
+	}
+	status, body = a.do(t, "GET", "/login/result", nil)
+	if status != http.StatusOK {
+		t.Fatalf("result: status = %d (%s)", status, body)
+	}
+	res := decode[LoginResult](t, body)
+	cred := decode[DemoCredential](t, []byte(res.Files["~/"+DemoCredentialPath]))
+	if !strings.HasPrefix(cred.AccessToken, "demo-") || len(cred.AccessToken) != len("demo-")+32 || cred.TokenType != "Bearer" || cred.User != "demo" {
+		t.Errorf("credential = %+v", cred)
+	}
+	if _, err := os.Stat(credPath); !os.IsNotExist(err) {
+		t.Errorf("credential file after result: %v, want it deleted", err)
+	}
+	status, body = a.do(t, "GET", "/login/result", nil)
+	if status != http.StatusGone {
+		t.Errorf("second result: status = %d, want 410", status)
+	}
+	if strings.Contains(string(body), cred.AccessToken) {
+		t.Error("second result holds the credential")
+	}
+	// A new login may start once the result is delivered.
+	if status, _ := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+		t.Errorf("start after delivery: status = %d, want 202", status)
+	}
+}
+
+func TestLoginTimeout(t *testing.T) {
+	a := newTestAPI(t)
+	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(50 * time.Millisecond)}); status != http.StatusAccepted {
+		t.Fatalf("start: %d %s", status, body)
+	}
+	_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
+	st := decode[LoginStatus](t, body)
+	if st.State != StateFailed || st.Reason != mc.ReasonLoginTimeout {
+		t.Fatalf("status = %+v, want failed with reason %s", st, mc.ReasonLoginTimeout)
+	}
+	if status, _ := a.do(t, "GET", "/login/result", nil); status != http.StatusConflict {
+		t.Errorf("result after timeout: status = %d, want 409", status)
+	}
+	// A failed login may be started again.
+	if status, _ := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+		t.Errorf("restart: status = %d, want 202", status)
+	}
+}
+
+func TestLoginStartInvalid(t *testing.T) {
+	a := newTestAPI(t)
+	tests := []struct {
+		name string
+		p    mc.Provider
+	}{
+		{"no files", mc.Provider{Name: "x", StartURL: "local:/demo/signin"}},
+		{"absolute file", mc.Provider{Name: "x", Files: []mc.CredentialFile{{Path: "/etc/shadow"}}}},
+		{"escaping file", mc.Provider{Name: "x", Files: []mc.CredentialFile{{Path: "~/../../etc/shadow"}}}},
+		{"bad start url", mc.Provider{Name: "x", StartURL: "file:///etc/passwd", Files: []mc.CredentialFile{{Path: "~/a.json"}}}},
+		{"empty command", mc.Provider{Name: "x", LoginCommand: []string{""}, Files: []mc.CredentialFile{{Path: "~/a.json"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: tt.p})
+			if status != http.StatusBadRequest {
+				t.Fatalf("status = %d, want 400 (%s)", status, body)
+			}
+			if got := decode[ErrorBody](t, body).Code; got != mc.EINVALID {
+				t.Errorf("code = %q, want %q", got, mc.EINVALID)
+			}
+		})
+	}
+	status, _ := a.do(t, "GET", "/login/status?wait=forever", nil)
+	if status != http.StatusBadRequest {
+		t.Errorf("bad wait: status = %d, want 400", status)
+	}
+}
+
+func TestBrowserErrorFailsLogin(t *testing.T) {
+	a := newTestAPI(t)
+	a.browser.err = errTestBrowser
+	a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)})
+	_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
+	if st := decode[LoginStatus](t, body); st.State != StateFailed || st.Reason != ReasonBrowserError {
+		t.Errorf("status = %+v, want failed %s", st, ReasonBrowserError)
+	}
+}

@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"net/http"
+	"net/netip"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/master-controller/mc"
+)
+
+func testClient(tb testing.TB, a *testAPI, token string) *Client {
+	tb.Helper()
+	u, err := url.Parse(a.srv.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return NewClient(netip.MustParseAddrPort(u.Host), mc.SecretOf(token), nil)
+}
+
+func TestClient(t *testing.T) {
+	a := newTestAPI(t)
+	c := testClient(t, a, a.token)
+	ctx := t.Context()
+
+	if h, err := c.Health(ctx); err != nil || !h.VNC || !h.Browser {
+		t.Errorf("Health = %+v, %v", h, err)
+	}
+	a.health = Health{VNC: true}
+	if h, err := c.Health(ctx); mc.ErrorCode(err) != mc.EUNAVAILABLE || !h.VNC || h.Browser {
+		t.Errorf("unhealthy Health = %+v, %v; want vnc only and EUNAVAILABLE", h, err)
+	}
+	if err := c.Open(ctx, "local:/demo/signin"); err != nil {
+		t.Fatal(err)
+	}
+	<-a.browser.urls
+	if err := c.Open(ctx, "file:///etc/passwd"); mc.ErrorCode(err) != mc.EINVALID {
+		t.Errorf("Open(file:) = %v, want EINVALID", err)
+	}
+
+	st, err := c.StartLogin(ctx, demoProvider(time.Minute))
+	if err != nil || st.State != StateRunning {
+		t.Fatalf("StartLogin = %+v, %v", st, err)
+	}
+	opened := <-a.browser.urls
+	if _, err := c.LoginResult(ctx); mc.ErrorCode(err) != mc.ECONFLICT {
+		t.Errorf("LoginResult while running = %v, want ECONFLICT", err)
+	}
+	resp, err := http.Post(opened, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if st, err := c.LoginStatus(ctx, 30*time.Second); err != nil || st.State != StateComplete {
+		t.Fatalf("LoginStatus = %+v, %v", st, err)
+	}
+	res, err := c.LoginResult(ctx)
+	if err != nil || len(res.Files) != 1 {
+		t.Fatalf("LoginResult = %+v, %v", res, err)
+	}
+	_, err = c.LoginResult(ctx)
+	if mc.ErrorCode(err) != mc.ENOTFOUND || mc.ErrorReason(err) != "result_delivered" {
+		t.Errorf("second LoginResult = %v, want ENOTFOUND result_delivered", err)
+	}
+
+	bad := testClient(t, a, "wrong")
+	if _, err := bad.Health(ctx); mc.ErrorCode(err) != mc.EUNAUTHORIZED {
+		t.Errorf("Health with a wrong token = %v, want EUNAUTHORIZED", err)
+	}
+	a.srv.Close()
+	if _, err := c.Health(ctx); mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != "agent_unreachable" {
+		t.Errorf("Health of a closed agent = %v, want EUNAVAILABLE agent_unreachable", err)
+	}
+}

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// TestCommandLines pins Xvnc's and Chromium's command lines.
+func TestCommandLines(t *testing.T) {
+	cfg := Config{
+		Listen: "10.200.0.2:8080", TokenFile: "/m/token", VNCListen: "10.200.0.2:5900",
+		VNCPasswordFile: "/m/vnc-password", Display: 100, CDPPort: 9222,
+		PageListen: "127.0.0.1:8081", Home: "/m/home", Width: 1280, Height: 800,
+	}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"xvnc", xvncArgs(cfg, "10.200.0.2", "5900", "/m/vnc-password.vnc", "/m/vnc-password.xauth")},
+		{"chromium-root", chromiumArgs(cfg, "http://127.0.0.1:8081/demo/signin", true, false)},
+		{"chromium-user-small-shm", chromiumArgs(cfg, "about:blank", false, true)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := strings.Join(tt.args, "\n") + "\n"
+			path := filepath.Join("testdata", tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("command line:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	valid := func() Config {
+		return Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
+			Display: 100, CDPPort: 3, PageListen: "127.0.0.1:4", Home: "h"}
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		ok     bool
+	}{
+		{"valid", func(*Config) {}, true},
+		{"no listen", func(c *Config) { c.Listen = "" }, false},
+		{"no home", func(c *Config) { c.Home = "" }, false},
+		{"no display", func(c *Config) { c.Display = 0 }, false},
+		{"bad vnc address", func(c *Config) { c.VNCListen = "nope" }, false},
+		{"tiny screen", func(c *Config) { c.Width, c.Height = 10, 10 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.modify(&c)
+			if err := c.Check(); (err == nil) != tt.ok {
+				t.Fatalf("Check() = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+	c := valid()
+	_ = c.Check()
+	if c.Width != 1280 || c.Height != 800 || c.Xvnc != "Xvnc" || c.Chromium != "chromium" || !filepath.IsAbs(c.Home) {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestParseGeometry(t *testing.T) {
+	tests := []struct {
+		in   string
+		w, h int
+		ok   bool
+	}{
+		{"1280x800", 1280, 800, true},
+		{"1x1", 1, 1, true},
+		{"1280", 0, 0, false},
+		{"x800", 0, 0, false},
+		{"-1x5", 0, 0, false},
+		{"axb", 0, 0, false},
+	}
+	for _, tt := range tests {
+		w, h, err := ParseGeometry(tt.in)
+		if (err == nil) != tt.ok || w != tt.w || h != tt.h {
+			t.Errorf("ParseGeometry(%q) = %d, %d, %v; want %d, %d, ok %v", tt.in, w, h, err, tt.w, tt.h, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// requireCI fails under CI=true and skips otherwise, with one line.
+func requireCI(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf(format, args...)
+	}
+	tb.Skipf(format, args...)
+}
+
+// testLogger writes to the test log.
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// fakeBrowser records the URLs it is asked to open.
+type fakeBrowser struct {
+	mu     sync.Mutex
+	opened []string
+	urls   chan string
+	err    error
+}
+
+func newFakeBrowser() *fakeBrowser { return &fakeBrowser{urls: make(chan string, 16)} }
+
+func (b *fakeBrowser) Open(ctx context.Context, url string) error {
+	if b.err != nil {
+		return b.err
+	}
+	b.mu.Lock()
+	b.opened = append(b.opened, url)
+	b.mu.Unlock()
+	b.urls <- url
+	return nil
+}
+
+// testAPI is the agent API over a fake browser, with a real page server.
+type testAPI struct {
+	srv     *httptest.Server
+	page    *httptest.Server
+	token   string
+	home    string
+	browser *fakeBrowser
+	health  Health
+	login   *login
+}
+
+func newTestAPI(tb testing.TB) *testAPI {
+	tb.Helper()
+	home := tb.TempDir()
+	log := testLogger(tb)
+	t := &testAPI{token: "test-token-1234", home: home, browser: newFakeBrowser(), health: Health{VNC: true, Browser: true}}
+	t.page = httptest.NewServer(pageHandler(home, log))
+	tb.Cleanup(t.page.Close)
+	t.login = newLogin(home, t.page.URL, t.browser, log)
+	tb.Cleanup(t.login.Close)
+	a := &api{
+		tokenHash: sha256.Sum256([]byte(t.token)),
+		log:       log,
+		health:    func(context.Context) Health { return t.health },
+		ready:     func() bool { return true },
+		browser:   t.browser,
+		pageBase:  t.page.URL,
+		login:     t.login,
+	}
+	t.srv = httptest.NewServer(a.handler())
+	tb.Cleanup(t.srv.Close)
+	return t
+}
+
+// do sends a request with the test token and returns status and body.
+func (t *testAPI) do(tb testing.TB, method, path string, body any) (int, []byte) {
+	tb.Helper()
+	return doRequest(tb, t.srv.URL, t.token, method, path, body)
+}
+
+func doRequest(tb testing.TB, base, token, method, path string, body any) (int, []byte) {
+	tb.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, base+path, r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func decode[T any](tb testing.TB, b []byte) T {
+	tb.Helper()
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		tb.Fatalf("decode %s: %v", b, err)
+	}
+	return v
+}
+
+var (
+	buildOnce sync.Map // package path → *buildResult
+	binDir    string   // built test binaries, removed by TestMain
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mc-agent-test-bin-*")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type buildResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildBinary builds a main package of this module once per test run.
+func buildBinary(tb testing.TB, pkg string) string {
+	tb.Helper()
+	v, _ := buildOnce.LoadOrStore(pkg, &buildResult{})
+	br := v.(*buildResult)
+	br.once.Do(func() {
+		br.path = filepath.Join(binDir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", br.path, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			br.err = errors.New("go build " + pkg + ": " + err.Error() + ": " + string(out))
+		}
+	})
+	if br.err != nil {
+		tb.Fatal(br.err)
+	}
+	return br.path
+}
+
+var errTestBrowser = errors.New("test: browser gone")
+
+func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+func readAll(tb testing.TB, resp *http.Response) string {
+	tb.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("%s: status %d: %s", resp.Request.URL, resp.StatusCode, b)
+	}
+	return string(b)
+}

@@ -1,0 +1,612 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// realAgent is the mc-agent binary running with real Xvnc and Chromium on
+// loopback ports.
+type realAgent struct {
+	cmd         *exec.Cmd
+	base        string // agent API URL
+	token       string
+	vncAddr     string
+	vncPassword string
+	cdpPort     int
+	pageBase    string
+	home        string
+	display     int
+	W, H        int
+	startedAt   time.Time
+	exited      chan struct{}
+	exitErr     error
+	logs        *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func requireMachine(tb testing.TB) (xvnc, chromium string) {
+	tb.Helper()
+	xvnc, err := exec.LookPath("Xvnc")
+	if err != nil {
+		requireCI(tb, "Xvnc not installed (package tigervnc-standalone-server); skipping")
+	}
+	chromium, err = exec.LookPath("chromium")
+	if err != nil {
+		requireCI(tb, "chromium not installed (package chromium); skipping")
+	}
+	return xvnc, chromium
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// freeDisplay returns a random X display number with no lock or socket.
+func freeDisplay(tb testing.TB) int {
+	tb.Helper()
+	for range 100 {
+		n := 300 + rand.IntN(600)
+		_, e1 := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n))
+		_, e2 := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n))
+		if os.IsNotExist(e1) && os.IsNotExist(e2) {
+			return n
+		}
+	}
+	tb.Fatal("no free X display")
+	return 0
+}
+
+// netnsTarget, when set, runs the agent inside a network namespace with
+// the agent API and VNC on ip, as the local driver's namespace mode does.
+type netnsTarget struct {
+	name string
+	ip   string
+}
+
+func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
+	tb.Helper()
+	xvnc, chromium := requireMachine(tb)
+	bin := buildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent")
+	dir := tb.TempDir()
+	a := &realAgent{
+		token:       "tok-" + strconv.FormatUint(rand.Uint64(), 36),
+		vncPassword: "pw" + strconv.FormatUint(rand.Uint64(), 36)[:6],
+		home:        filepath.Join(dir, "home"),
+		W:           1024, H: 640,
+		exited: make(chan struct{}),
+		logs:   &syncBuffer{},
+	}
+	a.display = freeDisplay(tb)
+	var listen, page string
+	if ns == nil {
+		a.vncAddr = fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+		a.cdpPort = freePort(tb)
+		listen = fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+		page = fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+	} else {
+		a.vncAddr, listen = ns.ip+":5900", ns.ip+":8080"
+		a.cdpPort, page = 9222, "127.0.0.1:8081"
+	}
+	a.base, a.pageBase = "http://"+listen, "http://"+page
+	for name, v := range map[string]string{"token": a.token, "vnc-password": a.vncPassword + "\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	args := []string{
+		"--listen", listen,
+		"--token-file", filepath.Join(dir, "token"),
+		"--vnc-listen", a.vncAddr,
+		"--vnc-password-file", filepath.Join(dir, "vnc-password"),
+		"--display", strconv.Itoa(a.display),
+		"--cdp-port", strconv.Itoa(a.cdpPort),
+		"--page-listen", page,
+		"--home", a.home,
+		"--start-url", "local:/demo/signin",
+		"--geometry", fmt.Sprintf("%dx%d", a.W, a.H),
+		"--xvnc", xvnc, "--chromium", chromium,
+		"--log-level", "debug",
+	}
+	if ns == nil {
+		a.cmd = exec.Command(bin, args...)
+	} else {
+		// ip netns exec execs the agent, so the pid is the agent's.
+		a.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.name, bin}, args...)...)
+	}
+	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
+	// Its own process group, as the local driver does, so the test can check
+	// that nothing of it is left.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	a.startedAt = time.Now()
+	if err := a.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() {
+		a.exitErr = a.cmd.Wait()
+		close(a.exited)
+	}()
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		<-a.exited
+		if tb.Failed() {
+			tb.Logf("agent log:\n%s", filterLog(a.logs.String()))
+		}
+	})
+	return a
+}
+
+// filterLog drops Xvnc's chatter.
+func filterLog(s string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if !strings.Contains(line, `"msg":"xvnc"`) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// waitHealthy waits for /health 200 and returns how long it took from start.
+func (a *realAgent) waitHealthy(tb testing.TB) time.Duration {
+	tb.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-a.exited:
+			tb.Fatalf("agent exited before healthy: %v", a.exitErr)
+		default:
+		}
+		req, _ := http.NewRequest("GET", a.base+"/health", nil)
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(a.startedAt)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatal("agent not healthy within 60s")
+	return 0
+}
+
+func (a *realAgent) do(tb testing.TB, method, path string, body any) (int, []byte) {
+	tb.Helper()
+	return doRequest(tb, a.base, a.token, method, path, body)
+}
+
+// waitFor retries cond until it holds or the deadline passes.
+func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
+	tb.Helper()
+	waitForOr(tb, what, timeout, cond, nil)
+}
+
+// waitForOr is waitFor with a diagnosis run before failing.
+func waitForOr(tb testing.TB, what string, timeout time.Duration, cond func() (bool, string), diagnose func()) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		last = detail
+		time.Sleep(50 * time.Millisecond)
+	}
+	if diagnose != nil {
+		diagnose()
+	}
+	tb.Fatalf("%s: not within %v (last: %s)", what, timeout, last)
+}
+
+// groupProcesses lists the processes of process group pgid.
+func groupProcesses(pgid int) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): state ppid pgrp.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) {
+			out = append(out, fmt.Sprintf("%d %s", pid, s[strings.IndexByte(s, '(')+1:strings.LastIndexByte(s, ')')]))
+		}
+	}
+	return out
+}
+
+// childPID returns the pid of the agent's child named comm.
+func childPID(tb testing.TB, parent int, comm string) int {
+	tb.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", parent))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for f := range strings.FieldsSeq(string(b)) {
+			c, _ := os.ReadFile("/proc/" + f + "/comm")
+			if strings.TrimSpace(string(c)) == comm {
+				pid, _ := strconv.Atoi(f)
+				return pid
+			}
+		}
+	}
+	tb.Fatalf("no child %s of %d", comm, parent)
+	return 0
+}
+
+func TestAgentIntegration(t *testing.T) {
+	a := startRealAgent(t, nil)
+	took := a.waitHealthy(t)
+	t.Logf("agent start → /health 200: %v", took)
+	step := func(what string) { t.Logf("%7v %s", time.Since(a.startedAt).Round(time.Millisecond), what) }
+
+	// Health's shape and the auth in front of it, on the real binary.
+	status, body := a.do(t, "GET", "/health", nil)
+	if h := decode[Health](t, body); status != http.StatusOK || !h.VNC || !h.Browser {
+		t.Fatalf("health = %d %s", status, body)
+	}
+	if status, _ := doRequest(t, a.base, "", "GET", "/health", nil); status != http.StatusUnauthorized {
+		t.Errorf("health without token: %d, want 401", status)
+	}
+
+	// The RFB banner, many times (readiness and health probes must not get
+	// the prober's address blacklisted), then a VNC-authenticated session
+	// with the password from the plaintext file.
+	for range 8 {
+		if err := probeRFB(t.Context(), a.vncAddr); err != nil {
+			t.Fatalf("rfb banner: %v", err)
+		}
+	}
+	vnc := dialRFB(t, a.vncAddr, a.vncPassword)
+	if vnc.W != a.W || vnc.H != a.H {
+		t.Errorf("screen %dx%d, want %dx%d", vnc.W, vnc.H, a.W, a.H)
+	}
+	screenShows := func(corner, centre string) func() (bool, string) { return screenShows(t, vnc, corner, centre) }
+	saveScreen := func() { saveScreen(t, vnc) }
+	waitForOr(t, "sign-in page on the VNC screen", 20*time.Second, screenShows(DemoSignInColor, "#ffffff"), saveScreen)
+
+	devtools := &cdp{port: a.cdpPort, client: http.DefaultClient}
+	var size string
+	evaluate(t, devtools, "innerWidth + 'x' + innerHeight", &size)
+	t.Logf("page viewport %s on a %dx%d screen", size, a.W, a.H)
+
+	step("start page on the VNC screen")
+	// POST /open navigates through CDP.
+	openURL := a.pageBase + "/demo/signin?via=open"
+	if status, body := a.do(t, "POST", "/open", OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {
+		t.Fatalf("open: %d %s", status, body)
+	}
+	waitFor(t, "browser at the opened URL", 10*time.Second, func() (bool, string) {
+		p, err := devtools.Page(t.Context())
+		return err == nil && p.URL == openURL, p.URL
+	})
+
+	step("/open done")
+	// The demo login, clicked through VNC at the screen's centre.
+	cred := clickDemoSignIn(t, a, vnc)
+	step("demo result fetched")
+	if strings.Contains(a.logs.String(), cred.AccessToken) {
+		t.Error("the agent's log holds the credential")
+	}
+
+	// The CLI path with the real browser: the agent runs the stand-in CLI
+	// under a terminal, opens the URL it prints in Chromium, and Chromium's
+	// request to the CLI's callback makes the CLI write its file.
+	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
+		t.Fatalf("cli login start: %d %s", status, body)
+	}
+	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
+	if st := decode[LoginStatus](t, body); st.State != StateComplete || !strings.Contains(st.URL, "/oauth?state=") {
+		t.Fatalf("cli login status = %+v, want complete", st)
+	}
+	if status, body := a.do(t, "GET", "/login/result", nil); status != http.StatusOK || !bytes.Contains(body, []byte("fake-")) {
+		t.Errorf("cli result: %d %s", status, body)
+	}
+
+	step("CLI login complete")
+	// Xvnc dies: the agent exits non-zero and leaves no process behind.
+	pgid := a.cmd.Process.Pid
+	if err := syscall.Kill(childPID(t, pgid, "Xvnc"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent still running 20s after Xvnc was killed")
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(a.exitErr, &exitErr) || exitErr.ExitCode() != 1 {
+		t.Errorf("agent exit = %v, want exit status 1", a.exitErr)
+	}
+	waitFor(t, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
+		ps := groupProcesses(pgid)
+		return len(ps) == 0, strings.Join(ps, ", ")
+	})
+	step("agent exited, group empty")
+	if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", a.display)); !os.IsNotExist(err) {
+		t.Errorf("X lock of the killed Xvnc: %v, want removed", err)
+	}
+	for _, f := range []string{"vnc-password.vnc", "vnc-password.xauth"} {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(a.home), f)); !os.IsNotExist(err) {
+			t.Errorf("%s after exit: %v, want removed", f, err)
+		}
+	}
+}
+
+// TestAgentSIGTERM: the driver's stop. The agent stops its children and
+// exits 0.
+func TestAgentSIGTERM(t *testing.T) {
+	a := startRealAgent(t, nil)
+	t.Logf("agent start → /health 200: %v", a.waitHealthy(t))
+	pgid := a.cmd.Process.Pid
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent still running 20s after SIGTERM")
+	}
+	if a.exitErr != nil {
+		t.Errorf("agent exit = %v, want 0", a.exitErr)
+	}
+	waitFor(t, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
+		ps := groupProcesses(pgid)
+		return len(ps) == 0, strings.Join(ps, ", ")
+	})
+}
+
+// TestAgentExitsWhenChromiumDies: the other supervised child.
+func TestAgentExitsWhenChromiumDies(t *testing.T) {
+	a := startRealAgent(t, nil)
+	a.waitHealthy(t)
+	if err := syscall.Kill(childPID(t, a.cmd.Process.Pid, "chromium"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent still running 20s after Chromium was killed")
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(a.exitErr, &exitErr) || exitErr.ExitCode() != 1 {
+		t.Errorf("agent exit = %v, want exit status 1", a.exitErr)
+	}
+}
+
+// evaluate runs a JavaScript expression in the page and decodes its value.
+func evaluate(tb testing.TB, c *cdp, expr string, v any) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
+	defer cancel()
+	p, err := c.Page(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conn, err := dialCDP(ctx, p.WebSocketDebuggerURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close()
+	var res struct {
+		Result struct {
+			Value json.RawMessage `json:"value"`
+		} `json:"result"`
+	}
+	if err := conn.Call(ctx, "Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true}, &res); err != nil {
+		tb.Fatal(err)
+	}
+	if err := json.Unmarshal(res.Result.Value, v); err != nil {
+		tb.Fatalf("evaluate %s: %s: %v", expr, res.Result.Value, err)
+	}
+}
+
+// screenShows reports whether the screen's corners have the colour corner
+// and the middle (the demo's button, left and right of its label and below
+// it; the X cursor sits at the very centre) the colour centre.
+func screenShows(tb testing.TB, vnc *rfbClient, corner, centre string) func() (bool, string) {
+	return func() (bool, string) {
+		if err := vnc.Refresh(); err != nil {
+			tb.Fatalf("framebuffer: %v", err)
+		}
+		W, H := vnc.W, vnc.H
+		got := [7]string{vnc.Pixel(0, 0), vnc.Pixel(W-1, 0), vnc.Pixel(0, H-1), vnc.Pixel(W-1, H-1),
+			vnc.Pixel(W/2-160, H/2), vnc.Pixel(W/2+160, H/2), vnc.Pixel(W/2, H/2+50)}
+		want := [7]string{corner, corner, corner, corner, centre, centre, centre}
+		return got == want, fmt.Sprint(got)
+	}
+}
+
+func saveScreen(tb testing.TB, vnc *rfbClient) {
+	p := filepath.Join(os.TempDir(), "mc-agent-"+strings.ReplaceAll(tb.Name(), "/", "_")+".png")
+	if err := vnc.SavePNG(p); err == nil {
+		tb.Logf("screen saved to %s", p)
+	}
+}
+
+// clickDemoSignIn runs the demo login as a user would: the agent opens the
+// sign-in page, the user clicks the middle of the screen through VNC; then
+// it fetches the result (once: the second fetch is 410 and the file is gone).
+func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential {
+	tb.Helper()
+	// A blank page first, so that the sign-in page seen next is the one the
+	// login opened.
+	if status, body := a.do(tb, "POST", "/open", OpenRequest{URL: "about:blank"}); status != http.StatusOK {
+		tb.Fatalf("open about:blank: %d %s", status, body)
+	}
+	waitForOr(tb, "blank page on the VNC screen", 20*time.Second, screenShows(tb, vnc, "#ffffff", "#ffffff"), func() { saveScreen(tb, vnc) })
+	if status, body := a.do(tb, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+		tb.Fatalf("login start: %d %s", status, body)
+	}
+	waitForOr(tb, "sign-in page on the VNC screen", 20*time.Second, screenShows(tb, vnc, DemoSignInColor, "#ffffff"), func() { saveScreen(tb, vnc) })
+	// The page may still be (re)loading when the first click lands; a click
+	// on the signed-in page does nothing, so clicking again is safe.
+	waitFor(tb, "login complete after a click", 30*time.Second, func() (bool, string) {
+		if err := vnc.Click(vnc.W/2, vnc.H/2); err != nil {
+			tb.Fatal(err)
+		}
+		_, body := a.do(tb, "GET", "/login/status?wait=3s", nil)
+		st := decode[LoginStatus](tb, body)
+		if st.State == StateFailed {
+			tb.Fatalf("login failed: %+v", st)
+		}
+		return st.State == StateComplete, fmt.Sprintf("%+v", st)
+	})
+	waitForOr(tb, "signed-in page on the VNC screen", 10*time.Second, screenShows(tb, vnc, DemoSignedInColor, DemoSignedInColor), func() { saveScreen(tb, vnc) })
+	status, body := a.do(tb, "GET", "/login/result", nil)
+	if status != http.StatusOK {
+		tb.Fatalf("result: %d %s", status, body)
+	}
+	cred := decode[DemoCredential](tb, []byte(decode[LoginResult](tb, body).Files["~/"+DemoCredentialPath]))
+	if !strings.HasPrefix(cred.AccessToken, "demo-") || cred.User != "demo" {
+		tb.Errorf("credential = %+v", cred)
+	}
+	if status, _ := a.do(tb, "GET", "/login/result", nil); status != http.StatusGone {
+		tb.Errorf("second result: %d, want 410", status)
+	}
+	if _, err := os.Stat(filepath.Join(a.home, DemoCredentialPath)); !os.IsNotExist(err) {
+		tb.Errorf("credential file after delivery: %v, want deleted", err)
+	}
+	return cred
+}
+
+// TestAgentInNetns runs the agent as the local driver's namespace mode does:
+// inside a network namespace of its own (loopback left down: the agent brings
+// it up), the API and VNC on the namespace's IP, reached from the host over a
+// veth pair; DevTools and the page server stay inside.
+func TestAgentInNetns(t *testing.T) {
+	requireMachine(t)
+	if os.Geteuid() != 0 {
+		t.Skip("not root: network namespaces need root; skipping")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		requireCI(t, "ip not installed (package iproute2); skipping")
+	}
+	suffix := strconv.FormatUint(rand.Uint64()%(1<<24), 16)
+	ns, hostIf, nsIf := "mcagt-"+suffix, "mcah"+suffix, "mcan"+suffix
+	// A random /30 in 10.254.0.0/16, away from the driver's default network.
+	base := rand.IntN(1<<14) * 4
+	hostIP := fmt.Sprintf("10.254.%d.%d", base>>8, base&0xff+1)
+	nsIP := fmt.Sprintf("10.254.%d.%d", base>>8, base&0xff+2)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+	})
+	run("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
+	run("link", "set", nsIf, "netns", ns)
+	run("addr", "add", hostIP+"/30", "dev", hostIf)
+	run("link", "set", hostIf, "up")
+	run("-n", ns, "addr", "add", nsIP+"/30", "dev", nsIf)
+	run("-n", ns, "link", "set", nsIf, "up")
+
+	a := startRealAgent(t, &netnsTarget{name: ns, ip: nsIP})
+	t.Logf("agent start → /health 200 (namespace): %v", a.waitHealthy(t))
+	if err := probeRFB(t.Context(), a.vncAddr); err != nil {
+		t.Fatalf("rfb banner from the host: %v", err)
+	}
+	// DevTools and the page server are not reachable from outside.
+	for _, port := range []string{"9222", "8081"} {
+		if c, err := net.DialTimeout("tcp", nsIP+":"+port, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s:%s reachable from the host", nsIP, port)
+		}
+	}
+	vnc := dialRFB(t, a.vncAddr, a.vncPassword)
+	clickDemoSignIn(t, a, vnc)
+
+	pgid := a.cmd.Process.Pid
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent still running 20s after SIGTERM")
+	}
+	if a.exitErr != nil {
+		t.Errorf("agent exit = %v, want 0", a.exitErr)
+	}
+	waitFor(t, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
+		ps := groupProcesses(pgid)
+		return len(ps) == 0, strings.Join(ps, ", ")
+	})
+}
+
+// BenchmarkAgentStart measures the agent's start: process start to the first
+// RFB banner and to /health 200 (Xvnc up, Chromium's DevTools answering),
+// then a SIGTERM stop.
+func BenchmarkAgentStart(b *testing.B) {
+	var rfb, health, stop time.Duration
+	for b.Loop() {
+		a := startRealAgent(b, nil)
+		for {
+			if err := probeRFB(b.Context(), a.vncAddr); err == nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		rfb += time.Since(a.startedAt)
+		health += a.waitHealthy(b)
+		t0 := time.Now()
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		<-a.exited
+		stop += time.Since(t0)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(rfb.Milliseconds())/n, "ms-to-rfb/op")
+	b.ReportMetric(float64(health.Milliseconds())/n, "ms-to-health/op")
+	b.ReportMetric(float64(stop.Milliseconds())/n, "ms-to-stop/op")
+}

@@ -1,0 +1,83 @@
+// Command mc-agent is the machine agent: it runs inside each browser machine,
+// starts Xvnc and Chromium, and serves the agent API. See package agent.
+//
+// It exits 0 after SIGTERM or SIGINT (having stopped its children), 1 when
+// Xvnc or Chromium exits unexpectedly or it cannot start, 2 on bad flags.
+//
+// Flags: --listen, --token-file, --vnc-listen, --vnc-password-file,
+// --display, --cdp-port, --page-listen, --home, --start-url, --geometry,
+// --xvnc, --chromium, --start-timeout, --log-level (see -help).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/master-controller/mc/agent"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mc-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg agent.Config
+	var geometry, logLevel string
+	fs.StringVar(&cfg.Listen, "listen", "", "agent API address (IP:PORT)")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the agent token (Bearer auth)")
+	fs.StringVar(&cfg.VNCListen, "vnc-listen", "", "address Xvnc listens on (IP:PORT)")
+	fs.StringVar(&cfg.VNCPasswordFile, "vnc-password-file", "", "file holding the plaintext VNC password")
+	fs.IntVar(&cfg.Display, "display", 0, "X display number N (:N)")
+	fs.IntVar(&cfg.CDPPort, "cdp-port", 0, "Chromium remote debugging port on 127.0.0.1")
+	fs.StringVar(&cfg.PageListen, "page-listen", "", "local page server address (127.0.0.1:PORT)")
+	fs.StringVar(&cfg.Home, "home", "", "private HOME; Chromium profile in HOME/chromium-profile")
+	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
+	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
+	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")
+	fs.StringVar(&cfg.Chromium, "chromium", "chromium", "Chromium binary")
+	fs.DurationVar(&cfg.StartTimeout, "start-timeout", 0, "bound on the start of Xvnc and of Chromium, each (default 30s)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mc-agent: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	w, h, err := agent.ParseGeometry(geometry)
+	if err != nil {
+		fmt.Fprintf(stderr, "mc-agent: --geometry: %v\n", err)
+		return 2
+	}
+	cfg.Width, cfg.Height = w, h
+	if err := cfg.Check(); err != nil {
+		fmt.Fprintf(stderr, "mc-agent: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(stderr, "mc-agent: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "mc-agent")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := agent.Run(ctx, cfg, log); err != nil {
+		var exit *agent.ExitError
+		if !errors.As(err, &exit) { // Run logged the child's exit itself
+			log.Error("machine agent failed", "err", err)
+		}
+		return 1
+	}
+	return 0
+}
