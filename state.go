@@ -74,6 +74,7 @@ const (
 	ReasonMachineExited     Reason = "machine_exited"
 	ReasonMachineMissing    Reason = "machine_missing"
 	ReasonControllerRestart Reason = "controller_restart"
+	ReasonControllerStop    Reason = "controller_shutdown"
 	ReasonIdleTimeout       Reason = "idle_timeout"
 	ReasonMaxLifetime       Reason = "max_lifetime"
 	ReasonLoginTimeout      Reason = "login_timeout"
