@@ -1,0 +1,331 @@
+package vault
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	mc "github.com/master-controller/mc"
+)
+
+// KeySize is the length of a vault key: AES-256.
+const KeySize = 32
+
+// KeyFileName is the name of the key file that LoadOrCreate keeps in the data
+// directory.
+const KeyFileName = "vault.keys"
+
+// Reasons of the vault's errors.
+const (
+	ReasonBadKey     mc.Reason = "bad_vault_key"
+	ReasonNoKeys     mc.Reason = "no_vault_keys"
+	ReasonOpenFailed mc.Reason = "vault_open_failed"
+	ReasonSealFailed mc.Reason = "vault_seal_failed"
+)
+
+var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// key is one named AES-256 key. The raw key is kept only as an mc.Secret and
+// inside the AEAD, never in a field that fmt would print.
+type key struct {
+	id   string
+	raw  mc.Secret
+	aead cipher.AEAD
+}
+
+// Keyring holds the vault keys by id. The first key seals new records; every
+// key opens the records that carry its id, so that old records stay readable
+// until Rotate has re-sealed them. A Keyring prints only its key ids.
+type Keyring struct {
+	keys []key
+}
+
+// Config says where the vault keys come from, in order of precedence: Keys
+// (the value of MC_VAULT_KEYS), then KeyFile, then a key file in DataDir that
+// is generated when it does not exist.
+type Config struct {
+	// Keys is "id:base64key,id2:base64key"; the first key seals new records.
+	Keys mc.Secret
+	// KeyFile is a file of "id:base64key" lines (same order rule; blank lines
+	// and lines starting with # are ignored).
+	KeyFile string
+	// DataDir holds vault.keys when neither Keys nor KeyFile is set.
+	DataDir string
+}
+
+// Load returns the keyring that c describes. created reports that no key was
+// configured and a new key was generated into DataDir/vault.keys; the caller
+// should log that (with Keyring.Primary, never the key).
+// Errors: EINVALID (reason "bad_vault_key" or "no_vault_keys").
+func Load(c Config) (kr *Keyring, created bool, err error) {
+	switch {
+	case !c.Keys.IsZero():
+		kr, err = ParseKeys(c.Keys)
+		if err != nil {
+			return nil, false, fmt.Errorf("parse MC_VAULT_KEYS: %w", err)
+		}
+		return kr, false, nil
+	case c.KeyFile != "":
+		kr, err = ReadKeyFile(c.KeyFile)
+		return kr, false, err
+	case c.DataDir != "":
+		return LoadOrCreate(c.DataDir)
+	}
+	return nil, false, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
+}
+
+// ParseKeys parses "id:base64key,id2:base64key". The first key seals new
+// records. Keys are 32 bytes, in standard or URL-safe base64, padded or not.
+// Errors: EINVALID (reason "bad_vault_key" or "no_vault_keys"); the message
+// names the key by position and id, never by its value.
+func ParseKeys(s mc.Secret) (*Keyring, error) {
+	return parseEntries(strings.Split(s.Reveal(), ","), "key")
+}
+
+// ReadKeyFile reads a key file: one "id:base64key" per line, the first one
+// sealing new records; blank lines and lines starting with # are ignored.
+// Errors: EINVALID (reason "bad_vault_key" or "no_vault_keys"), or the
+// error of reading the file.
+func ReadKeyFile(path string) (*Keyring, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read vault key file %s: %w", path, err)
+	}
+	kr, err := parseKeyFile(b)
+	if err != nil {
+		return nil, fmt.Errorf("read vault key file %s: %w", path, err)
+	}
+	return kr, nil
+}
+
+func parseKeyFile(b []byte) (*Keyring, error) {
+	var entries []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") {
+			line = "" // keeps the line numbers of later keys right
+		}
+		entries = append(entries, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault key file is not readable as lines")
+	}
+	return parseEntries(entries, "line")
+}
+
+// parseEntries parses "id:base64" entries; where is "key" (the n-th entry of
+// a list, where blank entries are errors) or "line" (a file line, where blank
+// entries are skipped).
+func parseEntries(entries []string, where string) (*Keyring, error) {
+	kr := &Keyring{}
+	seen := map[string]bool{}
+	for i, e := range entries {
+		e = strings.TrimSpace(e)
+		pos := fmt.Sprintf("%s %d", where, i+1)
+		if e == "" {
+			if where == "line" {
+				continue
+			}
+			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s is empty", pos)
+		}
+		id, b64, ok := strings.Cut(e, ":")
+		if !ok {
+			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: want id:base64key", pos)
+		}
+		id, b64 = strings.TrimSpace(id), strings.TrimSpace(b64)
+		if !keyIDPattern.MatchString(id) {
+			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: key id must match %s", pos, keyIDPattern)
+		}
+		if seen[id] {
+			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: duplicate key id %q", pos, id)
+		}
+		seen[id] = true
+		raw, err := decodeKey(b64)
+		if err != nil {
+			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s (id %q): %s", pos, id, err)
+		}
+		k, err := newKey(id, raw)
+		if err != nil {
+			return nil, fmt.Errorf("vault %s (id %q): %w", pos, id, err)
+		}
+		kr.keys = append(kr.keys, k)
+	}
+	if len(kr.keys) == 0 {
+		return nil, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault keys given")
+	}
+	return kr, nil
+}
+
+// decodeKey decodes a base64 key of KeySize bytes. Its errors never contain
+// the input.
+func decodeKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, errors.New("key is empty")
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		raw, err := enc.DecodeString(s)
+		if err != nil {
+			continue
+		}
+		if len(raw) != KeySize {
+			return nil, fmt.Errorf("key is %d bytes, want %d", len(raw), KeySize)
+		}
+		return raw, nil
+	}
+	return nil, errors.New("key is not valid base64")
+}
+
+func newKey(id string, raw []byte) (key, error) {
+	block, err := aes.NewCipher(raw)
+	if err != nil {
+		return key{}, mc.Errorf(mc.EINVALID, ReasonBadKey, "key is not an AES-256 key")
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return key{}, &mc.Error{Code: mc.EINTERNAL, Reason: ReasonBadKey, Message: "cannot make AES-GCM", Err: err}
+	}
+	return key{id: id, raw: mc.SecretOf(string(raw)), aead: aead}, nil
+}
+
+// NewKeyring returns a keyring of one freshly generated key with the given id.
+func NewKeyring(id string) (*Keyring, error) {
+	if !keyIDPattern.MatchString(id) {
+		return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "key id must match %s", keyIDPattern)
+	}
+	raw := make([]byte, KeySize)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("generate vault key: %w", err)
+	}
+	k, err := newKey(id, raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Keyring{keys: []key{k}}, nil
+}
+
+// LoadOrCreate reads dataDir/vault.keys, or, when it does not exist, generates
+// one key into it (mode 0600, the directory created 0700 if needed) and
+// reports created. The caller logs that a key was generated, and where.
+func LoadOrCreate(dataDir string) (kr *Keyring, created bool, err error) {
+	path := filepath.Join(dataDir, KeyFileName)
+	kr, err = ReadKeyFile(path)
+	if err == nil {
+		return kr, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("create vault key file %s: %w", path, err)
+	}
+	kr, err = NewKeyring("k1")
+	if err != nil {
+		return nil, false, err
+	}
+	content := "# master-controller vault keys: id:base64key, one a line; the first seals new records.\n" +
+		"# Keep this file secret and backed up: without it the sealed credentials cannot be opened.\n" +
+		kr.Encode()
+	// O_EXCL: if another process created the file since we looked, use its key
+	// rather than overwrite a key that may already seal records.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		kr, err = ReadKeyFile(path)
+		return kr, false, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("create vault key file %s: %w", path, err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, false, fmt.Errorf("write vault key file %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, false, fmt.Errorf("write vault key file %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return nil, false, fmt.Errorf("write vault key file %s: %w", path, err)
+	}
+	return kr, true, nil
+}
+
+// Primary returns the id of the key that seals new records.
+func (kr *Keyring) Primary() string { return kr.keys[0].id }
+
+// IDs returns the key ids, the primary first.
+func (kr Keyring) IDs() []string {
+	ids := make([]string, len(kr.keys))
+	for i, k := range kr.keys {
+		ids[i] = k.id
+	}
+	return ids
+}
+
+// With returns a new keyring with k's keys first (k's primary becomes the
+// primary) and then those of kr whose ids k does not have.
+func (kr *Keyring) With(k *Keyring) *Keyring {
+	out := &Keyring{keys: append([]key(nil), k.keys...)}
+	for _, old := range kr.keys {
+		if _, ok := k.lookup(old.id); !ok {
+			out.keys = append(out.keys, old)
+		}
+	}
+	return out
+}
+
+// Without returns a new keyring without the key of the given id.
+// Errors: EINVALID (reason "no_vault_keys") when that would leave none.
+func (kr *Keyring) Without(id string) (*Keyring, error) {
+	out := &Keyring{}
+	for _, k := range kr.keys {
+		if k.id != id {
+			out.keys = append(out.keys, k)
+		}
+	}
+	if len(out.keys) == 0 {
+		return nil, mc.Errorf(mc.EINVALID, ReasonNoKeys, "cannot remove the last vault key")
+	}
+	return out, nil
+}
+
+// Encode returns the keyring in key-file form, "id:base64key" lines, the
+// primary first. It is the one method that reveals the keys: write its
+// result only to a 0600 file.
+func (kr *Keyring) Encode() string {
+	var b strings.Builder
+	for _, k := range kr.keys {
+		b.WriteString(k.id + ":" + base64.StdEncoding.EncodeToString([]byte(k.raw.Reveal())) + "\n")
+	}
+	return b.String()
+}
+
+// String lists the key ids only.
+func (kr Keyring) String() string {
+	return "vault.Keyring[" + strings.Join(kr.IDs(), ",") + "]"
+}
+
+// GoString lists the key ids only, so %#v hides the keys too.
+func (kr Keyring) GoString() string { return kr.String() }
+
+func (kr *Keyring) lookup(id string) (key, bool) {
+	for _, k := range kr.keys {
+		if k.id == id {
+			return k, true
+		}
+	}
+	return key{}, false
+}
