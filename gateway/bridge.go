@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// bufPool hands out copy buffers of one size. A bridge holds a buffer only
+// while bytes are in flight, never while it waits for them, so an idle
+// connection costs no buffer.
+type bufPool struct {
+	p sync.Pool
+}
+
+func newBufPool(size int) *bufPool {
+	bp := &bufPool{}
+	bp.p.New = func() any { b := make([]byte, size); return &b }
+	return bp
+}
+
+func (p *bufPool) get() *[]byte  { return p.p.Get().(*[]byte) }
+func (p *bufPool) put(b *[]byte) { p.p.Put(b) }
+
+// upstreamErr marks an error of the TCP side (the machine, the target).
+type upstreamErr struct{ err error }
+
+func (e *upstreamErr) Error() string { return "upstream: " + e.err.Error() }
+func (e *upstreamErr) Unwrap() error { return e.err }
+
+// viewerErr marks an error of the WebSocket side (the viewer).
+type viewerErr struct{ err error }
+
+func (e *viewerErr) Error() string { return "viewer: " + e.err.Error() }
+func (e *viewerErr) Unwrap() error { return e.err }
+
+// wsStream reads a WebSocket's data messages as one byte stream and writes
+// each Write as one binary message.
+type wsStream struct {
+	c    *wsConn
+	open bool // a message is being read
+}
+
+// next blocks until a message is available. It needs no buffer, so a
+// connection idles without one.
+func (s *wsStream) next() error {
+	if err := s.c.next(); err != nil {
+		return err
+	}
+	s.open = true
+	return nil
+}
+
+// Read implements io.Reader across message boundaries.
+func (s *wsStream) Read(p []byte) (int, error) {
+	for {
+		if !s.open {
+			if err := s.next(); err != nil {
+				return 0, err
+			}
+		}
+		n, err := s.c.Read(p)
+		if err == io.EOF {
+			s.open = false
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+// Write sends p as one binary message.
+func (s *wsStream) Write(p []byte) (int, error) {
+	if err := s.c.writeMessage(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// copyToUpstream copies the viewer's messages to up until either side fails.
+// The error says which side (*viewerErr or *upstreamErr).
+func copyToUpstream(s *wsStream, up net.Conn, pool *bufPool, n *atomic.Int64, count func(int)) error {
+	for {
+		if !s.open {
+			if err := s.next(); err != nil {
+				return &viewerErr{err}
+			}
+		}
+		buf := pool.get()
+		for s.open {
+			k, err := s.c.Read(*buf)
+			if k > 0 {
+				if _, werr := up.Write((*buf)[:k]); werr != nil {
+					pool.put(buf)
+					return &upstreamErr{werr}
+				}
+				n.Add(int64(k))
+				count(k)
+			}
+			if err == io.EOF {
+				s.open = false
+			} else if err != nil {
+				pool.put(buf)
+				return &viewerErr{err}
+			}
+		}
+		pool.put(buf)
+	}
+}
+
+// useSplice moves upstream bytes to a plain-TCP viewer with splice(2).
+var useSplice = os.Getenv("MC_GATEWAY_NOSPLICE") == ""
+
+// maxFrame bounds one message toward the viewer.
+const maxFrame = 1 << 20
+
+// spliceMin is the smallest batch worth splice's extra system calls; smaller
+// ones (input echoes, small screen updates) take one read and one write.
+const spliceMin = 16 << 10
+
+// smallRead is the per-connection buffer toward the viewer: the stream
+// blocks in a read into it (so a small message costs one read and one write)
+// and only a full small read leads to a larger batch from the pool or by
+// splice.
+const smallRead = 2 << 10
+
+// copyToViewer copies up's bytes to the viewer until either side fails.
+func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count func(int)) error {
+	sc, ok := up.(syscall.Conn)
+	if !ok {
+		return copyToViewerPlain(up, c, pool, n, count)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return &upstreamErr{err}
+	}
+	tcpUp, _ := up.(*net.TCPConn)
+	splice := useSplice && tcpUp != nil && c.tcp != nil
+	small := make([]byte, smallRead)
+	hot := false // the last batch was large: look at the queue before blocking
+	for {
+		if hot {
+			queued, err := queuedBytes(rc)
+			if err != nil {
+				return &upstreamErr{err}
+			}
+			if queued >= spliceMin {
+				k := min(int64(queued), maxFrame)
+				if err := c.spliceFrom(tcpUp, k); err != nil {
+					return err
+				}
+				n.Add(k)
+				count(int(k))
+				continue
+			}
+			hot = false
+		}
+		k, err := up.Read(small)
+		if k > 0 {
+			if werr := c.writeMessage(small[:k]); werr != nil {
+				return &viewerErr{werr}
+			}
+			n.Add(int64(k))
+			count(k)
+		}
+		if err != nil {
+			return &upstreamErr{err}
+		}
+		if k < len(small) {
+			continue
+		}
+		// A full read: move what else is queued in one batch.
+		queued, err := queuedBytes(rc)
+		if err != nil {
+			return &upstreamErr{err}
+		}
+		switch {
+		case queued == 0:
+		case splice && queued >= spliceMin:
+			hot = true
+		default:
+			buf := pool.get()
+			k, err := up.Read((*buf)[:min(queued, len(*buf))])
+			if k > 0 {
+				if werr := c.writeMessage((*buf)[:k]); werr != nil {
+					pool.put(buf)
+					return &viewerErr{werr}
+				}
+				n.Add(int64(k))
+				count(k)
+			}
+			pool.put(buf)
+			if err != nil {
+				return &upstreamErr{err}
+			}
+		}
+	}
+}
+
+// copyToViewerPlain is copyToViewer for an upstream that is not a socket.
+func copyToViewerPlain(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count func(int)) error {
+	for {
+		buf := pool.get()
+		k, err := up.Read(*buf)
+		if k > 0 {
+			if werr := c.writeMessage((*buf)[:k]); werr != nil {
+				pool.put(buf)
+				return &viewerErr{werr}
+			}
+			n.Add(int64(k))
+			count(k)
+		}
+		pool.put(buf)
+		if err != nil {
+			return &upstreamErr{err}
+		}
+	}
+}
+
+// startPinger pings c every interval from a timer (no goroutine while idle).
+// A ping that gets no pong within interval calls fail. The returned func
+// stops it.
+func startPinger(c *wsConn, interval time.Duration, fail func()) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	t = time.AfterFunc(interval, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		err := c.ping(ctx)
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				fail()
+			}
+			return
+		}
+		t.Reset(interval)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
+	}
+}

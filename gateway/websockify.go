@@ -1,0 +1,350 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/master-controller/mc"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Websockify is a websockify-compatible handler: it bridges each WebSocket
+// (any path) plainly to a TCP target, without RFB termination, with the same
+// copy code as the Gateway. Requests that are not WebSocket upgrades get the
+// static files of Web. Set the fields before the first request.
+type Websockify struct {
+	// Target is the TCP address (host:port) every connection goes to, unless
+	// TokenFile is set.
+	Target string
+	// TokenFile is a file, or a directory of files, in websockify's token
+	// plugin format: lines "token: host:port" ('#' starts a comment). The
+	// token comes from the "token" query parameter. It is read on every
+	// connection, so edits apply at once.
+	TokenFile string
+	// Web is a directory served for plain HTTP requests ("" serves nothing).
+	Web string
+	// PingInterval between WebSocket pings; a ping unanswered for as long
+	// closes the connection. Default 20 s; negative disables pings.
+	PingInterval time.Duration
+	// DialTimeout bounds the dial of the target. Default 5 s.
+	DialTimeout time.Duration
+	// BufferSize is the size of the pooled copy buffers. Default 64 KiB.
+	BufferSize int
+	// MaxMessageSize is the largest message accepted from a client. Default 4 MiB.
+	MaxMessageSize int64
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Registry receives the mc_gateway_* metrics; nil registers them nowhere.
+	Registry prometheus.Registerer
+
+	once    sync.Once
+	initErr error
+	m       *metrics
+	pool    *bufPool
+	files   http.Handler
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[*wsConn]context.CancelCauseFunc
+	wg      sync.WaitGroup
+}
+
+func (w *Websockify) init() error {
+	w.once.Do(func() {
+		if w.PingInterval == 0 {
+			w.PingInterval = 20 * time.Second
+		}
+		if w.DialTimeout <= 0 {
+			w.DialTimeout = 5 * time.Second
+		}
+		if w.BufferSize <= 0 {
+			w.BufferSize = 64 << 10
+		}
+		if w.MaxMessageSize <= 0 {
+			w.MaxMessageSize = 4 << 20
+		}
+		if w.Logger == nil {
+			w.Logger = slog.New(slog.DiscardHandler)
+		}
+		w.pool = newBufPool(w.BufferSize)
+		w.conns = map[*wsConn]context.CancelCauseFunc{}
+		if w.Web != "" {
+			w.files = http.FileServer(http.Dir(w.Web))
+		}
+		w.m, w.initErr = newMetrics(w.Registry)
+	})
+	return w.initErr
+}
+
+var errTargetUnknown = &closeErr{CodeUnreachable, "token_unknown", "unknown token"}
+
+// ServeHTTP bridges a WebSocket upgrade or serves a static file.
+func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if err := w.init(); err != nil {
+		http.Error(rw, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		if w.files == nil {
+			http.NotFound(rw, r)
+			return
+		}
+		w.files.ServeHTTP(rw, r)
+		return
+	}
+	start := time.Now()
+	// websockify does not check Origin either.
+	c, err := acceptWS(rw, r, chooseSubprotocol(subprotocols(r)), w.MaxMessageSize)
+	if err != nil {
+		w.m.upgrades.WithLabelValues("bad_upgrade").Inc()
+		return
+	}
+	o := &outcome{}
+	ce := w.serve(c, r, o)
+	w.m.upgrades.WithLabelValues(string(ce.reason)).Inc()
+	if ce.code != 0 {
+		_ = c.close(ce.code, ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
+	} else {
+		_ = c.closeNow()
+	}
+	if o.readerDone != nil {
+		<-o.readerDone
+	}
+	attrs := []slog.Attr{
+		slog.String("remote", r.RemoteAddr),
+		slog.Int64("bytes_to_target", o.toMachine.Load()),
+		slog.Int64("bytes_to_client", o.toViewer.Load()),
+		slog.Duration("duration", time.Since(start)),
+		slog.Int("close_code", int(ce.code)),
+		slog.String(mc.LogReason, string(ce.reason)),
+	}
+	if o.err != nil {
+		attrs = append(attrs, slog.String("error", o.err.Error()))
+	}
+	w.Logger.LogAttrs(r.Context(), slog.LevelInfo, "websockify connection", attrs...)
+}
+
+func (w *Websockify) serve(c *wsConn, r *http.Request, o *outcome) *closeErr {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return errShutdown
+	}
+	w.conns[c] = cancel
+	w.wg.Add(1)
+	w.mu.Unlock()
+	w.m.active.Inc()
+	defer func() {
+		w.mu.Lock()
+		delete(w.conns, c)
+		w.mu.Unlock()
+		w.m.active.Dec()
+		w.wg.Done()
+	}()
+
+	target := w.Target
+	if w.TokenFile != "" {
+		t, err := lookupToken(w.TokenFile, r.URL.Query().Get("token"))
+		if err != nil {
+			o.err = err
+			return errTargetUnknown
+		}
+		target = t
+	}
+	d := net.Dialer{Timeout: w.DialTimeout}
+	up, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		o.err = err
+		return errUnreachable
+	}
+	defer up.Close()
+	stop := context.AfterFunc(ctx, func() { up.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if w.PingInterval > 0 {
+		stopPing := startPinger(c, w.PingInterval, func() { cancel(errPingTimeout) })
+		defer stopPing()
+	}
+
+	readerDone := make(chan struct{})
+	o.readerDone = readerDone
+	go func() {
+		defer close(readerDone)
+		err := copyToUpstream(&wsStream{c: c}, up, w.pool, &o.toMachine, w.m.countToMachine)
+		cancel(err)
+	}()
+	err = copyToViewer(up, c, w.pool, &o.toViewer, w.m.countToViewer)
+	if cause := context.Cause(ctx); cause != nil {
+		err = cause
+	}
+	var ce *closeErr
+	var ve *viewerErr
+	switch {
+	case errors.As(err, &ce):
+		return ce
+	case errors.Is(err, errTooBig):
+		o.err = err
+		return &closeErr{0, "message_too_big", ""} // 1009 already sent
+	case errors.Is(err, errProtocol):
+		o.err = err
+		return &closeErr{0, ReasonBadClient, ""} // 1002 already sent
+	case errors.As(err, &ve):
+		o.err = err
+		return &closeErr{0, ReasonClientGone, ""}
+	case errors.Is(err, io.EOF):
+		return &closeErr{websocket.StatusNormalClosure, "target_closed", "target closed the connection"}
+	}
+	o.err = err
+	return &closeErr{CodeMachineGone, "target_error", "target connection failed"}
+}
+
+// Shutdown closes every connection with 1001 and waits for them or ctx.
+func (w *Websockify) Shutdown(ctx context.Context) error {
+	if err := w.init(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.closing = true
+	for _, cancel := range w.conns {
+		cancel(errShutdown)
+	}
+	w.mu.Unlock()
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shut down websockify: %w", ctx.Err())
+	}
+}
+
+// lookupToken finds tok's target in a websockify token file or directory.
+func lookupToken(path, tok string) (string, error) {
+	if tok == "" {
+		return "", errors.New("no token in the request")
+	}
+	files := []string{path}
+	if fi, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	} else if fi.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return "", fmt.Errorf("read token directory: %w", err)
+		}
+		files = files[:0]
+		for _, e := range entries {
+			if !e.IsDir() {
+				files = append(files, filepath.Join(path, e.Name()))
+			}
+		}
+	}
+	for _, f := range files {
+		if t, ok, err := scanTokenFile(f, tok); err != nil {
+			return "", err
+		} else if ok {
+			return t, nil
+		}
+	}
+	return "", errors.New("unknown token")
+}
+
+func scanTokenFile(name, tok string) (string, bool, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", false, fmt.Errorf("read token file: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == tok {
+			return strings.TrimSpace(v), true, nil
+		}
+	}
+	return "", false, sc.Err()
+}
+
+// RunWebsockify runs `websockify [--web DIR] [--token-file F] LISTEN [TARGET]`
+// until ctx ends: LISTEN is [host:]port, TARGET host:port (required without
+// --token-file). It logs to stderr and returns after closing every
+// connection with 1001.
+func RunWebsockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("websockify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	web := fs.String("web", "", "serve static files from `DIR` for plain HTTP requests")
+	tokenFile := fs.String("token-file", "", "websockify token `FILE` or directory (lines \"token: host:port\")")
+	fs.StringVar(tokenFile, "token-source", "", "alias of --token-file")
+	ping := fs.Duration("ping", 20*time.Second, "WebSocket ping interval (0 disables)")
+	verbose := fs.Bool("v", false, "log every connection")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: master-controller websockify [--web DIR] [--token-file F] [host:]port [host:port]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) < 1 || len(rest) > 2 || (len(rest) == 1 && *tokenFile == "") {
+		fs.Usage()
+		return errors.New("websockify: need LISTEN and TARGET (or --token-file)")
+	}
+	listen := rest[0]
+	if !strings.Contains(listen, ":") {
+		listen = ":" + listen
+	}
+	h := &Websockify{Web: *web, TokenFile: *tokenFile, PingInterval: *ping}
+	if *ping == 0 {
+		h.PingInterval = -1
+	}
+	if len(rest) == 2 {
+		h.Target = rest[1]
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	h.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("websockify: listen %s: %w", listen, err)
+	}
+	fmt.Fprintf(stdout, "websockify: listening on %s, proxying to %s\n", l.Addr(), cmpOr(h.Target, "token targets"))
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("websockify: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return h.Shutdown(sctx)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
