@@ -1,0 +1,341 @@
+package drivertest
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"image/color"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/rfb"
+)
+
+// FakeConfig tunes the fake driver.
+type FakeConfig struct {
+	// StartDelay is how long Create takes, so that callers can observe the
+	// starting state (default 0).
+	StartDelay time.Duration
+	// MaxMachines is the capacity it reports (default 1000).
+	MaxMachines int
+	// Width and Height of the fake screen (default 64×48).
+	Width, Height int
+	// Colour of the fake screen (default #1e6fd9, the demo page's blue).
+	Colour color.RGBA
+}
+
+// Fake is the test driver: each machine is an in-process VNC server (RFB 3.8
+// with VNC authentication, a solid-colour screen) and an in-process agent
+// (health, login start/status/result) on loopback ports. It runs where no
+// browser can (the manager's unit tests, 200-session race tests) and passes
+// the same conformance suite as real drivers.
+type Fake struct {
+	cfg FakeConfig
+	mu  sync.Mutex
+	m   map[string]*fakeMachine
+}
+
+var _ mc.Driver = (*Fake)(nil)
+
+// NewFake returns a fake driver.
+func NewFake(cfg FakeConfig) *Fake {
+	if cfg.MaxMachines <= 0 {
+		cfg.MaxMachines = 1000
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		cfg.Width, cfg.Height = 64, 48
+	}
+	if cfg.Colour == (color.RGBA{}) {
+		cfg.Colour = color.RGBA{0x1e, 0x6f, 0xd9, 0xff}
+	}
+	return &Fake{cfg: cfg, m: map[string]*fakeMachine{}}
+}
+
+type fakeMachine struct {
+	status  mc.MachineStatus
+	vnc     *rfb.FakeServer
+	vncL    net.Listener
+	agent   *http.Server
+	agentL  net.Listener
+	done    chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	login   string // idle, running, complete, failed
+	reason  string
+	files   map[string]string
+	fetched bool
+}
+
+// Name returns "fake".
+func (f *Fake) Name() string { return "fake" }
+
+// Capabilities reports loopback isolation.
+func (f *Fake) Capabilities() mc.Capabilities {
+	return mc.Capabilities{Isolation: "loopback", Network: netip.MustParsePrefix("127.0.0.1/32"),
+		PortLo: 1024, PortHi: 65535, MaxMachines: f.cfg.MaxMachines}
+}
+
+// Check always passes: the fake needs nothing from the host.
+func (f *Fake) Check(context.Context) error { return nil }
+
+// Create starts a fake machine.
+func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
+	if spec.ID == "" || spec.Secrets.VNCPassword.IsZero() || spec.Secrets.AgentToken.IsZero() {
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, "bad_spec", "a machine needs an id and secrets")
+	}
+	f.mu.Lock()
+	if _, ok := f.m[spec.ID]; ok {
+		f.mu.Unlock()
+		return mc.Machine{}, mc.Errorf(mc.ECONFLICT, "machine_exists", "machine %s exists", spec.ID)
+	}
+	if len(f.m) >= f.cfg.MaxMachines {
+		f.mu.Unlock()
+		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "capacity", "no capacity")
+	}
+	fm := &fakeMachine{done: make(chan struct{}), login: "idle"}
+	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
+	f.mu.Unlock()
+
+	if f.cfg.StartDelay > 0 {
+		select {
+		case <-ctx.Done():
+			f.remove(spec.ID)
+			return mc.Machine{}, ctx.Err()
+		case <-time.After(f.cfg.StartDelay):
+		}
+	}
+	vncL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.remove(spec.ID)
+		return mc.Machine{}, err
+	}
+	agentL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		vncL.Close()
+		f.remove(spec.ID)
+		return mc.Machine{}, err
+	}
+	mach := mc.Machine{ID: spec.ID, Driver: f.Name(), IP: netip.MustParseAddr("127.0.0.1"),
+		VNCPort: vncL.Addr().(*net.TCPAddr).Port, AgentPort: agentL.Addr().(*net.TCPAddr).Port}
+	fm.mu.Lock()
+	fm.status = mc.MachineStatus{ID: spec.ID, SessionID: spec.SessionID, Machine: mach, Running: true, StartedAt: time.Now()}
+	fm.vnc = &rfb.FakeServer{Password: spec.Secrets.VNCPassword, Width: f.cfg.Width, Height: f.cfg.Height,
+		Colour: f.cfg.Colour, Name: "fake " + spec.Provider}
+	fm.vncL, fm.agentL = vncL, agentL
+	fm.agent = &http.Server{Handler: fm.agentHandler(spec.Secrets.AgentToken), ReadHeaderTimeout: 5 * time.Second}
+	fm.mu.Unlock()
+	go func() { _ = fm.vnc.Serve(vncL) }()
+	go func() { _ = fm.agent.Serve(agentL) }()
+
+	f.mu.Lock()
+	_, still := f.m[spec.ID]
+	f.mu.Unlock()
+	if !still || ctx.Err() != nil { // destroyed or cancelled meanwhile
+		fm.stop()
+		f.remove(spec.ID)
+		if ctx.Err() != nil {
+			return mc.Machine{}, ctx.Err()
+		}
+		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "destroyed", "machine %s was destroyed while starting", spec.ID)
+	}
+	return mach, nil
+}
+
+func (f *Fake) remove(id string) {
+	f.mu.Lock()
+	delete(f.m, id)
+	f.mu.Unlock()
+}
+
+func (fm *fakeMachine) stop() {
+	fm.once.Do(func() {
+		fm.mu.Lock()
+		defer fm.mu.Unlock()
+		if fm.vncL != nil {
+			fm.vncL.Close()
+			fm.vnc.CloseConns()
+		}
+		if fm.agent != nil {
+			fm.agent.Close()
+		}
+		close(fm.done)
+	})
+}
+
+// Destroy stops and forgets the machine; unknown ids are fine.
+func (f *Fake) Destroy(_ context.Context, id string) error {
+	f.mu.Lock()
+	fm := f.m[id]
+	delete(f.m, id)
+	f.mu.Unlock()
+	if fm != nil {
+		fm.stop()
+	}
+	return nil
+}
+
+// Kill makes a machine exit as if its processes died: its servers close and
+// Wait returns, but it stays listed (not running) until destroyed.
+func (f *Fake) Kill(id string) {
+	f.mu.Lock()
+	fm := f.m[id]
+	f.mu.Unlock()
+	if fm != nil {
+		fm.stop()
+	}
+}
+
+// Inspect reports one machine. Errors: ENOTFOUND.
+func (f *Fake) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
+	f.mu.Lock()
+	fm := f.m[id]
+	f.mu.Unlock()
+	if fm == nil {
+		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
+	}
+	return fm.snapshot(), nil
+}
+
+func (fm *fakeMachine) snapshot() mc.MachineStatus {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	st := fm.status
+	select {
+	case <-fm.done:
+		st.Running = false
+		st.Detail = "exited"
+	default:
+	}
+	return st
+}
+
+// List reports every machine.
+func (f *Fake) List(context.Context) ([]mc.MachineStatus, error) {
+	f.mu.Lock()
+	fms := make([]*fakeMachine, 0, len(f.m))
+	for _, fm := range f.m {
+		fms = append(fms, fm)
+	}
+	f.mu.Unlock()
+	out := make([]mc.MachineStatus, 0, len(fms))
+	for _, fm := range fms {
+		if st := fm.snapshot(); st.ID != "" {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// Wait blocks until the machine exits. Errors: ENOTFOUND.
+func (f *Fake) Wait(ctx context.Context, id string) error {
+	f.mu.Lock()
+	fm := f.m[id]
+	f.mu.Unlock()
+	if fm == nil {
+		return mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
+	}
+	select {
+	case <-fm.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// CompleteLogin makes the machine's login finish with files, as if the user
+// had signed in. It reports whether the machine exists.
+func (f *Fake) CompleteLogin(id string, files map[string]string) bool {
+	f.mu.Lock()
+	fm := f.m[id]
+	f.mu.Unlock()
+	if fm == nil {
+		return false
+	}
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	fm.login, fm.files = "complete", files
+	return true
+}
+
+// FailLogin makes the machine's login fail with a reason code.
+func (f *Fake) FailLogin(id, reason string) bool {
+	f.mu.Lock()
+	fm := f.m[id]
+	f.mu.Unlock()
+	if fm == nil {
+		return false
+	}
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	fm.login, fm.reason = "failed", reason
+	return true
+}
+
+// VNC returns the fake VNC server of a machine (nil if unknown), for tests
+// that count connections.
+func (f *Fake) VNC(id string) *rfb.FakeServer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fm := f.m[id]; fm != nil {
+		fm.mu.Lock()
+		defer fm.mu.Unlock()
+		return fm.vnc
+	}
+	return nil
+}
+
+func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, map[string]bool{"vnc": true, "browser": true})
+	})
+	mux.HandleFunc("POST /open", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	mux.HandleFunc("POST /login/start", func(w http.ResponseWriter, r *http.Request) {
+		fm.mu.Lock()
+		if fm.login == "idle" {
+			fm.login = "running"
+		}
+		fm.mu.Unlock()
+		reply(w, http.StatusOK, map[string]string{"state": "running"})
+	})
+	mux.HandleFunc("GET /login/status", func(w http.ResponseWriter, r *http.Request) {
+		fm.mu.Lock()
+		defer fm.mu.Unlock()
+		reply(w, http.StatusOK, map[string]string{"state": fm.login, "reason": fm.reason})
+	})
+	mux.HandleFunc("GET /login/result", func(w http.ResponseWriter, r *http.Request) {
+		fm.mu.Lock()
+		defer fm.mu.Unlock()
+		switch {
+		case fm.login != "complete":
+			reply(w, http.StatusConflict, map[string]string{"error": "login not complete"})
+		case fm.fetched:
+			reply(w, http.StatusGone, map[string]string{"error": "result already fetched"})
+		default:
+			fm.fetched = true
+			reply(w, http.StatusOK, map[string]any{"files": fm.files})
+			fm.files = nil
+		}
+	})
+	want := []byte("Bearer " + token.Reveal())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 || !strings.HasPrefix(r.URL.Path, "/") {
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,154 @@
+package netpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// NamespaceDir is where `ip netns` keeps named network namespaces.
+const NamespaceDir = "/run/netns"
+
+// Veth is one host-side veth of a machine.
+type Veth struct {
+	// Name is the interface name ("mcv…").
+	Name string
+	// Master is the bridge it is a port of ("" when none).
+	Master string
+}
+
+// Namespaces lists the named network namespaces whose name starts with
+// "mc-", for reconcile.
+func Namespaces() ([]string, error) {
+	ents, err := os.ReadDir(NamespaceDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), NamespacePrefix) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// Veths lists the host's interfaces whose name starts with "mcv", with the
+// bridge each is attached to, for reconcile.
+func Veths() ([]Veth, error) {
+	ents, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		return nil, fmt.Errorf("list veths: %w", err)
+	}
+	var vs []Veth
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), VethPrefix) {
+			continue
+		}
+		v := Veth{Name: e.Name()}
+		if target, err := os.Readlink("/sys/class/net/" + e.Name() + "/master"); err == nil {
+			v.Master = filepath.Base(target)
+		}
+		vs = append(vs, v)
+	}
+	return vs, nil
+}
+
+// RemoveNamespace deletes a named network namespace; a missing one is fine.
+func RemoveNamespace(ctx context.Context, name string) error {
+	if _, err := os.Stat(NamespaceDir + "/" + name); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := runIP(ctx, "ip", "netns", "delete", name); err != nil && !isMissing(err) {
+		return fmt.Errorf("remove namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveLink deletes a network interface (a veth, which takes its peer with
+// it, or a bridge); a missing one is fine.
+func RemoveLink(ctx context.Context, name string) error {
+	if _, err := os.Stat("/sys/class/net/" + name); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := runIP(ctx, "ip", "link", "delete", name); err != nil && !isMissing(err) {
+		return fmt.Errorf("remove link %s: %w", name, err)
+	}
+	return nil
+}
+
+// Pids returns the processes whose network namespace is the named one, so
+// that nothing survives in a namespace that is being removed. A missing
+// namespace has none.
+func Pids(name string) ([]int, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(NamespaceDir+"/"+name, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("stat namespace %s: %w", name, err)
+	}
+	want := "net:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var pids []int
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		// Never this process: a thread of it may be inside for Do.
+		if err != nil || pid == self {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && l == want {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// Do runs fn on an OS thread that has joined the named network namespace;
+// sockets that fn opens live there. The thread returns to its own namespace
+// afterwards; if it cannot, it is discarded, so no other goroutine ever runs
+// in the namespace.
+func Do(name string, fn func() error) error {
+	target, err := os.Open(NamespaceDir + "/" + name)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", name, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own namespace: %w", err)
+			return
+		}
+		defer home.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", name, err)
+			return
+		}
+		err = fn()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else: exit locked, and the runtime ends the thread
+		errc <- err
+	}()
+	return <-errc
+}

@@ -1,0 +1,355 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	mc "github.com/master-controller/mc"
+)
+
+// teardownTimeout bounds destroying one machine.
+const teardownTimeout = 30 * time.Second
+
+// drive starts the goroutine that takes session id through its life.
+func (m *Manager) drive(id string) {
+	ctx, cancel := context.WithCancel(m.life)
+	m.mu.Lock()
+	m.driven[id] = cancel
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer func() {
+			m.mu.Lock()
+			delete(m.driven, id)
+			m.mu.Unlock()
+			cancel()
+		}()
+		m.run(ctx, id)
+	}()
+}
+
+// stage is a failure that carries the reason code the session ends with.
+type stage struct {
+	state  mc.State
+	reason mc.Reason
+	err    error
+}
+
+func (e *stage) Error() string { return string(e.reason) + ": " + e.err.Error() }
+func (e *stage) Unwrap() error { return e.err }
+
+func failed(reason mc.Reason, err error) error {
+	return &stage{state: mc.StateFailed, reason: reason, err: err}
+}
+
+// run is one session's life on this replica.
+func (m *Manager) run(life context.Context, id string) {
+	log := m.log.With(mc.LogSessionID, id)
+	// ctx ends when the session reaches a final state (from any replica),
+	// when the machine exits, or when this process stops.
+	ctx, cancel := context.WithCancelCause(life)
+	defer cancel(nil)
+	watch, err := m.store.Watch(ctx, id)
+	if err != nil {
+		log.Error("watch session", "error", err, mc.LogReason, "store_error")
+		return
+	}
+	endedc := make(chan *mc.Session, 1)
+	go func() {
+		for s := range watch {
+			if s.State.Final() {
+				endedc <- s
+				cancel(errFinal)
+				return
+			}
+		}
+	}()
+
+	err = m.lifecycle(ctx, id, log)
+	var final *mc.Session
+	switch {
+	case err == nil:
+		// completed: give the viewer a moment to see the signed-in page.
+		select {
+		case <-time.After(m.cfg.DestroyGrace):
+		case <-life.Done():
+		}
+	case errors.Is(err, errFinal) || errors.Is(context.Cause(ctx), errFinal):
+		// Ended elsewhere (cancelled, expired, failed by another replica).
+	case life.Err() != nil:
+		final, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonControllerStop,
+			"the controller is shutting down")
+	default:
+		var st *stage
+		if !errors.As(err, &st) {
+			st = &stage{state: mc.StateFailed, reason: "internal", err: err}
+		}
+		log.Warn("session stage failed", mc.LogReason, st.reason, "error", st.err)
+		final, _ = m.end(context.WithoutCancel(ctx), id, st.state, st.reason, st.err.Error())
+	}
+	m.teardown(id, log)
+	if final == nil {
+		select {
+		case final = <-endedc:
+		default:
+			final, _ = m.store.Session(context.WithoutCancel(ctx), id)
+		}
+	}
+	if m.notifier != nil && final != nil && final.State.Final() {
+		m.notifier.SessionEnded(final)
+	}
+}
+
+// lifecycle runs start, readiness and login; it returns nil once the
+// session is completed.
+func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) error {
+	s, err := m.advance(ctx, id, mc.StatePending, mc.StateStarting, nil)
+	if err != nil {
+		return err
+	}
+	prov, ok := m.providers.Get(s.Provider)
+	if !ok {
+		return failed("unknown_provider", fmt.Errorf("provider %q is no longer configured", s.Provider))
+	}
+	started := m.clock.Now()
+	sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
+	defer scancel()
+	mach, err := m.driver.Create(sctx, mc.MachineSpec{
+		ID: s.ID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
+		Secrets: s.Secrets, Width: m.cfg.Width, Height: m.cfg.Height,
+	})
+	if err != nil {
+		return startErr(ctx, sctx, "create machine", err)
+	}
+	if _, err := m.store.SetMachine(ctx, id, s.Version, mach, s.Secrets); err != nil {
+		return fmt.Errorf("record machine: %w", err)
+	}
+	// The machine is gone when its processes exit: end the session at once.
+	go func() {
+		if err := m.driver.Wait(ctx, mach.ID); err == nil && ctx.Err() == nil {
+			_, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonMachineExited,
+				"the machine's processes exited")
+		}
+	}()
+	agent := newAgentClient(m.http, mach, s.Secrets.AgentToken)
+	if err := m.waitReady(sctx, mach, agent); err != nil {
+		return startErr(ctx, sctx, "wait for machine", err)
+	}
+	if _, err := m.advance(ctx, id, mc.StateStarting, mc.StateReady, &mach); err != nil {
+		return err
+	}
+	m.metrics.startSeconds.Observe(m.clock.Now().Sub(started).Seconds())
+	log.Info("machine ready", mc.LogMachineID, mach.ID, "start_seconds", m.clock.Now().Sub(started).Seconds())
+
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
+	go m.watchLifetime(lctx, id)
+	return m.login(ctx, id, prov, agent, log)
+}
+
+// startErr classifies a failure to start: the start timeout, or a failure.
+func startErr(ctx, sctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if sctx.Err() != nil {
+		return failed(mc.ReasonStartTimeout, fmt.Errorf("%s: the machine did not become ready in time: %w", what, err))
+	}
+	return failed(mc.ReasonStartFailed, fmt.Errorf("%s: %w", what, err))
+}
+
+// waitReady waits until the machine's VNC server answers an RFB banner and
+// its agent answers /health, retrying with a short backoff.
+func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentClient) error {
+	backoff := 10 * time.Millisecond
+	vncOK := false
+	var last error
+	for {
+		if !vncOK {
+			if last = rfbBanner(ctx, mach.VNCAddr().String()); last == nil {
+				vncOK = true
+			}
+		}
+		if vncOK {
+			if last = agent.health(ctx); last == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 200*time.Millisecond)
+	}
+}
+
+// login starts the provider's login in the agent, waits for its result,
+// seals it into the vault and completes the session.
+func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
+	if err := agent.loginStart(ctx, prov); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return failed(mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
+	}
+	_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
+	timeout := prov.LoginTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Minute
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	lastMsg := ""
+	for {
+		// Long-poll the agent; an agent that answers at once (or an
+		// unchanged status) is asked again no sooner than LoginPoll.
+		next := time.NewTimer(m.cfg.LoginPoll)
+		type answer struct {
+			st  loginStatus
+			err error
+		}
+		ansc := make(chan answer, 1)
+		go func() {
+			st, err := agent.loginStatus(ctx, 20*time.Second)
+			ansc <- answer{st, err}
+		}()
+		var ans answer
+		select {
+		case <-ctx.Done():
+			next.Stop()
+			return ctx.Err()
+		case <-deadline.C:
+			next.Stop()
+			return &stage{state: mc.StateExpired, reason: mc.ReasonLoginTimeout,
+				err: fmt.Errorf("the login did not finish within %s", timeout)}
+		case ans = <-ansc:
+		}
+		st, err := ans.st, ans.err
+		if err != nil {
+			next.Stop()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return failed(mc.ReasonAgentError, fmt.Errorf("login status: %w", err))
+		}
+		msg := st.State + st.Message + st.URL
+		if msg != lastMsg {
+			lastMsg = msg
+			_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
+		}
+		if st.State != "complete" && st.State != "failed" {
+			select {
+			case <-ctx.Done():
+				next.Stop()
+				return ctx.Err()
+			case <-next.C:
+			}
+			continue
+		}
+		next.Stop()
+		switch st.State {
+		case "complete":
+			return m.capture(ctx, id, agent, log)
+		case "failed":
+			reason := mc.Reason(st.Reason)
+			if reason == "" {
+				reason = mc.ReasonAgentError
+			}
+			if reason == mc.ReasonLoginTimeout {
+				return &stage{state: mc.StateExpired, reason: reason, err: errors.New(st.Message)}
+			}
+			return failed(reason, fmt.Errorf("login failed: %s", st.Message))
+		}
+	}
+}
+
+// capture fetches the login's result once, seals it and completes the session.
+func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, log *slog.Logger) error {
+	s, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil)
+	if err != nil {
+		return err
+	}
+	res, err := agent.loginResult(ctx)
+	if err != nil {
+		return failed(mc.ReasonCaptureFailed, fmt.Errorf("fetch login result: %w", err))
+	}
+	if len(res.Files) == 0 {
+		return failed(mc.ReasonCaptureFailed, errors.New("the login result holds no files"))
+	}
+	if m.vault == nil {
+		return failed(mc.ReasonCaptureFailed, errors.New("no vault is configured"))
+	}
+	cred := mc.Credential{UserID: s.UserID, Provider: s.Provider, SessionID: s.ID,
+		CapturedAt: m.clock.Now().UTC(), Files: res.Files}
+	if err := m.vault.Put(ctx, cred); err != nil {
+		return failed(mc.ReasonCaptureFailed, fmt.Errorf("seal credential: %w", err))
+	}
+	clear(res.Files)
+	log.Info("credential sealed", mc.LogUserID, s.UserID, mc.LogProvider, s.Provider, "files", len(cred.Files))
+	for range 10 {
+		cur, err := m.store.Session(ctx, id)
+		if err != nil {
+			return err
+		}
+		if cur.State != mc.StateCapturing {
+			return errFinal
+		}
+		_, err = m.store.Transition(ctx, mc.Transition{ID: id, From: mc.StateCapturing, Version: cur.Version,
+			To: mc.StateCompleted, Reason: mc.ReasonSignedIn, Message: "signed in",
+			Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
+		if mc.ErrorCode(err) == mc.ECONFLICT {
+			continue
+		}
+		if err == nil {
+			m.transitions(mc.StateCompleted, mc.ReasonSignedIn)
+			log.Info("session completed", mc.LogReason, mc.ReasonSignedIn)
+		}
+		return err
+	}
+	return fmt.Errorf("complete session %s: too many concurrent changes", id)
+}
+
+// watchLifetime expires the session at its maximum lifetime or after the
+// idle timeout without activity (a connected viewer touches the session).
+func (m *Manager) watchLifetime(ctx context.Context, id string) {
+	for {
+		s, err := m.store.Session(ctx, id)
+		if err != nil || s.State.Final() {
+			return
+		}
+		now := m.clock.Now()
+		if !now.Before(s.ExpiresAt) {
+			_, _ = m.end(ctx, id, mc.StateExpired, mc.ReasonMaxLifetime, "the session reached its maximum lifetime")
+			return
+		}
+		idleAt := s.ActiveAt.Add(m.cfg.IdleTimeout)
+		if !now.Before(idleAt) {
+			_, _ = m.end(ctx, id, mc.StateExpired, mc.ReasonIdleTimeout, "no viewer or activity within the idle timeout")
+			return
+		}
+		next := min(s.ExpiresAt.Sub(now), idleAt.Sub(now)) + 10*time.Millisecond
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
+}
+
+// teardown destroys a session's machine, bounded, whatever ctx the session had.
+func (m *Manager) teardown(id string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := m.driver.Destroy(ctx, id); err != nil {
+		log.Error("destroy machine", mc.LogMachineID, id, "error", err, mc.LogReason, "destroy_failed")
+		m.metrics.refused.WithLabelValues("destroy_failed").Inc()
+		return
+	}
+	log.Info("machine destroyed", mc.LogMachineID, id, "seconds", time.Since(start).Seconds())
+}

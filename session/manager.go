@@ -1,0 +1,282 @@
+// Package session is the session manager: it drives each session through the
+// state machine (pending → starting → ready → capturing → completed), starts
+// and destroys its machine through a driver, enforces the idle timeout and the
+// maximum lifetime, captures the login's credentials into the vault, and
+// reconciles the host with the store.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	mc "github.com/master-controller/mc"
+)
+
+// Config tunes the manager. Zero fields take the defaults noted.
+type Config struct {
+	// Replica names this controller process; sessions it starts carry it.
+	Replica string
+	// StartTimeout bounds machine creation and readiness (default 90 s).
+	StartTimeout time.Duration
+	// IdleTimeout ends a session with no viewer and no agent activity
+	// (default 10 min).
+	IdleTimeout time.Duration
+	// MaxLifetime ends any session this long after it was created
+	// (default 30 min).
+	MaxLifetime time.Duration
+	// ReconcileInterval is the period of the reconcile pass (default 1 min).
+	ReconcileInterval time.Duration
+	// DestroyGrace is how long a completed session's machine lives on, so
+	// that the viewer sees the signed-in page close cleanly (default 3 s).
+	DestroyGrace time.Duration
+	// MaxMachines caps concurrent active sessions (default: the driver's
+	// capacity).
+	MaxMachines int
+	// LoginPoll is the period of login status checks (default 250 ms).
+	LoginPoll time.Duration
+	// Width and Height are the machines' screen geometry (default 1280×800).
+	Width, Height int
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.StartTimeout, 90*time.Second)
+	def(&c.IdleTimeout, 10*time.Minute)
+	def(&c.MaxLifetime, 30*time.Minute)
+	def(&c.ReconcileInterval, time.Minute)
+	def(&c.DestroyGrace, 3*time.Second)
+	def(&c.LoginPoll, 250*time.Millisecond)
+	if c.Width <= 0 || c.Height <= 0 {
+		c.Width, c.Height = 1280, 800
+	}
+	if c.Replica == "" {
+		c.Replica = "replica"
+	}
+}
+
+// Providers looks up provider definitions.
+type Providers interface {
+	Get(name string) (mc.Provider, bool)
+}
+
+// Vault seals and stores a captured credential.
+type Vault interface {
+	Put(ctx context.Context, c mc.Credential) error
+}
+
+// Notifier is told about every session that reached a final state
+// (webhooks). It must not block; it reports whether it took the event.
+type Notifier interface {
+	SessionEnded(s *mc.Session) bool
+}
+
+// Manager drives sessions. It keeps no session data of its own: the store is
+// the only source of truth; what the manager holds in memory is which
+// sessions this process is driving (goroutines), nothing else.
+type Manager struct {
+	cfg       Config
+	store     mc.Store
+	driver    mc.Driver
+	providers Providers
+	vault     Vault
+	notifier  Notifier
+	log       *slog.Logger
+	clock     mc.Clock
+	http      *http.Client
+	metrics   *metrics
+
+	life   context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	driven map[string]context.CancelFunc
+}
+
+// Deps are the manager's collaborators. Vault and Notifier may be nil.
+type Deps struct {
+	Store     mc.Store
+	Driver    mc.Driver
+	Providers Providers
+	Vault     Vault
+	Notifier  Notifier
+	Logger    *slog.Logger
+	Clock     mc.Clock
+	Registry  prometheus.Registerer
+}
+
+// New returns a manager. Call Run to start its background loops and Close to
+// stop them.
+func New(cfg Config, d Deps) *Manager {
+	cfg.setDefaults()
+	if cfg.MaxMachines <= 0 {
+		cfg.MaxMachines = d.Driver.Capabilities().MaxMachines
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Clock == nil {
+		d.Clock = mc.SystemClock{}
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	life, stop := context.WithCancel(context.Background())
+	m := &Manager{
+		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
+		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock,
+		http:   &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		life:   life,
+		stop:   stop,
+		driven: make(map[string]context.CancelFunc),
+	}
+	m.metrics = newMetrics(d.Registry, d.Store)
+	return m
+}
+
+// Config returns the manager's effective configuration.
+func (m *Manager) Config() Config { return m.cfg }
+
+// Start creates a session for (userID, provider) and starts its machine in
+// the background. The session comes back at once, in state pending.
+// Errors: EINVALID (unknown_provider), ECONFLICT (active_session, with the
+// existing session's id), EUNAVAILABLE (capacity, with RetryAfter).
+func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Session, error) {
+	if _, ok := m.providers.Get(provider); !ok {
+		return nil, mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", provider)
+	}
+	active, _, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: m.cfg.MaxMachines + 1})
+	if err != nil {
+		return nil, fmt.Errorf("count active sessions: %w", err)
+	}
+	if len(active) >= m.cfg.MaxMachines {
+		for _, s := range active {
+			if s.UserID == userID && s.Provider == provider {
+				return nil, &mc.Error{Code: mc.ECONFLICT, Reason: "active_session", SessionID: s.ID,
+					Message: "an active session exists for this user and provider"}
+			}
+		}
+		m.metrics.refused.WithLabelValues("capacity").Inc()
+		return nil, &mc.Error{Code: mc.EUNAVAILABLE, Reason: "capacity", RetryAfter: 30 * time.Second,
+			Message: fmt.Sprintf("all %d machines are in use; try again later", m.cfg.MaxMachines)}
+	}
+	now := m.clock.Now().UTC()
+	s := &mc.Session{
+		ID:        mc.NewID(),
+		UserID:    userID,
+		Provider:  provider,
+		CreatedAt: now,
+		ExpiresAt: now.Add(m.cfg.MaxLifetime),
+		Secrets:   mc.NewMachineSecrets(),
+	}
+	if err := m.store.CreateSession(ctx, s, m.cfg.Replica); err != nil {
+		return nil, err
+	}
+	m.transitions(mc.StatePending, "")
+	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider)
+	m.drive(s.ID)
+	return s, nil
+}
+
+// Cancel moves a live session to cancelled; the replica driving it tears its
+// machine down. Cancelling a final session is a conflict.
+// Errors: ENOTFOUND, ECONFLICT (session_ended).
+func (m *Manager) Cancel(ctx context.Context, id string) (*mc.Session, error) {
+	s, err := m.end(ctx, id, mc.StateCancelled, mc.ReasonCancelledByAPI, "cancelled through the API")
+	if errors.Is(err, errFinal) {
+		return s, &mc.Error{Code: mc.ECONFLICT, Reason: "session_ended", SessionID: id,
+			Message: fmt.Sprintf("the session has already ended (%s)", s.State)}
+	}
+	return s, err
+}
+
+var errFinal = errors.New("session is final")
+
+// end moves a session from whatever live state it is in to a final state,
+// retrying when another change slips in between read and write.
+func (m *Manager) end(ctx context.Context, id string, to mc.State, reason mc.Reason, msg string) (*mc.Session, error) {
+	for range 10 {
+		s, err := m.store.Session(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if s.State.Final() {
+			return s, errFinal
+		}
+		ns, err := m.store.Transition(ctx, mc.Transition{ID: id, From: s.State, Version: s.Version,
+			To: to, Reason: reason, Message: msg, Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
+		if mc.ErrorCode(err) == mc.ECONFLICT {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.transitions(to, reason)
+		lvl := slog.LevelInfo
+		if to == mc.StateFailed {
+			lvl = slog.LevelWarn
+		}
+		m.log.Log(ctx, lvl, "session ended", mc.LogSessionID, id, "state", to, mc.LogReason, reason, "message", msg)
+		return ns, nil
+	}
+	return nil, fmt.Errorf("end session %s: too many concurrent changes", id)
+}
+
+// advance moves a session one step forward from the state it must be in.
+func (m *Manager) advance(ctx context.Context, id string, from, to mc.State, mach *mc.Machine) (*mc.Session, error) {
+	for range 10 {
+		s, err := m.store.Session(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if s.State != from {
+			if s.State.Final() {
+				return s, errFinal
+			}
+			return s, fmt.Errorf("advance session %s to %s: state is %s, not %s", id, to, s.State, from)
+		}
+		ns, err := m.store.Transition(ctx, mc.Transition{ID: id, From: from, Version: s.Version,
+			To: to, Replica: m.cfg.Replica, At: m.clock.Now().UTC(), Machine: mach})
+		if mc.ErrorCode(err) == mc.ECONFLICT {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.transitions(to, "")
+		m.log.Info("session "+string(to), mc.LogSessionID, id)
+		return ns, nil
+	}
+	return nil, fmt.Errorf("advance session %s: too many concurrent changes", id)
+}
+
+func (m *Manager) transitions(to mc.State, reason mc.Reason) {
+	m.metrics.transitions.WithLabelValues(string(to), string(reason)).Inc()
+}
+
+// Driving reports whether this process is driving the session.
+func (m *Manager) Driving(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.driven[id]
+	return ok
+}
+
+// Close stops the background loops and every session this process drives:
+// each ends failed with reason controller_shutdown and its machine is
+// destroyed (bounded), so a graceful stop leaves nothing behind.
+func (m *Manager) Close() error {
+	m.stop()
+	m.wg.Wait()
+	return nil
+}

@@ -1,0 +1,378 @@
+package session_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/session"
+	"github.com/master-controller/mc/sqlite"
+)
+
+type providers map[string]mc.Provider
+
+func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; return v, ok }
+
+var testProviders = providers{
+	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
+	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
+}
+
+type recordingVault struct {
+	mu    sync.Mutex
+	creds []mc.Credential
+}
+
+func (v *recordingVault) Put(_ context.Context, c mc.Credential) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	files := make(map[string]string, len(c.Files))
+	for k, s := range c.Files {
+		files[k] = s
+	}
+	c.Files = files
+	v.creds = append(v.creds, c)
+	return nil
+}
+
+type rig struct {
+	store  mc.Store
+	driver *drivertest.Fake
+	vault  *recordingVault
+	mgr    *session.Manager
+}
+
+func newRig(t *testing.T, cfg session.Config, fc drivertest.FakeConfig) *rig {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if cfg.Replica == "" {
+		cfg.Replica = "r1"
+	}
+	if cfg.DestroyGrace == 0 {
+		cfg.DestroyGrace = time.Millisecond
+	}
+	if cfg.LoginPoll == 0 {
+		cfg.LoginPoll = 10 * time.Millisecond
+	}
+	r := &rig{store: st, driver: drivertest.NewFake(fc), vault: &recordingVault{}}
+	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault})
+	t.Cleanup(func() { r.mgr.Close() })
+	return r
+}
+
+// waitState waits (through Watch, no polling) until the session is in want.
+func waitState(t *testing.T, st mc.Store, id string, want mc.State) *mc.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	ch, err := st.Watch(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *mc.Session
+	for s := range ch {
+		last = s
+		if s.State == want {
+			return s
+		}
+	}
+	t.Fatalf("session %s: state %v, want %s", id, stateOf(last), want)
+	return nil
+}
+
+func stateOf(s *mc.Session) any {
+	if s == nil {
+		return nil
+	}
+	return string(s.State) + "/" + string(s.Reason)
+}
+
+// waitGone waits until the driver has no trace of the machine.
+func waitGone(t *testing.T, d *drivertest.Fake, id string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := d.Inspect(t.Context(), id); mc.ErrorCode(err) == mc.ENOTFOUND {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("machine %s still there", id)
+}
+
+func TestStartReachesReady(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State != mc.StatePending {
+		t.Errorf("state = %s, want pending", s.State)
+	}
+	got := waitState(t, r.store, s.ID, mc.StateReady)
+	if !got.Machine.IP.IsLoopback() || got.Machine.VNCPort == 0 || got.Machine.Driver != "fake" {
+		t.Errorf("machine = %+v", got.Machine)
+	}
+	if got.ReadyAt.IsZero() || got.Replica != "r1" {
+		t.Errorf("ready_at %v replica %q", got.ReadyAt, got.Replica)
+	}
+	evs, err := r.store.Events(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []mc.State
+	for _, e := range evs {
+		states = append(states, e.State)
+	}
+	want := []mc.State{mc.StatePending, mc.StateStarting, mc.StateReady}
+	if len(states) != len(want) {
+		t.Fatalf("events %v, want %v", states, want)
+	}
+	for i := range want {
+		if states[i] != want[i] {
+			t.Fatalf("events %v, want %v", states, want)
+		}
+	}
+}
+
+func TestStartRefusals(t *testing.T) {
+	r := newRig(t, session.Config{MaxMachines: 2}, drivertest.FakeConfig{})
+	if _, err := r.mgr.Start(t.Context(), "alice", "nope"); mc.ErrorCode(err) != mc.EINVALID || mc.ErrorReason(err) != "unknown_provider" {
+		t.Errorf("unknown provider: %v", err)
+	}
+	first, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.mgr.Start(t.Context(), "alice", "demo")
+	var e *mc.Error
+	if !errors.As(err, &e) || e.Code != mc.ECONFLICT || e.SessionID != first.ID {
+		t.Errorf("second start: %v, want conflict naming %s", err, first.ID)
+	}
+	if _, err := r.mgr.Start(t.Context(), "bob", "demo"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.mgr.Start(t.Context(), "carol", "demo")
+	if !errors.As(err, &e) || e.Code != mc.EUNAVAILABLE || e.RetryAfter <= 0 {
+		t.Errorf("over capacity: %v, want unavailable with Retry-After", err)
+	}
+}
+
+func TestCancelDestroysMachine(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.store, s.ID, mc.StateReady)
+	got, err := r.mgr.Cancel(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != mc.StateCancelled || got.Reason != mc.ReasonCancelledByAPI {
+		t.Errorf("cancel: %s/%s", got.State, got.Reason)
+	}
+	waitGone(t, r.driver, s.ID)
+	if _, err := r.mgr.Cancel(t.Context(), s.ID); mc.ErrorCode(err) != mc.ECONFLICT {
+		t.Errorf("second cancel: %v, want conflict", err)
+	}
+}
+
+func TestCancelWhileStarting(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{StartDelay: 200 * time.Millisecond})
+	s, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.store, s.ID, mc.StateStarting)
+	if _, err := r.mgr.Cancel(t.Context(), s.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, r.driver, s.ID)
+	got, _ := r.store.Session(t.Context(), s.ID)
+	if got.State != mc.StateCancelled {
+		t.Errorf("state %s, want cancelled", got.State)
+	}
+}
+
+func TestMachineExitFailsSession(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	waitState(t, r.store, s.ID, mc.StateReady)
+	r.driver.Kill(s.ID)
+	got := waitState(t, r.store, s.ID, mc.StateFailed)
+	if got.Reason != mc.ReasonMachineExited {
+		t.Errorf("reason %s, want machine_exited", got.Reason)
+	}
+	waitGone(t, r.driver, s.ID)
+}
+
+func TestStartTimeout(t *testing.T) {
+	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, drivertest.FakeConfig{StartDelay: 5 * time.Second})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	got := waitState(t, r.store, s.ID, mc.StateFailed)
+	if got.Reason != mc.ReasonStartTimeout {
+		t.Errorf("reason %s, want start_timeout", got.Reason)
+	}
+	waitGone(t, r.driver, s.ID)
+}
+
+func TestLoginCompletes(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	waitState(t, r.store, s.ID, mc.StateReady)
+	files := map[string]string{"~/.demo/credentials.json": `{"access_token":"demo-x"}`}
+	if !r.driver.CompleteLogin(s.ID, files) {
+		t.Fatal("no machine")
+	}
+	got := waitState(t, r.store, s.ID, mc.StateCompleted)
+	if got.Reason != mc.ReasonSignedIn || got.EndedAt.IsZero() {
+		t.Errorf("completed: reason %s ended %v", got.Reason, got.EndedAt)
+	}
+	waitGone(t, r.driver, s.ID)
+	r.vault.mu.Lock()
+	defer r.vault.mu.Unlock()
+	if len(r.vault.creds) != 1 || r.vault.creds[0].Files["~/.demo/credentials.json"] != files["~/.demo/credentials.json"] ||
+		r.vault.creds[0].UserID != "alice" || r.vault.creds[0].SessionID != s.ID {
+		t.Errorf("vault got %+v", r.vault.creds)
+	}
+	evs, _ := r.store.Events(t.Context(), s.ID)
+	if n := len(evs); n != 5 || evs[3].State != mc.StateCapturing {
+		t.Errorf("events %+v, want pending starting ready capturing completed", evs)
+	}
+}
+
+func TestLoginFailsAndTimesOut(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	waitState(t, r.store, s.ID, mc.StateReady)
+	r.driver.FailLogin(s.ID, "command_failed")
+	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != "command_failed" {
+		t.Errorf("reason %s, want command_failed", got.Reason)
+	}
+
+	s2, _ := r.mgr.Start(t.Context(), "bob", "quick")
+	if got := waitState(t, r.store, s2.ID, mc.StateExpired); got.Reason != mc.ReasonLoginTimeout {
+		t.Errorf("reason %s, want login_timeout", got.Reason)
+	}
+	waitGone(t, r.driver, s2.ID)
+}
+
+func TestLifetimes(t *testing.T) {
+	t.Run("idle", func(t *testing.T) {
+		r := newRig(t, session.Config{IdleTimeout: 200 * time.Millisecond}, drivertest.FakeConfig{})
+		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
+			t.Errorf("reason %s, want idle_timeout", got.Reason)
+		}
+		waitGone(t, r.driver, s.ID)
+	})
+	t.Run("activity postpones idle", func(t *testing.T) {
+		r := newRig(t, session.Config{IdleTimeout: 300 * time.Millisecond}, drivertest.FakeConfig{})
+		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+		ready := waitState(t, r.store, s.ID, mc.StateReady)
+		// Keep touching (as a connected viewer does) past two idle periods.
+		until := ready.ReadyAt.Add(700 * time.Millisecond)
+		for time.Now().Before(until) {
+			if err := r.store.Touch(t.Context(), s.ID, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		got, _ := r.store.Session(t.Context(), s.ID)
+		if got.State != mc.StateReady {
+			t.Errorf("state %s/%s while active, want ready", got.State, got.Reason)
+		}
+		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
+			t.Errorf("reason %s, want idle_timeout", got.Reason)
+		}
+	})
+	t.Run("max lifetime", func(t *testing.T) {
+		r := newRig(t, session.Config{MaxLifetime: 300 * time.Millisecond}, drivertest.FakeConfig{})
+		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonMaxLifetime {
+			t.Errorf("reason %s, want max_lifetime", got.Reason)
+		}
+	})
+}
+
+func TestCloseEndsDrivenSessions(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	waitState(t, r.store, s.ID, mc.StateReady)
+	r.mgr.Close()
+	got, _ := r.store.Session(t.Context(), s.ID)
+	if got.State != mc.StateFailed || got.Reason != mc.ReasonControllerStop {
+		t.Errorf("after close: %s/%s, want failed/controller_shutdown", got.State, got.Reason)
+	}
+	if ms, _ := r.driver.List(t.Context()); len(ms) != 0 {
+		t.Errorf("machines left: %+v", ms)
+	}
+}
+
+// TestReconcileAfterCrash simulates a controller killed with SIGKILL: live
+// sessions of this replica that nothing drives, machines on the host, and
+// leases; a new manager's first reconcile pass leaves nothing behind.
+func TestReconcileAfterCrash(t *testing.T) {
+	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
+	ctx := t.Context()
+	now := time.Now().UTC()
+	var ids []string
+	for i, u := range []string{"u1", "u2", "u3"} {
+		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
+		if err := r.store.CreateSession(ctx, s, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.store.Lease(ctx, "test/pool", s.ID, 0, 10); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: s.ID, SessionID: s.ID, Secrets: s.Secrets}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids = append(ids, s.ID)
+	}
+	// A machine whose session does not exist at all.
+	stray := mc.NewID()
+	if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: stray, SessionID: stray, Secrets: mc.NewMachineSecrets()}); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica's live session must be left alone.
+	other := &mc.Session{ID: mc.NewID(), UserID: "u9", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
+	if err := r.store.CreateSession(ctx, other, "r2"); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := r.mgr.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := r.driver.List(ctx); len(ms) != 0 {
+		t.Errorf("machines left: %+v", ms)
+	}
+	for _, id := range ids {
+		s, _ := r.store.Session(ctx, id)
+		if s.State != mc.StateFailed || s.Reason != mc.ReasonControllerRestart {
+			t.Errorf("session %s: %s/%s, want failed/controller_restart", id, s.State, s.Reason)
+		}
+	}
+	if s, _ := r.store.Session(ctx, other.ID); s.State != mc.StatePending {
+		t.Errorf("other replica's session: %s, want pending", s.State)
+	}
+	if ls, _ := r.store.Leases(ctx, "test/pool"); len(ls) != 0 {
+		t.Errorf("leases left: %+v", ls)
+	}
+	if len(rep.Destroyed) != 3 || rep.Reclaimed != 3 {
+		t.Errorf("report %+v, want 3 destroyed, 3 reclaimed", rep)
+	}
+}
