@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/storekit"
 )
 
 func credentialNotFound(provider string) error {
@@ -29,7 +30,7 @@ func (s *Store) PutCredential(ctx context.Context, c mc.SealedCredential) error 
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (user_id, provider) DO UPDATE SET session_id = excluded.session_id, key_id = excluded.key_id,
 			nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at`,
-		c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), utc(c.CapturedAt))
+		c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), storekit.UTC(c.CapturedAt))
 	if err != nil {
 		return storeErr(err, "put credential of %s/%s", c.UserID, c.Provider)
 	}
@@ -122,7 +123,7 @@ func (s *Store) AppendAudit(ctx context.Context, e mc.AuditEntry) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, `INSERT INTO audit (at, actor, action, user_id, provider, outcome) VALUES ($1, $2, $3, $4, $5, $6)`,
-		utc(e.At), e.Actor, e.Action, e.UserID, e.Provider, e.Outcome); err != nil {
+		storekit.UTC(e.At), e.Actor, e.Action, e.UserID, e.Provider, e.Outcome); err != nil {
 		return storeErr(err, "append audit entry")
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -133,7 +134,7 @@ func (s *Store) AppendAudit(ctx context.Context, e mc.AuditEntry) error {
 
 // Audit returns audit entries, newest first, at most f.Limit (50 for 0, 500 at most).
 func (s *Store) Audit(ctx context.Context, f mc.AuditFilter) ([]mc.AuditEntry, error) {
-	limit, err := pageSize(f.Limit)
+	limit, err := storekit.PageSize(f.Limit)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/storekit"
 )
 
 // querier is what the helpers need of a pool or a transaction.
@@ -64,7 +65,7 @@ func ipText(a netip.Addr) string {
 
 // CreateSession inserts s in state pending at version 1, with its first event.
 func (s *Store) CreateSession(ctx context.Context, sess *mc.Session, replica string) error {
-	if err := checkSession(sess); err != nil {
+	if err := storekit.CheckSession(sess); err != nil {
 		return err
 	}
 	// A unique violation aborts the transaction; the conflicting session is
@@ -117,7 +118,7 @@ func (s *Store) createSession(ctx context.Context, sess *mc.Session, replica str
 
 func createSession(ctx context.Context, tx pgx.Tx, c mc.Session, replica string) (mc.Session, error) {
 	c.State, c.Reason, c.Version, c.Viewer, c.Replica = mc.StatePending, "", 1, "", replica
-	c.CreatedAt, c.ExpiresAt = utc(c.CreatedAt), utc(c.ExpiresAt)
+	c.CreatedAt, c.ExpiresAt = storekit.UTC(c.CreatedAt), storekit.UTC(c.ExpiresAt)
 	c.ReadyAt, c.EndedAt = time.Time{}, time.Time{}
 	c.UpdatedAt, c.ActiveAt = c.CreatedAt, c.CreatedAt
 	_, err := tx.Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
@@ -135,7 +136,7 @@ func createSession(ctx context.Context, tx pgx.Tx, c mc.Session, replica string)
 func appendEvent(ctx context.Context, tx pgx.Tx, e mc.Event) error {
 	_, err := tx.Exec(ctx, `INSERT INTO session_events (session_id, seq, from_state, state, reason, message, replica, at)
 		SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 FROM session_events WHERE session_id = $1`,
-		e.SessionID, string(e.From), string(e.State), string(e.Reason), e.Message, e.Replica, utc(e.At))
+		e.SessionID, string(e.From), string(e.State), string(e.Reason), e.Message, e.Replica, storekit.UTC(e.At))
 	return err
 }
 
@@ -151,11 +152,11 @@ func (s *Store) Session(ctx context.Context, id string) (*mc.Session, error) {
 
 func getSession(ctx context.Context, q querier, id string) (*mc.Session, error) {
 	if !mc.ValidID(id) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	sess, err := scanSession(q.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	return sess, err
 }
@@ -170,7 +171,7 @@ func (s *Store) Sessions(ctx context.Context, f mc.SessionFilter) ([]*mc.Session
 }
 
 func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Session, string, error) {
-	limit, err := pageSize(f.Limit)
+	limit, err := storekit.PageSize(f.Limit)
 	if err != nil {
 		return nil, "", err
 	}
@@ -198,7 +199,7 @@ func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Ses
 		where = append(where, "state NOT IN "+finalStates)
 	}
 	if f.Cursor != "" {
-		at, id, err := decodeCursor(f.Cursor)
+		at, id, err := storekit.DecodeCursor(f.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
@@ -229,7 +230,7 @@ func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Ses
 	if len(list) > limit {
 		list = list[:limit]
 		last := list[limit-1]
-		next = encodeCursor(last.CreatedAt, last.ID)
+		next = storekit.EncodeCursor(last.CreatedAt, last.ID)
 	}
 	return list, next, nil
 }
@@ -237,7 +238,7 @@ func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Ses
 // Transition moves a session from t.From to t.To by compare-and-set. The
 // trigger sessions_notify publishes the change at commit.
 func (s *Store) Transition(ctx context.Context, t mc.Transition) (*mc.Session, error) {
-	if err := checkTransition(t); err != nil {
+	if err := storekit.CheckTransition(t); err != nil {
 		return nil, err
 	}
 	if t.At.IsZero() {
@@ -260,9 +261,9 @@ func (s *Store) Transition(ctx context.Context, t mc.Transition) (*mc.Session, e
 
 func transition(ctx context.Context, tx pgx.Tx, t mc.Transition) (*mc.Session, error) {
 	if !mc.ValidID(t.ID) {
-		return nil, notFound(t.ID)
+		return nil, storekit.NotFound(t.ID)
 	}
-	at := utc(t.At)
+	at := storekit.UTC(t.At)
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
@@ -286,7 +287,7 @@ func transition(ctx context.Context, tx pgx.Tx, t mc.Transition) (*mc.Session, e
 		if _, err := getSession(ctx, tx, t.ID); err != nil {
 			return nil, err
 		}
-		return nil, stale(t.ID)
+		return nil, storekit.Stale(t.ID)
 	}
 	if err != nil {
 		return nil, err
@@ -315,7 +316,7 @@ func (s *Store) SetMachine(ctx context.Context, id string, version int64, m mc.M
 
 func setMachine(ctx context.Context, tx pgx.Tx, id string, version int64, m mc.Machine, secrets mc.MachineSecrets, now time.Time) (*mc.Session, error) {
 	if !mc.ValidID(id) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	sess, err := scanSession(tx.QueryRow(ctx, `UPDATE sessions SET
 		machine_id = $1, machine_driver = $2, machine_ip = $3, vnc_port = $4, agent_port = $5,
@@ -327,7 +328,7 @@ func setMachine(ctx context.Context, tx pgx.Tx, id string, version int64, m mc.M
 		if _, err := getSession(ctx, tx, id); err != nil {
 			return nil, err
 		}
-		return nil, stale(id)
+		return nil, storekit.Stale(id)
 	}
 	return sess, err
 }
@@ -350,9 +351,9 @@ func (s *Store) Touch(ctx context.Context, id string, at time.Time) error {
 
 func touch(ctx context.Context, tx pgx.Tx, id string, at time.Time) error {
 	if !mc.ValidID(id) {
-		return notFound(id)
+		return storekit.NotFound(id)
 	}
-	tag, err := tx.Exec(ctx, `UPDATE sessions SET active_at = $1 WHERE id = $2 AND active_at < $1`, utc(at), id)
+	tag, err := tx.Exec(ctx, `UPDATE sessions SET active_at = $1 WHERE id = $2 AND active_at < $1`, storekit.UTC(at), id)
 	if err != nil || tag.RowsAffected() > 0 {
 		return err
 	}
@@ -380,11 +381,11 @@ func (s *Store) ClaimViewer(ctx context.Context, id, viewer string) (*mc.Session
 
 func claimViewer(ctx context.Context, tx pgx.Tx, id, viewer string) (*mc.Session, error) {
 	if !mc.ValidID(id) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	sess, err := scanSession(tx.QueryRow(ctx, `UPDATE sessions SET viewer = $1 WHERE id = $2 RETURNING `+sessionCols, viewer, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	return sess, err
 }
@@ -408,7 +409,7 @@ func (s *Store) Events(ctx context.Context, id string) ([]mc.Event, error) {
 
 func listEvents(ctx context.Context, tx pgx.Tx, id string) ([]mc.Event, error) {
 	if !mc.ValidID(id) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	rows, err := tx.Query(ctx, `SELECT session_id, seq, from_state, state, reason, message, replica, at
 		FROM session_events WHERE session_id = $1 ORDER BY seq`, id)
@@ -441,7 +442,7 @@ func listEvents(ctx context.Context, tx pgx.Tx, id string) ([]mc.Event, error) {
 
 // Watch returns a channel of the session's newest value; see mc.SessionStore.
 func (s *Store) Watch(ctx context.Context, id string) (<-chan *mc.Session, error) {
-	ch, err := s.hub.watch(ctx, id)
+	ch, err := s.hub.Watch(ctx, id)
 	if err != nil {
 		return nil, storeErr(err, "watch session %s", id)
 	}

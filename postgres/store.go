@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/storekit"
 )
 
 var _ mc.Store = (*Store)(nil)
@@ -62,7 +63,7 @@ type Store struct {
 	lcfg  *pgx.ConnConfig
 	clock mc.Clock
 	log   *slog.Logger
-	hub   *hub
+	hub   *storekit.Hub
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -105,7 +106,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	s.hub = newHub(s.Session, s.log)
+	s.hub = storekit.NewHub(s.Session, s.log)
 	// Listen before returning, so that every change committed after Open
 	// reaches this Store's watchers.
 	conn, err := s.connectListener(ctx)
@@ -124,7 +125,7 @@ func (s *Store) Close() error {
 	s.once.Do(func() {
 		s.cancel()
 		<-s.done
-		s.hub.close()
+		s.hub.Close()
 		s.pool.Close()
 	})
 	return nil
@@ -181,7 +182,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn) {
 			s.log.Warn("postgres listener reconnect", mc.LogReason, "listener_reconnect", "attempt", attempt+1, "err", err)
 		}
 		s.log.Info("postgres listener reconnected")
-		s.hub.notifyAll()
+		s.hub.NotifyAll()
 	}
 }
 
@@ -192,7 +193,7 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 		if n.Channel == channel {
-			s.hub.notify(n.Payload)
+			s.hub.Notify(n.Payload)
 		}
 	}
 }
@@ -264,7 +265,7 @@ func migrate(ctx context.Context, tx pgx.Tx, now time.Time, log *slog.Logger) er
 	return nil
 }
 
-func (s *Store) now() time.Time { return utc(s.clock.Now()) }
+func (s *Store) now() time.Time { return storekit.UTC(s.clock.Now()) }
 
 // storeErr turns a storage error into a domain error: an *mc.Error passes
 // through; an unreachable or busy database is EUNAVAILABLE; anything else is
@@ -310,18 +311,4 @@ func fromNullTime(t *time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
-}
-
-// notifyAll announces a possible change of every watched session (after a
-// gap in the notifications, such as a reconnect).
-func (h *hub) notifyAll() {
-	h.mu.Lock()
-	ids := make([]string, 0, len(h.topics))
-	for id := range h.topics {
-		ids = append(ids, id)
-	}
-	h.mu.Unlock()
-	for _, id := range ids {
-		h.notify(id)
-	}
 }

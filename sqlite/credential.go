@@ -6,6 +6,7 @@ import (
 	"errors"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/storekit"
 )
 
 func credentialNotFound(provider string) error {
@@ -138,7 +139,7 @@ func (s *Store) AppendAudit(ctx context.Context, e mc.AuditEntry) error {
 
 // Audit returns audit entries, newest first, at most f.Limit (50 for 0, 500 at most).
 func (s *Store) Audit(ctx context.Context, f mc.AuditFilter) ([]mc.AuditEntry, error) {
-	limit, err := pageSize(f.Limit)
+	limit, err := storekit.PageSize(f.Limit)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/storekit"
 )
 
 // querier is what the helpers need of a *sql.DB or *sql.Tx.
@@ -61,7 +62,7 @@ func ipText(a netip.Addr) string {
 
 // CreateSession inserts s in state pending at version 1, with its first event.
 func (s *Store) CreateSession(ctx context.Context, sess *mc.Session, replica string) error {
-	if err := checkSession(sess); err != nil {
+	if err := storekit.CheckSession(sess); err != nil {
 		return err
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -81,7 +82,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *mc.Session, replica str
 func createSession(ctx context.Context, tx *sql.Tx, sess *mc.Session, replica string) error {
 	c := *sess
 	c.State, c.Reason, c.Version, c.Viewer, c.Replica = mc.StatePending, "", 1, "", replica
-	c.CreatedAt, c.ExpiresAt = utc(c.CreatedAt), utc(c.ExpiresAt)
+	c.CreatedAt, c.ExpiresAt = storekit.UTC(c.CreatedAt), storekit.UTC(c.ExpiresAt)
 	c.ReadyAt, c.EndedAt = time.Time{}, time.Time{}
 	c.UpdatedAt, c.ActiveAt = c.CreatedAt, c.CreatedAt
 	_, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`)
@@ -139,11 +140,11 @@ func (s *Store) session(ctx context.Context, id string) (*mc.Session, error) {
 
 func getSession(ctx context.Context, q querier, id string) (*mc.Session, error) {
 	if !mc.ValidID(id) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	sess, err := scanSession(q.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	return sess, err
 }
@@ -158,7 +159,7 @@ func (s *Store) Sessions(ctx context.Context, f mc.SessionFilter) ([]*mc.Session
 }
 
 func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Session, string, error) {
-	limit, err := pageSize(f.Limit)
+	limit, err := storekit.PageSize(f.Limit)
 	if err != nil {
 		return nil, "", err
 	}
@@ -182,7 +183,7 @@ func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Ses
 		where = append(where, "state NOT IN "+finalStates)
 	}
 	if f.Cursor != "" {
-		at, id, err := decodeCursor(f.Cursor)
+		at, id, err := storekit.DecodeCursor(f.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
@@ -215,14 +216,14 @@ func listSessions(ctx context.Context, q querier, f mc.SessionFilter) ([]*mc.Ses
 	if len(list) > limit {
 		list = list[:limit]
 		last := list[limit-1]
-		next = encodeCursor(last.CreatedAt, last.ID)
+		next = storekit.EncodeCursor(last.CreatedAt, last.ID)
 	}
 	return list, next, nil
 }
 
 // Transition moves a session from t.From to t.To by compare-and-set.
 func (s *Store) Transition(ctx context.Context, t mc.Transition) (*mc.Session, error) {
-	if err := checkTransition(t); err != nil {
+	if err := storekit.CheckTransition(t); err != nil {
 		return nil, err
 	}
 	if t.At.IsZero() {
@@ -245,7 +246,7 @@ func (s *Store) Transition(ctx context.Context, t mc.Transition) (*mc.Session, e
 }
 
 func transition(ctx context.Context, tx *sql.Tx, t mc.Transition) (*mc.Session, error) {
-	at := utc(t.At)
+	at := storekit.UTC(t.At)
 	set := []string{"state = ?", "version = version + 1", "updated_at = ?"}
 	args := []any{t.To, micros(at)}
 	if t.To == mc.StateReady {
@@ -266,7 +267,7 @@ func transition(ctx context.Context, tx *sql.Tx, t mc.Transition) (*mc.Session, 
 		if _, err := getSession(ctx, tx, t.ID); err != nil {
 			return nil, err
 		}
-		return nil, stale(t.ID)
+		return nil, storekit.Stale(t.ID)
 	}
 	if err != nil {
 		return nil, err
@@ -305,7 +306,7 @@ func setMachine(ctx context.Context, tx *sql.Tx, id string, version int64, m mc.
 		if _, err := getSession(ctx, tx, id); err != nil {
 			return nil, err
 		}
-		return nil, stale(id)
+		return nil, storekit.Stale(id)
 	}
 	return sess, err
 }
@@ -359,11 +360,11 @@ func (s *Store) ClaimViewer(ctx context.Context, id, viewer string) (*mc.Session
 
 func claimViewer(ctx context.Context, tx *sql.Tx, id, viewer string) (*mc.Session, error) {
 	if !mc.ValidID(id) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	sess, err := scanSession(tx.QueryRowContext(ctx, `UPDATE sessions SET viewer = ? WHERE id = ? RETURNING `+sessionCols, viewer, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound(id)
+		return nil, storekit.NotFound(id)
 	}
 	return sess, err
 }
@@ -417,7 +418,7 @@ func listEvents(ctx context.Context, tx *sql.Tx, id string) ([]mc.Event, error) 
 
 // Watch returns a channel of the session's newest value; see mc.SessionStore.
 func (s *Store) Watch(ctx context.Context, id string) (<-chan *mc.Session, error) {
-	ch, err := s.hub.watch(ctx, id)
+	ch, err := s.hub.Watch(ctx, id)
 	if err != nil {
 		return nil, storeErr(err, "watch session %s", id)
 	}

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/storekit"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -61,7 +62,7 @@ type Store struct {
 	w, r  *sql.DB
 	clock mc.Clock
 	log   *slog.Logger
-	hub   *hub
+	hub   *storekit.Hub
 	key   string // the file's absolute path, the key of the shared broadcaster
 	once  sync.Once
 }
@@ -132,7 +133,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.r.SetMaxOpenConns(opts.ReadConns)
 	s.r.SetMaxIdleConns(opts.ReadConns)
 	s.r.SetConnMaxIdleTime(0)
-	s.hub = newHub(s.session, s.log)
+	s.hub = storekit.NewHub(s.session, s.log)
 	joinBus(s.key, s.hub)
 	return s, nil
 }
@@ -142,7 +143,7 @@ func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
 		leaveBus(s.key, s.hub)
-		s.hub.close()
+		s.hub.Close()
 		err = errors.Join(s.r.Close(), s.w.Close())
 	})
 	return err
@@ -216,7 +217,7 @@ func (s *Store) migrate(ctx context.Context, version int, name, body string) err
 	return nil
 }
 
-func (s *Store) now() time.Time { return utc(s.clock.Now()) }
+func (s *Store) now() time.Time { return storekit.UTC(s.clock.Now()) }
 
 // storeErr turns a storage error into a domain error: an *mc.Error passes
 // through; a busy database is EUNAVAILABLE; anything else is EINTERNAL, with
@@ -248,7 +249,7 @@ func isUnique(err error) bool {
 }
 
 // Times are stored as Unix microseconds, UTC; NULL for a zero time.
-func micros(t time.Time) int64 { return utc(t).UnixMicro() }
+func micros(t time.Time) int64 { return storekit.UTC(t).UnixMicro() }
 
 func fromMicros(n int64) time.Time { return time.UnixMicro(n).UTC() }
 
@@ -262,19 +263,19 @@ func fromNullMicros(n sql.NullInt64) time.Time {
 // bus connects the hubs of the Stores opened on one file in this process.
 var bus = struct {
 	mu   sync.Mutex
-	hubs map[string]map[*hub]struct{}
-}{hubs: make(map[string]map[*hub]struct{})}
+	hubs map[string]map[*storekit.Hub]struct{}
+}{hubs: make(map[string]map[*storekit.Hub]struct{})}
 
-func joinBus(key string, h *hub) {
+func joinBus(key string, h *storekit.Hub) {
 	bus.mu.Lock()
 	defer bus.mu.Unlock()
 	if bus.hubs[key] == nil {
-		bus.hubs[key] = make(map[*hub]struct{})
+		bus.hubs[key] = make(map[*storekit.Hub]struct{})
 	}
 	bus.hubs[key][h] = struct{}{}
 }
 
-func leaveBus(key string, h *hub) {
+func leaveBus(key string, h *storekit.Hub) {
 	bus.mu.Lock()
 	defer bus.mu.Unlock()
 	delete(bus.hubs[key], h)
@@ -286,12 +287,12 @@ func leaveBus(key string, h *hub) {
 // publish announces a change of session id to every Store on the file.
 func (s *Store) publish(id string) {
 	bus.mu.Lock()
-	hs := make([]*hub, 0, len(bus.hubs[s.key]))
+	hs := make([]*storekit.Hub, 0, len(bus.hubs[s.key]))
 	for h := range bus.hubs[s.key] {
 		hs = append(hs, h)
 	}
 	bus.mu.Unlock()
 	for _, h := range hs {
-		h.notify(id)
+		h.Notify(id)
 	}
 }
