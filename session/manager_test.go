@@ -277,11 +277,12 @@ func TestLifetimes(t *testing.T) {
 		waitGone(t, r.driver, s.ID)
 	})
 	t.Run("activity postpones idle", func(t *testing.T) {
-		r := newRig(t, session.Config{IdleTimeout: 300 * time.Millisecond}, drivertest.FakeConfig{})
+		// Generous margins: a touch every 50 ms against a 1 s idle timeout.
+		r := newRig(t, session.Config{IdleTimeout: time.Second}, drivertest.FakeConfig{})
 		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 		ready := waitState(t, r.store, s.ID, mc.StateReady)
 		// Keep touching (as a connected viewer does) past two idle periods.
-		until := ready.ReadyAt.Add(700 * time.Millisecond)
+		until := ready.ReadyAt.Add(2500 * time.Millisecond)
 		for time.Now().Before(until) {
 			if err := r.store.Touch(t.Context(), s.ID, time.Now()); err != nil {
 				t.Fatal(err)
