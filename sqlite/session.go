@@ -126,7 +126,7 @@ func appendEvent(ctx context.Context, tx *sql.Tx, e mc.Event) error {
 // Session returns the session with the given id. A single statement needs no
 // explicit transaction: it reads one consistent snapshot.
 func (s *Store) Session(ctx context.Context, id string) (*mc.Session, error) {
-	sess, err := getSession(ctx, s.r, id)
+	sess, err := getSession(ctx, s.reader(ctx), id)
 	if err != nil {
 		return nil, storeErr(err, "get session %s", id)
 	}
@@ -138,11 +138,39 @@ func (s *Store) session(ctx context.Context, id string) (*mc.Session, error) {
 	return s.Session(ctx, id)
 }
 
-func getSession(ctx context.Context, q querier, id string) (*mc.Session, error) {
+const getSessionSQL = `SELECT ` + sessionCols + ` FROM sessions WHERE id = ?`
+
+// preparedGet runs the prepared session read whatever query it is given.
+type preparedGet struct{ stmt *sql.Stmt }
+
+func (p preparedGet) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
+	return p.stmt.QueryRowContext(ctx, args...)
+}
+
+// reader returns the prepared session read, or the read pool when it cannot
+// be prepared (yet).
+func (s *Store) reader(ctx context.Context) interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+} {
+	s.getMu.Lock()
+	defer s.getMu.Unlock()
+	if s.getStmt == nil {
+		stmt, err := s.r.PrepareContext(ctx, getSessionSQL)
+		if err != nil {
+			return s.r
+		}
+		s.getStmt = stmt
+	}
+	return preparedGet{s.getStmt}
+}
+
+func getSession(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, id string) (*mc.Session, error) {
 	if !mc.ValidID(id) {
 		return nil, storekit.NotFound(id)
 	}
-	sess, err := scanSession(q.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+	sess, err := scanSession(q.QueryRowContext(ctx, getSessionSQL, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, storekit.NotFound(id)
 	}

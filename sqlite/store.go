@@ -65,6 +65,12 @@ type Store struct {
 	hub   *storekit.Hub
 	key   string // the file's absolute path, the key of the shared broadcaster
 	once  sync.Once
+
+	// getStmt is the prepared read of one session, the hottest query (every
+	// API read, every Watch delivery); prepared on first use, since the
+	// schema may not exist at Open with NoMigrate.
+	getMu   sync.Mutex
+	getStmt *sql.Stmt
 }
 
 // Open opens (creating if needed) the SQLite database at path and, unless
@@ -144,6 +150,11 @@ func (s *Store) Close() error {
 	s.once.Do(func() {
 		leaveBus(s.key, s.hub)
 		s.hub.Close()
+		s.getMu.Lock()
+		if s.getStmt != nil {
+			s.getStmt.Close()
+		}
+		s.getMu.Unlock()
 		err = errors.Join(s.r.Close(), s.w.Close())
 	})
 	return err
@@ -235,7 +246,8 @@ func storeErr(err error, format string, args ...any) error {
 	case errors.As(err, &se) && (se.Code()&0xff == sqlite3.SQLITE_BUSY || se.Code()&0xff == sqlite3.SQLITE_LOCKED):
 		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_busy", Message: "The store is busy; try again.",
 			RetryAfter: time.Second, Err: cause}
-	case errors.Is(err, sql.ErrConnDone), strings.Contains(err.Error(), "database is closed"):
+	case errors.Is(err, sql.ErrConnDone), strings.Contains(err.Error(), "database is closed"),
+		strings.Contains(err.Error(), "statement is closed"):
 		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_closed", Message: "The store is closed.", Err: cause}
 	}
 	return &mc.Error{Code: mc.EINTERNAL, Reason: "store_error", Message: "internal error", Err: cause}
