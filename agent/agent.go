@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/master-controller/mc"
@@ -59,6 +60,14 @@ type Config struct {
 	// Home is the private home directory; the Chromium profile is
 	// Home/chromium-profile.
 	Home string
+	// TmpDir is TMPDIR of Chromium and of login commands (default Home/tmp).
+	// Chromium binds its singleton Unix socket below it
+	// (TmpDir/org.chromium.Chromium.XXXXXX/SingletonSocket), and a Unix
+	// socket path holds at most 107 bytes, so TmpDir may be at most
+	// MaxTmpDirLen bytes long; the agent creates it (0700) if missing and
+	// refuses one that other users can enter. Xvnc's own sockets and lock
+	// files are in /tmp/.X11-unix and /tmp, whatever TmpDir is.
+	TmpDir string
 	// StartURL is the first page; "local:/path" is a page of PageListen.
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
@@ -110,8 +119,26 @@ func (cfg *Config) Check() error {
 		return err
 	}
 	cfg.Home = home
+	if cfg.TmpDir == "" {
+		cfg.TmpDir = filepath.Join(cfg.Home, "tmp")
+	}
+	if cfg.TmpDir, err = filepath.Abs(cfg.TmpDir); err != nil {
+		return err
+	}
+	if n := len(cfg.TmpDir); n > MaxTmpDirLen {
+		return fmt.Errorf("--tmp-dir %s is %d bytes long, more than %d: Chromium's singleton socket below it "+
+			"(%s) would exceed a Unix socket path's 107 bytes; pass a shorter --tmp-dir", cfg.TmpDir, n, MaxTmpDirLen, singletonSocketTail)
+	}
 	return nil
 }
+
+// singletonSocketTail is the path that Chromium 156 binds its singleton
+// socket at below TMPDIR (XXXXXX: six random characters).
+const singletonSocketTail = "/org.chromium.Chromium.XXXXXX/SingletonSocket"
+
+// MaxTmpDirLen is the longest TmpDir: a Unix socket path (sun_path, 108
+// bytes with its terminating NUL) holds at most 107 bytes.
+const MaxTmpDirLen = 107 - len(singletonSocketTail)
 
 // ParseGeometry parses "WxH".
 func ParseGeometry(s string) (w, h int, err error) {
@@ -158,6 +185,26 @@ func readSecretFile(path string) (mc.Secret, error) {
 	return mc.SecretOf(s), nil
 }
 
+// checkPrivateDir makes sure dir is a directory (not a symbolic link) of
+// this user that no other user can enter: a TMPDIR in a shared place such as
+// /tmp must not be another user's.
+func checkPrivateDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("check tmp dir %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("check tmp dir %s: not a directory", dir)
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("check tmp dir %s: owned by uid %d, not by this user", dir, st.Uid)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("check tmp dir %s: mode %v, want 0700", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
 // chromiumBrowser opens pages through Chromium's DevTools protocol.
 type chromiumBrowser struct{ cdp *cdp }
 
@@ -194,13 +241,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Debug("closed", "what", c.name)
 		}
 	}()
+	// Last of all: processes of the machine outside the agent's process
+	// group (Chromium's crash handler), which the driver's group kill
+	// misses.
+	closers = append(closers, closer{"stray processes", func() {
+		if pids := killStrays(cfg.Home); len(pids) > 0 {
+			log.Debug("killed processes outside the group", "pids", pids)
+		}
+	}})
 
-	// TMPDIR inside home: Chromium's singleton socket directory and any
-	// temporary file of a login go away with the home directory.
-	for _, d := range []string{cfg.Home, filepath.Join(cfg.Home, "chromium-profile"), filepath.Join(cfg.Home, "tmp")} {
+	// TMPDIR (default inside home) holds Chromium's singleton socket
+	// directory and any temporary file of a login.
+	for _, d := range []string{cfg.Home, filepath.Join(cfg.Home, "chromium-profile"), cfg.TmpDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create home %s: %w", d, err)
 		}
+	}
+	if err := checkPrivateDir(cfg.TmpDir); err != nil {
+		return err
 	}
 	passwdFile := cfg.VNCPasswordFile + ".vnc"
 	if err := writeVNCPasswordFile(passwdFile, vncPassword.Reveal()); err != nil {
@@ -240,7 +298,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var xvncP, chromiumP atomic.Pointer[child]
 	devtools := &cdp{port: cfg.CDPPort, client: &http.Client{Timeout: 5 * time.Second}}
 	browser := chromiumBrowser{devtools}
-	lg := newLogin(cfg.Home, pageBase, browser, log)
+	lg := newLogin(cfg.Home, cfg.TmpDir, pageBase, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),

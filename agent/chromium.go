@@ -19,6 +19,16 @@ import (
 // screen
 // (pixel checks and clicks at fixed positions are then reliable); DevTools
 // on 127.0.0.1 only; no first-run UI, background traffic, keyring or sync.
+//
+// No flag keeps the crash handler in the agent's process group: Chromium 156
+// (Debian) always starts chrome_crashpad_handler in a session of its own.
+// --disable-breakpad and --disable-crash-reporter do not stop it, and
+// --disable-crashpad-for-testing does but makes the network service crash
+// ("FD ownership violation"), so that no page loads (all checked with ps and
+// a real page). The handler exits by itself within two seconds of its
+// browser (measured after a SIGKILL of the group); the agent kills any left
+// when it stops (killStrays), and the local driver kills the processes that
+// carry the machine's HOME, and all in its namespace, on Destroy.
 func chromiumArgs(cfg Config, startURL string, root, smallShm bool) []string {
 	args := []string{
 		"--user-data-dir=" + filepath.Join(cfg.Home, "chromium-profile"),
@@ -67,18 +77,7 @@ func shmIsSmall() bool {
 func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, authFile string) (*child, error) {
 	cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, startURL, os.Geteuid() == 0, shmIsSmall())...)
 	cmd.Dir = cfg.Home
-	cmd.Env = []string{
-		"HOME=" + cfg.Home,
-		"PATH=" + os.Getenv("PATH"),
-		"DISPLAY=:" + strconv.Itoa(cfg.Display),
-		"XAUTHORITY=" + authFile,
-		"XDG_CONFIG_HOME=" + filepath.Join(cfg.Home, ".config"),
-		"XDG_CACHE_HOME=" + filepath.Join(cfg.Home, ".cache"),
-		"XDG_DATA_HOME=" + filepath.Join(cfg.Home, ".local", "share"),
-		"LANG=" + envOr("LANG", "C.UTF-8"),
-		"TZ=" + os.Getenv("TZ"),
-		"TMPDIR=" + filepath.Join(cfg.Home, "tmp"),
-	}
+	cmd.Env = chromiumEnv(cfg, authFile)
 	ready := make(chan struct{})
 	var once bool
 	c, err := startChild("chromium", cmd, func(line string) {
@@ -98,6 +97,23 @@ func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, 
 	case <-ctx.Done():
 		c.Stop(log, 2*time.Second)
 		return nil, fmt.Errorf("start chromium: %w", ctx.Err())
+	}
+}
+
+// chromiumEnv is Chromium's whole environment. TMPDIR is cfg.TmpDir, short
+// enough for the singleton socket that Chromium binds below it.
+func chromiumEnv(cfg Config, authFile string) []string {
+	return []string{
+		"HOME=" + cfg.Home,
+		"PATH=" + os.Getenv("PATH"),
+		"DISPLAY=:" + strconv.Itoa(cfg.Display),
+		"XAUTHORITY=" + authFile,
+		"XDG_CONFIG_HOME=" + filepath.Join(cfg.Home, ".config"),
+		"XDG_CACHE_HOME=" + filepath.Join(cfg.Home, ".cache"),
+		"XDG_DATA_HOME=" + filepath.Join(cfg.Home, ".local", "share"),
+		"LANG=" + envOr("LANG", "C.UTF-8"),
+		"TZ=" + os.Getenv("TZ"),
+		"TMPDIR=" + cfg.TmpDir,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -64,6 +65,10 @@ func TestConfigCheck(t *testing.T) {
 		{"no display", func(c *Config) { c.Display = 0 }, false},
 		{"bad vnc address", func(c *Config) { c.VNCListen = "nope" }, false},
 		{"tiny screen", func(c *Config) { c.Width, c.Height = 10, 10 }, false},
+		{"longest tmp dir", func(c *Config) { c.TmpDir = "/" + strings.Repeat("t", MaxTmpDirLen-1) }, true},
+		{"tmp dir too long", func(c *Config) { c.TmpDir = "/" + strings.Repeat("t", MaxTmpDirLen) }, false},
+		{"long home, short tmp dir", func(c *Config) { c.Home = "/" + strings.Repeat("h", 200); c.TmpDir = "/tmp/mc-01234567" }, true},
+		{"long home, default tmp dir", func(c *Config) { c.Home = "/" + strings.Repeat("h", 200) }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,8 +81,56 @@ func TestConfigCheck(t *testing.T) {
 	}
 	c := valid()
 	_ = c.Check()
-	if c.Width != 1280 || c.Height != 800 || c.Xvnc != "Xvnc" || c.Chromium != "chromium" || !filepath.IsAbs(c.Home) {
+	if c.Width != 1280 || c.Height != 800 || c.Xvnc != "Xvnc" || c.Chromium != "chromium" || !filepath.IsAbs(c.Home) ||
+		c.TmpDir != filepath.Join(c.Home, "tmp") {
 		t.Errorf("defaults: %+v", c)
+	}
+}
+
+// TestEnvironments: Chromium's TMPDIR is TmpDir; Xvnc has no TMPDIR (its
+// socket and lock file stay in /tmp/.X11-unix and /tmp).
+func TestEnvironments(t *testing.T) {
+	cfg := Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
+		Display: 100, CDPPort: 3, PageListen: "127.0.0.1:4", Home: "/m/home", TmpDir: "/tmp/mc-01234567"}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if env := chromiumEnv(cfg, "/m/xauth"); !slices.Contains(env, "TMPDIR=/tmp/mc-01234567") || !slices.Contains(env, "HOME=/m/home") {
+		t.Errorf("chromium env = %q, want TMPDIR=/tmp/mc-01234567 and HOME=/m/home", env)
+	}
+	for _, kv := range xvncEnv(cfg) {
+		if strings.HasPrefix(kv, "TMPDIR=") {
+			t.Errorf("xvnc env has %s, want no TMPDIR", kv)
+		}
+	}
+}
+
+func TestCheckPrivateDir(t *testing.T) {
+	dir := t.TempDir()
+	private := filepath.Join(dir, "private")
+	open := filepath.Join(dir, "open")
+	link := filepath.Join(dir, "link")
+	file := filepath.Join(dir, "file")
+	for _, err := range []error{os.Mkdir(private, 0o700), os.Mkdir(open, 0o700), os.Chmod(open, 0o1777),
+		os.Symlink(private, link), os.WriteFile(file, nil, 0o600)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		dir string
+		ok  bool
+	}{
+		{private, true},
+		{open, false},
+		{link, false},
+		{file, false},
+		{filepath.Join(dir, "missing"), false},
+	}
+	for _, tt := range tests {
+		if err := checkPrivateDir(tt.dir); (err == nil) != tt.ok {
+			t.Errorf("checkPrivateDir(%s) = %v, want ok %v", filepath.Base(tt.dir), err, tt.ok)
+		}
 	}
 }
 

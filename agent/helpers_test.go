@@ -77,7 +77,7 @@ func newTestAPI(tb testing.TB) *testAPI {
 	t := &testAPI{token: "test-token-1234", home: home, browser: newFakeBrowser(), health: Health{VNC: true, Browser: true}}
 	t.page = httptest.NewServer(pageHandler(home, log))
 	tb.Cleanup(t.page.Close)
-	t.login = newLogin(home, t.page.URL, t.browser, log)
+	t.login = newLogin(home, filepath.Join(home, "tmp"), t.page.URL, t.browser, log)
 	tb.Cleanup(t.login.Close)
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(t.token)),

@@ -31,6 +31,7 @@ type realAgent struct {
 	cdpPort     int
 	pageBase    string
 	home        string
+	tmpDir      string
 	display     int
 	W, H        int
 	startedAt   time.Time
@@ -107,10 +108,20 @@ func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 	xvnc, chromium := requireMachine(tb)
 	bin := buildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent")
 	dir := tb.TempDir()
+	// A home far too long for a Unix socket below it, and a TMPDIR of
+	// exactly the longest length that the agent accepts (the agent creates
+	// it): Chromium must start with both.
+	short, err := os.MkdirTemp("", "mca")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(short) })
+	tmpDir := short + "/" + strings.Repeat("t", MaxTmpDirLen-len(short)-1)
 	a := &realAgent{
 		token:       "tok-" + strconv.FormatUint(rand.Uint64(), 36),
 		vncPassword: "pw" + strconv.FormatUint(rand.Uint64(), 36)[:6],
-		home:        filepath.Join(dir, "home"),
+		home:        filepath.Join(dir, strings.Repeat("h", 120), "home"),
+		tmpDir:      tmpDir,
 		W:           1024, H: 640,
 		exited: make(chan struct{}),
 		logs:   &syncBuffer{},
@@ -141,6 +152,7 @@ func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 		"--cdp-port", strconv.Itoa(a.cdpPort),
 		"--page-listen", page,
 		"--home", a.home,
+		"--tmp-dir", a.tmpDir,
 		"--start-url", "local:/demo/signin",
 		"--geometry", fmt.Sprintf("%dx%d", a.W, a.H),
 		"--xvnc", xvnc, "--chromium", chromium,
@@ -317,6 +329,8 @@ func TestAgentIntegration(t *testing.T) {
 	t.Logf("page viewport %s on a %dx%d screen", size, a.W, a.H)
 
 	step("start page on the VNC screen")
+	a.checkPaths(t)
+
 	// POST /open navigates through CDP.
 	openURL := a.pageBase + "/demo/signin?via=open"
 	if status, body := a.do(t, "POST", "/open", OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {
@@ -369,14 +383,52 @@ func TestAgentIntegration(t *testing.T) {
 		return len(ps) == 0, strings.Join(ps, ", ")
 	})
 	step("agent exited, group empty")
-	if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", a.display)); !os.IsNotExist(err) {
-		t.Errorf("X lock of the killed Xvnc: %v, want removed", err)
+	// The crash handler left the group; the agent killed it on its way out.
+	if ok, left := a.homeLeft(); !ok {
+		t.Errorf("processes with the machine's HOME after the agent exited: %s", left)
+	}
+	for _, f := range []string{fmt.Sprintf("/tmp/.X%d-lock", a.display), fmt.Sprintf("/tmp/.X11-unix/X%d", a.display)} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("X file %s of the killed Xvnc: %v, want removed", f, err)
+		}
 	}
 	for _, f := range []string{"vnc-password.vnc", "vnc-password.xauth"} {
 		if _, err := os.Stat(filepath.Join(filepath.Dir(a.home), f)); !os.IsNotExist(err) {
 			t.Errorf("%s after exit: %v, want removed", f, err)
 		}
 	}
+}
+
+// checkPaths checks where a running agent's sockets are: Chromium's
+// singleton socket below --tmp-dir, at the longest length the agent allows,
+// and Xvnc's socket in /tmp/.X11-unix whatever --tmp-dir is. It also checks
+// that the only processes of the machine (HOME is its home) outside the
+// agent's process group are Chromium's crash handlers (see chromiumArgs).
+func (a *realAgent) checkPaths(tb testing.TB) {
+	tb.Helper()
+	socks, _ := filepath.Glob(filepath.Join(a.tmpDir, "org.chromium.Chromium.*", "SingletonSocket"))
+	if len(socks) != 1 {
+		tb.Errorf("singleton sockets below --tmp-dir: %v, want one", socks)
+	} else if fi, err := os.Lstat(socks[0]); err != nil || fi.Mode().Type() != os.ModeSocket || len(socks[0]) != 107 {
+		tb.Errorf("singleton socket %s (%d bytes): %v, want a socket of 107 bytes", socks[0], len(socks[0]), err)
+	}
+	if fi, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", a.display)); err != nil || fi.Mode().Type() != os.ModeSocket {
+		tb.Errorf("X server socket: %v, want a socket", err)
+	}
+	pgid := a.cmd.Process.Pid
+	for _, pid := range homePids(a.home) {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		name := strings.TrimSpace(string(comm))
+		if g, err := syscall.Getpgid(pid); err == nil && g != pgid && name != "chrome_crashpad" {
+			tb.Errorf("process %d (%s) of the machine is outside the agent's group %d (in %d)", pid, name, pgid, g)
+		}
+	}
+}
+
+// homeLeft lists the processes still carrying the agent's HOME.
+func (a *realAgent) homeLeft() (bool, string) {
+	pids := homePids(a.home)
+	return len(pids) == 0, fmt.Sprint(pids)
 }
 
 // TestAgentSIGTERM: the driver's stop. The agent stops its children and
@@ -400,6 +452,9 @@ func TestAgentSIGTERM(t *testing.T) {
 		ps := groupProcesses(pgid)
 		return len(ps) == 0, strings.Join(ps, ", ")
 	})
+	if ok, left := a.homeLeft(); !ok {
+		t.Errorf("processes with the machine's HOME after the agent exited: %s", left)
+	}
 }
 
 // TestAgentExitsWhenChromiumDies: the other supervised child.
@@ -583,6 +638,9 @@ func TestAgentInNetns(t *testing.T) {
 		ps := groupProcesses(pgid)
 		return len(ps) == 0, strings.Join(ps, ", ")
 	})
+	if ok, left := a.homeLeft(); !ok {
+		t.Errorf("processes with the machine's HOME after the agent exited: %s", left)
+	}
 }
 
 // BenchmarkAgentStart measures the agent's start: process start to the first

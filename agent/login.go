@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -64,6 +63,7 @@ var errGone = &mc.Error{Code: mc.ENOTFOUND, Reason: "result_delivered", Message:
 // it is fetched once.
 type login struct {
 	home     string
+	tmpDir   string // TMPDIR of login commands
 	pageBase string // http://<page-listen>, for local: URLs
 	browser  Browser
 	log      *slog.Logger
@@ -80,9 +80,9 @@ type login struct {
 	done    chan struct{} // closed when the running login's goroutine ends
 }
 
-func newLogin(home, pageBase string, b Browser, log *slog.Logger) *login {
+func newLogin(home, tmpDir, pageBase string, b Browser, log *slog.Logger) *login {
 	return &login{
-		home: home, pageBase: pageBase, browser: b, log: log,
+		home: home, tmpDir: tmpDir, pageBase: pageBase, browser: b, log: log,
 		commandGrace: 3 * time.Second,
 		status:       LoginStatus{State: StateIdle},
 		changed:      make(chan struct{}),
@@ -366,7 +366,7 @@ func (l *login) startCommand(argv []string) (cmd *exec.Cmd, urls <-chan string, 
 		"TERM=xterm-256color",
 		"LANG=" + envOr("LANG", "C.UTF-8"),
 		"USER=" + envOr("USER", "root"),
-		"TMPDIR=" + filepath.Join(l.home, "tmp"),
+		"TMPDIR=" + l.tmpDir,
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Pdeathsig: syscall.SIGKILL}
 	tty, err := pty.StartWithAttrs(cmd, &pty.Winsize{Rows: 50, Cols: 400}, cmd.SysProcAttr)

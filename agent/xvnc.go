@@ -5,13 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -60,6 +63,13 @@ func xvncArgs(cfg Config, ip, port, passwdFile, authFile string) []string {
 	}
 }
 
+// xvncEnv is Xvnc's whole environment. It has no TMPDIR: the X server's
+// socket (/tmp/.X11-unix/X<display>) and lock file (/tmp/.X<display>-lock)
+// are at fixed places that X clients and removeStaleXFiles rely on.
+func xvncEnv(cfg Config) []string {
+	return []string{"HOME=" + cfg.Home, "PATH=" + os.Getenv("PATH")}
+}
+
 // startXvnc starts Xvnc and returns once its display accepts connections.
 func startXvnc(ctx context.Context, log *slog.Logger, cfg Config, passwdFile, authFile string) (*child, error) {
 	ip, port, err := net.SplitHostPort(cfg.VNCListen)
@@ -72,7 +82,7 @@ func startXvnc(ctx context.Context, log *slog.Logger, cfg Config, passwdFile, au
 	}
 	defer r.Close()
 	cmd := exec.Command(cfg.Xvnc, xvncArgs(cfg, ip, port, passwdFile, authFile)...)
-	cmd.Env = []string{"HOME=" + cfg.Home, "PATH=" + os.Getenv("PATH")}
+	cmd.Env = xvncEnv(cfg)
 	cmd.ExtraFiles = []*os.File{w}
 	c, err := startChild("xvnc", cmd, func(line string) { log.Debug("xvnc", "line", line) })
 	w.Close()
@@ -116,15 +126,27 @@ func newCookie() []byte {
 	return b
 }
 
-// removeStaleXFiles removes display's lock file and socket when the lock
-// names pid (an Xvnc that is gone): a killed X server cannot remove them
-// itself. Another server's files are left alone.
+// removeStaleXFiles removes display's lock file and socket in /tmp when
+// they are left by pid (an Xvnc that is gone): a killed X server cannot
+// remove them itself. With -displayfd Xvnc writes no lock file; its socket
+// is then removed when nothing listens on it. Another server's files are
+// left alone.
 func removeStaleXFiles(display, pid int) {
 	lock := fmt.Sprintf("/tmp/.X%d-lock", display)
+	sock := fmt.Sprintf("/tmp/.X11-unix/X%d", display)
 	b, err := os.ReadFile(lock)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
-		return
+	switch {
+	case err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(pid):
+		os.Remove(sock)
+		os.Remove(lock)
+	case errors.Is(err, fs.ErrNotExist):
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			os.Remove(sock)
+		}
 	}
-	os.Remove(fmt.Sprintf("/tmp/.X11-unix/X%d", display))
-	os.Remove(lock)
 }

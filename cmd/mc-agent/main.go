@@ -5,7 +5,7 @@
 // Xvnc or Chromium exits unexpectedly or it cannot start, 2 on bad flags.
 //
 // Flags: --listen, --token-file, --vnc-listen, --vnc-password-file,
-// --display, --cdp-port, --page-listen, --home, --start-url, --geometry,
+// --display, --cdp-port, --page-listen, --home, --tmp-dir, --start-url, --geometry,
 // --xvnc, --chromium, --start-timeout, --log-level (see -help).
 package main
 
@@ -40,6 +40,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.CDPPort, "cdp-port", 0, "Chromium remote debugging port on 127.0.0.1")
 	fs.StringVar(&cfg.PageListen, "page-listen", "", "local page server address (127.0.0.1:PORT)")
 	fs.StringVar(&cfg.Home, "home", "", "private HOME; Chromium profile in HOME/chromium-profile")
+	fs.StringVar(&cfg.TmpDir, "tmp-dir", "", fmt.Sprintf("TMPDIR of Chromium and login commands, at most %d bytes (Chromium's singleton socket is below it); created 0700 if missing (default HOME/tmp)", agent.MaxTmpDirLen))
 	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")

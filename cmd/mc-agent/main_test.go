@@ -19,6 +19,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"bad geometry", append(full, "--geometry", "big"), "--geometry"},
 		{"bad log level", append(full, "--log-level", "loud"), "--log-level"},
 		{"extra argument", append(full, "extra"), "unexpected arguments"},
+		{"tmp dir too long", append(full, "--tmp-dir", "/"+strings.Repeat("t", 62)), "--tmp-dir"},
+		{"home too long for the default tmp dir", append(full[:len(full)-1], "/"+strings.Repeat("h", 60)), "--tmp-dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
