@@ -1,0 +1,305 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/netpool"
+)
+
+// Files in a machine's home that hand the agent its secrets (0600).
+const (
+	tokenFile       = ".mc-agent-token"
+	vncPasswordFile = ".mc-vnc-password"
+	agentLogFile    = "agent.log"
+)
+
+// Create leases a slot, creates the machine's directory (home 0700, secret
+// files 0600, machine.json) and its temporary directory (0700), its namespace and veth in netns mode, and starts
+// mc-agent in a process group of its own. It returns once the agent runs;
+// readiness is the caller's to wait for. On error (a cancelled ctx included)
+// everything it made is removed again.
+// Errors: EINVALID (bad id, missing secrets, bad geometry), ECONFLICT (reason
+// "machine_exists") when the machine is already running, EUNAVAILABLE
+// ("pool_exhausted"), EINTERNAL.
+func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
+	if !validID(spec.ID) {
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, "bad_machine_id", "machine id is not valid")
+	}
+	if spec.Secrets.AgentToken.IsZero() || spec.Secrets.VNCPassword.IsZero() {
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, "no_machine_secrets", "machine %s has no agent token or VNC password", spec.ID)
+	}
+	w, h := spec.Width, spec.Height
+	if w == 0 && h == 0 {
+		w, h, _ = parseGeometry(d.cfg.Geometry)
+	}
+	if _, _, err := parseGeometry(fmt.Sprintf("%dx%d", w, h)); err != nil {
+		return mc.Machine{}, err
+	}
+
+	unlock := d.lock(spec.ID)
+	defer unlock()
+	if err := ctx.Err(); err != nil {
+		return mc.Machine{}, fmt.Errorf("create machine %s: %w", spec.ID, err)
+	}
+	st, err := d.readState(spec.ID)
+	switch {
+	case errors.Is(err, errOtherMachine):
+		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: "machine_hash_collision",
+			Message: "machine " + spec.ID + " shares its host name with a running machine; use another id", Err: err}
+	case err == nil && st != nil && alive(st.PID, st.StartTicks):
+		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: "machine_exists",
+			Message: "machine " + spec.ID + " is already running", SessionID: st.SessionID}
+	}
+	// Leftovers of an earlier attempt go first.
+	if err := d.destroyLocked(ctx, spec.ID); err != nil {
+		return mc.Machine{}, fmt.Errorf("create machine %s: %w", spec.ID, err)
+	}
+
+	m, err := d.create(ctx, spec, w, h)
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		// Cancelled midway: undo, and say so whatever step noticed.
+		if err != nil {
+			err = fmt.Errorf("%w (%v)", cerr, err)
+		} else {
+			err = cerr
+		}
+	}
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := d.destroyLocked(cctx, spec.ID); derr != nil {
+			d.log.Error("clean up after failed create", mc.LogMachineID, spec.ID, "err", derr)
+		}
+		if mc.ErrorCode(err) == mc.EUNAVAILABLE || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return mc.Machine{}, fmt.Errorf("create machine %s: %w", spec.ID, err)
+		}
+		d.log.Error("create machine", mc.LogMachineID, spec.ID, mc.LogReason, mc.ErrorReason(err), "err", err)
+		return mc.Machine{}, fmt.Errorf("create machine %s: %w", spec.ID, err)
+	}
+	return m, nil
+}
+
+func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.Machine, error) {
+	start := time.Now()
+	slot, err := d.pool.Lease(ctx, spec.ID, d.max)
+	if err != nil {
+		return mc.Machine{}, err
+	}
+	dir := d.MachineDir(spec.ID)
+	home := filepath.Join(dir, "home")
+	tmpDir := d.MachineTmpDir(spec.ID)
+	st := &state{ID: spec.ID, SessionID: spec.SessionID, Mode: d.mode, Pool: d.pool.Name(),
+		Slot: slot, TmpDir: tmpDir, Created: start.UTC()}
+	if d.mode == ModeNetns {
+		st.Namespace, st.Veth = netpool.Names(spec.ID)
+	}
+	// The directory and its state exist before anything else on the host,
+	// so that whatever follows can always be found and removed.
+	if err := d.newMachineDir(st); err != nil {
+		return mc.Machine{}, err
+	}
+	for name, s := range map[string]mc.Secret{tokenFile: spec.Secrets.AgentToken, vncPasswordFile: spec.Secrets.VNCPassword} {
+		if err := writeSecret(filepath.Join(home, name), s); err != nil {
+			return mc.Machine{}, err
+		}
+	}
+	// After the directory (whose state names it), so that it is never
+	// without a machine directory.
+	if err := d.newTmpDir(tmpDir, dir); err != nil {
+		return mc.Machine{}, err
+	}
+
+	display := d.cfg.DisplayBase + slot
+	var (
+		m                   = mc.Machine{ID: spec.ID, Driver: Name}
+		cdpPort             int
+		pageAddr, vncListen string
+		agentListen, prefix string
+		netnsTook           time.Duration
+	)
+	switch d.mode {
+	case ModeNetns:
+		t0 := time.Now()
+		// ip runs to the end even when ctx ends (a few ms), so that no
+		// half-configured device is left to the kill of a command; ctx is
+		// checked right after.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		att, err := d.pool.Attach(actx, spec.ID, slot)
+		cancel()
+		if err != nil {
+			return mc.Machine{}, err
+		}
+		netnsTook = time.Since(t0)
+		m.IP, m.VNCPort, m.AgentPort = att.IP, nsVNCPort, nsAgentPort
+		cdpPort = nsCDPPort
+		pageAddr = "127.0.0.1:" + strconv.Itoa(nsPagePort)
+		prefix = att.Namespace
+	default:
+		base := d.cfg.PortBase + 4*slot
+		m.IP, m.VNCPort, m.AgentPort = netip.MustParseAddr("127.0.0.1"), base, base+1
+		cdpPort = base + 2
+		pageAddr = "127.0.0.1:" + strconv.Itoa(base+3)
+	}
+	vncListen = m.VNCAddr().String()
+	agentListen = m.AgentAddr().String()
+	st.Machine = m
+	if err := ctx.Err(); err != nil {
+		return mc.Machine{}, err
+	}
+
+	args := []string{
+		"--listen", agentListen,
+		"--token-file", filepath.Join(home, tokenFile),
+		"--vnc-listen", vncListen,
+		"--vnc-password-file", filepath.Join(home, vncPasswordFile),
+		"--display", strconv.Itoa(display),
+		"--cdp-port", strconv.Itoa(cdpPort),
+		"--page-listen", pageAddr,
+		"--home", home,
+		"--tmp-dir", tmpDir,
+		"--geometry", fmt.Sprintf("%dx%d", w, h),
+		"--xvnc", d.cfg.XvncPath,
+		"--chromium", d.cfg.ChromiumPath,
+	}
+	if spec.StartURL != "" {
+		args = append(args, "--start-url", spec.StartURL)
+	}
+	var cmd *exec.Cmd
+	if prefix != "" {
+		// ip execs the agent after entering the namespace: same pid.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", prefix, d.cfg.AgentPath}, args...)...)
+	} else {
+		cmd = exec.Command(d.cfg.AgentPath, args...)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, agentLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return mc.Machine{}, fmt.Errorf("open agent log: %w", err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = home
+	cmd.Env = agentEnv(home)
+	// A process group of its own, so that Destroy ends the agent, Xvnc and
+	// Chromium together; no parent-death signal, since machines outlive a
+	// restarting controller.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return mc.Machine{}, fmt.Errorf("start agent: %w", err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	d.mu.Lock()
+	d.procs[spec.ID] = p
+	d.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		close(p.exited)
+		if err != nil {
+			// The agent's last words say why (it logs no secrets).
+			d.log.Info("machine agent exited", mc.LogMachineID, spec.ID, "status", exitStatus(err),
+				"log_tail", logTail(filepath.Join(dir, agentLogFile), 600))
+		} else {
+			d.log.Info("machine agent exited", mc.LogMachineID, spec.ID, "status", exitStatus(err))
+		}
+	}()
+
+	st.PID, st.PGID = cmd.Process.Pid, cmd.Process.Pid
+	if info, ok := readProc(st.PID); ok {
+		st.StartTicks = info.StartTicks
+	}
+	st.Started = time.Now().UTC()
+	if err := d.writeState(st); err != nil {
+		return mc.Machine{}, err
+	}
+	d.log.Info("machine created", mc.LogMachineID, spec.ID, mc.LogSessionID, spec.SessionID,
+		"mode", d.mode, "slot", slot, "addr", vncListen, "pid", st.PID,
+		"netns_ms", netnsTook.Milliseconds(), "took_ms", time.Since(start).Milliseconds())
+	return m, nil
+}
+
+// tmpOwnerFile, in a machine's temporary directory, holds the path of its
+// machine directory: Sweep removes a temporary directory whose machine
+// directory is gone, and leaves other drivers' alone.
+const tmpOwnerFile = ".mc-machine-dir"
+
+// newTmpDir creates a machine's temporary directory (0700; it must not exist
+// yet: Create has removed its own leftovers, so one that exists is another's)
+// and records its machine directory in it.
+func (d *Driver) newTmpDir(tmpDir, machineDir string) error {
+	if err := os.Mkdir(tmpDir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return &mc.Error{Code: mc.ECONFLICT, Reason: "tmp_dir_exists",
+				Message: "temporary directory " + tmpDir + " exists and is not this driver's", Err: err}
+		}
+		return fmt.Errorf("create tmp dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(tmpDir, tmpOwnerFile), []byte(machineDir+"\n"), 0o600); err != nil {
+		return fmt.Errorf("create tmp dir: %w", err)
+	}
+	return nil
+}
+
+// writeSecret writes s to a new 0600 file.
+func writeSecret(path string, s mc.Secret) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	if _, err := f.WriteString(s.Reveal()); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// agentEnv is the agent's whole environment: nothing of the controller's
+// (which may hold keys) beyond PATH.
+func agentEnv(home string) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	return []string{"PATH=" + path, "HOME=" + home, "LANG=C.UTF-8", "TZ=UTC"}
+}
+
+func exitStatus(err error) string {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return "exit 0"
+	case errors.As(err, &ee):
+		return ee.ProcessState.String()
+	}
+	return err.Error()
+}
+
+// logTail returns up to n bytes of the end of file path ("" if unreadable).
+func logTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(0, fi.Size()-n)
+	b := make([]byte, fi.Size()-off)
+	k, _ := f.ReadAt(b, off)
+	return strings.TrimSpace(string(b[:k]))
+}

@@ -1,0 +1,443 @@
+// Package local is the embedded runtime driver: each machine is a process
+// group on this host (mc-agent, which starts Xvnc and Chromium), in a network
+// namespace of its own on a bridge when the controller runs as root, else on
+// loopback ports.
+//
+// Everything the driver knows about a machine is on the host: a directory
+// <DataDir>/machines/<hash> with a machine.json state file and the private
+// home, a private temporary directory <TmpDir>/mc-<hash> (Chromium's TMPDIR),
+// and (in netns mode) the namespace and veth; <hash> is 8 hex digits of a hash
+// of the id. A controller that restarts after SIGKILL finds its machines again
+// with List and can Destroy them.
+//
+// DataDir may be as long as any directory path: no Unix socket lives below
+// it. Chromium's singleton socket is below the machine's temporary
+// directory, whose path is short by construction (see Config.TmpDir).
+package local
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/netpool"
+)
+
+// Name is the driver's name in configuration and in Machine.Driver.
+const Name = "local"
+
+// Isolation modes.
+const (
+	ModeNetns    = "netns"
+	ModeLoopback = "loopback"
+)
+
+// Ports and addresses of a machine, fixed inside a namespace.
+const (
+	nsVNCPort   = 5900
+	nsAgentPort = 8080
+	nsCDPPort   = 9222
+	nsPagePort  = 8081
+)
+
+// Config configures the local driver. The zero value works: every field has a
+// default.
+type Config struct {
+	// DataDir holds one directory per machine (DataDir/machines/<id>) with
+	// its state file, its private home and the agent's log. Default
+	// /var/lib/master-controller/local as root, else
+	// $XDG_STATE_HOME/master-controller/local.
+	DataDir string
+	// AgentPath is the mc-agent binary (default: "mc-agent" next to the
+	// running executable, else on PATH).
+	AgentPath string
+	// XvncPath is TigerVNC's Xvnc, handed to the agent (default: "Xvnc" on
+	// PATH).
+	XvncPath string
+	// ChromiumPath is the browser, handed to the agent (default: "chromium"
+	// on PATH).
+	ChromiumPath string
+	// Mode is "netns" (a network namespace per machine on Bridge; needs root)
+	// or "loopback" (ports on 127.0.0.1 from PortBase). Empty picks netns
+	// when running as root and the bridge can be set up, else loopback;
+	// "loopback" forces loopback even as root.
+	Mode string
+	// Bridge is the Linux bridge of netns mode (default "mcbr0"). It also
+	// names the lease pool, "local/<Bridge>", in both modes.
+	Bridge string
+	// Network is the machine network of netns mode (default 10.200.0.0/24);
+	// the bridge holds .1 and slot s gets base+2+s.
+	Network netip.Prefix
+	// TmpDir is where each machine gets its private temporary directory
+	// TmpDir/mc-<hash> (0700), the TMPDIR of its Chromium (default /tmp).
+	// Chromium binds a Unix socket two levels below it, so TmpDir may be at
+	// most MaxTmpDirLen bytes long.
+	TmpDir string
+	// PortBase is the first loopback port (default 21000); slot s uses
+	// PortBase+4s+{0 VNC, 1 agent, 2 CDP, 3 page}. The range must stay out
+	// of the kernel's ephemeral port range (net.ipv4.ip_local_port_range,
+	// usually 32768–60999), where an outgoing connection may hold a port
+	// first: a PortBase inside it is refused, and MaxMachines is capped so
+	// that the range ends below it.
+	PortBase int
+	// DisplayBase is the X display of slot 0 (default 100); slot s uses
+	// :(DisplayBase+s). Display sockets are host-wide, so two drivers on one
+	// host need distinct bases.
+	DisplayBase int
+	// MaxMachines caps the machines on this host (default: MemTotal / 500 MB,
+	// and never more than the network, port or display range holds; in
+	// loopback mode the ports end below the ephemeral range when PortBase is
+	// below it).
+	MaxMachines int
+	// Geometry is the default screen size "WxH" (default "1280x800") for
+	// specs that do not set one.
+	Geometry string
+	// Egress lets netns machines reach beyond the host (IP forwarding and
+	// MASQUERADE); off by default.
+	Egress bool
+	// StopGrace is how long Destroy waits after SIGTERM before SIGKILL
+	// (default 500 ms).
+	StopGrace time.Duration
+}
+
+// Driver runs machines as local process groups. It implements mc.Driver.
+type Driver struct {
+	cfg   Config
+	mode  string
+	store mc.LeaseStore
+	pool  *netpool.Pool
+	log   *slog.Logger
+	max   int
+
+	mu    sync.Mutex
+	locks map[string]*idLock
+	procs map[string]*proc // machines this process started
+}
+
+var _ mc.Driver = (*Driver)(nil)
+
+// proc is an agent process this Driver started.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait has returned
+}
+
+type idLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// New returns a local driver. In netns mode (or the automatic choice as
+// root) it makes sure the bridge exists; with Mode empty a bridge that cannot
+// be set up makes it fall back to loopback, with one log line.
+// Errors: EINVALID for a bad configuration; the bridge's error when Mode is
+// "netns" and the bridge cannot be set up.
+func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if store == nil {
+		return nil, mc.Errorf(mc.EINVALID, "no_lease_store", "the local driver needs a lease store")
+	}
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	pool, err := netpool.New(netpool.Config{Bridge: cfg.Bridge, Network: cfg.Network, Egress: cfg.Egress}, store, log)
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{cfg: cfg, store: store, pool: pool, log: log,
+		locks: map[string]*idLock{}, procs: map[string]*proc{}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch cfg.Mode {
+	case ModeLoopback:
+		d.mode = ModeLoopback
+	case ModeNetns:
+		if os.Geteuid() != 0 {
+			return nil, mc.Errorf(mc.EINVALID, "netns_needs_root", "local driver mode netns needs root")
+		}
+		if err := pool.Setup(ctx); err != nil {
+			return nil, fmt.Errorf("set up bridge %s: %w", cfg.Bridge, err)
+		}
+		d.mode = ModeNetns
+	case "":
+		d.mode = ModeLoopback
+		if os.Geteuid() == 0 {
+			if err := pool.Setup(ctx); err != nil {
+				log.Warn("local driver: bridge unusable, machines run on loopback ports", "bridge", cfg.Bridge, "err", err)
+			} else {
+				d.mode = ModeNetns
+			}
+		}
+	default:
+		return nil, mc.Errorf(mc.EINVALID, "bad_mode", "local driver mode %q is not netns or loopback", cfg.Mode)
+	}
+	if lo, hi := ephemeralPorts(); d.mode == ModeLoopback && cfg.PortBase+3 >= lo && cfg.PortBase <= hi {
+		return nil, mc.Errorf(mc.EINVALID, "port_base_ephemeral",
+			"port base %d: the ports of slot 0 (%d-%d) overlap the ephemeral port range %d-%d (net.ipv4.ip_local_port_range); use a base of at most %d, or above %d",
+			cfg.PortBase, cfg.PortBase, cfg.PortBase+3, lo, hi, lo-4, hi)
+	}
+	d.max = d.capacity()
+	if d.max <= 0 {
+		return nil, mc.Errorf(mc.EINVALID, "no_capacity",
+			"local driver: no machine fits (port base %d, display base %d)", cfg.PortBase, cfg.DisplayBase)
+	}
+	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create tmp dir %s: %w", cfg.TmpDir, err)
+	}
+	if err := os.MkdirAll(d.machinesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	d.removeStaleNew()
+	log.Info("local driver ready", "mode", d.mode, "bridge", cfg.Bridge, "network", cfg.Network.String(), "max_machines", d.max)
+	return d, nil
+}
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		if os.Geteuid() == 0 {
+			c.DataDir = "/var/lib/master-controller/local"
+		} else {
+			base := os.Getenv("XDG_STATE_HOME")
+			if base == "" {
+				home, err := os.UserHomeDir()
+				if err != nil {
+					return fmt.Errorf("default data dir: %w", err)
+				}
+				base = filepath.Join(home, ".local", "state")
+			}
+			c.DataDir = filepath.Join(base, "master-controller", "local")
+		}
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir %s: %w", c.DataDir, err)
+	}
+	c.DataDir = abs
+	if c.TmpDir == "" {
+		c.TmpDir = "/tmp"
+	}
+	if c.TmpDir, err = filepath.Abs(c.TmpDir); err != nil {
+		return fmt.Errorf("tmp dir %s: %w", c.TmpDir, err)
+	}
+	if n := len(c.TmpDir); n > MaxTmpDirLen {
+		return mc.Errorf(mc.EINVALID, "tmp_dir_too_long",
+			"tmp dir %s is %d bytes long, more than %d: Chromium's socket %s below it would exceed a Unix socket path's 107 bytes",
+			c.TmpDir, n, MaxTmpDirLen, machineTmpPrefix+"01234567"+singletonSocketTail)
+	}
+	if c.AgentPath == "" {
+		c.AgentPath = "mc-agent"
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), "mc-agent"); isExecutable(p) {
+				c.AgentPath = p
+			}
+		}
+	}
+	if c.XvncPath == "" {
+		c.XvncPath = "Xvnc"
+	}
+	if c.ChromiumPath == "" {
+		c.ChromiumPath = "chromium"
+	}
+	if c.Bridge == "" {
+		c.Bridge = netpool.DefaultBridge
+	}
+	if !c.Network.IsValid() {
+		c.Network = netpool.DefaultNetwork
+	}
+	if c.PortBase == 0 {
+		c.PortBase = DefaultPortBase
+	}
+	if c.PortBase < 1024 || c.PortBase > 65535-3 {
+		return mc.Errorf(mc.EINVALID, "bad_port_base", "port base %d is outside [1024, 65532]", c.PortBase)
+	}
+
+	if c.DisplayBase == 0 {
+		c.DisplayBase = 100
+	}
+	if c.Geometry == "" {
+		c.Geometry = "1280x800"
+	}
+	if _, _, err := parseGeometry(c.Geometry); err != nil {
+		return err
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = 500 * time.Millisecond
+	}
+	return nil
+}
+
+// capacity is the number of machines this host holds: the configured or
+// memory-derived maximum, bounded by the slots that the mode has.
+func (d *Driver) capacity() int {
+	n := d.cfg.MaxMachines
+	if n <= 0 {
+		n = max(1, int(memTotal()/(500<<20)))
+	}
+	if d.mode == ModeNetns {
+		n = min(n, d.pool.Size())
+	} else {
+		n = min(n, portSlots(d.cfg.PortBase))
+	}
+	return min(n, 30000-d.cfg.DisplayBase)
+}
+
+// DefaultPortBase is the default first loopback port: below the ephemeral
+// port range (32768–60999 by default), with room for 2941 machines.
+const DefaultPortBase = 21000
+
+// portSlots is the number of 4-port slots from base that end below the
+// ephemeral port range when base is below it, else below 65536.
+func portSlots(base int) int {
+	end := 65536
+	if lo, _ := ephemeralPorts(); base < lo {
+		end = lo
+	}
+	return (end - base) / 4
+}
+
+// ephemeralPorts returns the kernel's ephemeral port range
+// (net.ipv4.ip_local_port_range), or Linux's default 32768–60999 when it
+// cannot be read.
+func ephemeralPorts() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			l, err1 := strconv.Atoi(f[0])
+			h, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil && 0 < l && l <= h {
+				return l, h
+			}
+		}
+	}
+	return 32768, 60999
+}
+
+// memTotal returns MemTotal from /proc/meminfo in bytes (0 if unknown).
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 2 && fs[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(fs[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// Name returns "local".
+func (d *Driver) Name() string { return Name }
+
+// Mode returns the isolation mode in use: "netns" or "loopback".
+func (d *Driver) Mode() string { return d.mode }
+
+// Pool returns the lease pool's name, "local/<bridge>".
+func (d *Driver) Pool() string { return d.pool.Name() }
+
+// Capabilities reports netns or loopback isolation, the machine network (or
+// 127.0.0.1/32 with the port range) and the machine limit.
+func (d *Driver) Capabilities() mc.Capabilities {
+	c := mc.Capabilities{Isolation: d.mode, MaxMachines: d.max}
+	if d.mode == ModeNetns {
+		c.Network = d.pool.Config().Network
+		return c
+	}
+	c.Network = netip.MustParsePrefix("127.0.0.1/32")
+	c.PortLo = d.cfg.PortBase
+	c.PortHi = d.cfg.PortBase + 4*d.max - 1
+	return c
+}
+
+// MachineDir is the directory of machine id on the host:
+// DataDir/machines/<8 hex of sha256(id)>, the same short hash as its
+// namespace.
+func (d *Driver) MachineDir(id string) string {
+	return filepath.Join(d.machinesDir(), netpool.Hash(id))
+}
+
+// MachineTmpDir is the private temporary directory of machine id on the
+// host: TmpDir/mc-<8 hex of sha256(id)>, Chromium's TMPDIR (the agent's
+// --tmp-dir). Create makes it (0700) and Destroy removes it.
+func (d *Driver) MachineTmpDir(id string) string {
+	return filepath.Join(d.cfg.TmpDir, machineTmpPrefix+netpool.Hash(id))
+}
+
+// machineTmpPrefix starts the names of machines' temporary directories.
+const machineTmpPrefix = "mc-"
+
+// singletonSocketTail is where Chromium 156 binds its singleton socket below
+// its TMPDIR (XXXXXX: six random characters).
+const singletonSocketTail = "/org.chromium.Chromium.XXXXXX/SingletonSocket"
+
+// MaxTmpDirLen is the longest Config.TmpDir: Chromium's singleton socket
+// TmpDir/mc-<8 hex>/org.chromium.Chromium.XXXXXX/SingletonSocket must fit a
+// Unix socket path (at most 107 bytes).
+const MaxTmpDirLen = 107 - len("/"+machineTmpPrefix+"01234567") - len(singletonSocketTail)
+
+func (d *Driver) machinesDir() string { return filepath.Join(d.cfg.DataDir, "machines") }
+
+// lock serializes Create, Destroy on one id.
+func (d *Driver) lock(id string) func() {
+	d.mu.Lock()
+	l := d.locks[id]
+	if l == nil {
+		l = &idLock{}
+		d.locks[id] = l
+	}
+	l.refs++
+	d.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		d.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(d.locks, id)
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *Driver) proc(id string) *proc {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.procs[id]
+}
+
+// idPattern bounds machine ids to what is safe in a path and a log line.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func validID(id string) bool { return idPattern.MatchString(id) }
+
+func parseGeometry(g string) (w, h int, err error) {
+	ws, hs, ok := strings.Cut(g, "x")
+	w, err1 := strconv.Atoi(ws)
+	h, err2 := strconv.Atoi(hs)
+	if !ok || err1 != nil || err2 != nil || w < 320 || h < 200 || w > 7680 || h > 4320 {
+		return 0, 0, mc.Errorf(mc.EINVALID, "bad_geometry", "geometry %q is not WxH within 320x200 to 7680x4320", g)
+	}
+	return w, h, nil
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}

@@ -1,0 +1,96 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/netpool"
+)
+
+// Sweep removes what List cannot name: machine temporary directories
+// (TmpDir/mc-<hash>) of this driver whose machine directory is gone, and
+// veths on this driver's bridge (and the namespaces of the same hash, with
+// any process inside) that belong to no machine directory, as left by a
+// directory removed by hand or a crash inside Destroy. Reconcile calls it
+// after destroying the machines that no session owns. It returns the names
+// it removed.
+func (d *Driver) Sweep(ctx context.Context) ([]string, error) {
+	removed, err := d.sweepTmpDirs()
+	if d.mode != ModeNetns || err != nil {
+		return removed, err
+	}
+	veths, err := netpool.Veths()
+	if err != nil {
+		return removed, err
+	}
+	var errs []error
+	br := d.pool.Config().Bridge
+	for _, v := range veths {
+		if v.Master != br {
+			continue
+		}
+		h := strings.TrimPrefix(v.Name, netpool.VethPrefix)
+		if _, err := os.Stat(filepath.Join(d.machinesDir(), h)); err == nil {
+			continue
+		}
+		ns := netpool.NamespacePrefix + h
+		if pids, err := netpool.Pids(ns); err == nil && len(pids) > 0 {
+			killPids(ctx, pids)
+		}
+		if err := netpool.RemoveLink(ctx, v.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := netpool.RemoveNamespace(ctx, ns); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.Info("swept machine network without state", "veth", v.Name, "netns", ns, mc.LogReason, "orphan")
+		removed = append(removed, v.Name, ns)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("sweep bridge %s: %w", br, err)
+	}
+	return removed, nil
+}
+
+// sweepTmpDirs removes the temporary directories whose owner file names a
+// machine directory of this driver that does not exist. Create makes the
+// machine directory before the temporary one and Destroy removes them in the
+// other order, so a live machine's is never removed.
+func (d *Driver) sweepTmpDirs() ([]string, error) {
+	ents, err := os.ReadDir(d.cfg.TmpDir)
+	if err != nil {
+		return nil, fmt.Errorf("sweep tmp dirs in %s: %w", d.cfg.TmpDir, err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		h, ok := strings.CutPrefix(e.Name(), machineTmpPrefix)
+		if !ok || len(h) != 8 || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(d.cfg.TmpDir, e.Name())
+		owner, err := os.ReadFile(filepath.Join(dir, tmpOwnerFile))
+		machineDir := filepath.Join(d.machinesDir(), h)
+		if err != nil || strings.TrimSpace(string(owner)) != machineDir {
+			continue // another driver's, or a Create that has just begun
+		}
+		if _, err := os.Stat(machineDir); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := d.removeTmpDir(dir, machineDir); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.Info("swept machine tmp dir without state", "dir", dir, mc.LogReason, "orphan")
+		removed = append(removed, dir)
+	}
+	return removed, errors.Join(errs...)
+}
