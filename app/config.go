@@ -1,0 +1,334 @@
+// Package app is the composition root: it turns a Config into a running
+// controller (store, driver, manager, gateway, API) and shuts it down in
+// order. cmd/master-controller only parses the command line and handles
+// signals; end-to-end tests run Main in-process.
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Config is every setting of the controller. Each has a flag and an MC_*
+// environment variable; a flag given on the command line wins over the
+// environment, which wins over the default.
+type Config struct {
+	Listen      string
+	PublicURL   string
+	DataDir     string
+	DatabaseURL string
+	Replica     string
+	APIKeys     string
+	APIKeysFile string
+	LogLevel    string
+	LogFormat   string
+
+	Driver         string
+	FakeStartDelay time.Duration
+	LocalMode      string
+	Bridge         string
+	Network        string
+	LocalEgress    bool
+	PortBase       int
+	AgentPath      string
+	MaxMachines    int
+	Geometry       string
+	StartTimeout   time.Duration
+	IdleTimeout    time.Duration
+	MaxLifetime    time.Duration
+	DestroyGrace   time.Duration
+	ReconcileEvery time.Duration
+
+	AllowedOrigins string
+	ViewerTokenTTL time.Duration
+	ReadyWait      time.Duration
+	PingInterval   time.Duration
+	MaxViewers     int
+	WebDir         string
+
+	VaultKeys     string
+	VaultKeyFile  string
+	ProvidersFile string
+	WebhookURL    string
+	WebhookSecret string
+
+	ShutdownTimeout time.Duration
+}
+
+// setting describes one configuration field for flags, env and help.
+type setting struct {
+	flag, env, help string
+	ptr             any
+	def             string
+	secret          bool
+}
+
+// settings lists every setting once; flags, env and --help derive from it.
+func (c *Config) settings() []setting {
+	return []setting{
+		{"listen", "MC_LISTEN", "address to serve HTTP on (host:port; port 0 picks one)", &c.Listen, "127.0.0.1:8080", false},
+		{"public-url", "MC_PUBLIC_URL", "external base URL used in viewer links (default: http://<listen>)", &c.PublicURL, "", false},
+		{"data-dir", "MC_DATA_DIR", "directory for the SQLite database, generated keys and machine files", &c.DataDir, "./data", false},
+		{"database-url", "MC_DATABASE_URL", "SQLite file path, or a postgres:// URL for several replicas (default: <data-dir>/mc.db)", &c.DatabaseURL, "", true},
+		{"replica", "MC_REPLICA", "name of this replica; must be stable across restarts and unique among replicas (default: the host name)", &c.Replica, "", false},
+		{"api-keys", "MC_API_KEYS", "comma-separated API keys for backends (default: one generated into <data-dir>/api-keys)", &c.APIKeys, "", true},
+		{"api-keys-file", "MC_API_KEYS_FILE", "file with one API key per line", &c.APIKeysFile, "", false},
+		{"log-level", "MC_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel, "info", false},
+		{"log-format", "MC_LOG_FORMAT", "text or json", &c.LogFormat, "text", false},
+
+		{"driver", "MC_DRIVER", "machine runtime: local, or fake (in-process stand-in machines, for tests and demos)", &c.Driver, "local", false},
+		{"fake-start-delay", "MC_FAKE_START_DELAY", "with --driver fake: how long each fake machine takes to start", &c.FakeStartDelay, "0s", false},
+		{"local-mode", "MC_LOCAL_MODE", "local driver isolation: auto (namespaces when root), netns or loopback", &c.LocalMode, "auto", false},
+		{"bridge", "MC_BRIDGE", "bridge for machine namespaces", &c.Bridge, "mcbr0", false},
+		{"network", "MC_NETWORK", "machine network (the bridge holds .1)", &c.Network, "10.200.0.0/24", false},
+		{"local-egress", "MC_LOCAL_EGRESS", "let machines reach the internet (forwarding and NAT); needed for real logins", &c.LocalEgress, "false", false},
+		{"port-base", "MC_PORT_BASE", "first loopback port in loopback mode (4 per machine)", &c.PortBase, "21000", false},
+		{"agent-path", "MC_AGENT_PATH", "path of the mc-agent binary (default: beside this binary, else on PATH)", &c.AgentPath, "", false},
+		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each)", &c.MaxMachines, "0", false},
+		{"geometry", "MC_GEOMETRY", "machine screen size WxH", &c.Geometry, "1280x800", false},
+		{"start-timeout", "MC_START_TIMEOUT", "bound on machine start and readiness", &c.StartTimeout, "90s", false},
+		{"idle-timeout", "MC_IDLE_TIMEOUT", "end a session with no viewer and no activity after this long", &c.IdleTimeout, "10m", false},
+		{"max-lifetime", "MC_MAX_LIFETIME", "end any session this long after it was created", &c.MaxLifetime, "30m", false},
+		{"destroy-grace", "MC_DESTROY_GRACE", "keep a completed session's machine this long before destroying it", &c.DestroyGrace, "3s", false},
+		{"reconcile-interval", "MC_RECONCILE_INTERVAL", "period of the reconcile pass (also run at start-up)", &c.ReconcileEvery, "1m", false},
+
+		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket (same origin is always allowed)", &c.AllowedOrigins, "", false},
+		{"viewer-token-ttl", "MC_VIEWER_TOKEN_TTL", "lifetime of viewer tokens", &c.ViewerTokenTTL, "10m", false},
+		{"ready-wait", "MC_READY_WAIT", "how long a viewer WebSocket waits for its machine to become ready", &c.ReadyWait, "90s", false},
+		{"ping-interval", "MC_PING_INTERVAL", "WebSocket ping period", &c.PingInterval, "20s", false},
+		{"max-viewers", "MC_MAX_VIEWERS", "viewers per session; 1 means a new viewer takes over (4409 to the old one)", &c.MaxViewers, "1", false},
+		{"web-dir", "MC_WEB_DIR", "directory of the viewer and dashboard pages (with node_modules from npm ci)", &c.WebDir, "web", false},
+
+		{"vault-keys", "MC_VAULT_KEYS", "vault keys id:base64,... (first seals new records; default: one generated into <data-dir>/vault.keys)", &c.VaultKeys, "", true},
+		{"vault-key-file", "MC_VAULT_KEY_FILE", "file of vault keys, one id:base64 per line", &c.VaultKeyFile, "", false},
+		{"providers-file", "MC_PROVIDERS_FILE", "JSON file that overrides or adds login providers", &c.ProvidersFile, "", false},
+		{"webhook-url", "MC_WEBHOOK_URL", "URL that receives a signed event when a session ends", &c.WebhookURL, "", false},
+		{"webhook-secret", "MC_WEBHOOK_SECRET", "HMAC-SHA256 key for webhook signatures", &c.WebhookSecret, "", true},
+
+		{"shutdown-timeout", "MC_SHUTDOWN_TIMEOUT", "bound on a graceful stop (requests in flight, machines)", &c.ShutdownTimeout, "20s", false},
+	}
+}
+
+// DefaultConfig returns the defaults, before environment and flags.
+func DefaultConfig() Config {
+	var c Config
+	for _, s := range c.settings() {
+		if err := setValue(s.ptr, s.def); err != nil {
+			panic(fmt.Sprintf("default of %s: %v", s.flag, err))
+		}
+	}
+	return c
+}
+
+func setValue(ptr any, v string) error {
+	switch p := ptr.(type) {
+	case *string:
+		*p = v
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (like 90s or 10m)", v)
+		}
+		*p = d
+	default:
+		return fmt.Errorf("unsupported setting type %s", reflect.TypeOf(ptr))
+	}
+	return nil
+}
+
+// Flags resets c to the defaults, applies the environment (getenv), and
+// registers every setting on fs, so that flags parsed later win. It returns
+// one line per environment variable that could not be used.
+func (c *Config) Flags(fs *flag.FlagSet, getenv func(string) string) []string {
+	*c = DefaultConfig()
+	var problems []string
+	for _, s := range c.settings() {
+		if v := getenv(s.env); v != "" {
+			if err := setValue(s.ptr, v); err != nil {
+				if s.secret {
+					err = errors.New("the value is not valid (not shown: it may be a secret)")
+				}
+				problems = append(problems, fmt.Sprintf("%s: %v", s.env, err))
+			}
+		}
+		fs.Var(&flagValue{s.ptr}, s.flag, s.help)
+	}
+	return problems
+}
+
+// flagValue adapts a setting's pointer to flag.Value.
+type flagValue struct{ ptr any }
+
+func (f *flagValue) String() string {
+	if f == nil || f.ptr == nil {
+		return ""
+	}
+	return fmt.Sprint(reflect.ValueOf(f.ptr).Elem().Interface())
+}
+
+func (f *flagValue) Set(v string) error { return setValue(f.ptr, v) }
+
+func (f *flagValue) IsBoolFlag() bool { _, ok := f.ptr.(*bool); return ok }
+
+// PrintSettings writes every setting with its flag, variable and default.
+func (c *Config) PrintSettings(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FLAG\tENVIRONMENT\tDEFAULT\tMEANING")
+	for _, s := range c.settings() {
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "  --%s\t%s\t%s\t%s\n", s.flag, s.env, def, s.help)
+	}
+	tw.Flush()
+}
+
+// Validate fills derived defaults and returns one line per problem.
+func (c *Config) Validate() []string {
+	var p []string
+	bad := func(env, format string, args ...any) { p = append(p, env+": "+fmt.Sprintf(format, args...)) }
+	if _, port, err := splitHostPort(c.Listen); err != nil || port < 0 || port > 65535 {
+		bad("MC_LISTEN", "%q is not host:port", c.Listen)
+	}
+	if c.DataDir == "" {
+		bad("MC_DATA_DIR", "must not be empty")
+	}
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = filepath.Join(c.DataDir, "mc.db")
+	}
+	if strings.Contains(c.DatabaseURL, "://") && !c.Postgres() {
+		bad("MC_DATABASE_URL", "must be a SQLite file path or a postgres:// URL")
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.Listen
+	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("MC_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.Replica == "" {
+		h, _ := os.Hostname()
+		c.Replica = h
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("MC_LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("MC_LOG_FORMAT", "%q is not text or json", c.LogFormat)
+	}
+	switch c.Driver {
+	case "local", "fake":
+	default:
+		bad("MC_DRIVER", "%q is not a driver here (local, fake)", c.Driver)
+	}
+	switch c.LocalMode {
+	case "auto", "netns", "loopback":
+	default:
+		bad("MC_LOCAL_MODE", "%q is not auto, netns or loopback", c.LocalMode)
+	}
+	if pfx, err := netip.ParsePrefix(c.Network); err != nil || !pfx.Addr().Is4() || pfx.Bits() > 29 {
+		bad("MC_NETWORK", "%q is not an IPv4 network of at least 8 addresses", c.Network)
+	}
+	if c.PortBase < 1024 || c.PortBase > 65000 {
+		bad("MC_PORT_BASE", "%d is outside 1024–65000", c.PortBase)
+	}
+	if c.MaxMachines < 0 {
+		bad("MC_MAX_MACHINES", "must not be negative")
+	}
+	if _, _, err := c.ScreenSize(); err != nil {
+		bad("MC_GEOMETRY", "%v", err)
+	}
+	for _, d := range []struct {
+		env string
+		v   time.Duration
+	}{{"MC_START_TIMEOUT", c.StartTimeout}, {"MC_IDLE_TIMEOUT", c.IdleTimeout}, {"MC_MAX_LIFETIME", c.MaxLifetime},
+		{"MC_RECONCILE_INTERVAL", c.ReconcileEvery}, {"MC_VIEWER_TOKEN_TTL", c.ViewerTokenTTL},
+		{"MC_READY_WAIT", c.ReadyWait}, {"MC_PING_INTERVAL", c.PingInterval}, {"MC_SHUTDOWN_TIMEOUT", c.ShutdownTimeout}} {
+		if d.v <= 0 {
+			bad(d.env, "must be positive")
+		}
+	}
+	if c.DestroyGrace < 0 {
+		bad("MC_DESTROY_GRACE", "must not be negative")
+	}
+	if c.MaxViewers < 1 {
+		bad("MC_MAX_VIEWERS", "must be at least 1")
+	}
+	for _, o := range c.Origins() {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+			bad("MC_ALLOWED_ORIGINS", "%q is not an origin like https://app.example.com", o)
+		}
+	}
+	if c.WebhookURL != "" {
+		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			bad("MC_WEBHOOK_URL", "%q is not an http(s) URL", c.WebhookURL)
+		}
+		if c.WebhookSecret == "" {
+			bad("MC_WEBHOOK_SECRET", "is required with MC_WEBHOOK_URL")
+		}
+	}
+	return p
+}
+
+// Postgres reports whether the database is PostgreSQL.
+func (c *Config) Postgres() bool {
+	return strings.HasPrefix(c.DatabaseURL, "postgres://") || strings.HasPrefix(c.DatabaseURL, "postgresql://")
+}
+
+// Origins returns the allowed origins.
+func (c *Config) Origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, strings.TrimRight(o, "/"))
+		}
+	}
+	return out
+}
+
+// ScreenSize parses Geometry.
+func (c *Config) ScreenSize() (w, h int, err error) {
+	ws, hs, ok := strings.Cut(c.Geometry, "x")
+	w, err1 := strconv.Atoi(ws)
+	h, err2 := strconv.Atoi(hs)
+	if !ok || err1 != nil || err2 != nil || w < 320 || h < 200 || w > 7680 || h > 4320 {
+		return 0, 0, errors.New("geometry must be WxH, like 1280x800")
+	}
+	return w, h, nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	i := strings.LastIndex(hp, ":")
+	if i < 0 {
+		return "", 0, errors.New("no port")
+	}
+	port, err := strconv.Atoi(hp[i+1:])
+	return hp[:i], port, err
+}

@@ -1,0 +1,323 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/httpapi"
+	"github.com/master-controller/mc/postgres"
+	"github.com/master-controller/mc/provider"
+	"github.com/master-controller/mc/session"
+	"github.com/master-controller/mc/sqlite"
+	"github.com/master-controller/mc/vault"
+)
+
+// Main is one running controller. Tests build it in-process with New.
+type Main struct {
+	Config   Config
+	Log      *slog.Logger
+	Store    mc.Store
+	Driver   mc.Driver
+	Manager  *session.Manager
+	Vault    *vault.Service
+	API      *httpapi.Server
+	Registry *prometheus.Registry
+
+	// URL is the base URL the server listens on (with the real port).
+	URL string
+	// GeneratedAPIKey is set when no key was configured and one was made
+	// on this start (it is printed once).
+	GeneratedAPIKey mc.Secret
+
+	listener net.Listener
+	server   *http.Server
+	closers  []closer
+	out      io.Writer
+}
+
+// closer is one named step of shutdown; they run in reverse order of creation.
+type closer struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+func (m *Main) onClose(name string, fn func(ctx context.Context) error) {
+	m.closers = append(m.closers, closer{name, fn})
+}
+
+// OpenStore opens the configured store and applies migrations.
+func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (mc.Store, error) {
+	if cfg.Postgres() {
+		st, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Options{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		return st, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.DatabaseURL), 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	st, err := sqlite.Open(ctx, cfg.DatabaseURL, sqlite.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", cfg.DatabaseURL, err)
+	}
+	return st, nil
+}
+
+// Migrate applies the embedded migrations and exits.
+func Migrate(ctx context.Context, cfg Config, log *slog.Logger) error {
+	st, err := OpenStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return st.Close()
+}
+
+// RotateVault re-seals every credential under the newest key.
+func RotateVault(ctx context.Context, cfg Config, log *slog.Logger) (int, error) {
+	st, err := OpenStore(ctx, cfg, log)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	kr, _, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	if err != nil {
+		return 0, err
+	}
+	return vault.NewService(vault.New(kr), st, vault.Options{Logger: log}).Rotate(ctx)
+}
+
+// New builds a controller from cfg (which must have passed Validate) and
+// starts listening; Run serves. On error, whatever was opened is closed.
+func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *Main, err error) {
+	m := &Main{Config: cfg, Log: log.With(mc.LogReplica, cfg.Replica), out: out, Registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			_ = m.Close()
+		}
+	}()
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
+	}
+
+	st, err := OpenStore(ctx, cfg, m.Log)
+	if err != nil {
+		return nil, err
+	}
+	m.Store = st
+	m.onClose("store", func(context.Context) error { return st.Close() })
+
+	providers, err := provider.Load(cfg.ProvidersFile)
+	if err != nil {
+		return nil, err
+	}
+
+	kr, created, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		m.Log.Warn("generated a vault key; back it up, credentials cannot be opened without it",
+			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary())
+	}
+	m.Vault = vault.NewService(vault.New(kr), st, vault.Options{Logger: m.Log, Registerer: m.Registry})
+
+	keys, err := m.apiKeys()
+	if err != nil {
+		return nil, err
+	}
+
+	drv, err := newDriver(ctx, cfg, st, m.Log)
+	if err != nil {
+		return nil, err
+	}
+	m.Driver = drv
+
+	notifier, err := newNotifier(cfg, m.Log, m.Registry)
+	if err != nil {
+		return nil, err
+	}
+	if notifier != nil {
+		m.onClose("webhooks", notifier.Close)
+	}
+
+	w, h, _ := cfg.ScreenSize()
+	m.Manager = session.New(session.Config{
+		Replica: cfg.Replica, StartTimeout: cfg.StartTimeout, IdleTimeout: cfg.IdleTimeout,
+		MaxLifetime: cfg.MaxLifetime, ReconcileInterval: cfg.ReconcileEvery, DestroyGrace: cfg.DestroyGrace,
+		MaxMachines: cfg.MaxMachines, Width: w, Height: h,
+	}, session.Deps{Store: st, Driver: drv, Providers: providers, Vault: m.Vault, Notifier: notifier,
+		Logger: m.Log, Registry: m.Registry})
+	m.onClose("session manager", func(context.Context) error { return m.Manager.Close() })
+
+	gw, tokens, err := newGateway(ctx, cfg, st, drv, m.Log, m.Registry)
+	if err != nil {
+		return nil, err
+	}
+	m.onClose("viewer gateway", gw.Shutdown)
+
+	webHandler, err := newWeb(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	// Listen before building the API, so that viewer URLs carry the real
+	// port when the configured one is 0.
+	m.listener, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	m.onClose("listener", func(context.Context) error {
+		if err := m.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	m.URL = "http://" + m.listener.Addr().String()
+	if m.Config.PublicURL == "http://"+cfg.Listen {
+		m.Config.PublicURL = m.URL
+	}
+
+	m.API, err = httpapi.New(httpapi.Config{
+		PublicURL: m.Config.PublicURL, APIKeys: keys, ViewerTokenTTL: cfg.ViewerTokenTTL, Replica: cfg.Replica,
+	}, httpapi.Deps{
+		Sessions: m.Manager, Store: st, Tokens: tokens, Providers: providers, Credentials: m.Vault,
+		Checks: []httpapi.Check{{Name: "driver", Check: drv.Check}},
+		VNC:    gw, Web: webHandler,
+		Metrics: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
+	}, m.Log, m.Registry)
+	if err != nil {
+		return nil, err
+	}
+
+	m.server = &http.Server{Handler: m.API, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
+	m.onClose("http server", func(ctx context.Context) error {
+		m.API.Drain()
+		return m.server.Shutdown(ctx)
+	})
+	return m, nil
+}
+
+// apiKeys returns the hashes of the configured API keys; with none
+// configured it loads or generates <data-dir>/api-keys.
+func (m *Main) apiKeys() ([]httpapi.KeyHash, error) {
+	var raw []string
+	add := func(s string) {
+		for _, k := range strings.Split(s, ",") {
+			if k = strings.TrimSpace(k); k != "" && !strings.HasPrefix(k, "#") {
+				raw = append(raw, k)
+			}
+		}
+	}
+	add(m.Config.APIKeys)
+	if f := m.Config.APIKeysFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read API keys file: %w", err)
+		}
+		add(strings.ReplaceAll(string(b), "\n", ","))
+	}
+	if len(raw) == 0 {
+		path := filepath.Join(m.Config.DataDir, "api-keys")
+		b, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			add(strings.ReplaceAll(string(b), "\n", ","))
+		case errors.Is(err, os.ErrNotExist):
+			key := "mc_" + mc.NewSecret(32).Reveal()
+			if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("write generated API key: %w", err)
+			}
+			m.GeneratedAPIKey = mc.SecretOf(key)
+			raw = append(raw, key)
+		default:
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	keys := make([]httpapi.KeyHash, 0, len(raw))
+	for _, k := range raw {
+		if len(k) < 16 {
+			return nil, errors.New("MC_API_KEYS: every API key must be at least 16 characters")
+		}
+		keys = append(keys, httpapi.HashAPIKey(k))
+	}
+	return keys, nil
+}
+
+// Run reconciles, serves until ctx ends, and returns. Call Close after.
+func (m *Main) Run(ctx context.Context) error {
+	m.Manager.Run(ctx)
+	m.Log.Info("serving", "url", m.URL, "driver", m.Driver.Name(), "store", storeKind(m.Config))
+	if m.out != nil {
+		w := bufio.NewWriter(m.out)
+		fmt.Fprintf(w, "master-controller is serving at %s\n", m.Config.PublicURL)
+		fmt.Fprintf(w, "  dashboard: %s/\n", m.Config.PublicURL)
+		if !m.GeneratedAPIKey.IsZero() {
+			fmt.Fprintf(w, "  API key (generated, shown once; also in %s): %s\n",
+				filepath.Join(m.Config.DataDir, "api-keys"), m.GeneratedAPIKey.Reveal())
+		} else if m.Config.APIKeys == "" && m.Config.APIKeysFile == "" {
+			fmt.Fprintf(w, "  API key: in %s\n", filepath.Join(m.Config.DataDir, "api-keys"))
+		}
+		w.Flush()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- m.server.Serve(m.listener) }()
+	select {
+	case <-ctx.Done():
+		m.Log.Info("shutting down", mc.LogReason, "signal")
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve: %w", err)
+	}
+}
+
+// Close shuts everything down in reverse order of creation, each step named
+// in the log and bounded by the shutdown timeout as a whole.
+func (m *Main) Close() error {
+	timeout := m.Config.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 20 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var errs []error
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		c := m.closers[i]
+		start := time.Now()
+		if err := c.fn(ctx); err != nil {
+			m.Log.Error("close "+c.name, "error", err, mc.LogReason, "close_failed")
+			errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
+			continue
+		}
+		m.Log.Info("closed "+c.name, "seconds", time.Since(start).Seconds())
+	}
+	m.closers = nil
+	return errors.Join(errs...)
+}
+
+func storeKind(c Config) string {
+	if c.Postgres() {
+		return "postgres"
+	}
+	return "sqlite"
+}

@@ -1,0 +1,105 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/local"
+	"github.com/master-controller/mc/gateway"
+	"github.com/master-controller/mc/token"
+	"github.com/master-controller/mc/web"
+	"github.com/master-controller/mc/webhook"
+)
+
+// newDriver builds the configured runtime driver and checks its
+// prerequisites: a driver that cannot run here says so in one line.
+func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logger) (mc.Driver, error) {
+	var d mc.Driver
+	switch cfg.Driver {
+	case "fake":
+		d = drivertest.NewFake(drivertest.FakeConfig{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
+	case "local":
+		mode := cfg.LocalMode
+		if mode == "auto" {
+			mode = ""
+		}
+		network, _ := netip.ParsePrefix(cfg.Network)
+		ld, err := local.New(local.Config{
+			DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
+			Network: network, PortBase: cfg.PortBase, MaxMachines: cfg.MaxMachines,
+			Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
+		}, st, log)
+		if err != nil {
+			return nil, fmt.Errorf("local driver: %w", err)
+		}
+		d = ld
+	default:
+		return nil, fmt.Errorf("unknown driver %q", cfg.Driver)
+	}
+	if err := d.Check(ctx); err != nil {
+		return nil, fmt.Errorf("%s driver cannot run on this host: %w", d.Name(), err)
+	}
+	caps := d.Capabilities()
+	log.Info("driver ready", "driver", d.Name(), "isolation", caps.Isolation, "network", caps.Network.String(),
+		"max_machines", caps.MaxMachines)
+	return d, nil
+}
+
+// newNotifier returns the webhook notifier, or nil when none is configured.
+func newNotifier(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*webhook.Notifier, error) {
+	if cfg.WebhookURL == "" {
+		return nil, nil
+	}
+	return webhook.New(webhook.Config{URL: mc.SecretOf(cfg.WebhookURL), Secret: mc.SecretOf(cfg.WebhookSecret)},
+		webhook.Options{Logger: log, Registerer: reg})
+}
+
+// newWeb serves the viewer page and the dashboard.
+func newWeb(cfg Config) (http.Handler, error) {
+	origins := cfg.Origins()
+	ancestors := []string{"'self'"}
+	ancestors = append(ancestors, origins...)
+	if len(origins) == 0 {
+		ancestors = nil // the package default: any site may embed the viewer
+	}
+	return web.New(web.Config{Dir: cfg.WebDir, FrameAncestors: ancestors})
+}
+
+// newGateway builds the viewer gateway and the viewer-token signer. The
+// signing key lives in the store, so every replica verifies every token.
+func newGateway(ctx context.Context, cfg Config, st mc.Store, drv mc.Driver, log *slog.Logger,
+	reg prometheus.Registerer) (*gateway.Gateway, *token.Signer, error) {
+	key, err := st.EnsureSecret(ctx, "viewer_token_key", mc.NewSecret(32))
+	if err != nil {
+		return nil, nil, fmt.Errorf("viewer token key: %w", err)
+	}
+	signer := token.NewSigner(key, nil)
+	caps := drv.Capabilities()
+	gcfg := gateway.Config{
+		AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
+		MaxViewers: cfg.MaxViewers,
+	}
+	if caps.Network.Addr().IsLoopback() {
+		gcfg.LoopbackPortLo, gcfg.LoopbackPortHi = caps.PortLo, caps.PortHi
+	} else if caps.Network.IsValid() {
+		gcfg.Networks = []netip.Prefix{caps.Network}
+	}
+	gw, err := gateway.New(gcfg, gateway.Deps{Store: st, Tokens: signer, Logger: log, Registry: reg})
+	if err != nil {
+		return nil, nil, err
+	}
+	return gw, signer, nil
+}
+
+// Websockify runs the websockify-compatible mode.
+func Websockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return gateway.RunWebsockify(ctx, args, stdout, stderr)
+}

@@ -1,0 +1,156 @@
+// Command master-controller is the control plane for short-lived isolated
+// browser machines. Run "master-controller help" for its subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/master-controller/mc/app"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `master-controller: a control plane for short-lived, isolated browser machines.
+
+A backend asks it for a login session (user, provider); it starts a browser in a
+machine of its own, lets the user drive it through noVNC over an authenticated
+WebSocket, seals the credentials the login produced in a vault, and tears the
+machine down.
+
+Usage:
+  master-controller <command> [flags]
+
+Commands:
+  serve        run the controller: HTTP API, viewer gateway, session manager
+               (applies database migrations first)
+  migrate      apply database migrations and exit
+  vault rotate re-seal every stored credential under the newest vault key
+  websockify   a drop-in for websockify: bridge WebSocket clients to a TCP target
+               (master-controller websockify [--web DIR] [--token-file F] LISTEN TARGET)
+  version      print the version
+  help         print this text, or "help <command>" for a command's flags
+
+Every setting is a flag and an MC_* environment variable: see
+"master-controller serve --help".
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve", "migrate":
+		return serveOrMigrate(cmd, rest, stdout, stderr, getenv)
+	case "vault":
+		if len(rest) == 0 || rest[0] != "rotate" {
+			fmt.Fprintln(stderr, "usage: master-controller vault rotate [flags]")
+			return 2
+		}
+		return serveOrMigrate("vault rotate", rest[1:], stdout, stderr, getenv)
+	case "websockify":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := app.Websockify(ctx, rest, stdout, stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintln(stderr, "websockify:", err)
+			return 1
+		}
+		return 0
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "master-controller", version)
+		return 0
+	case "help", "--help", "-help", "-h":
+		if len(rest) > 0 {
+			return run([]string{rest[0], "--help"}, stdout, stderr, getenv)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "master-controller: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+var commandHelp = map[string]string{
+	"serve": `Run the controller. With no settings it uses the embedded defaults: SQLite
+under ./data, the local runtime, an API key generated on first start.`,
+	"migrate":      `Apply the embedded database migrations to MC_DATABASE_URL and exit.`,
+	"vault rotate": `Re-seal every stored credential under the newest vault key (the first in MC_VAULT_KEYS).`,
+}
+
+func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg app.Config
+	envProblems := cfg.Flags(fs, getenv)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: master-controller %s [flags]\n\n%s\n\nSettings (a flag wins over its environment variable):\n", cmd, commandHelp[cmd])
+		cfg.PrintSettings(stdout)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "master-controller %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return 2
+	}
+	problems := append(envProblems, cfg.Validate()...)
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(stderr, "config:", p)
+		}
+		return 2
+	}
+	log := app.NewLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case "migrate":
+		if err := app.Migrate(ctx, cfg, log); err != nil {
+			fmt.Fprintln(stderr, "migrate:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "migrations applied")
+		return 0
+	case "vault rotate":
+		n, err := app.RotateVault(ctx, cfg, log)
+		if err != nil {
+			fmt.Fprintln(stderr, "vault rotate:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "re-sealed %d credentials\n", n)
+		return 0
+	}
+
+	m, err := app.New(ctx, cfg, log, stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "serve:", err)
+		return 1
+	}
+	runErr := m.Run(ctx)
+	closeErr := m.Close()
+	if runErr != nil || closeErr != nil {
+		fmt.Fprintln(stderr, "serve:", errors.Join(runErr, closeErr))
+		return 1
+	}
+	return 0
+}

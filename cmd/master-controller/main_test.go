@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func runCmd(args []string, env map[string]string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	code, out, _ := runCmd([]string{"serve", "--help"}, nil)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"MC_LISTEN", "MC_DATA_DIR", "MC_DATABASE_URL", "MC_API_KEYS", "MC_DRIVER",
+		"MC_LOG_LEVEL", "MC_LOG_FORMAT", "127.0.0.1:8080", "./data", "--max-viewers"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("serve --help lacks %q", want)
+		}
+	}
+	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "migrate"}, {"websockify", "--help"}} {
+		if code, out, errs := runCmd(args, nil); code != 0 || out+errs == "" {
+			t.Errorf("%v: exit %d, output %q", args, code, out+errs)
+		}
+	}
+}
+
+func TestBadConfigIsOneLineEach(t *testing.T) {
+	env := map[string]string{"MC_LOG_LEVEL": "loud", "MC_DRIVER": "docker", "MC_IDLE_TIMEOUT": "soon",
+		"MC_DATABASE_URL": "mysql://x", "MC_API_KEYS": "x"}
+	code, _, errs := runCmd([]string{"serve"}, env)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	for _, want := range []string{"MC_LOG_LEVEL", "MC_DRIVER", "MC_IDLE_TIMEOUT", "MC_DATABASE_URL"} {
+		n := 0
+		for _, l := range lines {
+			if strings.HasPrefix(l, "config: "+want) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d lines about %s, want 1:\n%s", n, want, errs)
+		}
+	}
+	if strings.Contains(errs, "mysql://x") {
+		t.Error("the database URL (it may hold a password) was echoed")
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	if code, _, errs := runCmd([]string{"launch"}, nil); code != 2 || !strings.Contains(errs, `unknown command "launch"`) {
+		t.Errorf("exit %d, %q", code, errs)
+	}
+	if code, out, _ := runCmd([]string{"version"}, nil); code != 0 || !strings.HasPrefix(out, "master-controller ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
