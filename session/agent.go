@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	mc "github.com/master-controller/mc"
@@ -38,7 +40,18 @@ type loginResult struct {
 	Files map[string]string `json:"files"`
 }
 
+// agentTimeout bounds one agent request (beyond a long poll's own wait).
+const agentTimeout = 10 * time.Second
+
 func (a *agentClient) do(ctx context.Context, method, path string, in, out any) error {
+	return a.doWait(ctx, method, path, 0, in, out)
+}
+
+// doWait sends one request, bounded by agentTimeout plus wait (the time the
+// agent may hold a long poll).
+func (a *agentClient) doWait(ctx context.Context, method, path string, wait time.Duration, in, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout+wait)
+	defer cancel()
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -57,6 +70,10 @@ func (a *agentClient) do(ctx context.Context, method, path string, in, out any) 
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL: it holds the machine's address
+		}
 		return fmt.Errorf("agent %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
@@ -89,7 +106,7 @@ func (a *agentClient) loginStatus(ctx context.Context, wait time.Duration) (logi
 	if wait > 0 {
 		path += "?wait=" + wait.String()
 	}
-	err := a.do(ctx, http.MethodGet, path, nil, &st)
+	err := a.doWait(ctx, http.MethodGet, path, wait, nil, &st)
 	return st, err
 }
 

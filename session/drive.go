@@ -88,7 +88,6 @@ func (m *Manager) run(life context.Context, id string) {
 		if !errors.As(err, &st) {
 			st = &stage{state: mc.StateFailed, reason: "internal", err: err}
 		}
-		log.Warn("session stage failed", mc.LogReason, st.reason, "error", st.err)
 		final, _ = m.end(context.WithoutCancel(ctx), id, st.state, st.reason, st.err.Error())
 	}
 	m.teardown(id, log)

@@ -135,7 +135,7 @@ func New(cfg Config, d Deps) *Manager {
 	m := &Manager{
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
 		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock,
-		http:   &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		http:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
 		life:   life,
 		stop:   stop,
 		driven: make(map[string]context.CancelFunc),

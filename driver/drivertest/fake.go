@@ -66,6 +66,7 @@ type fakeMachine struct {
 	once    sync.Once
 	mu      sync.Mutex
 	login   string // idle, running, complete, failed
+	changed chan struct{} // closed and replaced when login changes
 	reason  string
 	files   map[string]string
 	fetched bool
@@ -97,7 +98,7 @@ func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, err
 		f.mu.Unlock()
 		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "capacity", "no capacity")
 	}
-	fm := &fakeMachine{done: make(chan struct{}), login: "idle"}
+	fm := &fakeMachine{done: make(chan struct{}), login: "idle", changed: make(chan struct{})}
 	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
 	f.mu.Unlock()
 
@@ -259,6 +260,7 @@ func (f *Fake) CompleteLogin(id string, files map[string]string) bool {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
 	fm.login, fm.files = "complete", files
+	fm.announce()
 	return true
 }
 
@@ -273,6 +275,7 @@ func (f *Fake) FailLogin(id, reason string) bool {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
 	fm.login, fm.reason = "failed", reason
+	fm.announce()
 	return true
 }
 
@@ -287,6 +290,14 @@ func (f *Fake) VNC(id string) *rfb.FakeServer {
 		return fm.vnc
 	}
 	return nil
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// announce wakes long polls of the login status; fm.mu is held.
+func (fm *fakeMachine) announce() {
+	close(fm.changed)
+	fm.changed = make(chan struct{})
 }
 
 func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
@@ -306,11 +317,30 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		fm.mu.Lock()
 		if fm.login == "idle" {
 			fm.login = "running"
+			fm.announce()
 		}
 		fm.mu.Unlock()
 		reply(w, http.StatusOK, map[string]string{"state": "running"})
 	})
 	mux.HandleFunc("GET /login/status", func(w http.ResponseWriter, r *http.Request) {
+		// Like the real agent: ?wait=D holds the request while the login
+		// runs, until its status changes or D passes (a long poll).
+		if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil && d > 0 {
+			fm.mu.Lock()
+			ch, running := fm.changed, fm.login == "running"
+			fm.mu.Unlock()
+			if !running {
+				ch = closedChan
+			}
+			t := time.NewTimer(min(d, time.Minute))
+			select {
+			case <-ch:
+			case <-t.C:
+			case <-r.Context().Done():
+			case <-fm.done:
+			}
+			t.Stop()
+		}
 		fm.mu.Lock()
 		defer fm.mu.Unlock()
 		reply(w, http.StatusOK, map[string]string{"state": fm.login, "reason": fm.reason})
