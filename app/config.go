@@ -41,6 +41,7 @@ type Config struct {
 	Network        string
 	LocalEgress    bool
 	PortBase       int
+	DisplayBase    int
 	AgentPath      string
 	MaxMachines    int
 	Geometry       string
@@ -94,6 +95,7 @@ func (c *Config) settings() []setting {
 		{"network", "MC_NETWORK", "machine network (the bridge holds .1)", &c.Network, "10.200.0.0/24", false},
 		{"local-egress", "MC_LOCAL_EGRESS", "let machines reach the internet (forwarding and NAT); needed for real logins", &c.LocalEgress, "false", false},
 		{"port-base", "MC_PORT_BASE", "first loopback port in loopback mode (4 per machine)", &c.PortBase, "21000", false},
+		{"display-base", "MC_DISPLAY_BASE", "X display number of the first machine (displays are host-wide: give each controller on a host its own range)", &c.DisplayBase, "100", false},
 		{"agent-path", "MC_AGENT_PATH", "path of the mc-agent binary (default: beside this binary, else on PATH)", &c.AgentPath, "", false},
 		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each)", &c.MaxMachines, "0", false},
 		{"geometry", "MC_GEOMETRY", "machine screen size WxH", &c.Geometry, "1280x800", false},
@@ -258,6 +260,9 @@ func (c *Config) Validate() []string {
 	}
 	if c.PortBase < 1024 || c.PortBase > 65000 {
 		bad("MC_PORT_BASE", "%d is outside 1024–65000", c.PortBase)
+	}
+	if c.DisplayBase < 1 || c.DisplayBase > 60000 {
+		bad("MC_DISPLAY_BASE", "%d is outside 1–60000", c.DisplayBase)
 	}
 	if c.MaxMachines < 0 {
 		bad("MC_MAX_MACHINES", "must not be negative")

@@ -34,7 +34,7 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 		network, _ := netip.ParsePrefix(cfg.Network)
 		ld, err := local.New(local.Config{
 			DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
-			Network: network, PortBase: cfg.PortBase, MaxMachines: cfg.MaxMachines,
+			Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
 			Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
 		}, st, log)
 		if err != nil {
