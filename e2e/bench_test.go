@@ -1,0 +1,95 @@
+package e2e_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	mc "github.com/master-controller/mc"
+)
+
+// BenchmarkStartToReady measures, one session after the other, the time from
+// POST /api/v1/sessions to the session being ready (as a client watching the
+// store sees it), and the memory of each machine once its page has rendered:
+// the PSS summed over its processes. Each session is cancelled, and its
+// machine gone, before the next starts. Run it over 20 sessions with
+//
+//	go test ./e2e/ -run '^$' -bench StartToReady -benchtime 20x
+//
+// It reports ready-median-s, ready-p90-s, pss-median-MB, pss-max-MB and
+// procs (processes per machine).
+func BenchmarkStartToReady(b *testing.B) {
+	modes := []string{"loopback"}
+	if defaultMode() == "netns" {
+		modes = []string{"netns", "loopback"}
+	}
+	for _, mode := range modes {
+		b.Run(mode, func(b *testing.B) { benchStartToReady(b, mode) })
+	}
+}
+
+func benchStartToReady(b *testing.B, mode string) {
+	c := startController(b, controllerEnv(b, mode))
+	var (
+		ready []time.Duration
+		mem   []float64 // MB
+		procs []int
+	)
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		cr := c.api.createSession(b, fmt.Sprintf("bench-%d", i), "demo")
+		id := cr.Session.ID
+		s := waitState(b, c.Store, id, mc.StateReady, 60*time.Second)
+		ready = append(ready, time.Since(start))
+
+		waitDemoPage(b, c.Store, id, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
+		ms := readMachine(b, c.dataDir, id)
+		p, n := pss(ms)
+		mem = append(mem, float64(p)/(1<<20))
+		procs = append(procs, n)
+
+		if code := c.api.do(b, "POST", "/api/v1/sessions/"+id+"/cancel", nil, nil); code != http.StatusOK {
+			b.Fatalf("cancel: status %d", code)
+		}
+		var left []string
+		_ = eventually(time.Now().Add(10*time.Second), 20*time.Millisecond, func() error {
+			if left = leftovers(b, c.Store, ms); len(left) > 0 {
+				return errLeft
+			}
+			return nil
+		})
+		if len(left) > 0 {
+			b.Fatalf("machine %s not gone 10 s after cancel: %s", id, strings.Join(left, "; "))
+		}
+		i++
+	}
+	if len(ready) == 0 {
+		return
+	}
+	secs := make([]float64, len(ready))
+	for i, d := range ready {
+		secs[i] = d.Seconds()
+	}
+	b.ReportMetric(quantile(secs, 0.5), "ready-median-s")
+	b.ReportMetric(quantile(secs, 0.9), "ready-p90-s")
+	b.ReportMetric(quantile(mem, 0.5), "pss-median-MB")
+	b.ReportMetric(slices.Max(mem), "pss-max-MB")
+	fprocs := make([]float64, len(procs))
+	for i, n := range procs {
+		fprocs[i] = float64(n)
+	}
+	b.ReportMetric(quantile(fprocs, 0.5), "procs")
+	b.Logf("%s: %d sessions; POST→ready seconds %.3f; PSS MB %.0f", mode, len(secs), secs, mem)
+}
+
+// quantile returns the q-quantile of xs (nearest rank).
+func quantile(xs []float64, q float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
