@@ -65,7 +65,7 @@ type fakeMachine struct {
 	done    chan struct{}
 	once    sync.Once
 	mu      sync.Mutex
-	login   string // idle, running, complete, failed
+	login   string        // idle, running, complete, failed
 	changed chan struct{} // closed and replaced when login changes
 	reason  string
 	files   map[string]string
