@@ -1,0 +1,165 @@
+package mc_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	mc "github.com/master-controller/mc"
+)
+
+func TestCanTransition(t *testing.T) {
+	allowed := map[[2]mc.State]bool{}
+	for from, to := range map[mc.State]mc.State{mc.StatePending: mc.StateStarting, mc.StateStarting: mc.StateReady,
+		mc.StateReady: mc.StateCapturing, mc.StateCapturing: mc.StateCompleted} {
+		allowed[[2]mc.State{from, to}] = true
+	}
+	for _, from := range mc.States {
+		if from.Final() {
+			continue
+		}
+		for _, to := range []mc.State{mc.StateFailed, mc.StateCancelled, mc.StateExpired} {
+			allowed[[2]mc.State{from, to}] = true
+		}
+	}
+	for _, from := range append(mc.States, "bogus", "") {
+		for _, to := range append(mc.States, "bogus", "") {
+			if got, want := mc.CanTransition(from, to), allowed[[2]mc.State{from, to}]; got != want {
+				t.Errorf("CanTransition(%q, %q) = %v, want %v", from, to, got, want)
+			}
+		}
+	}
+}
+
+func TestStates(t *testing.T) {
+	final := map[mc.State]bool{mc.StateCompleted: true, mc.StateFailed: true, mc.StateCancelled: true, mc.StateExpired: true}
+	for _, s := range mc.States {
+		if s.Final() != final[s] || s.Active() == final[s] || !s.Valid() {
+			t.Errorf("%s: final %v active %v valid %v", s, s.Final(), s.Active(), s.Valid())
+		}
+	}
+	if mc.State("bogus").Valid() || mc.State("bogus").Active() {
+		t.Error("bogus state counts as valid or active")
+	}
+}
+
+func TestIDs(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := mc.NewID()
+		if !mc.ValidID(id) || seen[id] {
+			t.Fatalf("NewID() = %q: valid %v, repeated %v", id, mc.ValidID(id), seen[id])
+		}
+		seen[id] = true
+	}
+	for _, bad := range []string{"", "short", strings.Repeat("a", 23), strings.Repeat("a", 21) + "/", "../../../etc/passwd___"} {
+		if mc.ValidID(bad) {
+			t.Errorf("ValidID(%q) = true", bad)
+		}
+	}
+}
+
+func TestSecretNeverShows(t *testing.T) {
+	const value = "hunter2-very-secret"
+	s := mc.SecretOf(value)
+	sess := mc.Session{ID: "x", Secrets: mc.MachineSecrets{VNCPassword: s, AgentToken: s}}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	log.Info("dump", "secret", s, "session", sess, "secrets", sess.Secrets)
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("dump", "secret", s, "session", sess)
+	js, _ := json.Marshal(struct {
+		S    mc.Secret
+		Sess mc.Session
+	}{s, sess})
+	for name, out := range map[string]string{
+		"%v": fmt.Sprintf("%v", s), "%+v": fmt.Sprintf("%+v", sess), "%#v": fmt.Sprintf("%#v", sess),
+		"String": s.String(), "slog": logs.String(), "json": string(js),
+	} {
+		if strings.Contains(out, value) {
+			t.Errorf("%s shows the secret: %s", name, out)
+		}
+	}
+	if s.Reveal() != value {
+		t.Error("Reveal lost the value")
+	}
+	if !strings.Contains(logs.String(), mc.Redacted) {
+		t.Error("the log does not say REDACTED")
+	}
+}
+
+func TestErrors(t *testing.T) {
+	cause := errors.New("disk on fire at /var/lib/x")
+	e := &mc.Error{Code: mc.ECONFLICT, Reason: "stale", Message: "try again", Err: cause}
+	wrapped := fmt.Errorf("transition: %w", e)
+	if mc.ErrorCode(wrapped) != mc.ECONFLICT || mc.ErrorReason(wrapped) != "stale" || mc.ErrorMessage(wrapped) != "try again" {
+		t.Errorf("code %s reason %s message %s", mc.ErrorCode(wrapped), mc.ErrorReason(wrapped), mc.ErrorMessage(wrapped))
+	}
+	if !errors.Is(wrapped, cause) {
+		t.Error("cause not unwrapped")
+	}
+	if mc.ErrorCode(cause) != mc.EINTERNAL || mc.ErrorMessage(cause) != "internal error" || strings.Contains(mc.ErrorMessage(cause), "fire") {
+		t.Error("a plain error must be internal and never shown")
+	}
+	internal := &mc.Error{Code: mc.EINTERNAL, Message: "db path /var/lib/x broke"}
+	if mc.ErrorMessage(internal) != "internal error" {
+		t.Error("an internal error's message leaked")
+	}
+	if mc.ErrorCode(nil) != "" || mc.ErrorReason(nil) != "" {
+		t.Error("nil error has a code")
+	}
+}
+
+func TestSessionJSONShape(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	b, _ := json.Marshal(mc.Session{ID: "id", UserID: "u", Provider: "demo", State: mc.StatePending, CreatedAt: now})
+	for _, key := range []string{`"id"`, `"user_id"`, `"provider"`, `"state"`, `"machine"`, `"created_at"`, `"expires_at"`, `"version"`} {
+		if !bytes.Contains(b, []byte(key)) {
+			t.Errorf("JSON lacks %s: %s", key, b)
+		}
+	}
+	for _, key := range []string{`"ready_at"`, `"ended_at"`, `"reason"`, `"Secrets"`, `"secrets"`, `"vnc_password"`} {
+		if bytes.Contains(b, []byte(key)) {
+			t.Errorf("JSON has %s: %s", key, b)
+		}
+	}
+}
+
+// TestImportsPointInward checks the layering: the root package imports
+// nothing of the module, and adapters never import each other; only app/,
+// cmd/ and tests wire them together.
+func TestImportsPointInward(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "./...").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	const mod = "github.com/master-controller/mc"
+	adapters := map[string]bool{}
+	for _, a := range []string{"sqlite", "postgres", "driver/local", "driver/drivertest", "gateway", "agent", "vault",
+		"httpapi", "web", "session", "provider", "webhook", "netpool"} {
+		adapters[mod+"/"+a] = true
+	}
+	// Small shared libraries any adapter may use.
+	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/token": true, mod + "/internal/storekit": true,
+		mod + "/internal/procfs": true}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg, imports := f[0], f[1:]
+		for _, imp := range imports {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			switch {
+			case pkg == mod:
+				t.Errorf("the root package imports %s", imp)
+			case adapters[pkg] && !shared[imp] && !(pkg == mod+"/driver/local" && imp == mod+"/netpool"):
+				t.Errorf("adapter %s imports %s", strings.TrimPrefix(pkg, mod+"/"), strings.TrimPrefix(imp, mod+"/"))
+			}
+		}
+	}
+}
