@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // cliProvider runs the stand-in CLI (testdata/fakecli) as its login.
 func cliProvider(tb testing.TB, args ...string) mc.Provider {
-	bin := buildBinary(tb, "github.com/master-controller/mc/agent/testdata/fakecli")
+	bin := testutil.BuildBinary(tb, "github.com/master-controller/mc/agent/testdata/fakecli")
 	return mc.Provider{
 		Name:         "fakecli",
 		LoginCommand: append([]string{bin, "-out", ".fake/auth.json"}, args...),

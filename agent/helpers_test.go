@@ -11,10 +11,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // requireCI fails under CI=true and skips otherwise, with one line.
@@ -96,36 +97,7 @@ func newTestAPI(tb testing.TB) *testAPI {
 // do sends a request with the test token and returns status and body.
 func (t *testAPI) do(tb testing.TB, method, path string, body any) (int, []byte) {
 	tb.Helper()
-	return doRequest(tb, t.srv.URL, t.token, method, path, body)
-}
-
-func doRequest(tb testing.TB, base, token, method, path string, body any) (int, []byte) {
-	tb.Helper()
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, base+path, r)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return resp.StatusCode, b
+	return testutil.Request(context.Background(), tb, method, t.srv.URL, path, t.token, body)
 }
 
 func decode[T any](tb testing.TB, b []byte) T {
@@ -137,45 +109,10 @@ func decode[T any](tb testing.TB, b []byte) T {
 	return v
 }
 
-var (
-	buildOnce sync.Map // package path → *buildResult
-	binDir    string   // built test binaries, removed by TestMain
-)
-
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mc-agent-test-bin-*")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	testutil.RemoveBuilt()
 	os.Exit(code)
-}
-
-type buildResult struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// buildBinary builds a main package of this module once per test run.
-func buildBinary(tb testing.TB, pkg string) string {
-	tb.Helper()
-	v, _ := buildOnce.LoadOrStore(pkg, &buildResult{})
-	br := v.(*buildResult)
-	br.once.Do(func() {
-		br.path = filepath.Join(binDir, filepath.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", br.path, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			br.err = errors.New("go build " + pkg + ": " + err.Error() + ": " + string(out))
-		}
-	})
-	if br.err != nil {
-		tb.Fatal(br.err)
-	}
-	return br.path
 }
 
 var errTestBrowser = errors.New("test: browser gone")

@@ -14,10 +14,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // realAgent is the mc-agent binary running with real Xvnc and Chromium on
@@ -37,24 +39,7 @@ type realAgent struct {
 	startedAt   time.Time
 	exited      chan struct{}
 	exitErr     error
-	logs        *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs        *testutil.SyncBuffer
 }
 
 func requireMachine(tb testing.TB) (xvnc, chromium string) {
@@ -106,7 +91,7 @@ type netnsTarget struct {
 func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 	tb.Helper()
 	xvnc, chromium := requireMachine(tb)
-	bin := buildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent")
+	bin := testutil.BuildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent")
 	dir := tb.TempDir()
 	// A home far too long for a Unix socket below it, and a TMPDIR of
 	// exactly the longest length that the agent accepts (the agent creates
@@ -124,7 +109,7 @@ func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 		tmpDir:      tmpDir,
 		W:           1024, H: 640,
 		exited: make(chan struct{}),
-		logs:   &syncBuffer{},
+		logs:   &testutil.SyncBuffer{},
 	}
 	a.display = freeDisplay(tb)
 	var listen, page string
@@ -223,7 +208,7 @@ func (a *realAgent) waitHealthy(tb testing.TB) time.Duration {
 
 func (a *realAgent) do(tb testing.TB, method, path string, body any) (int, []byte) {
 	tb.Helper()
-	return doRequest(tb, a.base, a.token, method, path, body)
+	return testutil.Request(context.Background(), tb, method, a.base, path, a.token, body)
 }
 
 // waitFor retries cond until it holds or the deadline passes.
@@ -303,7 +288,7 @@ func TestAgentIntegration(t *testing.T) {
 	if h := decode[Health](t, body); status != http.StatusOK || !h.VNC || !h.Browser {
 		t.Fatalf("health = %d %s", status, body)
 	}
-	if status, _ := doRequest(t, a.base, "", "GET", "/health", nil); status != http.StatusUnauthorized {
+	if status, _ := testutil.Request(t.Context(), t, "GET", a.base, "/health", "", nil); status != http.StatusUnauthorized {
 		t.Errorf("health without token: %d, want 401", status)
 	}
 
@@ -365,28 +350,12 @@ func TestAgentIntegration(t *testing.T) {
 
 	step("CLI login complete")
 	// Xvnc dies: the agent exits non-zero and leaves no process behind.
-	pgid := a.cmd.Process.Pid
-	if err := syscall.Kill(childPID(t, pgid, "Xvnc"), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(childPID(t, a.cmd.Process.Pid, "Xvnc"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-a.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent still running 20s after Xvnc was killed")
-	}
-	var exitErr *exec.ExitError
-	if !errors.As(a.exitErr, &exitErr) || exitErr.ExitCode() != 1 {
-		t.Errorf("agent exit = %v, want exit status 1", a.exitErr)
-	}
-	waitFor(t, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
-		ps := groupProcesses(pgid)
-		return len(ps) == 0, strings.Join(ps, ", ")
-	})
+	a.waitExit(t, "Xvnc was killed", 1)
+	a.waitGone(t)
 	step("agent exited, group empty")
-	// The crash handler left the group; the agent killed it on its way out.
-	if ok, left := a.homeLeft(); !ok {
-		t.Errorf("processes with the machine's HOME after the agent exited: %s", left)
-	}
 	for _, f := range []string{fmt.Sprintf("/tmp/.X%d-lock", a.display), fmt.Sprintf("/tmp/.X11-unix/X%d", a.display)} {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
 			t.Errorf("X file %s of the killed Xvnc: %v, want removed", f, err)
@@ -416,7 +385,7 @@ func (a *realAgent) checkPaths(tb testing.TB) {
 		tb.Errorf("X server socket: %v, want a socket", err)
 	}
 	pgid := a.cmd.Process.Pid
-	for _, pid := range homePids(a.home) {
+	for _, pid := range procfs.HomePids(a.home) {
 		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 		name := strings.TrimSpace(string(comm))
 		if g, err := syscall.Getpgid(pid); err == nil && g != pgid && name != "chrome_crashpad" {
@@ -425,10 +394,51 @@ func (a *realAgent) checkPaths(tb testing.TB) {
 	}
 }
 
-// homeLeft lists the processes still carrying the agent's HOME.
-func (a *realAgent) homeLeft() (bool, string) {
-	pids := homePids(a.home)
-	return len(pids) == 0, fmt.Sprint(pids)
+// waitExit waits up to 20 s for the agent to exit after cause (such as
+// "SIGTERM") and checks its exit status.
+func (a *realAgent) waitExit(tb testing.TB, cause string, want int) {
+	tb.Helper()
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		tb.Fatalf("agent still running 20s after %s", cause)
+	}
+	if want == 0 {
+		if a.exitErr != nil {
+			tb.Errorf("agent exit = %v, want 0", a.exitErr)
+		}
+		return
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(a.exitErr, &exitErr) || exitErr.ExitCode() != want {
+		tb.Errorf("agent exit = %v, want exit status %d", a.exitErr, want)
+	}
+}
+
+// waitGone waits up to 10 s until no process is left in the exited agent's
+// process group, and checks that no process carries the machine's HOME (the
+// crash handler left the group; the agent kills it on its way out).
+func (a *realAgent) waitGone(tb testing.TB) {
+	tb.Helper()
+	pgid := a.cmd.Process.Pid
+	waitFor(tb, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
+		ps := groupProcesses(pgid)
+		return len(ps) == 0, strings.Join(ps, ", ")
+	})
+	if pids := procfs.HomePids(a.home); len(pids) > 0 {
+		tb.Errorf("processes with the machine's HOME after the agent exited: %v", pids)
+	}
+}
+
+// stop sends SIGTERM, as the driver does, and checks that the agent exits 0
+// and leaves no process behind.
+func (a *realAgent) stop(tb testing.TB) {
+	tb.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		tb.Fatal(err)
+	}
+	a.waitExit(tb, "SIGTERM", 0)
+	a.waitGone(tb)
 }
 
 // TestAgentSIGTERM: the driver's stop. The agent stops its children and
@@ -436,25 +446,7 @@ func (a *realAgent) homeLeft() (bool, string) {
 func TestAgentSIGTERM(t *testing.T) {
 	a := startRealAgent(t, nil)
 	t.Logf("agent start → /health 200: %v", a.waitHealthy(t))
-	pgid := a.cmd.Process.Pid
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-a.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent still running 20s after SIGTERM")
-	}
-	if a.exitErr != nil {
-		t.Errorf("agent exit = %v, want 0", a.exitErr)
-	}
-	waitFor(t, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
-		ps := groupProcesses(pgid)
-		return len(ps) == 0, strings.Join(ps, ", ")
-	})
-	if ok, left := a.homeLeft(); !ok {
-		t.Errorf("processes with the machine's HOME after the agent exited: %s", left)
-	}
+	a.stop(t)
 }
 
 // TestAgentExitsWhenChromiumDies: the other supervised child.
@@ -464,15 +456,7 @@ func TestAgentExitsWhenChromiumDies(t *testing.T) {
 	if err := syscall.Kill(childPID(t, a.cmd.Process.Pid, "chromium"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-a.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent still running 20s after Chromium was killed")
-	}
-	var exitErr *exec.ExitError
-	if !errors.As(a.exitErr, &exitErr) || exitErr.ExitCode() != 1 {
-		t.Errorf("agent exit = %v, want exit status 1", a.exitErr)
-	}
+	a.waitExit(t, "Chromium was killed", 1)
 }
 
 // evaluate runs a JavaScript expression in the page and decodes its value.
@@ -622,25 +606,7 @@ func TestAgentInNetns(t *testing.T) {
 	vnc := dialRFB(t, a.vncAddr, a.vncPassword)
 	clickDemoSignIn(t, a, vnc)
 
-	pgid := a.cmd.Process.Pid
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-a.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent still running 20s after SIGTERM")
-	}
-	if a.exitErr != nil {
-		t.Errorf("agent exit = %v, want 0", a.exitErr)
-	}
-	waitFor(t, "no process left in the agent's group", 10*time.Second, func() (bool, string) {
-		ps := groupProcesses(pgid)
-		return len(ps) == 0, strings.Join(ps, ", ")
-	})
-	if ok, left := a.homeLeft(); !ok {
-		t.Errorf("processes with the machine's HOME after the agent exited: %s", left)
-	}
+	a.stop(t)
 }
 
 // BenchmarkAgentStart measures the agent's start: process start to the first

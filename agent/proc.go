@@ -2,16 +2,15 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/master-controller/mc/internal/procfs"
 )
 
 // child is one supervised process (Xvnc, Chromium). Exited is closed once the
@@ -107,43 +106,13 @@ func (c *child) Stop(log *slog.Logger, grace time.Duration) {
 // flag stops that without breaking Chromium; see chromiumArgs), and login
 // commands run in sessions of their own.
 func killStrays(home string) []int {
-	pids := homePids(home)
+	pids := procfs.HomePids(home)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(2 * time.Second)
-	for len(homePids(home)) > 0 && time.Now().Before(deadline) {
+	for len(procfs.HomePids(home)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
-	}
-	return pids
-}
-
-// homePids lists the live processes other than this one whose environment
-// sets HOME to home.
-func homePids(home string) []int {
-	want := []byte("HOME=" + home + "\x00")
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || !(bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...))) {
-			continue
-		}
-		// A zombie has exited; it waits for its parent.
-		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
-			if i := bytes.LastIndexByte(st, ')'); i > 0 && i+2 < len(st) && (st[i+2] == 'Z' || st[i+2] == 'X') {
-				continue
-			}
-		}
-		pids = append(pids, pid)
 	}
 	return pids
 }

@@ -1,49 +1,23 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/app"
+	"github.com/master-controller/mc/internal/testutil"
 )
-
-// syncBuffer is a log sink that tests can search.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// client calls a controller's API with an API key.
-type client struct {
-	url, key string
-}
 
 // testMain is a controller running in-process.
 type testMain struct {
 	*app.Main
-	client
-	logs *syncBuffer
+	api  testutil.Client
+	logs *testutil.SyncBuffer
 }
 
 // startMain runs a controller on a free port with cfg's overrides applied to
@@ -65,7 +39,7 @@ func startMain(t testing.TB, env map[string]string) *testMain {
 	if len(problems) > 0 {
 		t.Fatalf("config: %v", problems)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	m, err := app.New(ctx, cfg, log, io.Discard)
@@ -82,31 +56,7 @@ func startMain(t testing.TB, env map[string]string) *testMain {
 			t.Errorf("close: %v", err)
 		}
 	})
-	return &testMain{Main: m, client: client{url: m.URL, key: base["MC_API_KEYS"]}, logs: logs}
-}
-
-// do sends a JSON request with the API key and decodes the JSON answer.
-func (c client) do(t testing.TB, method, path string, body any, out any) int {
-	t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequestWithContext(context.Background(), method, c.url+path, r)
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil && err != io.EOF {
-			t.Fatalf("%s %s: decode: %v", method, path, err)
-		}
-	}
-	return resp.StatusCode
+	return &testMain{Main: m, api: testutil.Client{URL: m.URL, Key: base["MC_API_KEYS"]}, logs: logs}
 }
 
 type created struct {
@@ -126,32 +76,10 @@ type apiError struct {
 	} `json:"error"`
 }
 
-func waitState(t testing.TB, st mc.Store, id string, want mc.State) *mc.Session {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ch, err := st.Watch(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var last *mc.Session
-	for s := range ch {
-		last = s
-		if s.State == want {
-			return s
-		}
-	}
-	if last != nil {
-		t.Fatalf("session %s is %s/%s, want %s", id, last.State, last.Reason, want)
-	}
-	t.Fatalf("session %s: no state, want %s", id, want)
-	return nil
-}
-
 func TestAPIFlow(t *testing.T) {
 	tm := startMain(t, nil)
 	var c created
-	if code := tm.do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": "alice", "provider": "demo"}, &c); code != 201 {
+	if code := tm.api.Do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": "alice", "provider": "demo"}, &c); code != 201 {
 		t.Fatalf("create: status %d", code)
 	}
 	if c.Session.State != mc.StatePending || !mc.ValidID(c.Session.ID) || c.Viewer.Token == "" {
@@ -161,29 +89,29 @@ func TestAPIFlow(t *testing.T) {
 		t.Errorf("viewer url %q", c.Viewer.URL)
 	}
 	var e apiError
-	if code := tm.do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": "alice", "provider": "demo"}, &e); code != 409 ||
+	if code := tm.api.Do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": "alice", "provider": "demo"}, &e); code != 409 ||
 		e.Error.Code != "conflict" || e.Error.SessionID != c.Session.ID {
 		t.Errorf("second create: %d %+v", code, e)
 	}
-	waitState(t, tm.Store, c.Session.ID, mc.StateReady)
+	testutil.WaitState(t, tm.Store, c.Session.ID, mc.StateReady, 30*time.Second)
 	var got struct{ Session mc.Session }
-	if code := tm.do(t, "GET", "/api/v1/sessions/"+c.Session.ID, nil, &got); code != 200 || got.Session.State != mc.StateReady {
+	if code := tm.api.Do(t, "GET", "/api/v1/sessions/"+c.Session.ID, nil, &got); code != 200 || got.Session.State != mc.StateReady {
 		t.Errorf("get: %d %s", code, got.Session.State)
 	}
 	var list struct {
 		Sessions []mc.Session `json:"sessions"`
 	}
-	if code := tm.do(t, "GET", "/api/v1/sessions?user_id=alice&state=ready", nil, &list); code != 200 || len(list.Sessions) != 1 {
+	if code := tm.api.Do(t, "GET", "/api/v1/sessions?user_id=alice&state=ready", nil, &list); code != 200 || len(list.Sessions) != 1 {
 		t.Errorf("list: %d %+v", code, list)
 	}
 	var cancelled struct{ Session mc.Session }
-	if code := tm.do(t, "POST", "/api/v1/sessions/"+c.Session.ID+"/cancel", nil, &cancelled); code != 200 || cancelled.Session.State != mc.StateCancelled {
+	if code := tm.api.Do(t, "POST", "/api/v1/sessions/"+c.Session.ID+"/cancel", nil, &cancelled); code != 200 || cancelled.Session.State != mc.StateCancelled {
 		t.Errorf("cancel: %d %s", code, cancelled.Session.State)
 	}
 	var evs struct {
 		Events []mc.Event `json:"events"`
 	}
-	if code := tm.do(t, "GET", "/api/v1/sessions/"+c.Session.ID+"/events", nil, &evs); code != 200 || len(evs.Events) != 4 {
+	if code := tm.api.Do(t, "GET", "/api/v1/sessions/"+c.Session.ID+"/events", nil, &evs); code != 200 || len(evs.Events) != 4 {
 		t.Errorf("events: %d %+v", code, evs)
 	}
 	for _, ev := range evs.Events {
@@ -191,7 +119,7 @@ func TestAPIFlow(t *testing.T) {
 			t.Errorf("event %+v: replica %q, want test", ev, ev.Replica)
 		}
 	}
-	if strings.Contains(tm.logs.String(), c.Viewer.Token) || strings.Contains(tm.logs.String(), tm.key) {
+	if strings.Contains(tm.logs.String(), c.Viewer.Token) || strings.Contains(tm.logs.String(), tm.api.Key) {
 		t.Error("a secret reached the log")
 	}
 }

@@ -21,14 +21,14 @@ func BenchmarkGetSession(b *testing.B) {
 			}
 			tm := startMain(b, env)
 			var c created
-			if code := tm.do(b, "POST", "/api/v1/sessions", map[string]string{"user_id": "bench", "provider": "demo"}, &c); code != 201 {
+			if code := tm.api.Do(b, "POST", "/api/v1/sessions", map[string]string{"user_id": "bench", "provider": "demo"}, &c); code != 201 {
 				b.Fatalf("create: %d", code)
 			}
 			url := tm.URL + "/api/v1/sessions/" + c.Session.ID
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 			get := func() error {
 				req, _ := http.NewRequest("GET", url, nil)
-				req.Header.Set("Authorization", "Bearer "+tm.key)
+				req.Header.Set("Authorization", "Bearer "+tm.api.Key)
 				resp, err := client.Do(req)
 				if err != nil {
 					return err

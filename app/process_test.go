@@ -2,124 +2,30 @@ package app_test
 
 import (
 	"bufio"
+	"maps"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
-)
 
-var (
-	buildOnce sync.Once
-	serverBin string
-	buildErr  error
+	"github.com/master-controller/mc/internal/testutil"
 )
-
-// serverBinary returns the master-controller binary: $MC_TEST_SERVER, or one
-// built once for this test binary.
-func serverBinary(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("MC_TEST_SERVER"); p != "" {
-		return p
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mc-server-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		serverBin = filepath.Join(dir, "master-controller")
-		out, err := exec.Command("go", "build", "-o", serverBin, "../cmd/master-controller").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build server: %v", buildErr)
-	}
-	return serverBin
-}
 
 // proc is a controller running as a separate process.
 type proc struct {
-	URL  string
-	key  string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	*testutil.Server
+	api testutil.Client
 }
-
-var servingRE = regexp.MustCompile(`serving at (http://\S+)`)
 
 // startProcess starts the server binary with env (MC_* settings) on a free
 // port and waits until it serves.
 func startProcess(t testing.TB, env map[string]string) *proc {
 	t.Helper()
-	cmd := exec.Command(serverBinary(t), "serve")
-	cmd.Env = append(os.Environ(), "MC_LISTEN=127.0.0.1:0", "MC_LOG_FORMAT=json", "MC_WEB_DIR=../web")
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	p := &proc{key: env["MC_API_KEYS"], cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case urlc <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop(t) })
-	select {
-	case p.URL = <-urlc:
-	case <-p.done:
-		t.Fatalf("server exited: %s", p.logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("server did not start: %s", p.logs.String())
-	}
-	return p
+	all := map[string]string{"MC_LISTEN": "127.0.0.1:0", "MC_LOG_FORMAT": "json", "MC_WEB_DIR": "../web"}
+	maps.Copy(all, env)
+	s := testutil.StartServer(t, all)
+	return &proc{Server: s, api: testutil.Client{URL: s.URL, Key: env["MC_API_KEYS"]}}
 }
-
-// stop sends SIGTERM and waits (bounded), then SIGKILL.
-func (p *proc) stop(t testing.TB) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("server did not stop on SIGTERM")
-	}
-}
-
-// api returns an API client for the process.
-func (p *proc) api() client { return client{url: p.URL, key: p.key} }
 
 // metricValue returns the sum of a metric's samples on a server's /metrics
 // (0 when absent).

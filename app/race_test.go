@@ -15,6 +15,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/pgtest"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
 )
 
@@ -68,7 +69,7 @@ func (v *viewer) closeCode() (websocket.StatusCode, string) {
 // viewer WebSocket opened on viewerURL immediately after POST on creator
 // (while the machine is still starting). Every viewer must read the RFB
 // handshake; after cancel, every one must get close code 4410.
-func raceViewers(t *testing.T, creator client, viewerURL string, n int) {
+func raceViewers(t *testing.T, creator testutil.Client, viewerURL string, n int) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	var (
@@ -83,7 +84,7 @@ func raceViewers(t *testing.T, creator client, viewerURL string, n int) {
 		go func() {
 			defer wg.Done()
 			var c created
-			if code := creator.do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": fmt.Sprintf("race-%d", i), "provider": "demo"}, &c); code != 201 {
+			if code := creator.Do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": fmt.Sprintf("race-%d", i), "provider": "demo"}, &c); code != 201 {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("create %d: status %d", i, code))
 				mu.Unlock()
@@ -120,7 +121,7 @@ func raceViewers(t *testing.T, creator client, viewerURL string, n int) {
 		go func() {
 			defer wg.Done()
 			var out struct{ Session mc.Session }
-			if code := creator.do(t, "POST", "/api/v1/sessions/"+v.id+"/cancel", nil, &out); code != 200 {
+			if code := creator.Do(t, "POST", "/api/v1/sessions/"+v.id+"/cancel", nil, &out); code != 200 {
 				t.Errorf("cancel %s: %d", v.id, code)
 			}
 			code, reason := v.closeCode()
@@ -134,7 +135,7 @@ func raceViewers(t *testing.T, creator client, viewerURL string, n int) {
 
 func TestViewerRaceSQLite(t *testing.T) {
 	tm := startMain(t, map[string]string{"MC_FAKE_START_DELAY": "300ms", "MC_LOG_LEVEL": "warn"})
-	raceViewers(t, tm.client, tm.URL, 200)
+	raceViewers(t, tm.api, tm.URL, 200)
 }
 
 // TestViewerRacePostgresTwoReplicas runs two server processes on one
@@ -149,8 +150,8 @@ func TestViewerRacePostgresTwoReplicas(t *testing.T) {
 	}
 	a := startProcess(t, env("a"))
 	b := startProcess(t, env("b"))
-	raceViewers(t, a.api(), b.URL, 200)
-	if strings.Contains(b.logs.String(), `"close_code":1006`) {
+	raceViewers(t, a.api, b.URL, 200)
+	if strings.Contains(b.Logs.String(), `"close_code":1006`) {
 		t.Error("replica b logged an abnormal closure")
 	}
 }
@@ -171,7 +172,7 @@ func TestCrossReplicaWatch(t *testing.T) {
 	var lat []time.Duration
 	for i := range 15 {
 		var c created
-		if code := a.api().do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": fmt.Sprintf("w-%d", i), "provider": "demo"}, &c); code != 201 {
+		if code := a.api.Do(t, "POST", "/api/v1/sessions", map[string]string{"user_id": fmt.Sprintf("w-%d", i), "provider": "demo"}, &c); code != 201 {
 			t.Fatalf("create: %d", code)
 		}
 		u := strings.Replace(b.URL, "http://", "ws://", 1) + "/api/v1/sessions/" + c.Session.ID + "/vnc?token=" + url.QueryEscape(c.Viewer.Token)
@@ -193,7 +194,7 @@ func TestCrossReplicaWatch(t *testing.T) {
 		// figure is an upper bound (it includes A's HTTP round trip).
 		sent := time.Now()
 		var out struct{ Session mc.Session }
-		if code := a.api().do(t, "POST", "/api/v1/sessions/"+c.Session.ID+"/cancel", nil, &out); code != 200 {
+		if code := a.api.Do(t, "POST", "/api/v1/sessions/"+c.Session.ID+"/cancel", nil, &out); code != 200 {
 			t.Fatalf("cancel: %d", code)
 		}
 		at := <-closed

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // BenchmarkStartToReady measures, one session after the other, the time from
@@ -43,16 +45,16 @@ func benchStartToReady(b *testing.B, mode string) {
 		start := time.Now()
 		cr := c.api.createSession(b, fmt.Sprintf("bench-%d", i), "demo")
 		id := cr.Session.ID
-		s := waitState(b, c.Store, id, mc.StateReady, 60*time.Second)
+		s := testutil.WaitState(b, c.Store, id, mc.StateReady, 60*time.Second)
 		ready = append(ready, time.Since(start))
 
 		waitDemoPage(b, c.Store, id, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
 		ms := readMachine(b, c.dataDir, id)
-		p, n := pss(ms)
+		p, n := procfs.PSS(machineProcs(ms))
 		mem = append(mem, float64(p)/(1<<20))
 		procs = append(procs, n)
 
-		if code := c.api.do(b, "POST", "/api/v1/sessions/"+id+"/cancel", nil, nil); code != http.StatusOK {
+		if code := c.api.Do(b, "POST", "/api/v1/sessions/"+id+"/cancel", nil, nil); code != http.StatusOK {
 			b.Fatalf("cancel: status %d", code)
 		}
 		var left []string

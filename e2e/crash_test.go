@@ -56,7 +56,7 @@ func TestCrashRestart(t *testing.T) {
 		machines[i] = readMachine(t, env["MC_DATA_DIR"], id)
 	}
 
-	first.kill()
+	first.Kill()
 
 	// The machines outlived their controller: each still has everything.
 	for _, ms := range machines {

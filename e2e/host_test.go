@@ -1,8 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,12 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/rfb"
 )
@@ -70,59 +70,13 @@ func readMachine(tb testing.TB, dataDir, id string) machineState {
 	return ms
 }
 
-// procStat is what /proc/<pid>/stat says of a process.
-type procStat struct {
-	state byte
-	pgrp  int
-}
-
-func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 3 {
-		return procStat{}, false
-	}
-	pgrp, _ := strconv.Atoi(string(f[2]))
-	return procStat{state: f[0][0], pgrp: pgrp}, true
-}
-
 // machineProcs lists the live processes of a machine: members of its
 // process group, and any process whose environment sets HOME to its home
 // (a process that left the group, such as Chromium's crash handler).
 func machineProcs(ms machineState) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	home := []byte("HOME=" + ms.Home + "\x00")
-	self := os.Getpid()
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		st, ok := readStat(pid)
-		if !ok || st.state == 'Z' || st.state == 'X' {
-			continue
-		}
-		if st.pgrp == ms.PGID {
-			pids = append(pids, pid)
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err == nil && (bytes.HasPrefix(env, home) || bytes.Contains(env, append([]byte{0}, home...))) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	pids := append(procfs.GroupMembers(ms.PGID, 0), procfs.HomePids(ms.Home)...)
+	slices.Sort(pids)
+	return slices.Compact(pids)
 }
 
 // procNames describes pids for failure messages ("1234 chromium").
@@ -199,31 +153,6 @@ func leftovers(tb testing.TB, st mc.LeaseStore, ms machineState) []string {
 		left = append(left, "lease "+l)
 	}
 	return left
-}
-
-// pss returns the proportional set size of a machine's processes in bytes
-// (the sum of Pss in /proc/<pid>/smaps_rollup) and how many processes it
-// counted.
-func pss(ms machineState) (int64, int) {
-	var total int64
-	n := 0
-	for _, pid := range machineProcs(ms) {
-		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fs := strings.Fields(sc.Text())
-			if len(fs) >= 2 && fs[0] == "Pss:" {
-				kb, _ := strconv.ParseInt(fs[1], 10, 64)
-				total += kb << 10
-				n++
-			}
-		}
-		f.Close()
-	}
-	return total, n
 }
 
 // The demo provider's sign-in page: a full-window background of this colour

@@ -1,14 +1,11 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -18,25 +15,20 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/app"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool/netpooltest"
 )
 
 // Binaries built (or named by the environment) for this test run.
 var (
 	repoRoot  string // the module's root directory
-	agentPath string // mc-agent ("" when buildErr says why)
-	binDir    string // where TestMain builds binaries; removed after the tests
+	agentPath string // mc-agent ("" when setupErr says why)
 	setupErr  error  // why the agent is missing
-
-	serverOnce sync.Once
-	serverPath string
-	serverErr  error
 )
 
 // testAPIKey is the API key of every controller in these tests.
@@ -54,44 +46,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	repoRoot = filepath.Dir(wd)
-	binDir, err = os.MkdirTemp("", "mc-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(binDir)
+	defer testutil.RemoveBuilt()
 	if p := os.Getenv("MC_TEST_AGENT"); p != "" {
 		agentPath = p
 	} else {
-		agentPath, setupErr = build("./cmd/mc-agent", "mc-agent")
+		agentPath, setupErr = testutil.Build("github.com/master-controller/mc/cmd/mc-agent")
 	}
 	return m.Run()
-}
-
-// build builds a command of the module into binDir, statically.
-func build(pkg, name string) (string, error) {
-	out := filepath.Join(binDir, name)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v: %s", pkg, err, bytes.TrimSpace(b))
-	}
-	return out, nil
-}
-
-// serverBinary returns the master-controller binary: $MC_TEST_SERVER, or
-// one built once for this run.
-func serverBinary(tb testing.TB) string {
-	tb.Helper()
-	if p := os.Getenv("MC_TEST_SERVER"); p != "" {
-		return p
-	}
-	serverOnce.Do(func() { serverPath, serverErr = build("./cmd/master-controller", "master-controller") })
-	if serverErr != nil {
-		tb.Fatalf("build server: %v", serverErr)
-	}
-	return serverPath
 }
 
 // requireMachines skips the test (one line) unless the local runtime can run
@@ -183,30 +144,12 @@ func controllerEnv(tb testing.TB, mode string) map[string]string {
 	}
 }
 
-// syncBuffer is a log sink that tests can search.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // controller is a controller running in-process.
 type controller struct {
 	*app.Main
 	api     client
-	logs    *syncBuffer // every line the controller logged (debug level)
-	out     *syncBuffer // what it printed for people
+	logs    *testutil.SyncBuffer // every line the controller logged (debug level)
+	out     *testutil.SyncBuffer // what it printed for people
 	dataDir string
 	pool    string // the local driver's lease pool
 }
@@ -216,7 +159,7 @@ type controller struct {
 func startController(tb testing.TB, env map[string]string) *controller {
 	tb.Helper()
 	cfg := config(tb, env)
-	logs, out := &syncBuffer{}, &syncBuffer{}
+	logs, out := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	log := app.NewLogger(logs, cfg.LogLevel, cfg.LogFormat)
 	ctx, cancel := context.WithCancel(context.Background())
 	m, err := app.New(ctx, cfg, log, out)
@@ -235,10 +178,10 @@ func startController(tb testing.TB, env map[string]string) *controller {
 			tb.Errorf("close controller: %v", err)
 		}
 		if tb.Failed() {
-			tb.Logf("controller log (last 8 KiB):\n%s", tail(logs.String(), 8<<10))
+			tb.Logf("controller log (last 8 KiB):\n%s", testutil.Tail(logs.String(), 8<<10))
 		}
 	})
-	return &controller{Main: m, api: client{url: m.URL, key: testAPIKey}, logs: logs, out: out,
+	return &controller{Main: m, api: client{testutil.Client{URL: m.URL, Key: testAPIKey}}, logs: logs, out: out,
 		dataDir: cfg.DataDir, pool: "local/" + cfg.Bridge}
 }
 
@@ -255,56 +198,8 @@ func config(tb testing.TB, env map[string]string) app.Config {
 	return cfg
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
-
 // client calls a controller's API with the API key.
-type client struct {
-	url, key string
-}
-
-// do sends a JSON request and decodes the JSON answer into out (if not nil);
-// it returns the status code.
-func (c client) do(tb testing.TB, method, path string, body, out any) int {
-	tb.Helper()
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, r)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatalf("%s %s: read answer: %v", method, path, err)
-	}
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			tb.Fatalf("%s %s: status %d, decode %q: %v", method, path, resp.StatusCode, raw, err)
-		}
-	}
-	return resp.StatusCode
-}
+type client struct{ testutil.Client }
 
 // created is the answer to POST /api/v1/sessions.
 type created struct {
@@ -320,7 +215,7 @@ type created struct {
 func (c client) createSession(tb testing.TB, user, provider string) created {
 	tb.Helper()
 	var cr created
-	if code := c.do(tb, "POST", "/api/v1/sessions", map[string]string{"user_id": user, "provider": provider}, &cr); code != http.StatusCreated {
+	if code := c.Do(tb, "POST", "/api/v1/sessions", map[string]string{"user_id": user, "provider": provider}, &cr); code != http.StatusCreated {
 		tb.Fatalf("POST /api/v1/sessions: status %d, want 201", code)
 	}
 	if !mc.ValidID(cr.Session.ID) || cr.Viewer.URL == "" {
@@ -335,37 +230,10 @@ func (c client) session(tb testing.TB, id string) mc.Session {
 	var got struct {
 		Session mc.Session `json:"session"`
 	}
-	if code := c.do(tb, "GET", "/api/v1/sessions/"+id, nil, &got); code != http.StatusOK {
+	if code := c.Do(tb, "GET", "/api/v1/sessions/"+id, nil, &got); code != http.StatusOK {
 		tb.Fatalf("GET session %s: status %d", id, code)
 	}
 	return got.Session
-}
-
-// waitState waits (at most timeout) until the store shows session id in
-// state want, and returns it. A final state other than want fails at once.
-func waitState(tb testing.TB, st mc.Store, id string, want mc.State, timeout time.Duration) *mc.Session {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	ch, err := st.Watch(ctx, id)
-	if err != nil {
-		tb.Fatalf("watch session %s: %v", id, err)
-	}
-	var last *mc.Session
-	for s := range ch {
-		last = s
-		if s.State == want {
-			return s
-		}
-	}
-	if last == nil {
-		tb.Fatalf("session %s: nothing seen within %s, want %s", id, timeout, want)
-	}
-	if last.State.Final() {
-		tb.Fatalf("session %s ended %s (reason %q), want %s", id, last.State, last.Reason, want)
-	}
-	tb.Fatalf("session %s is %s after %s, want %s", id, last.State, timeout, want)
-	return nil
 }
 
 // eventually calls cond until it returns nil or the deadline passes, and

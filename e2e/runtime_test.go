@@ -11,6 +11,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // TestLocalSession is issue 3's end-to-end check of the local runtime,
@@ -33,7 +34,7 @@ func TestLocalSession(t *testing.T) {
 				t.Errorf("created session state = %s, want pending", cr.Session.State)
 			}
 			id := cr.Session.ID
-			s := waitState(t, c.Store, id, mc.StateReady, 60*time.Second)
+			s := testutil.WaitState(t, c.Store, id, mc.StateReady, 60*time.Second)
 			if got := c.api.session(t, id).State; got != mc.StateReady {
 				t.Errorf("API shows state %s, want ready", got)
 			}
@@ -118,7 +119,7 @@ func TestLocalSession(t *testing.T) {
 			var got struct {
 				Session mc.Session `json:"session"`
 			}
-			if code := c.api.do(t, "POST", "/api/v1/sessions/"+id+"/cancel", nil, &got); code != http.StatusOK {
+			if code := c.api.Do(t, "POST", "/api/v1/sessions/"+id+"/cancel", nil, &got); code != http.StatusOK {
 				t.Fatalf("cancel: status %d", code)
 			}
 			answered := time.Now()

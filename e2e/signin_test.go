@@ -17,6 +17,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/browsertest"
 	"github.com/master-controller/mc/internal/pgtest"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // demoCredential is the file the demo provider's sign-in writes.
@@ -67,7 +68,7 @@ func TestSignIn(t *testing.T) {
 			// sent by noVNC as RFB pointer events.
 			w, h := b.CanvasSize()
 			b.ClickCanvas(w/2, h/2)
-			s := waitState(t, c.Store, id, mc.StateCompleted, 30*time.Second)
+			s := testutil.WaitState(t, c.Store, id, mc.StateCompleted, 30*time.Second)
 			if s.Reason != mc.ReasonSignedIn {
 				t.Errorf("completed with reason %q, want signed_in", s.Reason)
 			}
@@ -83,7 +84,7 @@ func TestSignIn(t *testing.T) {
 			// The credential, opened for the backend.
 			var cred mc.Credential
 			path := "/api/v1/credentials/" + url.PathEscape(user) + "/demo"
-			if code := c.api.do(t, "GET", path, nil, &cred); code != http.StatusOK {
+			if code := c.api.Do(t, "GET", path, nil, &cred); code != http.StatusOK {
 				t.Fatalf("GET %s: status %d", path, code)
 			}
 			if cred.UserID != user || cred.Provider != "demo" || cred.SessionID != id {
@@ -124,7 +125,7 @@ func TestSignIn(t *testing.T) {
 			var audit struct {
 				Entries []mc.AuditEntry `json:"entries"`
 			}
-			if code := c.api.do(t, "GET", "/api/v1/audit?user_id="+url.QueryEscape(user), nil, &audit); code != http.StatusOK {
+			if code := c.api.Do(t, "GET", "/api/v1/audit?user_id="+url.QueryEscape(user), nil, &audit); code != http.StatusOK {
 				t.Fatalf("GET /api/v1/audit: status %d", code)
 			}
 			found := false

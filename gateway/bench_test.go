@@ -13,29 +13,14 @@ import (
 // goes.
 func sourceServer(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		buf := make([]byte, 64<<10)
+	buf := make([]byte, 64<<10)
+	return tcpServer(tb, func(c net.Conn) {
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := c.Write(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return l.Addr().String()
+	}).String()
 }
 
 // BenchmarkBridgeToViewer measures bytes from a TCP source through the
@@ -69,21 +54,8 @@ func BenchmarkBridgeToViewer(b *testing.B) {
 // BenchmarkBridgeToMachine measures bytes from a WebSocket client through
 // the bridge to a TCP sink.
 func BenchmarkBridgeToMachine(b *testing.B) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(io.Discard, c) }()
-		}
-	}()
-	url := startWebsockify(b, &Websockify{Target: l.Addr().String()})
+	sink := tcpServer(b, func(c net.Conn) { io.Copy(io.Discard, c) })
+	url := startWebsockify(b, &Websockify{Target: sink.String()})
 	c := dial(b, url, dialOpt{})
 	msg := make([]byte, 64<<10)
 	b.SetBytes(int64(len(msg)))

@@ -163,16 +163,9 @@ func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count 
 			}
 			hot = false
 		}
-		k, err := up.Read(small)
-		if k > 0 {
-			if werr := c.writeMessage(small[:k]); werr != nil {
-				return &viewerErr{werr}
-			}
-			n.Add(int64(k))
-			count(k)
-		}
+		k, err := relay(up, c, small, n, count)
 		if err != nil {
-			return &upstreamErr{err}
+			return err
 		}
 		if k < len(small) {
 			continue
@@ -188,18 +181,10 @@ func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count 
 			hot = true
 		default:
 			buf := pool.get()
-			k, err := up.Read((*buf)[:min(queued, len(*buf))])
-			if k > 0 {
-				if werr := c.writeMessage((*buf)[:k]); werr != nil {
-					pool.put(buf)
-					return &viewerErr{werr}
-				}
-				n.Add(int64(k))
-				count(k)
-			}
+			_, err := relay(up, c, (*buf)[:min(queued, len(*buf))], n, count)
 			pool.put(buf)
 			if err != nil {
-				return &upstreamErr{err}
+				return err
 			}
 		}
 	}
@@ -209,20 +194,30 @@ func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count 
 func copyToViewerPlain(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count func(int)) error {
 	for {
 		buf := pool.get()
-		k, err := up.Read(*buf)
-		if k > 0 {
-			if werr := c.writeMessage((*buf)[:k]); werr != nil {
-				pool.put(buf)
-				return &viewerErr{werr}
-			}
-			n.Add(int64(k))
-			count(k)
-		}
+		_, err := relay(up, c, *buf, n, count)
 		pool.put(buf)
 		if err != nil {
-			return &upstreamErr{err}
+			return err
 		}
 	}
+}
+
+// relay reads once from up into buf and sends what it read to the viewer as
+// one message, counting it in n and count. It returns how many bytes it
+// read; the error says which side failed (*viewerErr or *upstreamErr).
+func relay(up net.Conn, c *wsConn, buf []byte, n *atomic.Int64, count func(int)) (int, error) {
+	k, err := up.Read(buf)
+	if k > 0 {
+		if werr := c.writeMessage(buf[:k]); werr != nil {
+			return k, &viewerErr{werr}
+		}
+		n.Add(int64(k))
+		count(k)
+	}
+	if err != nil {
+		return k, &upstreamErr{err}
+	}
+	return k, nil
 }
 
 // startPinger pings c every interval from a timer (no goroutine while idle).

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+
 	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/token"
@@ -94,4 +96,27 @@ func tokenClose(err error) *closeErr {
 		return &closeErr{CodeUnauthorized, r, "viewer token invalid"}
 	}
 	return &closeErr{CodeUnauthorized, "token_invalid", "viewer token invalid"}
+}
+
+// bridgeClose maps the causes both bridges (Gateway and Websockify) share to
+// their close decision: a *closeErr as it is; a WebSocket message too big or a
+// protocol error (the close frame is already sent) and a failed viewer side
+// (no frame is sent). It records the cause in o.err where the log wants it.
+// ok is false for any other error, which the caller decides on.
+func bridgeClose(err error, o *outcome) (ce *closeErr, ok bool) {
+	var ve *viewerErr
+	switch {
+	case errors.As(err, &ce):
+		return ce, true
+	case errors.Is(err, errTooBig):
+		o.err = err
+		return &closeErr{0, "message_too_big", ""}, true // 1009 already sent
+	case errors.Is(err, errProtocol):
+		o.err = err
+		return &closeErr{0, ReasonBadClient, ""}, true // 1002 already sent
+	case errors.As(err, &ve):
+		o.err = err
+		return &closeErr{0, ReasonClientGone, ""}, true
+	}
+	return nil, false
 }

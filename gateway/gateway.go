@@ -277,21 +277,10 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			err = cause
 		}
-		var ce *closeErr
-		var ve *viewerErr
-		switch {
-		case errors.As(err, &ce):
+		if ce, ok := bridgeClose(err, o); ok {
 			return ce
-		case errors.Is(err, errTooBig):
-			o.err = err
-			return &closeErr{0, "message_too_big", ""} // 1009 already sent
-		case errors.Is(err, errProtocol):
-			o.err = err
-			return &closeErr{0, ReasonBadClient, ""} // 1002 already sent
-		case errors.As(err, &ve):
-			o.err = err
-			return &closeErr{0, ReasonClientGone, ""}
-		case errors.Is(err, errUpstreamEnded):
+		}
+		if errors.Is(err, errUpstreamEnded) {
 			return g.upstreamEnded(id, o)
 		}
 		o.err = err

@@ -338,8 +338,10 @@ func TestCloseCodes(t *testing.T) {
 	}
 }
 
-// banner starts a TCP server that greets with b and then reads forever.
-func banner(tb testing.TB, b string) netip.AddrPort {
+// tcpServer starts a TCP server on loopback that runs handle on each
+// connection, in a goroutine of its own, and then closes the connection. It
+// stops accepting when the test ends.
+func tcpServer(tb testing.TB, handle func(net.Conn)) netip.AddrPort {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -354,12 +356,20 @@ func banner(tb testing.TB, b string) netip.AddrPort {
 			}
 			go func() {
 				defer c.Close()
-				io.WriteString(c, b)
-				io.Copy(io.Discard, c)
+				handle(c)
 			}()
 		}
 	}()
 	return netip.MustParseAddrPort(l.Addr().String())
+}
+
+// banner starts a TCP server that greets with b and then reads forever.
+func banner(tb testing.TB, b string) netip.AddrPort {
+	tb.Helper()
+	return tcpServer(tb, func(c net.Conn) {
+		io.WriteString(c, b)
+		io.Copy(io.Discard, c)
+	})
 }
 
 type fixedClock struct{ t time.Time }

@@ -191,21 +191,10 @@ func (w *Websockify) serve(c *wsConn, r *http.Request, o *outcome) *closeErr {
 	if cause := context.Cause(ctx); cause != nil {
 		err = cause
 	}
-	var ce *closeErr
-	var ve *viewerErr
-	switch {
-	case errors.As(err, &ce):
+	if ce, ok := bridgeClose(err, o); ok {
 		return ce
-	case errors.Is(err, errTooBig):
-		o.err = err
-		return &closeErr{0, "message_too_big", ""} // 1009 already sent
-	case errors.Is(err, errProtocol):
-		o.err = err
-		return &closeErr{0, ReasonBadClient, ""} // 1002 already sent
-	case errors.As(err, &ve):
-		o.err = err
-		return &closeErr{0, ReasonClientGone, ""}
-	case errors.Is(err, io.EOF):
+	}
+	if errors.Is(err, io.EOF) {
 		return &closeErr{websocket.StatusNormalClosure, "target_closed", "target closed the connection"}
 	}
 	o.err = err

@@ -20,21 +20,7 @@ import (
 // echoServer starts a TCP echo server on loopback.
 func echoServer(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return l.Addr().String()
+	return tcpServer(tb, func(c net.Conn) { io.Copy(c, c) }).String()
 }
 
 func startWebsockify(tb testing.TB, w *Websockify) string {
@@ -125,22 +111,8 @@ func TestWebsockifyMessageTooBig(t *testing.T) {
 
 func TestWebsockifyTargetCloses(t *testing.T) {
 	// A target that greets and closes at once.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("bye"))
-			c.Close()
-		}
-	}()
-	url := startWebsockify(t, &Websockify{Target: l.Addr().String()})
+	target := tcpServer(t, func(c net.Conn) { c.Write([]byte("bye")) })
+	url := startWebsockify(t, &Websockify{Target: target.String()})
 	c := dial(t, url, dialOpt{})
 	_, b, err := c.Read(t.Context())
 	if err != nil || string(b) != "bye" {

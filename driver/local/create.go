@@ -15,6 +15,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
 )
 
@@ -58,7 +59,7 @@ func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 	case errors.Is(err, errOtherMachine):
 		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: "machine_hash_collision",
 			Message: "machine " + spec.ID + " shares its host name with a running machine; use another id", Err: err}
-	case err == nil && st != nil && alive(st.PID, st.StartTicks):
+	case err == nil && st != nil && procfs.Alive(st.PID, st.StartTicks):
 		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: "machine_exists",
 			Message: "machine " + spec.ID + " is already running", SessionID: st.SessionID}
 	}
@@ -215,7 +216,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	}()
 
 	st.PID, st.PGID = cmd.Process.Pid, cmd.Process.Pid
-	if info, ok := readProc(st.PID); ok {
+	if info, ok := procfs.ReadStat(st.PID); ok {
 		st.StartTicks = info.StartTicks
 	}
 	st.Started = time.Now().UTC()

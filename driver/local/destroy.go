@@ -14,6 +14,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
 )
 
@@ -67,7 +68,7 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 	}
 	// Processes that left the group but carry the machine's home.
 	if st != nil {
-		if pids := homePids(filepath.Join(d.MachineDir(id), "home")); len(pids) > 0 && !killPids(ctx, pids) {
+		if pids := procfs.HomePids(filepath.Join(d.MachineDir(id), "home")); len(pids) > 0 && !killPids(ctx, pids) {
 			errs = append(errs, fmt.Errorf("processes %v of the machine survive SIGKILL", pids))
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
 )
 
@@ -41,9 +42,9 @@ func (d *Driver) status(st *state) mc.MachineStatus {
 	switch {
 	case st.PID == 0:
 		s.Detail = "agent not started"
-	case alive(st.PID, st.StartTicks):
+	case procfs.Alive(st.PID, st.StartTicks):
 		s.Running = true
-	case len(groupMembers(st.PGID, st.StartTicks)) > 0:
+	case len(procfs.GroupMembers(st.PGID, st.StartTicks)) > 0:
 		s.Detail = "agent exited, processes left"
 	default:
 		s.Detail = "agent exited"

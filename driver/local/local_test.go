@@ -22,6 +22,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/agent"
 	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
 )
 
@@ -324,7 +325,7 @@ func TestDestroyGone(t *testing.T) {
 			drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
 			drivertest.WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second)
 			st := env.state(t, spec.ID)
-			if n := len(groupMembers(st.PGID, st.StartTicks)); n < 3 {
+			if n := len(procfs.GroupMembers(st.PGID, st.StartTicks)); n < 3 {
 				t.Errorf("process group %d has %d processes, want agent, Xvnc and Chromium (≥ 3)", st.PGID, n)
 			}
 			start := time.Now()
@@ -339,7 +340,7 @@ func TestDestroyGone(t *testing.T) {
 			if left := env.leftovers(t, spec.ID); len(left) > 0 {
 				t.Errorf("left after Destroy: %v", left)
 			}
-			if pids := groupMembers(st.PGID, st.StartTicks); len(pids) > 0 {
+			if pids := procfs.GroupMembers(st.PGID, st.StartTicks); len(pids) > 0 {
 				t.Errorf("process group %d still has %v", st.PGID, pids)
 			}
 		})
@@ -554,7 +555,7 @@ func BenchmarkReady(b *testing.B) {
 				health = append(health, time.Since(start))
 				b.StopTimer()
 				st := env.state(b, spec.ID)
-				p, n := pss(st.PGID)
+				p, n := procfs.PSS(procfs.GroupMembers(st.PGID, 0))
 				pssTotal += p
 				nProcs = n
 				if err := d.Destroy(b.Context(), spec.ID); err != nil {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/netpool/netpooltest"
 )
@@ -33,24 +35,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "orphan controller:", err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "mc-local-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	if p := os.Getenv("MC_AGENT"); p != "" {
 		agentPath = p
 	} else {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "mc-agent"),
-			"github.com/master-controller/mc/cmd/mc-agent").CombinedOutput()
-		if err != nil {
-			agentErr = fmt.Errorf("build ./cmd/mc-agent: %v: %s", err, bytes.TrimSpace(out))
-		} else {
-			agentPath = filepath.Join(dir, "mc-agent")
-		}
+		agentPath, agentErr = testutil.Build("github.com/master-controller/mc/cmd/mc-agent")
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testutil.RemoveBuilt()
 	os.Exit(code)
 }
 
@@ -211,7 +202,7 @@ func (e *testEnv) leftovers(tb testing.TB, id string) []string {
 		}
 	}
 	pids := append(pidsMentioning(dir), pidsMentioning(tmp)...)
-	pids = append(pids, homePids(filepath.Join(dir, "home"))...)
+	pids = append(pids, procfs.HomePids(filepath.Join(dir, "home"))...)
 	slices.Sort(pids)
 	for _, pid := range slices.Compact(pids) {
 		left = append(left, "process "+strconv.Itoa(pid))
@@ -229,29 +220,11 @@ func pidsMentioning(s string) []int {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && bytes.Contains(b, []byte(s)) && alive(pid, 0) {
+		if err == nil && bytes.Contains(b, []byte(s)) && procfs.Alive(pid, 0) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
-}
-
-// pss sums Pss over the live processes of process group pgid, in bytes.
-func pss(pgid int) (total int64, n int) {
-	for _, pid := range groupMembers(pgid, 0) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				total += kb << 10
-				n++
-			}
-		}
-	}
-	return total, n
 }
 
 // spec returns a spec with fresh secrets.

@@ -1,0 +1,41 @@
+// Package testutil holds the test helpers that several packages' tests
+// share: a log sink to search, building this module's commands once per test
+// binary, running the master-controller binary as a process, a client of the
+// controller's API and waiting for a session's state. Every helper that can
+// fail takes a testing.TB.
+package testutil
+
+import (
+	"bytes"
+	"sync"
+)
+
+// SyncBuffer is a log sink that tests can search while something writes to
+// it. The zero value is ready to use.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Tail returns the last n bytes of s, marked with a leading "…" when it cut
+// something off.
+func Tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
