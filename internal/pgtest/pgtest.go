@@ -144,7 +144,11 @@ func makeDatabases(c *cluster, ready chan<- prepared, stop <-chan struct{}) {
 
 // Main runs the tests of a package that uses Shared, stops the shared cluster
 // (if one was started) and exits with the tests' status.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain that has more to clean up:
+// it runs the tests, stops the shared cluster and returns the status.
+func Run(m *testing.M) int {
 	shared.mu.Lock()
 	shared.main = true
 	shared.mu.Unlock()
@@ -165,7 +169,7 @@ func Main(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 func start(tb testing.TB) *cluster {
