@@ -4,6 +4,8 @@
 # viewer's npm packages. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Go may be installed without being on PATH (the official tarball).
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 
 want=(Xvnc:tigervnc-standalone-server chromium:chromium ip:iproute2)
 if [ "${1:-}" = "test" ]; then

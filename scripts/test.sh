@@ -5,6 +5,8 @@
 # missing component.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Go may be installed without being on PATH (the official tarball).
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 bash scripts/deps.sh test
 
 echo "== gofmt, go vet" >&2
