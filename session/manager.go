@@ -155,7 +155,7 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	if _, ok := m.providers.Get(provider); !ok {
 		return nil, mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", provider)
 	}
-	active, _, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: m.cfg.MaxMachines + 1})
+	active, err := m.activeSessions(ctx, m.cfg.MaxMachines)
 	if err != nil {
 		return nil, fmt.Errorf("count active sessions: %w", err)
 	}
@@ -186,6 +186,25 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider)
 	m.drive(s.ID)
 	return s, nil
+}
+
+// activeSessions returns up to limit live sessions, paging through the
+// store (whose pages hold at most 500).
+func (m *Manager) activeSessions(ctx context.Context, limit int) ([]*mc.Session, error) {
+	var out []*mc.Session
+	cursor := ""
+	for len(out) < limit {
+		page, next, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: min(500, limit-len(out)), Cursor: cursor})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	return out, nil
 }
 
 // Cancel moves a live session to cancelled; the replica driving it tears its
