@@ -35,11 +35,16 @@ var (
 	rttN    = flag.Int("rtt", 2000, "round trips for the latency test")
 	idleN   = flag.Int("idle", 500, "idle connections for the memory test")
 	msgSize = flag.Int("msg", 16, "message size of the latency test")
-	only    = flag.String("only", "", "run only this proxy (direct, websockify, mc) and print no table")
+	only    = flag.String("only", "", "run only this proxy (direct, websockify, mc, relay) and print no table")
+	relay   = flag.Bool("relay", false, "run as a plain TCP relay LISTEN TARGET (io.Copy, splice(2) on Linux), the reference for one extra hop without WebSocket")
 )
 
 func main() {
 	flag.Parse()
+	if *relay {
+		runRelay(flag.Arg(0), flag.Arg(1))
+		return
+	}
 	if *mcCmd == "" {
 		fmt.Fprintln(os.Stderr, "wsbench: -mc is required")
 		os.Exit(2)
@@ -57,12 +62,84 @@ func main() {
 	case "mc":
 		run("master-controller", strings.Fields(*mcCmd), up)
 		return
+	case "relay":
+		runHop(up)
+		return
 	}
 	var results []*result
 	results = append(results, run("direct TCP", nil, up))
 	results = append(results, run("websockify", strings.Fields(*wsCmd), up))
 	results = append(results, run("master-controller", strings.Fields(*mcCmd), up))
+	hop := runHop(up)
 	printTable(results[0], results[1], results[2])
+	printHop(results[0], results[2], hop)
+}
+
+// runRelay is the -relay mode: a plain TCP relay from LISTEN to TARGET, each
+// direction one io.Copy (splice(2) between two TCP sockets on Linux). It
+// serves as the floor of any one-hop proxy on the host: the same extra hop
+// as a WebSocket proxy, without WebSocket.
+func runRelay(listen, target string) {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go func() { io.Copy(u, c); u.Close() }()
+			io.Copy(c, u)
+		}()
+	}
+}
+
+// runHop measures the download through the plain TCP relay (wsbench
+// -relay): throughput with 1 and 4 streams and CPU per GiB of the relay
+// and of this process.
+func runHop(up string) *result {
+	const name = "TCP relay"
+	fmt.Fprintf(os.Stderr, "== %s\n", name)
+	p := startProxy(name, []string{os.Args[0], "-relay"}, up)
+	p.raw = true
+	defer p.stop()
+	r := &result{name: name}
+	time.Sleep(200 * time.Millisecond)
+	download1(p, r)
+	r.down4 = mib(throughput(p, 'R', 4))
+	p.settle(0)
+	fmt.Fprintf(os.Stderr, "  down 4 streams: %.0f MiB/s\n", r.down4)
+	return r
+}
+
+// printHop prints the reference of one extra TCP hop without WebSocket.
+func printHop(direct, mc, hop *result) {
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
+	fmt.Printf("\nReference: one extra TCP hop without WebSocket (`wsbench -relay`, io.Copy = splice(2)), what any one-hop proxy pays on this host:\n\n")
+	fmt.Printf("| measure | direct TCP | TCP relay | master-controller | relay / direct | mc / relay |\n")
+	fmt.Printf("| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Printf("| throughput, 1 stream to client (MiB/s) | %.0f | %.0f | %.0f | %s | %s |\n",
+		direct.down1, hop.down1, mc.down1, ratio(hop.down1, direct.down1), ratio(mc.down1, hop.down1))
+	fmt.Printf("| throughput, 4 streams to client (MiB/s) | %.0f | %.0f | %.0f | %s | %s |\n",
+		direct.down4, hop.down4, mc.down4, ratio(hop.down4, direct.down4), ratio(mc.down4, hop.down4))
+	fmt.Printf("| proxy CPU per GiB, 1 stream (s) | – | %.2f | %.2f | – | %s |\n",
+		hop.cpuPerGiB, mc.cpuPerGiB, ratio(mc.cpuPerGiB, hop.cpuPerGiB))
+	fmt.Printf("| client and upstream (wsbench) CPU per GiB, 1 stream (s) | %.2f | %.2f | %.2f | %s | %s |\n",
+		direct.benchCPUPerGiB, hop.benchCPUPerGiB, mc.benchCPUPerGiB, ratio(hop.benchCPUPerGiB, direct.benchCPUPerGiB), ratio(mc.benchCPUPerGiB, hop.benchCPUPerGiB))
 }
 
 // ---- upstream ----
@@ -122,6 +199,7 @@ type proxy struct {
 	cmd  *exec.Cmd
 	addr string // ws listen address, "" for direct
 	up   string
+	raw  bool // addr is a plain TCP relay, not WebSocket
 }
 
 func startProxy(name string, argv []string, up string) *proxy {
@@ -187,8 +265,12 @@ func (s *stream) Close() error {
 
 func (p *proxy) open(mode byte) (*stream, error) {
 	var s *stream
-	if p.addr == "" {
-		c, err := net.Dial("tcp", p.up)
+	if p.addr == "" || p.raw {
+		addr := p.up
+		if p.raw {
+			addr = p.addr
+		}
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
@@ -324,7 +406,8 @@ func memAvailableKiB() int64 {
 type result struct {
 	name              string
 	down1, down4, up1 float64 // MiB/s
-	cpuPerGiB         float64 // CPU seconds per GiB (download, 1 stream)
+	cpuPerGiB         float64 // proxy CPU seconds per GiB (download, 1 stream)
+	benchCPUPerGiB    float64 // this process's (client and upstream) CPU seconds per GiB, same test
 	p50, p99          time.Duration
 	setupRate         float64 // connections per second
 	idleN             int
@@ -346,15 +429,7 @@ func run(name string, argv []string, up string) *result {
 	}
 	p.settle(0)
 
-	cpu0 := p.cpuSeconds()
-	bytes := throughput(p, 'R', 1)
-	p.settle(0)
-	cpu1 := p.cpuSeconds()
-	r.down1 = mib(bytes)
-	if bytes > 0 && p.cmd != nil {
-		r.cpuPerGiB = (cpu1 - cpu0) / (float64(bytes) / (1 << 30))
-	}
-	fmt.Fprintf(os.Stderr, "  down 1 stream: %.0f MiB/s, %.2f CPU s/GiB\n", r.down1, r.cpuPerGiB)
+	download1(p, r)
 	r.down4 = mib(throughput(p, 'R', 4))
 	p.settle(0)
 	fmt.Fprintf(os.Stderr, "  down 4 streams: %.0f MiB/s\n", r.down4)
@@ -374,11 +449,41 @@ func run(name string, argv []string, up string) *result {
 	return r
 }
 
+// download1 measures the 1-stream download: throughput, and CPU per GiB of
+// the proxy and of this process (the client and the upstream).
+func download1(p *proxy, r *result) {
+	cpu0, self0 := p.cpuSeconds(), selfCPUSeconds()
+	bytes, secs := transfer(p, 'R', 1)
+	p.settle(0)
+	cpu1, self1 := p.cpuSeconds(), selfCPUSeconds()
+	r.down1 = mib(bytes / secs)
+	if gib := bytes / (1 << 30); gib > 0 {
+		if p.cmd != nil {
+			r.cpuPerGiB = (cpu1 - cpu0) / gib
+		}
+		r.benchCPUPerGiB = (self1 - self0) / gib
+	}
+	fmt.Fprintf(os.Stderr, "  down 1 stream: %.0f MiB/s, proxy %.2f CPU s/GiB, wsbench %.2f CPU s/GiB\n", r.down1, r.cpuPerGiB, r.benchCPUPerGiB)
+}
+
+// selfCPUSeconds is this process's CPU time (the client and the upstream).
+func selfCPUSeconds() float64 {
+	st, _ := readStat(os.Getpid())
+	return float64(st.cpu) / clkTck
+}
+
 func mib(bytesPerSec float64) float64 { return bytesPerSec / (1 << 20) }
 
 // throughput runs n streams of mode ('R' download, 'S' upload) for dur and
 // returns bytes per second.
 func throughput(p *proxy, mode byte, n int) float64 {
+	bytes, secs := transfer(p, mode, n)
+	return bytes / secs
+}
+
+// transfer runs n streams of mode for dur and returns the bytes moved and
+// the seconds it took.
+func transfer(p *proxy, mode byte, n int) (bytes, secs float64) {
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -387,7 +492,7 @@ func throughput(p *proxy, mode byte, n int) float64 {
 		s, err := p.open(mode)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "  open: %v\n", err)
-			return 0
+			return 0, 1
 		}
 		wg.Add(1)
 		go func() {
@@ -410,7 +515,7 @@ func throughput(p *proxy, mode byte, n int) float64 {
 		}()
 	}
 	wg.Wait()
-	return float64(total.Load()) / time.Since(start).Seconds()
+	return float64(total.Load()), time.Since(start).Seconds()
 }
 
 func latency(p *proxy) (p50, p99 time.Duration) {
