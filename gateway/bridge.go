@@ -88,6 +88,10 @@ func (s *wsStream) Write(p []byte) (int, error) {
 }
 
 // copyToUpstream copies the viewer's messages to up until either side fails.
+// Messages (and parts of one) that are already buffered go to up in one
+// write: a viewer that sends several small messages at once (an RFB client's
+// first messages, a burst of input events) costs one write to the machine,
+// not one per message. It never holds bytes back while it waits for more.
 // The error says which side (*viewerErr or *upstreamErr).
 func copyToUpstream(s *wsStream, up net.Conn, pool *bufPool, n *atomic.Int64, count func(int)) error {
 	for {
@@ -97,24 +101,43 @@ func copyToUpstream(s *wsStream, up net.Conn, pool *bufPool, n *atomic.Int64, co
 			}
 		}
 		buf := pool.get()
-		for s.open {
-			k, err := s.c.Read(*buf)
-			if k > 0 {
-				if _, werr := up.Write((*buf)[:k]); werr != nil {
-					pool.put(buf)
-					return &upstreamErr{werr}
-				}
-				n.Add(int64(k))
-				count(k)
-			}
+		fill := 0
+		var rerr error
+		for {
+			k, err := s.c.Read((*buf)[fill:])
+			fill += k
 			if err == io.EOF {
 				s.open = false
 			} else if err != nil {
-				pool.put(buf)
-				return &viewerErr{err}
+				rerr = &viewerErr{err}
+			}
+			if rerr == nil && fill < len(*buf) && s.c.buffered() {
+				if !s.open {
+					if err := s.next(); err != nil {
+						rerr = &viewerErr{err}
+					}
+				}
+				if rerr == nil {
+					continue
+				}
+			}
+			if fill > 0 {
+				if _, werr := up.Write((*buf)[:fill]); werr != nil {
+					pool.put(buf)
+					return &upstreamErr{werr}
+				}
+				n.Add(int64(fill))
+				count(fill)
+				fill = 0
+			}
+			if rerr != nil || !s.open {
+				break
 			}
 		}
 		pool.put(buf)
+		if rerr != nil {
+			return rerr
+		}
 	}
 }
 

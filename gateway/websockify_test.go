@@ -198,3 +198,81 @@ func TestRunWebsockify(t *testing.T) {
 		t.Fatal("got nil error without a target, want usage error")
 	}
 }
+
+// startRunWebsockify runs RunWebsockify with args (LISTEN appended) until
+// the test ends and returns its address.
+func startRunWebsockify(tb testing.TB, args ...string) string {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- RunWebsockify(ctx, append(args, "127.0.0.1:0"), pw, io.Discard) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	return strings.TrimSuffix(strings.Fields(line)[3], ",")
+}
+
+// TestRunWebsockifyHTTP covers the requests that RunWebsockify's own
+// request reader hands to net/http or answers itself.
+func TestRunWebsockifyHTTP(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "vnc.html"), []byte("<title>noVNC</title>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("a: "+echoServer(t)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := startRunWebsockify(t, "--web", dir, "--token-file", tokens)
+	upgrade := "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+	tests := []struct {
+		name     string
+		req      string
+		wantCode int
+		wantBody string
+	}{
+		{"static file", "GET /vnc.html HTTP/1.1\r\nHost: x\r\n\r\n", 200, "<title>noVNC</title>"},
+		{"static file, keep-alive second request", "GET /none HTTP/1.1\r\nHost: x\r\n\r\nGET /vnc.html HTTP/1.1\r\nHost: x\r\n\r\n", 404, ""},
+		{"bad key", "GET /?token=a HTTP/1.1\r\nHost: x\r\n" + upgrade + "Sec-WebSocket-Key: x\r\n\r\n", 400, "bad Sec-WebSocket-Key\n"},
+		{"wrong method", "POST /?token=a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + upgrade + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 405, "WebSocket upgrade needs GET\n"},
+		{"not HTTP", "hello\r\n\r\n", 400, ""},
+		{"header too large", "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", 431, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			go c.Write([]byte(tt.req))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantCode {
+				t.Fatalf("got status %d, want %d", resp.StatusCode, tt.wantCode)
+			}
+			if tt.wantBody != "" && string(body) != tt.wantBody {
+				t.Fatalf("got body %q, want %q", body, tt.wantBody)
+			}
+		})
+	}
+	t.Run("upgrade with token", func(t *testing.T) {
+		c := dial(t, "ws://"+addr+"/?token=a", dialOpt{})
+		if got := roundTrip(t, c, []byte("ping")); string(got) != "ping" {
+			t.Fatalf("got %q, want ping", got)
+		}
+	})
+	t.Run("unknown token", func(t *testing.T) {
+		c := dial(t, "ws://"+addr+"/?token=zz", dialOpt{})
+		wantClose(t, c, CodeUnreachable, "unknown token")
+	})
+}

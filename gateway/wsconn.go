@@ -215,6 +215,38 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// buffered reports whether more payload can be read without blocking: the
+// current frame has payload bytes in the reader's buffer, or the message has
+// ended and the next frame's header and at least one payload byte are
+// buffered and it starts a data message. It reads nothing.
+func (c *wsConn) buffered() bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	b := c.br.Buffered()
+	switch {
+	case c.rerr != nil || b == 0:
+		return false
+	case c.remaining > 0:
+		return true
+	case c.inMessage || b < 2:
+		return false
+	}
+	h, _ := c.br.Peek(2)
+	if op := h[0] & 0x0f; op != opBinary && op != opText {
+		return false
+	}
+	hl := 6 // two bytes, the mask
+	switch h[1] & 0x7f {
+	case 0:
+		return false
+	case 126:
+		hl += 2
+	case 127:
+		hl += 8
+	}
+	return b > hl
+}
+
 // nextFrame reads frame headers, handling control frames, until the start of
 // a data frame: a continuation when cont, else the first of a message.
 func (c *wsConn) nextFrame(cont bool) error {

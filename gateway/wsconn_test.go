@@ -3,8 +3,11 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -149,4 +152,46 @@ func FuzzFrames(f *testing.F) {
 			t.Fatalf("read %d payload bytes from %d input bytes", total, len(in))
 		}
 	})
+}
+
+// writesConn records each Write.
+type writesConn struct {
+	net.Conn
+	writes []string
+}
+
+func (c *writesConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, string(p))
+	return len(p), nil
+}
+
+func TestCopyToUpstreamCoalesces(t *testing.T) {
+	cat := func(fs ...[]byte) []byte { return bytes.Join(fs, nil) }
+	tests := []struct {
+		name    string
+		in      []byte
+		bufSize int
+		want    []string
+	}{
+		{"buffered messages, one write", cat(frame(opBinary, true, []byte("E")), frame(opBinary, true, []byte("x")), frame(opText, true, []byte("yz"))), 64, []string{"Exyz"}},
+		{"a ping ends the batch", cat(frame(opBinary, true, []byte("a")), frame(opPing, true, nil), frame(opBinary, true, []byte("b"))), 64, []string{"a", "b"}},
+		{"an empty message ends the batch", cat(frame(opBinary, true, []byte("a")), frame(opBinary, true, nil), frame(opBinary, true, []byte("b"))), 64, []string{"a", "b"}},
+		{"a continuation ends the batch", cat(frame(opBinary, false, []byte("a")), frame(opCont, true, []byte("b")), frame(opBinary, true, []byte("c"))), 64, []string{"a", "bc"}},
+		{"a full buffer is written", cat(frame(opBinary, true, []byte("abcdef")), frame(opBinary, true, []byte("gh"))), 4, []string{"abcd", "efgh"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestConn(tt.in, 0)
+			up := &writesConn{}
+			var n atomic.Int64
+			err := copyToUpstream(&wsStream{c: c}, up, newBufPool(tt.bufSize), &n, func(int) {})
+			var ve *viewerErr
+			if !errors.As(err, &ve) || !errors.Is(err, io.EOF) {
+				t.Fatalf("got error %v, want a viewer EOF", err)
+			}
+			if !slices.Equal(up.writes, tt.want) {
+				t.Fatalf("got writes %q, want %q", up.writes, tt.want)
+			}
+		})
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,8 @@ var (
 	idleN   = flag.Int("idle", 500, "idle connections for the memory test")
 	msgSize = flag.Int("msg", 16, "message size of the latency test")
 	only    = flag.String("only", "", "run only this proxy (direct, websockify, mc, relay) and print no table")
+	phase   = flag.String("phase", "", "run only this test (setup) with -only, for profiling")
+	cpuProf = flag.String("cpuprofile", "", "write a CPU profile of wsbench (client and upstream) during -phase to `FILE`")
 	relay   = flag.Bool("relay", false, "run as a plain TCP relay LISTEN TARGET (io.Copy, splice(2) on Linux), the reference for one extra hop without WebSocket")
 )
 
@@ -428,6 +431,10 @@ func run(name string, argv []string, up string) *result {
 		s.Close()
 	}
 	p.settle(0)
+	if *phase == "setup" {
+		setupOnly(p, r)
+		return r
+	}
 
 	download1(p, r)
 	r.down4 = mib(throughput(p, 'R', 4))
@@ -543,6 +550,31 @@ func latency(p *proxy) (p50, p99 time.Duration) {
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)/2], d[len(d)*99/100]
+}
+
+// setupOnly runs the set-up test alone (-phase setup) and prints the CPU
+// time of the proxy and of wsbench (client and upstream) per connection,
+// with a CPU profile of wsbench when -cpuprofile is set.
+func setupOnly(p *proxy, r *result) {
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cpu0, self0, t0 := p.cpuSeconds(), selfCPUSeconds(), time.Now()
+	r.setupRate = setup(p)
+	p.settle(0)
+	n := r.setupRate * time.Since(t0).Seconds()
+	fmt.Fprintf(os.Stderr, "  set-up %.0f/s; per connection: proxy %.0f µs CPU, wsbench %.0f µs CPU\n",
+		r.setupRate, (p.cpuSeconds()-cpu0)/n*1e6, (selfCPUSeconds()-self0)/n*1e6)
 }
 
 // setup opens connections one after another for dur, each proven by one echo.
