@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -495,7 +496,7 @@ func TestShutdownWhileWaiting(t *testing.T) {
 	e := newEnv(t, Config{})
 	s := e.session(t, mc.StateStarting, netip.AddrPort{}, mc.Secret{})
 	c := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
-	waitFor(t, func() bool { return testutil.ToFloat64(e.gw.m.active) == 1 })
+	waitFor(t, func() bool { return testutil.ToFloat64(e.gw.m.waiting) == 1 })
 	done := make(chan error, 1)
 	go func() { done <- e.gw.Shutdown(t.Context()) }()
 	wantClose(t, c, 1001, "the server is shutting down; reconnect")
@@ -523,10 +524,67 @@ func TestTakeOverWhileWaiting(t *testing.T) {
 	e := newEnv(t, Config{})
 	s := e.session(t, mc.StateStarting, netip.AddrPort{}, mc.Secret{})
 	a := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
-	waitFor(t, func() bool { return testutil.ToFloat64(e.gw.m.active) == 1 })
+	// Wait until a has claimed the session (the waiting gauge rises after
+	// ClaimViewer and Watch), not merely until it is registered: the last
+	// claim wins, so a b that claims before a would be the one taken over.
+	waitFor(t, func() bool { return testutil.ToFloat64(e.gw.m.waiting) == 1 })
 	b := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
 	wantClose(t, a, 4409, "another viewer took over this session")
 	b.Close(websocket.StatusNormalClosure, "")
+}
+
+// heldClaimStore holds the first ClaimViewer until a second one has
+// returned, as a viewer's goroutine descheduled under load would be.
+type heldClaimStore struct {
+	Store
+	mu      sync.Mutex
+	n       int
+	entered chan struct{} // closed when the first ClaimViewer has begun
+	second  chan struct{} // closed when the second ClaimViewer has returned
+}
+
+func (s *heldClaimStore) ClaimViewer(ctx context.Context, id, viewer string) (*mc.Session, error) {
+	s.mu.Lock()
+	s.n++
+	n := s.n
+	s.mu.Unlock()
+	switch n {
+	case 1:
+		close(s.entered)
+		select {
+		case <-s.second:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case 2:
+		defer close(s.second)
+	}
+	return s.Store.ClaimViewer(ctx, id, viewer)
+}
+
+// TestTakeOverLastClaimWins pins down that the viewer whose claim lands
+// last keeps the session, whatever the order of the connections: a viewer
+// that connected first but claimed after a second one takes over from it.
+func TestTakeOverLastClaimWins(t *testing.T) {
+	held := &heldClaimStore{entered: make(chan struct{}), second: make(chan struct{})}
+	e := newEnv(t, Config{}, func(e *env) {
+		e.wrap = func(s Store) Store { held.Store = s; return held }
+	})
+	pw := mc.NewSecret(8)
+	_, addr := fakeVNC(t, pw)
+	s := e.session(t, mc.StateStarting, netip.AddrPort{}, mc.Secret{})
+	a := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
+	select {
+	case <-held.entered: // a's claim is the held one
+	case <-t.Context().Done():
+		t.Fatal(t.Context().Err())
+	}
+	b := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
+	wantClose(t, b, 4409, "another viewer took over this session")
+	// a keeps the session: it is bridged once the machine is ready.
+	s = e.setMachine(t, s, addr, pw)
+	e.transition(t, s, mc.StateReady)
+	capture(t, a)
 }
 
 func TestSharedViewers(t *testing.T) {
@@ -638,7 +696,7 @@ func TestManyViewersWhileStarting(t *testing.T) {
 		}()
 	}
 	// Start the sessions once every viewer waits.
-	waitFor(t, func() bool { return testutil.ToFloat64(e.gw.m.active) == float64(n) })
+	waitFor(t, func() bool { return testutil.ToFloat64(e.gw.m.waiting) == float64(n) })
 	for _, s := range sessions {
 		s = e.transition(t, s, mc.StateStarting)
 		s = e.setMachine(t, s, addr, pw)
