@@ -21,6 +21,8 @@ type agentClient struct {
 	http  *http.Client
 	base  string
 	token mc.Secret
+	// gone is closed when the machine's processes have exited.
+	gone <-chan struct{}
 }
 
 func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient {

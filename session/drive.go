@@ -128,13 +128,16 @@ func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) er
 		return fmt.Errorf("record machine: %w", err)
 	}
 	// The machine is gone when its processes exit: end the session at once.
+	gone := make(chan struct{})
 	go func() {
 		if err := m.driver.Wait(ctx, mach.ID); err == nil && ctx.Err() == nil {
+			close(gone)
 			_, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonMachineExited,
 				"the machine's processes exited")
 		}
 	}()
 	agent := newAgentClient(m.http, mach, s.Secrets.AgentToken)
+	agent.gone = gone
 	if err := m.waitReady(sctx, mach, agent); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)
 	}
@@ -191,10 +194,7 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 // seals it into the vault and completes the session.
 func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
 	if err := agent.loginStart(ctx, prov); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return failed(mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
+		return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
 	}
 	_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
 	timeout := prov.LoginTimeout
@@ -231,10 +231,7 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 		st, err := ans.st, ans.err
 		if err != nil {
 			next.Stop()
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return failed(mc.ReasonAgentError, fmt.Errorf("login status: %w", err))
+			return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("login status: %w", err))
 		}
 		msg := st.State + st.Message + st.URL
 		if msg != lastMsg {
@@ -267,6 +264,26 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 	}
 }
 
+// agentFailed classifies a failed agent request. When the machine's
+// processes died, the agent's connection broke because of it: the session
+// ends with machine_exited, not an agent error. The driver reports an exit
+// within a second, so that long is waited for it.
+func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-agent.gone:
+		return failed(mc.ReasonMachineExited, fmt.Errorf("the machine's processes exited: %w", err))
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return failed(reason, err)
+	}
+}
+
 // capture fetches the login's result once, seals it and completes the session.
 func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, log *slog.Logger) error {
 	s, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil)
@@ -275,7 +292,7 @@ func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, lo
 	}
 	res, err := agent.loginResult(ctx)
 	if err != nil {
-		return failed(mc.ReasonCaptureFailed, fmt.Errorf("fetch login result: %w", err))
+		return agentFailed(ctx, agent, mc.ReasonCaptureFailed, fmt.Errorf("fetch login result: %w", err))
 	}
 	if len(res.Files) == 0 {
 		return failed(mc.ReasonCaptureFailed, errors.New("the login result holds no files"))
