@@ -10,6 +10,9 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/rfb"
 )
 
 // rfbClient is a minimal RFB 3.8 client for tests: VNC authentication, a
@@ -60,11 +63,12 @@ func (c *rfbClient) handshake(password string) error {
 	if _, err := c.conn.Write([]byte{2}); err != nil {
 		return err
 	}
-	challenge := make([]byte, 16)
-	if _, err := io.ReadFull(c.conn, challenge); err != nil {
+	var challenge [16]byte
+	if _, err := io.ReadFull(c.conn, challenge[:]); err != nil {
 		return err
 	}
-	if _, err := c.conn.Write(VNCAuthResponse(password, challenge)); err != nil {
+	resp := rfb.EncryptChallenge(mc.SecretOf(password), challenge)
+	if _, err := c.conn.Write(resp[:]); err != nil {
 		return err
 	}
 	var result uint32

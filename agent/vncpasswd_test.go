@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/rfb"
 )
 
 func TestObfuscateVNCPassword(t *testing.T) {
@@ -67,14 +70,15 @@ func TestWriteVNCPasswordFile(t *testing.T) {
 	}
 }
 
-func TestVNCAuthResponse(t *testing.T) {
+func TestObfuscationIsVNCDES(t *testing.T) {
 	// VNC authentication encrypts the challenge with the password as key;
 	// with the fixed obfuscation key as "password" it must equal the
-	// obfuscation of the challenge's first block.
-	challenge := []byte("secret12secret12")
-	got := VNCAuthResponse(string(vncObfuscationKey[:]), challenge)
+	// obfuscation of the challenge's halves: one DES serves both.
+	var challenge [16]byte
+	copy(challenge[:], "secret12secret12")
+	got := rfb.EncryptChallenge(mc.SecretOf(string(vncObfuscationKey[:])), challenge)
 	want := append(ObfuscateVNCPassword("secret12"), ObfuscateVNCPassword("secret12")...)
-	if !bytes.Equal(got, want) {
-		t.Errorf("VNCAuthResponse = %x, want %x", got, want)
+	if !bytes.Equal(got[:], want) {
+		t.Errorf("EncryptChallenge = %x, want %x", got, want)
 	}
 }

@@ -260,11 +260,21 @@ func readReason(r io.Reader) (string, error) {
 }
 
 // EncryptChallenge returns the VNC authentication response: the challenge
-// encrypted with DES, keyed by the password's first 8 bytes (zero padded),
-// each key byte bit-reversed (the historical quirk of VNC).
+// encrypted with DES, keyed by the password's first 8 bytes (zero padded).
 func EncryptChallenge(password mc.Secret, challenge [16]byte) [16]byte {
 	var key [8]byte
 	copy(key[:], password.Reveal())
+	var out [16]byte
+	a, b := DES(key, [8]byte(challenge[:8])), DES(key, [8]byte(challenge[8:]))
+	copy(out[:8], a[:])
+	copy(out[8:], b[:])
+	return out
+}
+
+// DES encrypts one block with key the way VNC does: VNC's d3des takes each
+// key byte with its bits mirrored (the historical quirk). VNC authentication
+// and the vncpasswd file format both use it.
+func DES(key, block [8]byte) [8]byte {
 	for i, b := range key {
 		key[i] = reverseBits(b)
 	}
@@ -272,9 +282,8 @@ func EncryptChallenge(password mc.Secret, challenge [16]byte) [16]byte {
 	if err != nil {
 		panic("des: " + err.Error()) // the key is always 8 bytes
 	}
-	var out [16]byte
-	c.Encrypt(out[:8], challenge[:8])
-	c.Encrypt(out[8:], challenge[8:])
+	var out [8]byte
+	c.Encrypt(out[:], block[:])
 	return out
 }
 
