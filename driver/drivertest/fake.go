@@ -147,6 +147,13 @@ func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, err
 	return mach, nil
 }
 
+// lookup returns machine id, or nil.
+func (f *Fake) lookup(id string) *fakeMachine {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[id]
+}
+
 func (f *Fake) remove(id string) {
 	f.mu.Lock()
 	delete(f.m, id)
@@ -183,9 +190,7 @@ func (f *Fake) Destroy(_ context.Context, id string) error {
 // Kill makes a machine exit as if its processes died: its servers close and
 // Wait returns, but it stays listed (not running) until destroyed.
 func (f *Fake) Kill(id string) {
-	f.mu.Lock()
-	fm := f.m[id]
-	f.mu.Unlock()
+	fm := f.lookup(id)
 	if fm != nil {
 		fm.stop()
 	}
@@ -193,9 +198,7 @@ func (f *Fake) Kill(id string) {
 
 // Inspect reports one machine. Errors: ENOTFOUND.
 func (f *Fake) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
-	f.mu.Lock()
-	fm := f.m[id]
-	f.mu.Unlock()
+	fm := f.lookup(id)
 	if fm == nil {
 		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
 	}
@@ -234,9 +237,7 @@ func (f *Fake) List(context.Context) ([]mc.MachineStatus, error) {
 
 // Wait blocks until the machine exits. Errors: ENOTFOUND.
 func (f *Fake) Wait(ctx context.Context, id string) error {
-	f.mu.Lock()
-	fm := f.m[id]
-	f.mu.Unlock()
+	fm := f.lookup(id)
 	if fm == nil {
 		return mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
 	}
@@ -251,9 +252,7 @@ func (f *Fake) Wait(ctx context.Context, id string) error {
 // CompleteLogin makes the machine's login finish with files, as if the user
 // had signed in. It reports whether the machine exists.
 func (f *Fake) CompleteLogin(id string, files map[string]string) bool {
-	f.mu.Lock()
-	fm := f.m[id]
-	f.mu.Unlock()
+	fm := f.lookup(id)
 	if fm == nil {
 		return false
 	}
@@ -266,9 +265,7 @@ func (f *Fake) CompleteLogin(id string, files map[string]string) bool {
 
 // FailLogin makes the machine's login fail with a reason code.
 func (f *Fake) FailLogin(id, reason string) bool {
-	f.mu.Lock()
-	fm := f.m[id]
-	f.mu.Unlock()
+	fm := f.lookup(id)
 	if fm == nil {
 		return false
 	}
