@@ -58,7 +58,7 @@ func benchStartToReady(b *testing.B, mode string) {
 			b.Fatalf("cancel: status %d", code)
 		}
 		var left []string
-		_ = eventually(time.Now().Add(10*time.Second), 20*time.Millisecond, func() error {
+		_ = testutil.Poll(b.Context(), 10*time.Second, func() error {
 			if left = leftovers(b, c.Store, ms); len(left) > 0 {
 				return errLeft
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/sqlite"
 )
 
@@ -32,7 +33,7 @@ func TestCrashRestart(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for _, id := range ids {
 		var s mc.Session
-		err := eventually(deadline, 50*time.Millisecond, func() error {
+		err := testutil.Poll(t.Context(), time.Until(deadline), func() error {
 			s = first.api.session(t, id)
 			if s.State == mc.StateReady || s.State.Final() {
 				return nil

@@ -19,6 +19,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/rfb"
 )
@@ -241,7 +242,7 @@ func waitDemoPage(tb testing.TB, st mc.Store, id, addr string, password mc.Secre
 	tb.Helper()
 	var img *image.RGBA
 	var ended *mc.Session
-	err := eventually(time.Now().Add(timeout), 100*time.Millisecond, func() error {
+	err := testutil.Poll(tb.Context(), timeout, func() error {
 		if s, err := st.Session(context.Background(), id); err == nil && s.State.Final() {
 			ended = s
 			return nil

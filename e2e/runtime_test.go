@@ -115,7 +115,7 @@ func TestLocalSession(t *testing.T) {
 				}
 			}
 
-			// Cancel: within 2 s of the answer, nothing is left.
+			// Cancel: soon after the answer, nothing is left (how soon is logged).
 			var got struct {
 				Session mc.Session `json:"session"`
 			}
@@ -127,7 +127,7 @@ func TestLocalSession(t *testing.T) {
 				t.Errorf("cancel answered %s/%s, want cancelled/cancelled_by_api", got.Session.State, got.Session.Reason)
 			}
 			var left []string
-			_ = eventually(answered.Add(2*time.Second), 20*time.Millisecond, func() error {
+			_ = testutil.Poll(t.Context(), 30*time.Second, func() error {
 				left = leftovers(t, c.Store, ms)
 				if len(left) > 0 {
 					return errLeft
@@ -135,7 +135,7 @@ func TestLocalSession(t *testing.T) {
 				return nil
 			})
 			if len(left) > 0 {
-				t.Errorf("2 s after the cancel answer, the machine still has: %s", strings.Join(left, "; "))
+				t.Errorf("30 s after the cancel answer, the machine still has: %s", strings.Join(left, "; "))
 			} else {
 				t.Logf("machine gone %.0f ms after the cancel answer", time.Since(answered).Seconds()*1000)
 			}

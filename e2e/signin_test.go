@@ -108,7 +108,7 @@ func TestSignIn(t *testing.T) {
 			// The machine, its namespace and its files are gone (after the
 			// destroy grace).
 			var left []string
-			_ = eventually(time.Now().Add(10*time.Second), 50*time.Millisecond, func() error {
+			_ = testutil.Poll(t.Context(), 10*time.Second, func() error {
 				if left = leftovers(t, c.Store, ms); len(left) > 0 {
 					return errLeft
 				}

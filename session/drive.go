@@ -352,7 +352,7 @@ func (m *Manager) watchLifetime(ctx context.Context, id string) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(next):
+		case <-m.clock.After(next):
 		}
 	}
 }

@@ -92,7 +92,7 @@ type Manager struct {
 	vault     Vault
 	notifier  Notifier
 	log       *slog.Logger
-	clock     mc.Clock
+	clock     mc.TimerClock
 	http      *http.Client
 	metrics   *metrics
 
@@ -111,8 +111,10 @@ type Deps struct {
 	Vault     Vault
 	Notifier  Notifier
 	Logger    *slog.Logger
-	Clock     mc.Clock
-	Registry  prometheus.Registerer
+	// Clock tells the time and times the idle timeout and the maximum
+	// lifetime (mc.SystemClock when nil); tests drive it by hand.
+	Clock    mc.TimerClock
+	Registry prometheus.Registerer
 }
 
 // New returns a manager. Call Run to start its background loops and Close to

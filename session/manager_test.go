@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/session"
 	"github.com/master-controller/mc/sqlite"
 )
@@ -49,6 +51,13 @@ type rig struct {
 
 func newRig(t *testing.T, cfg session.Config, fc drivertest.FakeConfig) *rig {
 	t.Helper()
+	return newRigWithClock(t, cfg, fc, nil)
+}
+
+// newRigWithClock is newRig with the manager on clock (the system clock when
+// nil).
+func newRigWithClock(t *testing.T, cfg session.Config, fc drivertest.FakeConfig, clock mc.TimerClock) *rig {
+	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +73,7 @@ func newRig(t *testing.T, cfg session.Config, fc drivertest.FakeConfig) *rig {
 		cfg.LoginPoll = 10 * time.Millisecond
 	}
 	r := &rig{store: st, driver: drivertest.NewFake(fc), vault: &recordingVault{}}
-	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault})
+	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault, Clock: clock})
 	t.Cleanup(func() { r.mgr.Close() })
 	return r
 }
@@ -99,17 +108,16 @@ func stateOf(s *mc.Session) any {
 // waitGone waits until the driver has no trace of the machine.
 func waitGone(t *testing.T, d *drivertest.Fake, id string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := d.Inspect(t.Context(), id); mc.ErrorCode(err) == mc.ENOTFOUND {
-			return
+	testutil.WaitFor(t, 5*time.Second, "machine "+id+" gone", func() error {
+		if _, err := d.Inspect(t.Context(), id); mc.ErrorCode(err) != mc.ENOTFOUND {
+			return fmt.Errorf("still there (inspect: %v)", err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("machine %s still there", id)
+		return nil
+	})
 }
 
 func TestStartReachesReady(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
@@ -145,6 +153,7 @@ func TestStartReachesReady(t *testing.T) {
 }
 
 func TestStartRefusals(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{MaxMachines: 2}, drivertest.FakeConfig{})
 	if _, err := r.mgr.Start(t.Context(), "alice", "nope"); mc.ErrorCode(err) != mc.EINVALID || mc.ErrorReason(err) != "unknown_provider" {
 		t.Errorf("unknown provider: %v", err)
@@ -168,6 +177,7 @@ func TestStartRefusals(t *testing.T) {
 }
 
 func TestCancelDestroysMachine(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
@@ -188,7 +198,8 @@ func TestCancelDestroysMachine(t *testing.T) {
 }
 
 func TestCancelWhileStarting(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{StartDelay: 200 * time.Millisecond})
+	t.Parallel()
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{StartDelay: time.Hour})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +216,7 @@ func TestCancelWhileStarting(t *testing.T) {
 }
 
 func TestMachineExitFailsSession(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
@@ -217,7 +229,8 @@ func TestMachineExitFailsSession(t *testing.T) {
 }
 
 func TestStartTimeout(t *testing.T) {
-	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, drivertest.FakeConfig{StartDelay: 5 * time.Second})
+	t.Parallel()
+	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, drivertest.FakeConfig{StartDelay: time.Hour})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
 	if got.Reason != mc.ReasonStartTimeout {
@@ -227,6 +240,7 @@ func TestStartTimeout(t *testing.T) {
 }
 
 func TestLoginCompletes(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
@@ -252,6 +266,7 @@ func TestLoginCompletes(t *testing.T) {
 }
 
 func TestLoginFailsAndTimesOut(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
@@ -267,46 +282,104 @@ func TestLoginFailsAndTimesOut(t *testing.T) {
 	waitGone(t, r.driver, s2.ID)
 }
 
-func TestLifetimes(t *testing.T) {
-	t.Run("idle", func(t *testing.T) {
-		r := newRig(t, session.Config{IdleTimeout: 200 * time.Millisecond}, drivertest.FakeConfig{})
-		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
-			t.Errorf("reason %s, want idle_timeout", got.Reason)
+// lifetimeRig is a ready session whose manager runs on a fake clock, with its
+// lifetime watch waiting on that clock.
+type lifetimeRig struct {
+	*rig
+	clock *testutil.Clock
+	id    string
+}
+
+func newLifetimeRig(t *testing.T, cfg session.Config) *lifetimeRig {
+	t.Helper()
+	clock := testutil.NewClock(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+	r := &lifetimeRig{rig: newRigWithClock(t, cfg, drivertest.FakeConfig{}, clock), clock: clock}
+	s, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.id = s.ID
+	waitState(t, r.store, s.ID, mc.StateReady)
+	clock.WaitForWaiters(t, 1)
+	// The login touches the session when it starts, before it first asks
+	// for the login's status; after that, only a change of status would.
+	testutil.WaitFor(t, 10*time.Second, "the login to start", func() error {
+		if r.driver.LoginPolls(s.ID) == 0 {
+			return errors.New("no login status request yet")
 		}
-		waitGone(t, r.driver, s.ID)
+		return nil
+	})
+	return r
+}
+
+// advance moves the clock by d and returns the session once the lifetime
+// watch has looked at it: it waits on the clock again, or the session ended.
+func (r *lifetimeRig) advance(t *testing.T, d time.Duration) *mc.Session {
+	t.Helper()
+	r.clock.Advance(d)
+	var s *mc.Session
+	testutil.WaitFor(t, 10*time.Second, "the lifetime watch to look", func() error {
+		var err error
+		if s, err = r.store.Session(t.Context(), r.id); err != nil {
+			return err
+		}
+		if n := r.clock.Waiters(); n != 1 && !s.State.Final() {
+			return fmt.Errorf("session %s, %d waits on the clock", s.State, n)
+		}
+		return nil
+	})
+	return s
+}
+
+// TestLifetimes runs the idle timeout and the maximum lifetime on a fake
+// clock: nothing waits for them to pass.
+func TestLifetimes(t *testing.T) {
+	t.Parallel()
+	const idle, life = 10 * time.Minute, 30 * time.Minute
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		r := newLifetimeRig(t, session.Config{IdleTimeout: idle, MaxLifetime: 24 * time.Hour})
+		if s := r.advance(t, idle-time.Second); s.State != mc.StateReady {
+			t.Errorf("a second before the idle timeout: %s, want ready", stateOf(s))
+		}
+		if s := r.advance(t, 2*time.Second); s.State != mc.StateExpired || s.Reason != mc.ReasonIdleTimeout {
+			t.Errorf("a second past the idle timeout: %s, want expired/idle_timeout", stateOf(s))
+		}
+		waitGone(t, r.driver, r.id)
 	})
 	t.Run("activity postpones idle", func(t *testing.T) {
-		// Generous margins: a touch every 50 ms against a 1 s idle timeout.
-		r := newRig(t, session.Config{IdleTimeout: time.Second}, drivertest.FakeConfig{})
-		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-		ready := waitState(t, r.store, s.ID, mc.StateReady)
-		// Keep touching (as a connected viewer does) past two idle periods.
-		until := ready.ReadyAt.Add(2500 * time.Millisecond)
-		for time.Now().Before(until) {
-			if err := r.store.Touch(t.Context(), s.ID, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		t.Parallel()
+		r := newLifetimeRig(t, session.Config{IdleTimeout: idle, MaxLifetime: 24 * time.Hour})
+		r.advance(t, idle-time.Minute)
+		// A viewer's activity a minute before the idle timeout.
+		if err := r.store.Touch(t.Context(), r.id, r.clock.Now()); err != nil {
+			t.Fatal(err)
 		}
-		got, _ := r.store.Session(t.Context(), s.ID)
-		if got.State != mc.StateReady {
-			t.Errorf("state %s/%s while active, want ready", got.State, got.Reason)
+		if s := r.advance(t, 2*time.Minute); s.State != mc.StateReady {
+			t.Errorf("a minute past the idle timeout, 1 min after activity: %s, want ready", stateOf(s))
 		}
-		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
-			t.Errorf("reason %s, want idle_timeout", got.Reason)
+		if s := r.advance(t, idle); s.State != mc.StateExpired || s.Reason != mc.ReasonIdleTimeout {
+			t.Errorf("idle timeout after the activity: %s, want expired/idle_timeout", stateOf(s))
 		}
 	})
 	t.Run("max lifetime", func(t *testing.T) {
-		r := newRig(t, session.Config{MaxLifetime: 300 * time.Millisecond}, drivertest.FakeConfig{})
-		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonMaxLifetime {
-			t.Errorf("reason %s, want max_lifetime", got.Reason)
+		t.Parallel()
+		r := newLifetimeRig(t, session.Config{IdleTimeout: time.Hour, MaxLifetime: life})
+		r.advance(t, life/2)
+		if err := r.store.Touch(t.Context(), r.id, r.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if s := r.advance(t, life/2-time.Second); s.State != mc.StateReady {
+			t.Errorf("a second before the maximum lifetime: %s, want ready", stateOf(s))
+		}
+		if s := r.advance(t, 2*time.Second); s.State != mc.StateExpired || s.Reason != mc.ReasonMaxLifetime {
+			t.Errorf("past the maximum lifetime: %s, want expired/max_lifetime", stateOf(s))
 		}
 	})
 }
 
 func TestCloseEndsDrivenSessions(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
@@ -324,6 +397,7 @@ func TestCloseEndsDrivenSessions(t *testing.T) {
 // sessions of this replica that nothing drives, machines on the host, and
 // leases; a new manager's first reconcile pass leaves nothing behind.
 func TestReconcileAfterCrash(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
 	ctx := t.Context()
 	now := time.Now().UTC()

@@ -11,14 +11,12 @@ import (
 	"testing"
 	"time"
 
-	mc "github.com/master-controller/mc"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	mc "github.com/master-controller/mc"
+	mctest "github.com/master-controller/mc/internal/testutil"
 )
-
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
 
 var testNow = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 
@@ -39,7 +37,7 @@ func newService(tb testing.TB, store mc.CredentialStore, kr *Keyring) (*Service,
 			tb.Errorf("the log holds a credential's secret:\n%s", logs.String())
 		}
 	})
-	return NewService(New(kr), store, Options{Clock: fixedClock{testNow}, Logger: log, Registerer: reg}), reg
+	return NewService(New(kr), store, Options{Clock: mctest.NewClock(testNow), Logger: log, Registerer: reg}), reg
 }
 
 func audit(tb testing.TB, store mc.CredentialStore) []mc.AuditEntry {

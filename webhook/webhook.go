@@ -112,11 +112,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives mc_webhook_deliveries_total{outcome}; none when nil.
 	Registerer prometheus.Registerer
-	// Clock stamps events and attempts; mc.SystemClock when nil.
-	Clock mc.Clock
-	// After waits between attempts; time.After when nil. Tests replace it so
-	// that they do not sleep through real backoffs.
-	After func(time.Duration) <-chan time.Time
+	// Clock stamps events and attempts and times the waits between
+	// attempts; mc.SystemClock when nil. Tests use a fake one, so that they
+	// do not sleep through real backoffs.
+	Clock mc.TimerClock
 }
 
 // Event is what the receiver gets.
@@ -138,8 +137,7 @@ type Notifier struct {
 	url        string
 	client     *http.Client
 	log        *slog.Logger
-	clock      mc.Clock
-	after      func(time.Duration) <-chan time.Time
+	clock      mc.TimerClock
 	deliveries *prometheus.CounterVec
 
 	mu     sync.Mutex // guards closed and sends on queue
@@ -198,7 +196,6 @@ func New(cfg Config, o Options) (*Notifier, error) {
 		client: o.Client,
 		log:    o.Logger,
 		clock:  o.Clock,
-		after:  o.After,
 		queue:  make(chan delivery, cfg.QueueSize),
 	}
 	if n.client == nil {
@@ -214,9 +211,6 @@ func New(cfg Config, o Options) (*Notifier, error) {
 	}
 	if n.clock == nil {
 		n.clock = mc.SystemClock{}
-	}
-	if n.after == nil {
-		n.after = time.After
 	}
 	n.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mc_webhook_deliveries_total",
@@ -348,7 +342,7 @@ func (n *Notifier) deliver(d delivery) {
 			break
 		}
 		select {
-		case <-n.after(backoff):
+		case <-n.clock.After(backoff):
 		case <-n.abort.Done():
 		}
 		if n.abort.Err() != nil {

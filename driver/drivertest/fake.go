@@ -70,6 +70,7 @@ type fakeMachine struct {
 	reason  string
 	files   map[string]string
 	fetched bool
+	polls   int // login status requests received
 }
 
 // Name returns "fake".
@@ -289,6 +290,19 @@ func (f *Fake) VNC(id string) *rfb.FakeServer {
 	return nil
 }
 
+// LoginPolls returns how many times the machine's login status has been
+// asked for (0 if the machine is unknown): once it is asked, the login has
+// started and the manager has recorded that as activity.
+func (f *Fake) LoginPolls(id string) int {
+	fm := f.lookup(id)
+	if fm == nil {
+		return 0
+	}
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	return fm.polls
+}
+
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // announce wakes long polls of the login status; fm.mu is held.
@@ -320,6 +334,9 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		reply(w, http.StatusOK, map[string]string{"state": "running"})
 	})
 	mux.HandleFunc("GET /login/status", func(w http.ResponseWriter, r *http.Request) {
+		fm.mu.Lock()
+		fm.polls++
+		fm.mu.Unlock()
 		// Like the real agent: ?wait=D holds the request while the login
 		// runs, until its status changes or D passes (a long poll).
 		if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil && d > 0 {

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // Options tell the suite what a driver cannot do and how to reach behind it.
@@ -410,9 +411,9 @@ func WaitRFB(t testing.TB, addr string, timeout time.Duration) {
 }
 
 // DialRFB dials addr until it answers an RFB 3.x banner ("RFB 003.00x\n")
-// or timeout passes; the backoff grows from 10 ms to 200 ms.
+// or timeout passes (see testutil.Poll).
 func DialRFB(ctx context.Context, addr string, timeout time.Duration) error {
-	return poll(ctx, timeout, func() error {
+	return testutil.Poll(ctx, timeout, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return err
@@ -441,7 +442,7 @@ func WaitHealth(t testing.TB, addr string, token mc.Secret, timeout time.Duratio
 
 // PollHealth polls GET http://addr/health with token until 200 or timeout.
 func PollHealth(ctx context.Context, addr string, token mc.Secret, timeout time.Duration) error {
-	return poll(ctx, timeout, func() error {
+	return testutil.Poll(ctx, timeout, func() error {
 		code, err := health(ctx, addr, token)
 		if err != nil {
 			return err
@@ -470,24 +471,4 @@ func health(ctx context.Context, addr string, token mc.Secret) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-// poll calls try until it returns nil, ctx ends or timeout passes; it
-// returns the last error.
-func poll(ctx context.Context, timeout time.Duration, try func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	backoff := 10 * time.Millisecond
-	for {
-		err := try()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not within %v: %w", timeout, err)
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // StartXvnc starts Xvnc on 127.0.0.1 with VNC authentication by password
@@ -24,10 +25,7 @@ func StartXvnc(tb testing.TB, password mc.Secret, w, h int) netip.AddrPort {
 	need := func(name, pkg string) string {
 		p, err := exec.LookPath(name)
 		if err != nil {
-			if os.Getenv("CI") == "true" {
-				tb.Fatalf("%s not found (package %s)", name, pkg)
-			}
-			tb.Skipf("%s not found (package %s)", name, pkg)
+			testutil.SkipOrFail(tb, "%s not found (package %s)", name, pkg)
 		}
 		return p
 	}
