@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"log/slog"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +178,43 @@ func TestImportsPointInward(t *testing.T) {
 				t.Errorf("adapter %s imports %s", strings.TrimPrefix(pkg, mod+"/"), strings.TrimPrefix(imp, mod+"/"))
 			}
 		}
+	}
+}
+
+// TestReasonsOnce checks that reason.go spells each reason code once, in
+// snake case: one code, one constant.
+func TestReasonsOnce(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "reason.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	snake := regexp.MustCompile(`^[a-z]+(_[a-z]+)*$`)
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, s := range g.Specs {
+			vs := s.(*ast.ValueSpec)
+			for i, v := range vs.Values {
+				lit, ok := v.(*ast.BasicLit)
+				if !ok {
+					continue
+				}
+				code, _ := strconv.Unquote(lit.Value)
+				name := vs.Names[i].Name
+				if !snake.MatchString(code) {
+					t.Errorf("%s = %q, want snake case", name, code)
+				}
+				if other, dup := seen[code]; dup {
+					t.Errorf("%s and %s are both %q", other, name, code)
+				}
+				seen[code] = name
+			}
+		}
+	}
+	if len(seen) < 100 {
+		t.Errorf("reason.go holds %d reasons, want them all (over 100)", len(seen))
 	}
 }

@@ -155,7 +155,7 @@ func (m *Manager) Config() Config { return m.cfg }
 // existing session's id), EUNAVAILABLE (capacity, with RetryAfter).
 func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Session, error) {
 	if _, ok := m.providers.Get(provider); !ok {
-		return nil, mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", provider)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonUnknownProvider, "unknown provider %q", provider)
 	}
 	active, err := m.activeSessions(ctx, m.cfg.MaxMachines)
 	if err != nil {
@@ -164,12 +164,12 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	if len(active) >= m.cfg.MaxMachines {
 		for _, s := range active {
 			if s.UserID == userID && s.Provider == provider {
-				return nil, &mc.Error{Code: mc.ECONFLICT, Reason: "active_session", SessionID: s.ID,
+				return nil, &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonActiveSession, SessionID: s.ID,
 					Message: "an active session exists for this user and provider"}
 			}
 		}
-		m.metrics.refused.WithLabelValues("capacity").Inc()
-		return nil, &mc.Error{Code: mc.EUNAVAILABLE, Reason: "capacity", RetryAfter: 30 * time.Second,
+		m.metrics.refused.WithLabelValues(string(mc.ReasonCapacity)).Inc()
+		return nil, &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonCapacity, RetryAfter: 30 * time.Second,
 			Message: fmt.Sprintf("all %d machines are in use; try again later", m.cfg.MaxMachines)}
 	}
 	now := m.clock.Now().UTC()
@@ -215,7 +215,7 @@ func (m *Manager) activeSessions(ctx context.Context, limit int) ([]*mc.Session,
 func (m *Manager) Cancel(ctx context.Context, id string) (*mc.Session, error) {
 	s, err := m.end(ctx, id, mc.StateCancelled, mc.ReasonCancelledByAPI, "cancelled through the API")
 	if errors.Is(err, errFinal) {
-		return s, &mc.Error{Code: mc.ECONFLICT, Reason: "session_ended", SessionID: id,
+		return s, &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonSessionEnded, SessionID: id,
 			Message: fmt.Sprintf("the session has already ended (%s)", s.State)}
 	}
 	return s, err

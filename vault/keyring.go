@@ -25,14 +25,6 @@ const KeySize = 32
 // directory.
 const KeyFileName = "vault.keys"
 
-// Reasons of the vault's errors.
-const (
-	ReasonBadKey     mc.Reason = "bad_vault_key"
-	ReasonNoKeys     mc.Reason = "no_vault_keys"
-	ReasonOpenFailed mc.Reason = "vault_open_failed"
-	ReasonSealFailed mc.Reason = "vault_seal_failed"
-)
-
 var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // key is one named AES-256 key. The raw key is kept only as an mc.Secret and
@@ -81,7 +73,7 @@ func Load(c Config) (kr *Keyring, created bool, err error) {
 	case c.DataDir != "":
 		return LoadOrCreate(c.DataDir)
 	}
-	return nil, false, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
+	return nil, false, mc.Errorf(mc.EINVALID, mc.ReasonNoVaultKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
 }
 
 // ParseKeys parses "id:base64key,id2:base64key". The first key seals new
@@ -119,7 +111,7 @@ func parseKeyFile(b []byte) (*Keyring, error) {
 		entries = append(entries, line)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault key file is not readable as lines")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault key file is not readable as lines")
 	}
 	return parseEntries(entries, "line")
 }
@@ -137,23 +129,23 @@ func parseEntries(entries []string, where string) (*Keyring, error) {
 			if where == "line" {
 				continue
 			}
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s is empty", pos)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s is empty", pos)
 		}
 		id, b64, ok := strings.Cut(e, ":")
 		if !ok {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: want id:base64key", pos)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s: want id:base64key", pos)
 		}
 		id, b64 = strings.TrimSpace(id), strings.TrimSpace(b64)
 		if !keyIDPattern.MatchString(id) {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: key id must match %s", pos, keyIDPattern)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s: key id must match %s", pos, keyIDPattern)
 		}
 		if seen[id] {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: duplicate key id %q", pos, id)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s: duplicate key id %q", pos, id)
 		}
 		seen[id] = true
 		raw, err := decodeKey(b64)
 		if err != nil {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s (id %q): %s", pos, id, err)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s (id %q): %s", pos, id, err)
 		}
 		k, err := newKey(id, raw)
 		if err != nil {
@@ -162,7 +154,7 @@ func parseEntries(entries []string, where string) (*Keyring, error) {
 		kr.keys = append(kr.keys, k)
 	}
 	if len(kr.keys) == 0 {
-		return nil, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault keys given")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoVaultKeys, "no vault keys given")
 	}
 	return kr, nil
 }
@@ -189,11 +181,11 @@ func decodeKey(s string) ([]byte, error) {
 func newKey(id string, raw []byte) (key, error) {
 	block, err := aes.NewCipher(raw)
 	if err != nil {
-		return key{}, mc.Errorf(mc.EINVALID, ReasonBadKey, "key is not an AES-256 key")
+		return key{}, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "key is not an AES-256 key")
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return key{}, &mc.Error{Code: mc.EINTERNAL, Reason: ReasonBadKey, Message: "cannot make AES-GCM", Err: err}
+		return key{}, &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonBadVaultKey, Message: "cannot make AES-GCM", Err: err}
 	}
 	return key{id: id, raw: mc.SecretOf(string(raw)), aead: aead}, nil
 }
@@ -201,7 +193,7 @@ func newKey(id string, raw []byte) (key, error) {
 // NewKeyring returns a keyring of one freshly generated key with the given id.
 func NewKeyring(id string) (*Keyring, error) {
 	if !keyIDPattern.MatchString(id) {
-		return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "key id must match %s", keyIDPattern)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "key id must match %s", keyIDPattern)
 	}
 	raw := make([]byte, KeySize)
 	if _, err := rand.Read(raw); err != nil {
@@ -297,7 +289,7 @@ func (kr *Keyring) Without(id string) (*Keyring, error) {
 		}
 	}
 	if len(out.keys) == 0 {
-		return nil, mc.Errorf(mc.EINVALID, ReasonNoKeys, "cannot remove the last vault key")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoVaultKeys, "cannot remove the last vault key")
 	}
 	return out, nil
 }

@@ -123,8 +123,8 @@ func TestServiceGetUnopenableIsAudited(t *testing.T) {
 	}
 	b, _ := newService(t, store, mustKeys(t, "b:"+newKeyB64(t)))
 	_, err := b.Get(t.Context(), "alice", "demo", "key-1")
-	if got := mc.ErrorReason(err); got != ReasonOpenFailed {
-		t.Fatalf("got %v, want reason %q", err, ReasonOpenFailed)
+	if got := mc.ErrorReason(err); got != mc.ReasonVaultOpenFailed {
+		t.Fatalf("got %v, want reason %q", err, mc.ReasonVaultOpenFailed)
 	}
 	checkAudit(t, store, mc.AuditEntry{At: testNow, Actor: "key-1", Action: ActionRead, UserID: "alice", Provider: "demo", Outcome: string(mc.EINTERNAL)})
 }
@@ -137,14 +137,14 @@ func TestServiceAuditFailureFailsRead(t *testing.T) {
 	}
 	broken, _ := newService(t, failingAudit{store}, svc.Vault().Keys())
 	got, err := broken.Get(t.Context(), "alice", "demo", "key-1")
-	if mc.ErrorReason(err) != ReasonAuditFailed {
-		t.Fatalf("got %v, want reason %q", err, ReasonAuditFailed)
+	if mc.ErrorReason(err) != mc.ReasonAuditFailed {
+		t.Fatalf("got %v, want reason %q", err, mc.ReasonAuditFailed)
 	}
 	if got.Files != nil {
 		t.Errorf("got files %v with an unaudited read, want none", got.Files)
 	}
-	if err := broken.Delete(t.Context(), "alice", "demo", "key-1"); mc.ErrorReason(err) != ReasonAuditFailed {
-		t.Errorf("delete: got %v, want reason %q", err, ReasonAuditFailed)
+	if err := broken.Delete(t.Context(), "alice", "demo", "key-1"); mc.ErrorReason(err) != mc.ReasonAuditFailed {
+		t.Errorf("delete: got %v, want reason %q", err, mc.ReasonAuditFailed)
 	}
 }
 
@@ -316,7 +316,7 @@ func TestRotateKeepsGoingPastAnUnopenableRecord(t *testing.T) {
 	if n != 1 {
 		t.Errorf("got %d resealed, want 1 (bob's)", n)
 	}
-	if !errors.Is(err, ErrUnknownKey) || mc.ErrorReason(err) != ReasonOpenFailed {
+	if !errors.Is(err, ErrUnknownKey) || mc.ErrorReason(err) != mc.ReasonVaultOpenFailed {
 		t.Errorf("got %v, want a vault_open_failed error for alice's record", err)
 	}
 	r, err := store.Credential(t.Context(), "alice", "demo")

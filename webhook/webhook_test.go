@@ -471,8 +471,8 @@ func TestConfig(t *testing.T) {
 				n.Close(t.Context())
 				return
 			}
-			if mc.ErrorReason(err) != ReasonBadConfig {
-				t.Fatalf("got %v, want reason %q", err, ReasonBadConfig)
+			if mc.ErrorReason(err) != mc.ReasonBadWebhookConfig {
+				t.Fatalf("got %v, want reason %q", err, mc.ReasonBadWebhookConfig)
 			}
 			if strings.Contains(err.Error(), "example") {
 				t.Errorf("error %q repeats the URL", err)

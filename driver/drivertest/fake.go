@@ -88,16 +88,16 @@ func (f *Fake) Check(context.Context) error { return nil }
 // Create starts a fake machine.
 func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
 	if spec.ID == "" || spec.Secrets.VNCPassword.IsZero() || spec.Secrets.AgentToken.IsZero() {
-		return mc.Machine{}, mc.Errorf(mc.EINVALID, "bad_spec", "a machine needs an id and secrets")
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, mc.ReasonBadSpec, "a machine needs an id and secrets")
 	}
 	f.mu.Lock()
 	if _, ok := f.m[spec.ID]; ok {
 		f.mu.Unlock()
-		return mc.Machine{}, mc.Errorf(mc.ECONFLICT, "machine_exists", "machine %s exists", spec.ID)
+		return mc.Machine{}, mc.Errorf(mc.ECONFLICT, mc.ReasonMachineExists, "machine %s exists", spec.ID)
 	}
 	if len(f.m) >= f.cfg.MaxMachines {
 		f.mu.Unlock()
-		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "capacity", "no capacity")
+		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonCapacity, "no capacity")
 	}
 	fm := &fakeMachine{done: make(chan struct{}), login: "idle", changed: make(chan struct{})}
 	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
@@ -143,7 +143,7 @@ func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, err
 		if ctx.Err() != nil {
 			return mc.Machine{}, ctx.Err()
 		}
-		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "destroyed", "machine %s was destroyed while starting", spec.ID)
+		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonDestroyed, "machine %s was destroyed while starting", spec.ID)
 	}
 	return mach, nil
 }
@@ -201,7 +201,7 @@ func (f *Fake) Kill(id string) {
 func (f *Fake) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
 	fm := f.lookup(id)
 	if fm == nil {
-		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
+		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, mc.ReasonNoMachine, "no machine %s", id)
 	}
 	return fm.snapshot(), nil
 }
@@ -240,7 +240,7 @@ func (f *Fake) List(context.Context) ([]mc.MachineStatus, error) {
 func (f *Fake) Wait(ctx context.Context, id string) error {
 	fm := f.lookup(id)
 	if fm == nil {
-		return mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
+		return mc.Errorf(mc.ENOTFOUND, mc.ReasonNoMachine, "no machine %s", id)
 	}
 	select {
 	case <-fm.done:

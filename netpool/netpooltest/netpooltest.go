@@ -53,7 +53,7 @@ func (s *Leases) Lease(ctx context.Context, pool, owner string, lo, hi int) (int
 			return v, nil
 		}
 	}
-	return 0, mc.Errorf(mc.EUNAVAILABLE, "pool_exhausted", "pool %s is exhausted", pool)
+	return 0, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonPoolExhausted, "pool %s is exhausted", pool)
 }
 
 // Release implements mc.LeaseStore.
