@@ -49,7 +49,7 @@ func benchStartToReady(b *testing.B, mode string) {
 		ready = append(ready, time.Since(start))
 
 		waitDemoPage(b, c.Store, id, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
-		ms := readMachine(b, c.dataDir, id)
+		ms := readMachine(b, c.dataDir, s.Machine.ID)
 		p, n := procfs.PSS(machineProcs(ms))
 		mem = append(mem, float64(p)/(1<<20))
 		procs = append(procs, n)

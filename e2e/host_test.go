@@ -106,14 +106,15 @@ func namespaces(tb testing.TB) map[string]bool {
 	return ns
 }
 
-// leaseOf returns machine id's lease in the store ("" when it has none).
-func leaseOf(ctx context.Context, st mc.LeaseStore, id string) (string, error) {
+// leaseOf returns the lease that owner (a machine's session) holds in the
+// store ("" when it has none).
+func leaseOf(ctx context.Context, st mc.LeaseStore, owner string) (string, error) {
 	leases, err := st.Leases(ctx, "")
 	if err != nil {
 		return "", fmt.Errorf("list leases: %w", err)
 	}
 	for _, l := range leases {
-		if l.Owner == id {
+		if l.Owner == owner {
 			return fmt.Sprintf("%s/%d", l.Pool, l.Value), nil
 		}
 	}
@@ -146,7 +147,7 @@ func leftovers(tb testing.TB, st mc.LeaseStore, ms machineState) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := leaseOf(ctx, st, ms.ID)
+	l, err := leaseOf(ctx, st, ms.SessionID)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -69,7 +69,10 @@ func (m *Manager) run(life context.Context, id string) {
 		}
 	}()
 
-	err = m.lifecycle(ctx, id, log)
+	// The machine's id is chosen before it is asked for, so that teardown
+	// can destroy whatever a Create that failed halfway left.
+	machineID := mc.NewMachineID()
+	err = m.lifecycle(ctx, id, machineID, log)
 	var final *mc.Session
 	switch {
 	case err == nil:
@@ -90,7 +93,7 @@ func (m *Manager) run(life context.Context, id string) {
 		}
 		final, _ = m.end(context.WithoutCancel(ctx), id, st.state, st.reason, st.err.Error())
 	}
-	m.teardown(id, log)
+	m.teardown(machineID, log)
 	if final == nil {
 		select {
 		case final = <-endedc:
@@ -105,7 +108,7 @@ func (m *Manager) run(life context.Context, id string) {
 
 // lifecycle runs start, readiness and login; it returns nil once the
 // session is completed.
-func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) error {
+func (m *Manager) lifecycle(ctx context.Context, id, machineID string, log *slog.Logger) error {
 	s, err := m.advance(ctx, id, mc.StatePending, mc.StateStarting, nil)
 	if err != nil {
 		return err
@@ -118,7 +121,7 @@ func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) er
 	sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
 	defer scancel()
 	mach, err := m.driver.Create(sctx, mc.MachineSpec{
-		ID: s.ID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
+		ID: machineID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
 		Secrets: s.Secrets, Width: m.cfg.Width, Height: m.cfg.Height,
 	})
 	if err != nil {
@@ -357,7 +360,7 @@ func (m *Manager) watchLifetime(ctx context.Context, id string) {
 	}
 }
 
-// teardown destroys a session's machine, bounded, whatever ctx the session had.
+// teardown destroys machine id, bounded, whatever ctx the session had.
 func (m *Manager) teardown(id string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	defer cancel()

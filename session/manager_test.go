@@ -105,12 +105,18 @@ func stateOf(s *mc.Session) any {
 	return string(s.State) + "/" + string(s.Reason)
 }
 
-// waitGone waits until the driver has no trace of the machine.
+// waitGone waits until the driver has no machine of session id.
 func waitGone(t *testing.T, d *drivertest.Fake, id string) {
 	t.Helper()
-	testutil.WaitFor(t, 5*time.Second, "machine "+id+" gone", func() error {
-		if _, err := d.Inspect(t.Context(), id); mc.ErrorCode(err) != mc.ENOTFOUND {
-			return fmt.Errorf("still there (inspect: %v)", err)
+	testutil.WaitFor(t, 5*time.Second, "the machine of session "+id+" gone", func() error {
+		ms, err := d.List(t.Context())
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.SessionID == id {
+				return fmt.Errorf("machine %s still there", m.ID)
+			}
 		}
 		return nil
 	})
@@ -129,6 +135,13 @@ func TestStartReachesReady(t *testing.T) {
 	got := waitState(t, r.store, s.ID, mc.StateReady)
 	if !got.Machine.IP.IsLoopback() || got.Machine.VNCPort == 0 || got.Machine.Driver != "fake" {
 		t.Errorf("machine = %+v", got.Machine)
+	}
+	// The machine has an id of its own, and the driver knows its session.
+	if got.Machine.ID == "" || got.Machine.ID == s.ID {
+		t.Errorf("machine id %q, want one of its own (session %s)", got.Machine.ID, s.ID)
+	}
+	if st, err := r.driver.Inspect(t.Context(), got.Machine.ID); err != nil || st.SessionID != s.ID {
+		t.Errorf("driver: machine %s of session %q (%v), want session %s", got.Machine.ID, st.SessionID, err, s.ID)
 	}
 	if got.ReadyAt.IsZero() || got.Replica != "r1" {
 		t.Errorf("ready_at %v replica %q", got.ReadyAt, got.Replica)
@@ -219,8 +232,7 @@ func TestMachineExitFailsSession(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	waitState(t, r.store, s.ID, mc.StateReady)
-	r.driver.Kill(s.ID)
+	r.driver.Kill(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID)
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
 	if got.Reason != mc.ReasonMachineExited {
 		t.Errorf("reason %s, want machine_exited", got.Reason)
@@ -243,9 +255,9 @@ func TestLoginCompletes(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	waitState(t, r.store, s.ID, mc.StateReady)
+	ready := waitState(t, r.store, s.ID, mc.StateReady)
 	files := map[string]string{"~/.demo/credentials.json": `{"access_token":"demo-x"}`}
-	if !r.driver.CompleteLogin(s.ID, files) {
+	if !r.driver.CompleteLogin(ready.Machine.ID, files) {
 		t.Fatal("no machine")
 	}
 	got := waitState(t, r.store, s.ID, mc.StateCompleted)
@@ -269,8 +281,7 @@ func TestLoginFailsAndTimesOut(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	waitState(t, r.store, s.ID, mc.StateReady)
-	r.driver.FailLogin(s.ID, "command_failed")
+	r.driver.FailLogin(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID, "command_failed")
 	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != "command_failed" {
 		t.Errorf("reason %s, want command_failed", got.Reason)
 	}
@@ -299,12 +310,12 @@ func newLifetimeRig(t *testing.T, cfg session.Config) *lifetimeRig {
 		t.Fatal(err)
 	}
 	r.id = s.ID
-	waitState(t, r.store, s.ID, mc.StateReady)
+	machineID := waitState(t, r.store, s.ID, mc.StateReady).Machine.ID
 	clock.WaitForWaiters(t, 1)
 	// The login touches the session when it starts, before it first asks
 	// for the login's status; after that, only a change of status would.
 	testutil.WaitFor(t, 10*time.Second, "the login to start", func() error {
-		if r.driver.LoginPolls(s.ID) == 0 {
+		if r.driver.LoginPolls(machineID) == 0 {
 			return errors.New("no login status request yet")
 		}
 		return nil
@@ -411,15 +422,14 @@ func TestReconcileAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < 2 {
-			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: s.ID, SessionID: s.ID, Secrets: s.Secrets}); err != nil {
+			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mc.NewMachineID(), SessionID: s.ID, Secrets: s.Secrets}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		ids = append(ids, s.ID)
 	}
 	// A machine whose session does not exist at all.
-	stray := mc.NewID()
-	if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: stray, SessionID: stray, Secrets: mc.NewMachineSecrets()}); err != nil {
+	if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mc.NewMachineID(), SessionID: mc.NewID(), Secrets: mc.NewMachineSecrets()}); err != nil {
 		t.Fatal(err)
 	}
 	// Another replica's live session must be left alone.

@@ -100,7 +100,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 				if _, err := m.end(ctx, s.ID, mc.StateFailed, mc.ReasonControllerRestart,
 					"the controller restarted while the session was live"); err == nil {
 					rep.Failed = append(rep.Failed, s.ID)
-					_ = m.driver.Destroy(ctx, s.ID)
+					if s.Machine.ID != "" {
+						_ = m.driver.Destroy(ctx, s.Machine.ID)
+					}
 				}
 			case s.Machine.ID != "" && (s.State == mc.StateReady || s.State == mc.StateCapturing):
 				if _, ok := onHost[s.Machine.ID]; !ok {
