@@ -139,6 +139,7 @@ func TestSessionJSONShape(t *testing.T) {
 // nothing of the module, and adapters never import each other; only app/,
 // cmd/ and tests wire them together.
 func TestImportsPointInward(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "./...").Output()
 	if err != nil {
 		// Without the import graph the layering is unchecked: that is a
@@ -184,6 +185,7 @@ func TestImportsPointInward(t *testing.T) {
 // TestReasonsOnce checks that reason.go spells each reason code once, in
 // snake case: one code, one constant.
 func TestReasonsOnce(t *testing.T) {
+	t.Parallel()
 	f, err := parser.ParseFile(token.NewFileSet(), "reason.go", nil, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 // its own; it reaches the loopback servers that it navigates to or that are
 // forwarded, and no other.
 func TestIsolatedNetwork(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		testutil.SkipOrFail(t, "browsertest: network isolation needs root")
 	}
