@@ -39,10 +39,11 @@ type Options struct {
 	// OOM kill would, without telling the driver. Nil: the driver cannot, and
 	// the Wait-after-kill test is skipped.
 	Kill func(t testing.TB, id string)
-	// Leftovers, when set, lists what is still on the host of machine id
-	// (processes, namespaces, devices, directories, leases), each as a short
-	// description; the suite requires none after Destroy.
-	Leftovers func(t testing.TB, id string) []string
+	// Leftovers, when set, lists what is still on the host of the machine
+	// of spec (processes, namespaces, devices, directories, leases, which
+	// belong to spec.SessionID), each as a short description; the suite
+	// requires none after Destroy.
+	Leftovers func(t testing.TB, spec mc.MachineSpec) []string
 	// ReadyTimeout bounds the wait for the RFB banner and agent health
 	// (default 60 s: two shared cores start Chromium slowly).
 	ReadyTimeout time.Duration
@@ -83,10 +84,9 @@ type suite struct {
 
 // Spec returns a spec for a new machine with fresh secrets.
 func (s *suite) spec() mc.MachineSpec {
-	id := mc.NewID()
 	spec := mc.MachineSpec{
-		ID:        id,
-		SessionID: id,
+		ID:        mc.NewMachineID(),
+		SessionID: mc.NewID(),
 		Provider:  "demo",
 		Secrets:   mc.NewMachineSecrets(),
 		Width:     1024,
@@ -209,7 +209,7 @@ func (s *suite) testLifecycle(t *testing.T) {
 	if err := <-waited; err != nil && mc.ErrorCode(err) != mc.ENOTFOUND {
 		t.Errorf("Wait across Destroy = %v, want nil (or not_found)", err)
 	}
-	s.checkGone(t, d, spec.ID, m)
+	s.checkGone(t, d, spec, m)
 	if err := d.Destroy(ctx, spec.ID); err != nil {
 		t.Errorf("second Destroy: %v", err)
 	}
@@ -224,6 +224,11 @@ func (s *suite) checkMachine(t testing.TB, d mc.Driver, spec mc.MachineSpec, m m
 	c := d.Capabilities()
 	if m.ID != spec.ID {
 		t.Errorf("Machine.ID = %q, want %q", m.ID, spec.ID)
+	}
+	// Reconcile matches machines to sessions by the session id the driver
+	// reports.
+	if st, err := d.Inspect(t.Context(), spec.ID); err != nil || st.SessionID != spec.SessionID {
+		t.Errorf("Inspect(%s) = session %q, %v; want session %s", spec.ID, st.SessionID, err, spec.SessionID)
 	}
 	if m.Driver != d.Name() {
 		t.Errorf("Machine.Driver = %q, want %q", m.Driver, d.Name())
@@ -244,9 +249,10 @@ func (s *suite) checkMachine(t testing.TB, d mc.Driver, spec mc.MachineSpec, m m
 	}
 }
 
-// checkGone checks that nothing of machine id is left.
-func (s *suite) checkGone(t testing.TB, d mc.Driver, id string, m mc.Machine) {
+// checkGone checks that nothing of the machine of spec is left.
+func (s *suite) checkGone(t testing.TB, d mc.Driver, spec mc.MachineSpec, m mc.Machine) {
 	t.Helper()
+	id := spec.ID
 	ctx := context.Background()
 	if st, err := d.Inspect(ctx, id); mc.ErrorCode(err) != mc.ENOTFOUND {
 		t.Errorf("Inspect after Destroy = %+v, %v; want not_found", st, err)
@@ -267,7 +273,7 @@ func (s *suite) checkGone(t testing.TB, d mc.Driver, id string, m mc.Machine) {
 		}
 	}
 	if s.opts.Leftovers != nil {
-		if left := s.opts.Leftovers(t, id); len(left) > 0 {
+		if left := s.opts.Leftovers(t, spec); len(left) > 0 {
 			t.Errorf("after Destroy of %s the host still has: %s", id, strings.Join(left, "; "))
 		}
 	}
@@ -315,7 +321,7 @@ func (s *suite) testCancelledCreate(t *testing.T) {
 			if err := d.Destroy(dctx, spec.ID); err != nil {
 				t.Fatalf("Destroy after cancelled Create: %v", err)
 			}
-			s.checkGone(t, d, spec.ID, m)
+			s.checkGone(t, d, spec, m)
 		})
 	}
 }
@@ -349,7 +355,7 @@ func (s *suite) testWaitAfterKill(t *testing.T) {
 	if err := d.Destroy(ctx, spec.ID); err != nil {
 		t.Fatalf("Destroy after kill: %v", err)
 	}
-	s.checkGone(t, d, spec.ID, m)
+	s.checkGone(t, d, spec, m)
 }
 
 func (s *suite) testTwoMachines(t *testing.T) {
@@ -397,7 +403,7 @@ func (s *suite) testTwoMachines(t *testing.T) {
 		if err := d.Destroy(t.Context(), specs[i].ID); err != nil {
 			t.Errorf("Destroy %d: %v", i, err)
 		}
-		s.checkGone(t, d, specs[i].ID, ms[i])
+		s.checkGone(t, d, specs[i], ms[i])
 	}
 }
 

@@ -36,7 +36,7 @@ func TestConformance(t *testing.T) {
 			d := env.driver(t)
 			drivertest.Run(t, func(t *testing.T) mc.Driver { return d }, drivertest.Options{
 				Kill:      env.kill,
-				Leftovers: env.leftovers,
+				Leftovers: env.specLeftovers,
 			})
 		})
 	}
