@@ -52,10 +52,10 @@ func TestMigrate(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("got %d migrations recorded, %v, want 1", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("got %d migrations recorded, %v, want 2", n, err)
 	}
-	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets"} {
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots"} {
 		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
 		}
@@ -81,7 +81,7 @@ func TestClosedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess := storetest.NewSession("u1", "demo", time.Time{})
-	if err := s.CreateSession(t.Context(), sess, "r1"); err != nil {
+	if err := s.CreateSession(t.Context(), sess, "r1", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := s.Watch(t.Context(), sess.ID)
