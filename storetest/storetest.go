@@ -44,6 +44,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"CreateInvalid", testCreateInvalid},
 		{"OneActivePerUserProvider", testOneActive},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"Capacity", testCapacity},
+		{"CapacityPerReplica", testCapacityPerReplica},
 		{"List", testList},
 		{"ListFilters", testListFilters},
 		{"ListBadInput", testListBadInput},
