@@ -73,13 +73,27 @@ func dialect(key string) sqlstore.Dialect {
 		},
 		Classify: classify,
 		Publish:  func(id string) { publish(key, id) },
-		// A write that needs a page of the file or the WAL: it fails as
-		// every write does while the disk is full.
-		Probe: func(ctx context.Context, db *sql.DB) error {
-			_, err := db.ExecContext(ctx, `UPDATE slots SET active = active WHERE scope = '*'`)
-			return err
-		},
+		Probe:    probe,
 	}
+}
+
+// probe commits a write of 256 KiB (a row written and deleted again), more
+// than the WAL can hold in pages left over from a write that failed: it
+// succeeds when the disk has room for many ordinary writes again.
+func probe(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at)
+		VALUES ('mc_probe', hex(zeroblob(131072)), 0) ON CONFLICT (name) DO NOTHING`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM secrets WHERE name = 'mc_probe'`); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // Open opens (creating if needed) the SQLite database at path and, unless
