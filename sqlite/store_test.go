@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -107,4 +108,41 @@ func BenchmarkSession(b *testing.B) {
 
 func BenchmarkTransition(b *testing.B) {
 	storetest.BenchmarkTransition(b, open(b, filepath.Join(b.TempDir(), "mc.db"), sqlite.Options{}))
+}
+
+// TestMigrateCountsLiveSessions: a database made before the slots table
+// (version 1) gets its live sessions counted, per replica, by migration 2.
+func TestMigrateCountsLiveSessions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mc.db")
+	s := open(t, path, sqlite.Options{})
+	for i, replica := range []string{"r1", "r1", "r2", "r2"} {
+		sess := storetest.NewSession(fmt.Sprint("u", i), "demo", time.Time{})
+		if err := s.CreateSession(t.Context(), sess, replica, mc.Capacity{}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			if _, err := s.Transition(t.Context(), mc.Transition{ID: sess.ID, From: mc.StatePending, Version: 1,
+				To: mc.StateCancelled, Replica: replica}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DROP TABLE slots; DELETE FROM schema_migrations WHERE version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = open(t, path, sqlite.Options{})
+	for replica, want := range map[string]int{"": 3, "r1": 2, "r2": 1} {
+		if got, err := s.CountActive(t.Context(), replica); err != nil || got != want {
+			t.Errorf("CountActive(%q) after migrating: got %d, %v, want %d", replica, got, err, want)
+		}
+	}
 }
