@@ -11,8 +11,9 @@
 // Every write runs in one transaction through Store.write: begin, a private
 // helper that takes the transaction, commit, and one error mapping. A write
 // that fails because the disk is full marks the store full: Ping then fails
-// with reason store_full (so /readyz fails while writes fail) until a write
-// succeeds again or the dialect's probe finds room.
+// with reason store_full (so /readyz fails while writes fail) until the
+// dialect's probe, a write that needs new space, succeeds. (A write that
+// happens to fit in space the database already has proves nothing.)
 package sqlstore
 
 import (
@@ -80,9 +81,8 @@ type Dialect struct {
 	// Publish announces a change of session id after its commit; nil when
 	// the database announces changes itself (a trigger and NOTIFY).
 	Publish func(id string)
-	// Probe tries a small write that needs new space, to learn whether a
-	// full store has room again; nil: a full store waits for a real write
-	// to succeed.
+	// Probe tries a write that needs new space, to learn whether a full
+	// store has room again.
 	Probe func(ctx context.Context, db *sql.DB) error
 }
 
@@ -153,18 +153,12 @@ func (s *Store) Ping(ctx context.Context) error {
 	if !s.full.Load() {
 		return nil
 	}
-	if s.d.Probe == nil {
-		return s.err(errFull, "ping %s", s.d.Name)
-	}
 	if err := s.d.Probe(ctx, s.w); err != nil {
 		return s.err(err, "probe %s for space", s.d.Name)
 	}
 	s.full.Store(false)
 	return nil
 }
-
-// errFull stands for the last write's full-disk error when there is no probe.
-var errFull = errors.New("the last write failed: disk full")
 
 func (s *Store) now() time.Time { return storekit.UTC(s.clock.Now()) }
 
@@ -230,7 +224,6 @@ func (s *Store) write(ctx context.Context, fn func(tx) error, format string, arg
 	if err := t.Commit(); err != nil {
 		return s.err(err, format, args...)
 	}
-	s.full.Store(false)
 	return nil
 }
 
@@ -267,7 +260,7 @@ func MapErr(classify func(error) Class, err error, format string, args ...any) e
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_timeout", Message: "The store did not answer in time.", Err: cause}
-	case class == ClassFull || errors.Is(err, errFull):
+	case class == ClassFull:
 		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_full", Message: "The store is out of space; try again later.",
 			RetryAfter: 30 * time.Second, Err: cause}
 	case class == ClassBusy:
