@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -150,4 +151,22 @@ func BenchmarkSession(b *testing.B) {
 
 func BenchmarkTransition(b *testing.B) {
 	storetest.BenchmarkTransition(b, open(b, pgtest.Shared(b), postgres.Options{}))
+}
+
+// TestOpenUnreachable: a server that does not answer is EUNAVAILABLE
+// store_unreachable, and the error does not show the URL's password.
+func TestOpenUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, err = postgres.Open(t.Context(), "postgres://mc:hunter2@"+addr+"/mc?sslmode=disable&connect_timeout=5", postgres.Options{})
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != "store_unreachable" {
+		t.Fatalf("got %v, want unavailable (store_unreachable)", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %q shows the password", err)
+	}
 }
