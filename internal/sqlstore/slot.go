@@ -12,7 +12,9 @@ import (
 )
 
 // The scopes of the slots table: every replica's live sessions, and one
-// replica's.
+// replica's. A live session counts under the replica column it was created
+// with; whatever changes that column of a live session (adoption by another
+// replica) must move its count in the same transaction.
 const allScope = "*"
 
 func replicaScope(replica string) string { return "replica:" + replica }
