@@ -326,7 +326,8 @@ func TestCloseEndsDrivenSessions(t *testing.T) {
 func TestReconcileAfterCrash(t *testing.T) {
 	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
 	ctx := t.Context()
-	now := time.Now().UTC()
+	// Created before the start timeout: reconcile spares younger sessions.
+	now := time.Now().UTC().Add(-2 * time.Minute)
 	var ids []string
 	for i, u := range []string{"u1", "u2", "u3"} {
 		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
