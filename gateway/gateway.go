@@ -369,13 +369,25 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 		defer g.m.waiting.Dec()
 		timer := time.NewTimer(g.cfg.ReadyTimeout)
 		defer timer.Stop()
-		select {
-		case ready := <-readyCh:
-			return ready, nil
-		case <-timer.C:
-			return nil, errNotReady
-		case <-ctx.Done():
-			return nil, decide(nil)
+		// A store this replica cannot reach tells the watch nothing: probe
+		// it, so that the viewer hears 1013 at once rather than at the
+		// ready timeout.
+		probe := time.NewTicker(g.cfg.StoreProbeInterval)
+		defer probe.Stop()
+		for {
+			select {
+			case ready := <-readyCh:
+				return ready, nil
+			case <-timer.C:
+				return nil, errNotReady
+			case <-ctx.Done():
+				return nil, decide(nil)
+			case <-probe.C:
+				if err := g.probeStore(ctx, id); err != nil {
+					o.err = err
+					return nil, errStoreUnreachable
+				}
+			}
 		}
 	}()
 	o.wait = g.clock.Now().Sub(waitStart)
@@ -452,6 +464,18 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 		err = errUpstreamEnded
 	}
 	return decide(err)
+}
+
+// probeStore reads the session, bounded by the probe interval, and returns
+// an error when the store is unavailable (not when the viewer has gone).
+func (g *Gateway) probeStore(ctx context.Context, id string) error {
+	pctx, cancel := context.WithTimeout(ctx, g.cfg.StoreProbeInterval)
+	defer cancel()
+	_, err := g.store.Session(pctx, id)
+	if ctx.Err() == nil && (mc.ErrorCode(err) == mc.EUNAVAILABLE || pctx.Err() != nil) {
+		return fmt.Errorf("probe store for session %s: %w", id, err)
+	}
+	return nil
 }
 
 // upstreamEnded decides how a stream ends whose machine side closed: with
