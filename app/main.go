@@ -95,11 +95,15 @@ func RotateVault(ctx context.Context, cfg Config, log *slog.Logger) (int, error)
 		return 0, err
 	}
 	defer st.Close()
-	kr, _, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	kr, _, err := vault.Load(ctx, vaultConfig(cfg), st)
 	if err != nil {
 		return 0, err
 	}
 	return vault.NewService(vault.New(kr), st, vault.Options{Logger: log}).Rotate(ctx)
+}
+
+func vaultConfig(cfg Config) vault.Config {
+	return vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir}
 }
 
 // New builds a controller from cfg (which must have passed Validate) and
@@ -128,9 +132,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		return nil, err
 	}
 
-	kr, created, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	// The keys are checked against the sealed records: a server that could
+	// not open them refuses to start, naming the key ids they need.
+	kr, created, err := vault.Load(ctx, vaultConfig(cfg), st)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vault keys: %w", err)
 	}
 	if created {
 		m.Log.Warn("generated a vault key; back it up, credentials cannot be opened without it",
