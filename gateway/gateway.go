@@ -53,6 +53,9 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Clock defaults to the system clock.
 	Clock mc.Clock
+	// MachineKey derives the machines' VNC passwords (the session manager's
+	// key). Zero: the password the session record carries (tests).
+	MachineKey mc.MachineKey
 }
 
 // TokenProtocolPrefix is the prefix of the Sec-WebSocket-Protocol entry that
@@ -67,6 +70,7 @@ type Gateway struct {
 	tokens TokenVerifier
 	log    *slog.Logger
 	clock  mc.Clock
+	keys   mc.MachineKey
 	m      *metrics
 	pool   *bufPool
 
@@ -94,7 +98,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	cfg = cfg.withDefaults()
 	return &Gateway{
-		cfg: cfg, store: deps.Store, tokens: deps.Tokens, log: deps.Logger, clock: deps.Clock,
+		cfg: cfg, store: deps.Store, tokens: deps.Tokens, log: deps.Logger, clock: deps.Clock, keys: deps.MachineKey,
 		m: m, pool: newBufPool(cfg.BufferSize),
 		conns: map[*viewer]struct{}{}, bySession: map[string][]*viewer{},
 	}, nil
@@ -419,7 +423,9 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 	defer stopUp()
 
 	pw := ready.Secrets.VNCPassword
-	if pw.IsZero() {
+	if !g.keys.IsZero() {
+		pw = g.keys.Secrets(id).VNCPassword
+	} else if pw.IsZero() {
 		pw = s.Secrets.VNCPassword
 	}
 	up.SetDeadline(g.clock.Now().Add(g.cfg.HandshakeTimeout))

@@ -218,9 +218,12 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.T
 		return failed("unknown_provider", fmt.Errorf("provider %q is no longer configured", s.Provider))
 	}
 	started := m.clock.Now()
+	// The machine's secrets are derived, never stored: any replica with
+	// the same machine key derives them again from the session id.
+	secrets := m.machineKey.Secrets(s.ID)
 	mach, err := m.driver.Create(sctx, mc.MachineSpec{
 		ID: s.ID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
-		Secrets: s.Secrets, Width: m.cfg.Width, Height: m.cfg.Height,
+		Secrets: secrets, Width: m.cfg.Width, Height: m.cfg.Height,
 	})
 	if err != nil {
 		return startErr(ctx, sctx, "create machine", err)
@@ -238,7 +241,7 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.T
 			m.endDurable(ctx, id, expires, mc.StateFailed, mc.ReasonMachineExited, "the machine's processes exited")
 		}
 	}()
-	agent := newAgentClient(m.http, mach, s.Secrets.AgentToken)
+	agent := newAgentClient(m.http, mach, secrets.AgentToken)
 	agent.gone = gone
 	if err := m.waitReady(sctx, mach, agent); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)
@@ -263,7 +266,7 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.T
 // recordMachine records the machine of s, which is starting at s.Version. A
 // retry after a write whose answer was lost finds the machine recorded.
 func (m *Manager) recordMachine(ctx context.Context, s *mc.Session, mach mc.Machine) error {
-	_, err := m.store.SetMachine(ctx, s.ID, s.Version, mach, s.Secrets)
+	_, err := m.store.SetMachine(ctx, s.ID, s.Version, mach, mc.MachineSecrets{}) // the store keeps no secret
 	if mc.ErrorCode(err) != mc.ECONFLICT {
 		return err
 	}

@@ -90,16 +90,17 @@ type Notifier interface {
 // the only source of truth; what the manager holds in memory is which
 // sessions this process is driving (goroutines), nothing else.
 type Manager struct {
-	cfg       Config
-	store     mc.Store
-	driver    mc.Driver
-	providers Providers
-	vault     Vault
-	notifier  Notifier
-	log       *slog.Logger
-	clock     mc.Clock
-	http      *http.Client
-	metrics   *metrics
+	cfg        Config
+	store      mc.Store
+	driver     mc.Driver
+	providers  Providers
+	vault      Vault
+	notifier   Notifier
+	log        *slog.Logger
+	clock      mc.Clock
+	machineKey mc.MachineKey
+	http       *http.Client
+	metrics    *metrics
 
 	life   context.Context
 	stop   context.CancelFunc
@@ -118,6 +119,10 @@ type Deps struct {
 	Logger    *slog.Logger
 	Clock     mc.Clock
 	Registry  prometheus.Registerer
+	// MachineKey derives each machine's VNC password and agent token; the
+	// gateway must derive with the same key. Zero: a random key of this
+	// process (enough for one process that also serves the viewers).
+	MachineKey mc.MachineKey
 }
 
 // New returns a manager. Call Run to start its background loops and Close to
@@ -136,10 +141,13 @@ func New(cfg Config, d Deps) *Manager {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if d.MachineKey.IsZero() {
+		d.MachineKey = mc.NewMachineKey(mc.NewSecret(32))
+	}
 	life, stop := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
-		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock,
+		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock, machineKey: d.MachineKey,
 		http:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
 		life:   life,
 		stop:   stop,
@@ -182,7 +190,6 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 		Provider:  provider,
 		CreatedAt: now,
 		ExpiresAt: now.Add(m.cfg.MaxLifetime),
-		Secrets:   mc.NewMachineSecrets(),
 	}
 	if err := m.store.CreateSession(ctx, s, m.cfg.Replica); err != nil {
 		return nil, err

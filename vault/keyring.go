@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -360,6 +361,38 @@ func loadOrCreate(dataDir string, mayCreate bool) (kr *Keyring, created bool, er
 		return nil, false, fmt.Errorf("write vault key file %s: %w", path, err)
 	}
 	return kr, true, nil
+}
+
+// Purposes of the keys that Derive makes from the vault keys.
+const (
+	// PurposeMachineSecrets derives the mc.MachineKey of machine secrets.
+	PurposeMachineSecrets = "machine-secrets"
+	// PurposeViewerTokens derives the viewer-token signing key.
+	PurposeViewerTokens = "viewer-tokens"
+)
+
+// Derive returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
+// primary key: every replica configured with the same keys derives the same
+// key, and it is never stored. Keys for different purposes are independent.
+func (kr *Keyring) Derive(purpose string) mc.Secret { return kr.keys[0].derive(purpose) }
+
+// DeriveAll returns the key for purpose derived from each vault key, the
+// primary's first, so that what a replica made under an earlier primary
+// (a viewer token) is still accepted while the primary changes.
+func (kr *Keyring) DeriveAll(purpose string) []mc.Secret {
+	out := make([]mc.Secret, len(kr.keys))
+	for i, k := range kr.keys {
+		out[i] = k.derive(purpose)
+	}
+	return out
+}
+
+func (k key) derive(purpose string) mc.Secret {
+	b, err := hkdf.Key(sha256.New, []byte(k.raw.Reveal()), nil, "mc-vault-derive-v1\x00"+purpose, KeySize)
+	if err != nil {
+		panic("hkdf: " + err.Error()) // only for a length HKDF cannot make
+	}
+	return mc.SecretOf(string(b))
 }
 
 // Primary returns the id of the key that seals new records.

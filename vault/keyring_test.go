@@ -345,3 +345,23 @@ func TestKeyringWithWithout(t *testing.T) {
 		t.Errorf("Encode does not round-trip")
 	}
 }
+
+func TestDerive(t *testing.T) {
+	ka, kb := newKeyB64(t), newKeyB64(t)
+	ab, same, ba := mustKeys(t, "a:"+ka+",b:"+kb), mustKeys(t, "a:"+ka), mustKeys(t, "b:"+kb+",a:"+ka)
+	m, v := ab.Derive(PurposeMachineSecrets), ab.Derive(PurposeViewerTokens)
+	if len(m.Reveal()) != KeySize || m.Reveal() == v.Reveal() {
+		t.Error("derived keys are not 32 bytes, or two purposes share one")
+	}
+	if same.Derive(PurposeMachineSecrets).Reveal() != m.Reveal() {
+		t.Error("one primary key derives different keys")
+	}
+	raw, _ := base64.StdEncoding.DecodeString(ka)
+	if m.Reveal() == string(raw) {
+		t.Error("the derived key is the vault key")
+	}
+	all := ba.DeriveAll(PurposeViewerTokens)
+	if len(all) != 2 || all[0].Reveal() == v.Reveal() || all[1].Reveal() != v.Reveal() {
+		t.Error("DeriveAll: want the new primary's key first and the earlier primary's after")
+	}
+}
