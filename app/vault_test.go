@@ -99,7 +99,7 @@ func TestServeRefusesMissingVaultKey(t *testing.T) {
 				m.Close()
 				t.Fatal("the server started with a vault key that cannot open the stored credentials")
 			}
-			if mc.ErrorReason(err) != vault.ReasonKeyMissing || (keys != "" && !strings.Contains(err.Error(), "key id(s) k1")) {
+			if mc.ErrorReason(err) != vault.ReasonKeyMissing || !strings.Contains(err.Error(), "key id(s) k1") {
 				t.Errorf("got %v, want %s naming k1", err, vault.ReasonKeyMissing)
 			}
 			if _, err := os.Stat(filepath.Join(dir, vault.KeyFileName)); !errors.Is(err, os.ErrNotExist) {

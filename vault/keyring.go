@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -92,7 +93,7 @@ func Load(ctx context.Context, c Config, store mc.CredentialStore) (kr *Keyring,
 	case c.KeyFile != "":
 		kr, err = ReadKeyFile(c.KeyFile)
 	case c.DataDir != "":
-		kr, created, err = loadOrCreate(c.DataDir, len(need) == 0)
+		kr, created, err = loadOrCreate(c.DataDir, slices.Sorted(maps.Keys(need)))
 	default:
 		return nil, false, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
 	}
@@ -307,12 +308,13 @@ func KeyID(raw []byte) string {
 	return "k-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// loadOrCreate reads dataDir/vault.keys, or, when it does not exist and
-// mayCreate is set, generates one key into it (mode 0600, the directory
-// created 0700 if needed) and reports created.
-// Errors: EINVALID (reason "vault_key_missing") when the file does not exist
-// and mayCreate is not set.
-func loadOrCreate(dataDir string, mayCreate bool) (kr *Keyring, created bool, err error) {
+// loadOrCreate reads dataDir/vault.keys, or, when it does not exist and no
+// stored record needs a key (need, the key ids the records name, is empty),
+// generates one key into it (mode 0600, the directory created 0700 if
+// needed) and reports created.
+// Errors: EINVALID (reason "vault_key_missing", naming the ids in need) when
+// the file does not exist and need is not empty.
+func loadOrCreate(dataDir string, need []string) (kr *Keyring, created bool, err error) {
 	path := filepath.Join(dataDir, KeyFileName)
 	kr, err = ReadKeyFile(path)
 	if err == nil {
@@ -321,10 +323,11 @@ func loadOrCreate(dataDir string, mayCreate bool) (kr *Keyring, created bool, er
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err
 	}
-	if !mayCreate {
+	if len(need) > 0 {
 		return nil, false, &mc.Error{Code: mc.EINVALID, Reason: ReasonKeyMissing, Err: err,
-			Message: fmt.Sprintf("no vault key is configured and %s does not exist, but the store holds sealed records: "+
-				"no key is generated over them", path)}
+			Message: fmt.Sprintf("no vault key is configured and %s does not exist, but the store holds records sealed with "+
+				"vault key id(s) %s: configure those keys (MC_VAULT_KEYS or MC_VAULT_KEY_FILE) or restore the file; "+
+				"no key is generated over sealed records", path, strings.Join(need, ", "))}
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("create vault key file %s: %w", path, err)

@@ -152,13 +152,13 @@ func TestReadKeyFile(t *testing.T) {
 
 func TestLoadOrCreate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	if _, _, err := loadOrCreate(dir, false); mc.ErrorReason(err) != ReasonKeyMissing {
-		t.Fatalf("got %v, want %s when creating is not allowed", err, ReasonKeyMissing)
+	if _, _, err := loadOrCreate(dir, []string{"k7"}); mc.ErrorReason(err) != ReasonKeyMissing || !strings.Contains(mc.ErrorMessage(err), "key id(s) k7") {
+		t.Fatalf("got %v, want %s naming k7 when records need a key", err, ReasonKeyMissing)
 	}
 	if _, err := os.Stat(filepath.Join(dir, KeyFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a key file was made although creating was not allowed: %v", err)
 	}
-	kr, created, err := loadOrCreate(dir, true)
+	kr, created, err := loadOrCreate(dir, nil)
 	if err != nil {
 		t.Fatalf("loadOrCreate: %v", err)
 	}
@@ -173,7 +173,7 @@ func TestLoadOrCreate(t *testing.T) {
 		t.Errorf("got key file mode %v, want %v", got, want)
 	}
 
-	again, created, err := loadOrCreate(dir, true)
+	again, created, err := loadOrCreate(dir, nil)
 	if err != nil {
 		t.Fatalf("loadOrCreate again: %v", err)
 	}
@@ -273,7 +273,7 @@ func TestLoadRefusesMissingKeys(t *testing.T) {
 		cfg     Config
 		wantErr string // "" for success
 	}{
-		{name: "no key, empty data dir: nothing generated", cfg: Config{DataDir: data}, wantErr: "does not exist"},
+		{name: "no key, empty data dir: nothing generated", cfg: Config{DataDir: data}, wantErr: "does not exist, but the store holds records sealed with vault key id(s) a"},
 		{name: "another key", cfg: Config{Keys: mc.SecretOf("b:" + kb)}, wantErr: "key id(s) a, which no configured key has"},
 		{name: "another key under the same id", cfg: Config{Keys: mc.SecretOf("a:" + kb)}, wantErr: "key id(s) a, which the configured key(s) of that id do not open"},
 		{name: "the key among others", cfg: Config{Keys: mc.SecretOf("b:" + kb + ",a:" + ka)}},
