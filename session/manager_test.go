@@ -21,6 +21,7 @@ func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; retu
 var testProviders = providers{
 	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
+	"long":  {Name: "long", StartURL: "local:/demo/signin", LoginTimeout: time.Hour, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
 
 type recordingVault struct {
