@@ -114,9 +114,10 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 }
 
 // Store writes that matter (the start, readiness, the credential, a final
-// state) are retried while the store is unavailable, from storeRetryMin
-// (Config.StoreRetry) doubling up to storeRetryMax, until they succeed or the
-// session's own deadline passes; during shutdown only shutdownAttempts times.
+// state) are retried while the store is unavailable, after a pause of
+// Config.StoreRetry that doubles up to storeRetryMax, until they succeed or
+// the session's own deadline passes; during shutdown only shutdownAttempts
+// times.
 const (
 	storeRetryMax    = 5 * time.Second
 	shutdownAttempts = 3
@@ -454,7 +455,6 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, agent *agentClie
 	if err != nil {
 		return storeFailed(ctx, "record completed", err)
 	}
-	log.Info("session completed", mc.LogReason, mc.ReasonSignedIn)
 	return nil
 }
 

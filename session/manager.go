@@ -295,7 +295,11 @@ func (m *Manager) advanceWith(ctx context.Context, t mc.Transition) (*mc.Session
 			return nil, err
 		}
 		m.transitions(t.To, t.Reason)
-		m.log.Info("session "+string(t.To), mc.LogSessionID, t.ID)
+		if t.Reason != "" {
+			m.log.Info("session "+string(t.To), mc.LogSessionID, t.ID, mc.LogReason, t.Reason)
+		} else {
+			m.log.Info("session "+string(t.To), mc.LogSessionID, t.ID)
+		}
 		return ns, nil
 	}
 	return nil, fmt.Errorf("advance session %s: too many concurrent changes", t.ID)
