@@ -102,6 +102,9 @@ type Manager struct {
 	http       *http.Client
 	metrics    *metrics
 
+	// began is when the manager was made: sessions of this replica created
+	// before it were left by an earlier process.
+	began  time.Time
 	life   context.Context
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -149,6 +152,7 @@ func New(cfg Config, d Deps) *Manager {
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
 		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock, machineKey: d.MachineKey,
 		http:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
+		began:  d.Clock.Now(),
 		life:   life,
 		stop:   stop,
 		driven: make(map[string]context.CancelFunc),

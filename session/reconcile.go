@@ -52,8 +52,10 @@ func (m *Manager) Run(ctx context.Context) {
 // machines after, so a session seen ready had its machine before the host
 // was listed; a session is ended only at the version that was read (a
 // session that changed meanwhile is left to the next pass); and a session
-// younger than the start timeout is never ended, because its start may
-// still be in flight (created, not yet driven; driven, machine not listed).
+// younger than the start timeout is never ended if this process may be
+// starting it (created, not yet driven; driven, machine not yet listed).
+// Sessions created before this manager began are no one's start in flight:
+// an earlier process left them, and they end at once.
 func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	var rep Report
 	var live []*mc.Session
@@ -102,7 +104,7 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 
 	now := m.clock.Now()
 	for _, s := range live {
-		if s.Replica != m.cfg.Replica || now.Sub(s.CreatedAt) < m.cfg.StartTimeout {
+		if s.Replica != m.cfg.Replica || (s.CreatedAt.After(m.began) && now.Sub(s.CreatedAt) < m.cfg.StartTimeout) {
 			continue
 		}
 		switch {
