@@ -16,9 +16,9 @@ import (
 // while reconcile runs every 100 ms: no healthy session may be failed
 // (machine_missing because the host was listed before the session's machine
 // existed, or controller_restart because it was read before its goroutine
-// started).
+// started). TestReconcileRaces below replays each window deterministically.
 func TestReconcileSparesSessionsBeingCreated(t *testing.T) {
-	const creators, perCreator = 5, 100
+	const creators, perCreator = 4, 75
 	// LoginPoll is long: the test is about starts, not logins.
 	r := newRig(t, session.Config{ReconcileInterval: 100 * time.Millisecond, LoginPoll: time.Second}, drivertest.FakeConfig{})
 	r.mgr.Run(t.Context())
