@@ -75,11 +75,14 @@ const (
 	ReasonMachineMissing    Reason = "machine_missing"
 	ReasonControllerRestart Reason = "controller_restart"
 	ReasonControllerStop    Reason = "controller_shutdown"
-	ReasonIdleTimeout       Reason = "idle_timeout"
-	ReasonMaxLifetime       Reason = "max_lifetime"
-	ReasonLoginTimeout      Reason = "login_timeout"
-	ReasonAgentError        Reason = "agent_error"
-	ReasonCaptureFailed     Reason = "capture_failed"
-	ReasonCancelledByAPI    Reason = "cancelled_by_api"
-	ReasonSignedIn          Reason = "signed_in"
+	// ReasonStoreUnreachable: the store did not answer in time to record a
+	// transition that matters (the session's start, its readiness).
+	ReasonStoreUnreachable Reason = "store_unreachable"
+	ReasonIdleTimeout      Reason = "idle_timeout"
+	ReasonMaxLifetime      Reason = "max_lifetime"
+	ReasonLoginTimeout     Reason = "login_timeout"
+	ReasonAgentError       Reason = "agent_error"
+	ReasonCaptureFailed    Reason = "capture_failed"
+	ReasonCancelledByAPI   Reason = "cancelled_by_api"
+	ReasonSignedIn         Reason = "signed_in"
 )

@@ -21,6 +21,7 @@ func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; retu
 var testProviders = providers{
 	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
+	"long":  {Name: "long", StartURL: "local:/demo/signin", LoginTimeout: time.Hour, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
 
 type recordingVault struct {
@@ -326,7 +327,9 @@ func TestCloseEndsDrivenSessions(t *testing.T) {
 func TestReconcileAfterCrash(t *testing.T) {
 	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
 	ctx := t.Context()
-	now := time.Now().UTC()
+	// Created before the manager began, by the process that crashed: they
+	// are ended at once, however young.
+	now := time.Now().UTC().Add(-time.Second)
 	var ids []string
 	for i, u := range []string{"u1", "u2", "u3"} {
 		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
