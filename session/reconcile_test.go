@@ -83,7 +83,7 @@ type createHookStore struct {
 }
 
 func (s *createHookStore) CreateSession(ctx context.Context, sess *mc.Session, replica string) error {
-	err := s.Store.CreateSession(ctx, sess, replica)
+	err := s.Store.CreateSession(ctx, sess, replica, mc.Capacity{})
 	s.once.Do(s.onCreate)
 	return err
 }
