@@ -82,8 +82,8 @@ type createHookStore struct {
 	onCreate func()
 }
 
-func (s *createHookStore) CreateSession(ctx context.Context, sess *mc.Session, replica string) error {
-	err := s.Store.CreateSession(ctx, sess, replica, mc.Capacity{})
+func (s *createHookStore) CreateSession(ctx context.Context, sess *mc.Session, replica string, c mc.Capacity) error {
+	err := s.Store.CreateSession(ctx, sess, replica, c)
 	s.once.Do(s.onCreate)
 	return err
 }
