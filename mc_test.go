@@ -157,7 +157,7 @@ func TestImportsPointInward(t *testing.T) {
 		adapters[mod+"/"+a] = true
 	}
 	// Small shared libraries any adapter may use.
-	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/token": true, mod + "/internal/storekit": true,
+	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/token": true, mod + "/internal/storekit": true, mod + "/internal/sqlstore": true,
 		mod + "/internal/procfs": true}
 	// Pairs allowed besides: the local driver builds on netpool, and the
 	// driver conformance suite polls with the tests' one poll helper.

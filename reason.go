@@ -15,13 +15,16 @@ const (
 	ReasonMachineMissing    Reason = "machine_missing"
 	ReasonControllerRestart Reason = "controller_restart"
 	ReasonControllerStop    Reason = "controller_shutdown"
-	ReasonIdleTimeout       Reason = "idle_timeout"
-	ReasonMaxLifetime       Reason = "max_lifetime"
-	ReasonLoginTimeout      Reason = "login_timeout"
-	ReasonAgentError        Reason = "agent_error"
-	ReasonCaptureFailed     Reason = "capture_failed"
-	ReasonCancelledByAPI    Reason = "cancelled_by_api"
-	ReasonSignedIn          Reason = "signed_in"
+	// ReasonStoreUnreachable: the store did not answer in time to record a
+	// transition that matters (the session's start, its readiness).
+	ReasonStoreUnreachable Reason = "store_unreachable"
+	ReasonIdleTimeout      Reason = "idle_timeout"
+	ReasonMaxLifetime      Reason = "max_lifetime"
+	ReasonLoginTimeout     Reason = "login_timeout"
+	ReasonAgentError       Reason = "agent_error"
+	ReasonCaptureFailed    Reason = "capture_failed"
+	ReasonCancelledByAPI   Reason = "cancelled_by_api"
+	ReasonSignedIn         Reason = "signed_in"
 )
 
 // Reasons of the session manager's refusals and failures.
@@ -57,16 +60,18 @@ const (
 
 // Reasons of the stores' errors.
 const (
-	ReasonBadSession         Reason = "bad_session"
-	ReasonBadTransition      Reason = "bad_transition"
-	ReasonSessionNotFound    Reason = "session_not_found"
-	ReasonStale              Reason = "stale"
-	ReasonSessionExists      Reason = "session_exists"
-	ReasonStoreClosed        Reason = "store_closed"
-	ReasonStoreError         Reason = "store_error"
-	ReasonStoreBusy          Reason = "store_busy"
-	ReasonStoreTimeout       Reason = "store_timeout"
-	ReasonStoreUnreachable   Reason = "store_unreachable"
+	ReasonBadSession      Reason = "bad_session"
+	ReasonBadTransition   Reason = "bad_transition"
+	ReasonSessionNotFound Reason = "session_not_found"
+	ReasonStale           Reason = "stale"
+	ReasonSessionExists   Reason = "session_exists"
+	ReasonStoreClosed     Reason = "store_closed"
+	ReasonStoreError      Reason = "store_error"
+	ReasonStoreBusy       Reason = "store_busy"
+	ReasonStoreTimeout    Reason = "store_timeout"
+	// ReasonStoreFull: the store is out of disk space (writes answer
+	// unavailable until there is space again).
+	ReasonStoreFull          Reason = "store_full"
 	ReasonBadStorePath       Reason = "bad_store_path"
 	ReasonBadStoreURL        Reason = "bad_store_url"
 	ReasonListenerLost       Reason = "listener_lost"
@@ -160,8 +165,14 @@ const (
 
 // Reasons of the vault's errors.
 const (
-	ReasonBadVaultKey       Reason = "bad_vault_key"
-	ReasonNoVaultKeys       Reason = "no_vault_keys"
+	ReasonBadVaultKey Reason = "bad_vault_key"
+	ReasonNoVaultKeys Reason = "no_vault_keys"
+	// ReasonVaultKeyMissing: the store holds records sealed with keys that
+	// are not configured, so the controller refuses to start.
+	ReasonVaultKeyMissing Reason = "vault_key_missing"
+	// ReasonVaultKeysLocal: the vault key was generated into the data
+	// directory (logged at start, a warning to back it up).
+	ReasonVaultKeysLocal    Reason = "vault_keys_local"
 	ReasonVaultOpenFailed   Reason = "vault_open_failed"
 	ReasonVaultSealFailed   Reason = "vault_seal_failed"
 	ReasonAuditFailed       Reason = "audit_failed"

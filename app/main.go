@@ -40,6 +40,9 @@ type Main struct {
 
 	// URL is the base URL the server listens on (with the real port).
 	URL string
+	// MachineKey derives the machines' VNC passwords and agent tokens (from
+	// the vault keys); tests use it to reach a machine directly.
+	MachineKey mc.MachineKey
 	// GeneratedAPIKey is set when no key was configured and one was made
 	// on this start (it is printed once).
 	GeneratedAPIKey mc.Secret
@@ -95,11 +98,15 @@ func RotateVault(ctx context.Context, cfg Config, log *slog.Logger) (int, error)
 		return 0, err
 	}
 	defer st.Close()
-	kr, _, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	kr, _, err := vault.Load(ctx, vaultConfig(cfg), st)
 	if err != nil {
 		return 0, err
 	}
 	return vault.NewService(vault.New(kr), st, vault.Options{Logger: log}).Rotate(ctx)
+}
+
+func vaultConfig(cfg Config) vault.Config {
+	return vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir}
 }
 
 // New builds a controller from cfg (which must have passed Validate) and
@@ -128,13 +135,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		return nil, err
 	}
 
-	kr, created, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	// The keys are checked against the sealed records: a server that could
+	// not open them refuses to start, naming the key ids they need.
+	kr, created, err := vault.Load(ctx, vaultConfig(cfg), st)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vault keys: %w", err)
 	}
 	if created {
 		m.Log.Warn("generated a vault key; back it up, credentials cannot be opened without it",
 			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary())
+	}
+	if cfg.Postgres() && cfg.VaultKeys == "" && cfg.VaultKeyFile == "" {
+		m.Log.Warn("the vault keys are in this replica's data directory; every replica on this database needs the same keys "+
+			"(MC_VAULT_KEYS): credentials, viewer tokens and machine secrets depend on them",
+			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary(), mc.LogReason, "vault_keys_local")
 	}
 	m.Vault = vault.NewService(vault.New(kr), st, vault.Options{Logger: m.Log, Registerer: m.Registry})
 
@@ -157,16 +171,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		m.onClose("webhooks", notifier.Close)
 	}
 
+	// The machines' secrets and the viewer-token signing key are derived
+	// from the vault keys: every replica with the same keys derives the
+	// same ones, and the store holds none of them.
+	machineKey := mc.NewMachineKey(kr.Derive(vault.PurposeMachineSecrets))
+	m.MachineKey = machineKey
 	w, h, _ := cfg.ScreenSize()
 	m.Manager = session.New(session.Config{
 		Replica: cfg.Replica, StartTimeout: cfg.StartTimeout, IdleTimeout: cfg.IdleTimeout,
 		MaxLifetime: cfg.MaxLifetime, ReconcileInterval: cfg.ReconcileEvery, DestroyGrace: cfg.DestroyGrace,
 		MaxMachines: cfg.MaxMachines, Width: w, Height: h,
 	}, session.Deps{Store: st, Driver: drv, Providers: providers, Vault: m.Vault, Notifier: notifier,
-		Logger: m.Log, Registry: m.Registry})
+		Logger: m.Log, Registry: m.Registry, MachineKey: machineKey})
 	m.onClose("session manager", func(context.Context) error { return m.Manager.Close() })
 
-	gw, tokens, err := newGateway(ctx, cfg, st, drv, m.Log, m.Registry)
+	gw, tokens, err := newGateway(cfg, st, drv, kr, machineKey, m.Log, m.Registry)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
+	"github.com/master-controller/mc/vault"
 )
 
 // fakeBlue is the fake machine's screen colour.
@@ -143,8 +144,9 @@ func TestViewerRaceSQLite(t *testing.T) {
 // not start them and holds nothing of them in memory.
 func TestViewerRacePostgresTwoReplicas(t *testing.T) {
 	db := pgtest.Shared(t)
+	keys := sharedVaultKeys(t)
 	env := func(replica string) map[string]string {
-		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica,
+		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica, "MC_VAULT_KEYS": keys,
 			"MC_DATA_DIR": t.TempDir(), "MC_API_KEYS": "race-key-0123456789abcdef", "MC_FAKE_START_DELAY": "300ms",
 			"MC_LOG_LEVEL": "warn", "MC_MAX_MACHINES": "1000"}
 	}
@@ -186,8 +188,9 @@ func BenchmarkCrossReplicaWatch(b *testing.B) {
 // PostgreSQL database, whose machines never finish starting.
 func twoReplicas(tb testing.TB, name string) (a, b *proc) {
 	db := pgtest.Shared(tb)
+	keys := sharedVaultKeys(tb)
 	env := func(replica string) map[string]string {
-		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica,
+		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica, "MC_VAULT_KEYS": keys,
 			"MC_DATA_DIR": tb.TempDir(), "MC_API_KEYS": name + "-key-0123456789abcdef", "MC_FAKE_START_DELAY": "1h",
 			"MC_START_TIMEOUT": "2h", "MC_LOG_LEVEL": "warn"}
 	}
@@ -228,6 +231,18 @@ func crossReplicaCancel(tb testing.TB, a, b *proc, user string) time.Duration {
 		tb.Fatalf("viewer closed with %d, want 4410", code)
 	}
 	return at.Sub(sent)
+}
+
+// sharedVaultKeys returns MC_VAULT_KEYS for replicas that share a store:
+// they must share the vault keys, from which the viewer-token signing key
+// and the machines' secrets are derived.
+func sharedVaultKeys(t testing.TB) string {
+	t.Helper()
+	kr, err := vault.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(kr.Encode())
 }
 
 // waitWatching waits until replica p reports a viewer waiting for session id

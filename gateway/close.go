@@ -73,6 +73,10 @@ var (
 	errBadClient   = &closeErr{codeProtocolError, ReasonBadClient, "not an RFB client"}
 )
 
+// errStoreUnreachable: this replica cannot reach the store, so it cannot
+// learn whether the machine becomes ready.
+var errStoreUnreachable = &closeErr{CodeNotReady, mc.ReasonStoreUnreachable, "the session store cannot be reached; try again later"}
+
 // ended returns the close decision for a session in final state s.
 func ended(s *mc.Session) *closeErr {
 	if s.State == mc.StateCompleted {

@@ -60,6 +60,10 @@ type Config struct {
 	// replicas are not counted and not taken over), and the N+1th viewer on a
 	// replica takes over from that replica's oldest.
 	MaxViewers int
+	// StoreProbeInterval is how often a viewer that waits for readiness
+	// checks that the store answers; one that does not closes the viewer
+	// with 1013 (store_unreachable). Default 2 s.
+	StoreProbeInterval time.Duration
 	// TouchInterval is how often a connected viewer records activity on its
 	// session (also once on connect). Default 30 s.
 	TouchInterval time.Duration
@@ -76,6 +80,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DialTimeout, 2*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.TouchInterval, 30*time.Second)
+	def(&c.StoreProbeInterval, 2*time.Second)
 	if c.DialTries <= 0 {
 		c.DialTries = 5
 	}

@@ -53,6 +53,9 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Clock defaults to the system clock.
 	Clock mc.Clock
+	// MachineKey derives the machines' VNC passwords (the session manager's
+	// key). Zero: the password the session record carries (tests).
+	MachineKey mc.MachineKey
 }
 
 // TokenProtocolPrefix is the prefix of the Sec-WebSocket-Protocol entry that
@@ -67,6 +70,7 @@ type Gateway struct {
 	tokens TokenVerifier
 	log    *slog.Logger
 	clock  mc.Clock
+	keys   mc.MachineKey
 	m      *metrics
 	pool   *bufPool
 
@@ -94,7 +98,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	cfg = cfg.withDefaults()
 	return &Gateway{
-		cfg: cfg, store: deps.Store, tokens: deps.Tokens, log: deps.Logger, clock: deps.Clock,
+		cfg: cfg, store: deps.Store, tokens: deps.Tokens, log: deps.Logger, clock: deps.Clock, keys: deps.MachineKey,
 		m: m, pool: newBufPool(cfg.BufferSize),
 		conns: map[*viewer]struct{}{}, bySession: map[string][]*viewer{},
 	}, nil
@@ -369,13 +373,25 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 		defer g.m.waiting.Dec()
 		timer := time.NewTimer(g.cfg.ReadyTimeout)
 		defer timer.Stop()
-		select {
-		case ready := <-readyCh:
-			return ready, nil
-		case <-timer.C:
-			return nil, errNotReady
-		case <-ctx.Done():
-			return nil, decide(nil)
+		// A store this replica cannot reach tells the watch nothing: probe
+		// it, so that the viewer hears 1013 at once rather than at the
+		// ready timeout.
+		probe := time.NewTicker(g.cfg.StoreProbeInterval)
+		defer probe.Stop()
+		for {
+			select {
+			case ready := <-readyCh:
+				return ready, nil
+			case <-timer.C:
+				return nil, errNotReady
+			case <-ctx.Done():
+				return nil, decide(nil)
+			case <-probe.C:
+				if err := g.probeStore(ctx, id); err != nil {
+					o.err = err
+					return nil, errStoreUnreachable
+				}
+			}
 		}
 	}()
 	o.wait = g.clock.Now().Sub(waitStart)
@@ -407,7 +423,9 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 	defer stopUp()
 
 	pw := ready.Secrets.VNCPassword
-	if pw.IsZero() {
+	if !g.keys.IsZero() {
+		pw = g.keys.Secrets(id).VNCPassword
+	} else if pw.IsZero() {
 		pw = s.Secrets.VNCPassword
 	}
 	up.SetDeadline(g.clock.Now().Add(g.cfg.HandshakeTimeout))
@@ -452,6 +470,18 @@ func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
 		err = errUpstreamEnded
 	}
 	return decide(err)
+}
+
+// probeStore reads the session, bounded by the probe interval, and returns
+// an error when the store is unavailable (not when the viewer has gone).
+func (g *Gateway) probeStore(ctx context.Context, id string) error {
+	pctx, cancel := context.WithTimeout(ctx, g.cfg.StoreProbeInterval)
+	defer cancel()
+	_, err := g.store.Session(pctx, id)
+	if ctx.Err() == nil && (mc.ErrorCode(err) == mc.EUNAVAILABLE || pctx.Err() != nil) {
+		return fmt.Errorf("probe store for session %s: %w", id, err)
+	}
+	return nil
 }
 
 // upstreamEnded decides how a stream ends whose machine side closed: with

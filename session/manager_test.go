@@ -23,6 +23,7 @@ func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; retu
 var testProviders = providers{
 	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
+	"long":  {Name: "long", StartURL: "local:/demo/signin", LoginTimeout: time.Hour, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
 
 type recordingVault struct {
@@ -303,7 +304,9 @@ type lifetimeRig struct {
 
 func newLifetimeRig(t *testing.T, cfg session.Config) *lifetimeRig {
 	t.Helper()
-	clock := testutil.NewClock(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+	// The fake clock starts at the real time: the manager also derives real
+	// deadlines (contexts) from the session's expiry.
+	clock := testutil.NewClock(time.Now())
 	r := &lifetimeRig{rig: newRigWithClock(t, cfg, drivertest.FakeConfig{}, clock), clock: clock}
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
@@ -411,11 +414,13 @@ func TestReconcileAfterCrash(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
 	ctx := t.Context()
-	now := time.Now().UTC()
+	// Created before the manager began, by the process that crashed: they
+	// are ended at once, however young.
+	now := time.Now().UTC().Add(-time.Second)
 	var ids []string
 	for i, u := range []string{"u1", "u2", "u3"} {
 		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-		if err := r.store.CreateSession(ctx, s, "r1"); err != nil {
+		if err := r.store.CreateSession(ctx, s, "r1", mc.Capacity{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.store.Lease(ctx, "test/pool", s.ID, 0, 10); err != nil {
@@ -434,7 +439,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	}
 	// Another replica's live session must be left alone.
 	other := &mc.Session{ID: mc.NewID(), UserID: "u9", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-	if err := r.store.CreateSession(ctx, other, "r2"); err != nil {
+	if err := r.store.CreateSession(ctx, other, "r2", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 
