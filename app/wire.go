@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/gateway"
 	"github.com/master-controller/mc/token"
@@ -25,7 +25,7 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	var d mc.Driver
 	switch cfg.Driver {
 	case "fake":
-		d = drivertest.NewFake(drivertest.FakeConfig{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
+		d = fake.New(fake.Config{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
 		mode := cfg.LocalMode
 		if mode == "auto" {

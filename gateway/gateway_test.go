@@ -19,8 +19,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
-	"github.com/master-controller/mc/rfb"
 	"github.com/master-controller/mc/rfb/rfbtest"
+	"github.com/master-controller/mc/rfb/xvnctest"
 	"github.com/master-controller/mc/sqlite"
 	"github.com/master-controller/mc/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,9 +89,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // fakeVNC starts a FakeServer on loopback.
-func fakeVNC(tb testing.TB, pw mc.Secret) (*rfb.FakeServer, netip.AddrPort) {
+func fakeVNC(tb testing.TB, pw mc.Secret) (*rfbtest.FakeServer, netip.AddrPort) {
 	tb.Helper()
-	f := &rfb.FakeServer{Password: pw, Width: 32, Height: 24, Colour: blue}
+	f := &rfbtest.FakeServer{Password: pw, Width: 32, Height: 24, Colour: blue}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -223,7 +223,7 @@ func capture(tb testing.TB, c *websocket.Conn) {
 	tb.Helper()
 	nc := websocket.NetConn(tb.Context(), c, websocket.MessageBinary)
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	img, err := rfb.Capture(nc, mc.Secret{})
+	img, err := rfbtest.Capture(nc, mc.Secret{})
 	if err != nil {
 		tb.Fatalf("capture through the gateway: %v", err)
 	}
@@ -461,21 +461,21 @@ func TestEndsWhileBridging(t *testing.T) {
 	pw := mc.NewSecret(8)
 	tests := []struct {
 		name   string
-		end    func(e *env, s *mc.Session, fake *rfb.FakeServer)
+		end    func(e *env, s *mc.Session, fake *rfbtest.FakeServer)
 		code   websocket.StatusCode
 		reason string
 	}{
-		{"completed", func(e *env, s *mc.Session, _ *rfb.FakeServer) {
+		{"completed", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			s = e.transition(t, s, mc.StateCapturing)
 			e.transition(t, s, mc.StateCompleted)
 		}, 1000, "signed in"},
-		{"cancelled", func(e *env, s *mc.Session, _ *rfb.FakeServer) {
+		{"cancelled", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			e.transition(t, s, mc.StateCancelled)
 		}, 4410, "the session has ended (cancelled)"},
-		{"machine gone", func(e *env, s *mc.Session, fake *rfb.FakeServer) {
+		{"machine gone", func(e *env, s *mc.Session, fake *rfbtest.FakeServer) {
 			fake.CloseConns()
 		}, 4503, "the machine went away"},
-		{"shutdown", func(e *env, s *mc.Session, _ *rfb.FakeServer) {
+		{"shutdown", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			go e.gw.Shutdown(context.Background())
 		}, 1001, "the server is shutting down; reconnect"},
 	}
@@ -640,12 +640,12 @@ func TestPingTimeout(t *testing.T) {
 func TestBridgeXvnc(t *testing.T) {
 	e := newEnv(t, Config{})
 	pw := mc.NewSecret(8)
-	addr := rfbtest.StartXvnc(t, pw, 320, 200)
+	addr := xvnctest.StartXvnc(t, pw, 320, 200)
 	s := e.session(t, mc.StateReady, addr, pw)
 	c := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
 	nc := websocket.NetConn(t.Context(), c, websocket.MessageBinary)
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	img, err := rfb.Capture(nc, mc.Secret{})
+	img, err := rfbtest.Capture(nc, mc.Secret{})
 	if err != nil {
 		t.Fatalf("capture through the gateway: %v", err)
 	}
@@ -657,7 +657,7 @@ func TestBridgeXvnc(t *testing.T) {
 	wantClose(t, c, 4409, "another viewer took over this session")
 	nc2 := websocket.NetConn(t.Context(), c2, websocket.MessageBinary)
 	nc2.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := rfb.Capture(nc2, mc.Secret{}); err != nil {
+	if _, err := rfbtest.Capture(nc2, mc.Secret{}); err != nil {
 		t.Fatalf("capture after take-over: %v", err)
 	}
 }
@@ -688,7 +688,7 @@ func TestManyViewersWhileStarting(t *testing.T) {
 			defer c.CloseNow()
 			nc := websocket.NetConn(t.Context(), c, websocket.MessageBinary)
 			nc.SetDeadline(time.Now().Add(60 * time.Second))
-			if _, err := rfb.Capture(nc, mc.Secret{}); err != nil {
+			if _, err := rfbtest.Capture(nc, mc.Secret{}); err != nil {
 				errs <- fmt.Errorf("session %s: %w (close status %d)", s.ID, err, websocket.CloseStatus(err))
 				return
 			}
