@@ -5,6 +5,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/master-controller/mc/token"
 )
 
@@ -108,10 +109,10 @@ func bridgeClose(err error, o *outcome) (ce *closeErr, ok bool) {
 	switch {
 	case errors.As(err, &ce):
 		return ce, true
-	case errors.Is(err, errTooBig):
+	case errors.Is(err, wsproto.ErrTooBig):
 		o.err = err
 		return &closeErr{0, "message_too_big", ""}, true // 1009 already sent
-	case errors.Is(err, errProtocol):
+	case errors.Is(err, wsproto.ErrProtocol):
 		o.err = err
 		return &closeErr{0, ReasonBadClient, ""}, true // 1002 already sent
 	case errors.As(err, &ve):

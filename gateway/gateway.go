@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/master-controller/mc/rfb"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -141,7 +142,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.err = err
 	}
 	// Origin is checked above and refused with a close frame.
-	c, err := acceptWS(w, r, chooseSubprotocol(offered), g.cfg.MaxMessageSize)
+	c, err := wsproto.Accept(w, r, chooseSubprotocol(offered), g.cfg.MaxMessageSize)
 	if err != nil {
 		g.m.upgrades.WithLabelValues("bad_upgrade").Inc()
 		g.log.LogAttrs(r.Context(), slog.LevelInfo, "viewer connection",
@@ -167,12 +168,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // finish sends the close frame, logs the outcome and counts it.
-func (g *Gateway) finish(ctx context.Context, c *wsConn, o *outcome, ce *closeErr, start time.Time) {
+func (g *Gateway) finish(ctx context.Context, c *wsproto.Conn, o *outcome, ce *closeErr, start time.Time) {
 	g.m.upgrades.WithLabelValues(string(ce.reason)).Inc()
 	if ce.code != 0 {
-		_ = c.close(ce.code, ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
+		_ = c.Close(wsproto.StatusCode(ce.code), ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
 	} else {
-		_ = c.closeNow()
+		_ = c.CloseNow()
 	}
 	level := slog.LevelInfo
 	switch ce.code {
@@ -270,7 +271,7 @@ var errUpstreamEnded = errors.New("upstream ended")
 
 // serve runs one accepted connection: look-up, wait, dial, handshakes,
 // bridge. It returns how the connection ends.
-func (g *Gateway) serve(c *wsConn, v *viewer, o *outcome) *closeErr {
+func (g *Gateway) serve(c *wsproto.Conn, v *viewer, o *outcome) *closeErr {
 	ctx, id := v.ctx, v.sessionID
 	// decide turns the cause of an ended ctx (or a local error) into a close.
 	decide := func(err error) *closeErr {

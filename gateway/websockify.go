@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -58,7 +59,7 @@ type Websockify struct {
 
 	mu      sync.Mutex
 	closing bool
-	conns   map[*wsConn]context.CancelCauseFunc
+	conns   map[*wsproto.Conn]context.CancelCauseFunc
 	wg      sync.WaitGroup
 }
 
@@ -80,7 +81,7 @@ func (w *Websockify) init() error {
 			w.Logger = slog.New(slog.DiscardHandler)
 		}
 		w.pool = newBufPool(w.BufferSize)
-		w.conns = map[*wsConn]context.CancelCauseFunc{}
+		w.conns = map[*wsproto.Conn]context.CancelCauseFunc{}
 		if w.Web != "" {
 			w.files = http.FileServer(http.Dir(w.Web))
 		}
@@ -107,7 +108,7 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	// websockify does not check Origin either.
-	c, err := acceptWS(rw, r, chooseSubprotocol(subprotocols(r)), w.MaxMessageSize)
+	c, err := wsproto.Accept(rw, r, chooseSubprotocol(subprotocols(r)), w.MaxMessageSize)
 	if err != nil {
 		w.m.upgrades.WithLabelValues("bad_upgrade").Inc()
 		return
@@ -116,9 +117,9 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	ce := w.serve(c, r, o)
 	w.m.upgrades.WithLabelValues(string(ce.reason)).Inc()
 	if ce.code != 0 {
-		_ = c.close(ce.code, ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
+		_ = c.Close(wsproto.StatusCode(ce.code), ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
 	} else {
-		_ = c.closeNow()
+		_ = c.CloseNow()
 	}
 	if o.readerDone != nil {
 		<-o.readerDone
@@ -140,7 +141,7 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.Logger.LogAttrs(r.Context(), slog.LevelInfo, "websockify connection", attrs...)
 }
 
-func (w *Websockify) serve(c *wsConn, r *http.Request, o *outcome) *closeErr {
+func (w *Websockify) serve(c *wsproto.Conn, r *http.Request, o *outcome) *closeErr {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	w.mu.Lock()
