@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -97,9 +96,4 @@ func newGateway(ctx context.Context, cfg Config, st mc.Store, drv mc.Driver, log
 		return nil, nil, err
 	}
 	return gw, signer, nil
-}
-
-// Websockify runs the websockify-compatible mode.
-func Websockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return gateway.RunWebsockify(ctx, args, stdout, stderr)
 }

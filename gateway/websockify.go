@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -282,75 +281,43 @@ func scanTokenFile(name, tok string) (string, bool, error) {
 	return "", false, sc.Err()
 }
 
-// RunWebsockify runs `websockify [--web DIR] [--token-file F] LISTEN [TARGET]`
-// until ctx ends: LISTEN is [host:]port, TARGET host:port (required without
-// --token-file). It logs to stderr and returns after closing every
-// connection with 1001.
-func RunWebsockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("websockify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	web := fs.String("web", "", "serve static files from `DIR` for plain HTTP requests")
-	tokenFile := fs.String("token-file", "", "websockify token `FILE` or directory (lines \"token: host:port\")")
-	fs.StringVar(tokenFile, "token-source", "", "alias of --token-file")
-	ping := fs.Duration("ping", 20*time.Second, "WebSocket ping interval (0 disables)")
-	verbose := fs.Bool("v", false, "log every connection")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: master-controller websockify [--web DIR] [--token-file F] [host:]port [host:port]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	rest := fs.Args()
-	if len(rest) < 1 || len(rest) > 2 || (len(rest) == 1 && *tokenFile == "") {
-		fs.Usage()
-		return errors.New("websockify: need LISTEN and TARGET (or --token-file)")
-	}
-	listen := rest[0]
-	if !strings.Contains(listen, ":") {
-		listen = ":" + listen
-	}
-	h := &Websockify{Web: *web, TokenFile: *tokenFile, PingInterval: *ping}
-	if *ping == 0 {
-		h.PingInterval = -1
-	}
-	if len(rest) == 2 {
-		h.Target = rest[1]
-	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelInfo
-	}
-	h.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	// Pings find a dead viewer; TCP keepalive would only add four
-	// setsockopt(2) calls to every accepted connection.
+// Listen listens on addr (host:port, as net.Listen) for Serve. While pings
+// run it turns TCP keepalive off: pings find a dead client, and keepalive
+// would only add four setsockopt(2) calls to every accepted connection.
+func (w *Websockify) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{}
-	if h.PingInterval > 0 {
+	if w.PingInterval >= 0 {
 		lc.KeepAlive = -1
 	}
-	l, err := lc.Listen(ctx, "tcp", listen)
+	l, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("websockify: listen %s: %w", listen, err)
+		return nil, fmt.Errorf("websockify: listen %s: %w", addr, err)
 	}
-	fmt.Fprintf(stdout, "websockify: listening on %s, proxying to %s\n", l.Addr(), cmpOr(h.Target, "token targets"))
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return l, nil
+}
+
+// Serve serves connections on l until ctx ends or l fails: each
+// connection's first request is read here and a WebSocket upgrade is
+// bridged on that goroutine; any other request goes to net/http (static
+// files from Web). When ctx ends it closes l and every connection (1001)
+// and returns nil; when l fails it returns the error.
+func (w *Websockify) Serve(ctx context.Context, l net.Listener) error {
+	if err := w.init(); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: w, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(w.Logger.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
-	go func() { errc <- h.serveFast(l, srv) }()
+	go func() { errc <- w.serveFast(l, srv) }()
+	var err error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("websockify: serve: %w", err)
+	case err = <-errc:
+		err = fmt.Errorf("websockify: serve: %w", err)
 	case <-ctx.Done():
 	}
 	l.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	return h.Shutdown(sctx)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return errors.Join(err, w.Shutdown(sctx))
 }
