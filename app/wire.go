@@ -83,7 +83,7 @@ func newGateway(ctx context.Context, cfg Config, st mc.Store, drv mc.Driver, log
 	signer := token.NewSigner(key, nil)
 	caps := drv.Capabilities()
 	gcfg := gateway.Config{
-		AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
+		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
 		MaxViewers: cfg.MaxViewers,
 	}
 	if caps.Network.Addr().IsLoopback() {

@@ -58,7 +58,7 @@ type Websockify struct {
 
 	mu      sync.Mutex
 	closing bool
-	conns   map[*wsproto.Conn]context.CancelCauseFunc
+	conns   map[*stopper]struct{}
 	wg      sync.WaitGroup
 }
 
@@ -80,7 +80,7 @@ func (w *Websockify) init() error {
 			w.Logger = slog.New(slog.DiscardHandler)
 		}
 		w.pool = newBufPool(w.BufferSize)
-		w.conns = map[*wsproto.Conn]context.CancelCauseFunc{}
+		w.conns = map[*stopper]struct{}{}
 		if w.Web != "" {
 			w.files = http.FileServer(http.Dir(w.Web))
 		}
@@ -89,7 +89,12 @@ func (w *Websockify) init() error {
 	return w.initErr
 }
 
-var errTargetUnknown = &closeErr{CodeUnreachable, "token_unknown", "unknown token"}
+// Outcomes of the websockify mode only.
+var (
+	endTargetUnknown = &outcome{code: CodeUnreachable, reason: ReasonTokenUnknown, text: "unknown token"}
+	endTargetClosed  = &outcome{code: websocket.StatusNormalClosure, reason: ReasonTargetClosed, text: "target closed the connection"}
+	endTargetError   = &outcome{code: CodeMachineGone, reason: ReasonTargetError, text: "target connection failed"}
+)
 
 // ServeHTTP bridges a WebSocket upgrade or serves a static file.
 func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -109,30 +114,24 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	// websockify does not check Origin either.
 	c, err := wsproto.Accept(rw, r, chooseSubprotocol(subprotocols(r)), w.MaxMessageSize)
 	if err != nil {
-		w.m.upgrades.WithLabelValues("bad_upgrade").Inc()
+		w.m.upgrades.WithLabelValues(string(ReasonBadUpgrade)).Inc()
 		return
 	}
-	o := &outcome{}
-	ce := w.serve(c, r, o)
-	w.m.upgrades.WithLabelValues(string(ce.reason)).Inc()
-	if ce.code != 0 {
-		_ = c.Close(wsproto.StatusCode(ce.code), ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
-	} else {
-		_ = c.CloseNow()
-	}
-	if o.readerDone != nil {
-		<-o.readerDone
-	}
+	rec := &record{}
+	o, reader := w.serve(c, r, rec)
+	w.m.upgrades.WithLabelValues(string(o.reason)).Inc()
+	closeWith(c, o)
+	<-reader
 	if !w.Logger.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
 	attrs := []slog.Attr{
 		slog.String("remote", r.RemoteAddr),
-		slog.Int64("bytes_to_target", o.toMachine.Load()),
-		slog.Int64("bytes_to_client", o.toViewer.Load()),
+		slog.Int64("bytes_to_target", rec.toMachine.Load()),
+		slog.Int64("bytes_to_client", rec.toViewer.Load()),
 		slog.Duration("duration", time.Since(start)),
-		slog.Int("close_code", int(ce.code)),
-		slog.String(mc.LogReason, string(ce.reason)),
+		slog.Int("close_code", int(o.code)),
+		slog.String(mc.LogReason, string(o.reason)),
 	}
 	if o.err != nil {
 		attrs = append(attrs, slog.String("error", o.err.Error()))
@@ -140,21 +139,25 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.Logger.LogAttrs(r.Context(), slog.LevelInfo, "websockify connection", attrs...)
 }
 
-func (w *Websockify) serve(c *wsproto.Conn, r *http.Request, o *outcome) *closeErr {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
+// serve bridges one connection to its target and returns how it ends, and
+// a channel closed when its reader ends (once the WebSocket is closed).
+func (w *Websockify) serve(c *wsproto.Conn, r *http.Request, rec *record) (*outcome, <-chan struct{}) {
+	readerDone := make(chan struct{})
+	st := newStopper()
+	defer st.cancel()
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		return errShutdown
+		close(readerDone)
+		return endShutdown, readerDone
 	}
-	w.conns[c] = cancel
+	w.conns[st] = struct{}{}
 	w.wg.Add(1)
 	w.mu.Unlock()
 	w.m.active.Inc()
 	defer func() {
 		w.mu.Lock()
-		delete(w.conns, c)
+		delete(w.conns, st)
 		w.mu.Unlock()
 		w.m.active.Dec()
 		w.wg.Done()
@@ -164,50 +167,51 @@ func (w *Websockify) serve(c *wsproto.Conn, r *http.Request, o *outcome) *closeE
 	if w.TokenFile != "" {
 		t, err := lookupToken(w.TokenFile, r.URL.Query().Get("token"))
 		if err != nil {
-			o.err = err
-			return errTargetUnknown
+			close(readerDone)
+			return endTargetUnknown.because(err), readerDone
 		}
 		target = t
 	}
 	d := net.Dialer{Timeout: w.DialTimeout}
-	up, err := d.DialContext(ctx, "tcp", target)
+	up, err := d.DialContext(st.ctx, "tcp", target)
 	if err != nil {
-		o.err = err
-		return errUnreachable
+		close(readerDone)
+		return st.or(endUnreachable.because(err)), readerDone
 	}
 	defer up.Close()
-	stop := context.AfterFunc(ctx, func() { up.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(st.ctx, func() { up.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if w.PingInterval > 0 {
-		stopPing := startPinger(c, w.PingInterval, func() { cancel(errPingTimeout) })
+		stopPing := startPinger(c, w.PingInterval, func() { st.stop(endPingTimeout) })
 		defer stopPing()
 	}
 
-	readerDone := make(chan struct{})
-	o.readerDone = readerDone
 	go func() {
 		defer close(readerDone)
-		err := copyToUpstream(&wsStream{c: c}, up, w.pool, &o.toMachine, w.m.countToMachine)
+		err := copyToUpstream(&wsStream{c: c}, up, w.pool, &rec.toMachine, w.m.countToMachine)
 		// Wake copyToViewer from here: through the AfterFunc, every
 		// connection's end would start one more goroutine (measured: a
 		// thread wake-up and about 2 context switches per connection).
 		if stop() {
 			up.SetDeadline(time.Unix(1, 0))
 		}
-		cancel(err)
+		st.stop(targetOutcome(err))
+		st.cancel()
 	}()
-	err = copyToViewer(up, c, w.pool, &o.toViewer, w.m.countToViewer)
-	if cause := context.Cause(ctx); cause != nil {
-		err = cause
-	}
-	if ce, ok := bridgeClose(err, o); ok {
-		return ce
+	err = copyToViewer(up, c, w.pool, &rec.toViewer, w.m.countToViewer)
+	return st.or(targetOutcome(err)), readerDone
+}
+
+// targetOutcome is the outcome of a websockify bridge whose copy ended with
+// err.
+func targetOutcome(err error) *outcome {
+	if o, ok := viewerOutcome(err); ok {
+		return o
 	}
 	if errors.Is(err, io.EOF) {
-		return &closeErr{websocket.StatusNormalClosure, "target_closed", "target closed the connection"}
+		return endTargetClosed
 	}
-	o.err = err
-	return &closeErr{CodeMachineGone, "target_error", "target connection failed"}
+	return endTargetError.because(err)
 }
 
 // Shutdown closes every connection with 1001 and waits for them or ctx.
@@ -217,8 +221,8 @@ func (w *Websockify) Shutdown(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	w.closing = true
-	for _, cancel := range w.conns {
-		cancel(errShutdown)
+	for st := range w.conns {
+		st.stop(endShutdown)
 	}
 	w.mu.Unlock()
 	done := make(chan struct{})
