@@ -241,19 +241,7 @@ func TestHandshakePhase(t *testing.T) {
 // TCP connection.
 func wsPair(tb testing.TB) (*wsproto.Conn, net.Conn) {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	ch := make(chan net.Conn, 1)
-	go func() { c, _ := l.Accept(); ch <- c }()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	server := <-ch
-	tb.Cleanup(func() { server.Close(); client.Close() })
+	server, client := wstest.Pair(tb)
 	client.SetDeadline(time.Now().Add(20 * time.Second))
 	return wsproto.NewConn(server, bufio.NewReader(server), "binary", 1<<20), client
 }

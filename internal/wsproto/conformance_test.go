@@ -41,36 +41,11 @@ func (f frame) String() string {
 
 func closeFrame(code wsproto.StatusCode) frame { return frame{wsproto.OpClose, fmt.Sprint(code)} }
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(tb testing.TB) (server, client net.Conn) {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		ch <- c
-	}()
-	client, err = net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	server = <-ch
-	if server == nil {
-		tb.Fatal("accept failed")
-	}
-	tb.Cleanup(func() { server.Close(); client.Close() })
-	return server, client
-}
-
 // exchange sends in to a server Conn whose application reads every message
 // whole, and collects what happened until the server closes the socket.
 func exchange(t *testing.T, in []byte, limit int64) got {
 	t.Helper()
-	sc, cc := tcpPair(t)
+	sc, cc := wstest.Pair(t)
 	c := wsproto.NewConn(sc, bufio.NewReader(sc), "", limit)
 	done := make(chan got, 1)
 	go func() {
@@ -302,7 +277,7 @@ func TestConformance(t *testing.T) {
 func TestCloseHandshake(t *testing.T) {
 	for _, reader := range []bool{true, false} {
 		t.Run(fmt.Sprintf("reader %v", reader), func(t *testing.T) {
-			sc, cc := tcpPair(t)
+			sc, cc := wstest.Pair(t)
 			c := wsproto.NewConn(sc, bufio.NewReader(sc), "", 0)
 			readErr := make(chan error, 1)
 			if reader {
@@ -352,7 +327,7 @@ func TestCloseHandshake(t *testing.T) {
 		})
 	}
 	t.Run("no wait", func(t *testing.T) {
-		sc, cc := tcpPair(t)
+		sc, cc := wstest.Pair(t)
 		c := wsproto.NewConn(sc, bufio.NewReader(sc), "", 0)
 		if err := c.Close(4408, "gone", false); err != nil {
 			t.Fatal(err)
@@ -367,7 +342,7 @@ func TestCloseHandshake(t *testing.T) {
 
 // TestWriteAfterClose checks that no data frame follows a close frame.
 func TestWriteAfterClose(t *testing.T) {
-	sc, _ := tcpPair(t)
+	sc, _ := wstest.Pair(t)
 	c := wsproto.NewConn(sc, bufio.NewReader(sc), "", 0)
 	c.Close(wsproto.StatusNormalClosure, "", false)
 	if err := c.WriteMessage([]byte("x")); !errors.Is(err, net.ErrClosed) {

@@ -1,10 +1,13 @@
-// Package wstest builds client-side WebSocket frames byte by byte, for
-// tests that feed a server frames a well-behaved client library would not
-// send (wsproto's conformance table, the gateway's bridge tests).
+// Package wstest helps tests of WebSocket servers: it builds client frames
+// byte by byte, including those a well-behaved client library would not send
+// (wsproto's conformance table, the gateway's bridge tests), and connects a
+// raw client to a server over loopback TCP.
 package wstest
 
 import (
 	"bytes"
+	"net"
+	"testing"
 
 	"github.com/master-controller/mc/internal/wsproto"
 )
@@ -41,4 +44,32 @@ func Unmasked(op byte, fin bool, payload []byte) []byte {
 		b[0] |= 0x80
 	}
 	return append(b, payload...)
+}
+
+// Pair returns the two ends of a loopback TCP connection, closed when the
+// test ends. TCP, not net.Pipe: the kernel buffers what a side writes, as
+// for a real client, and splice(2) works.
+func Pair(tb testing.TB) (server, client net.Conn) {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		ch <- c
+	}()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server = <-ch
+	if server == nil {
+		client.Close()
+		tb.Fatal("accept failed")
+	}
+	tb.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
 }
