@@ -1,8 +1,8 @@
 // Package rfb implements the parts of the RFB (VNC) protocol, versions 3.3,
 // 3.7 and 3.8, that the gateway needs: the client side of the version and
-// security handshake toward a machine's VNC server (with VNC authentication),
-// the server side toward a browser (security type None), a fake VNC server for
-// tests and a minimal framebuffer client for screenshots.
+// security handshake toward a machine's VNC server (with VNC authentication)
+// and the server side toward a browser (security type None). A fake VNC
+// server and a framebuffer client for screenshots are in rfb/rfbtest.
 //
 // The handshake functions read exactly the bytes of the handshake and nothing
 // more (no buffering), so that after both handshakes the caller can splice the
