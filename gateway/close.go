@@ -3,29 +3,29 @@ package gateway
 import (
 	"errors"
 
-	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/master-controller/mc/token"
 )
 
-// The close codes of DESIGN.md's gateway contract.
+// The close codes of DESIGN.md's gateway contract. They are untyped, so
+// that they compare with any WebSocket library's status code type.
 const (
-	CodeCompleted    websocket.StatusCode = 1000
-	CodeShutdown     websocket.StatusCode = 1001
-	CodeInternal     websocket.StatusCode = 1011
-	CodeNotReady     websocket.StatusCode = 1013
-	CodeUnauthorized websocket.StatusCode = 4401
-	CodeForbidden    websocket.StatusCode = 4403
-	CodeNotFound     websocket.StatusCode = 4404
+	CodeCompleted    = 1000
+	CodeShutdown     = 1001
+	CodeInternal     = 1011
+	CodeNotReady     = 1013
+	CodeUnauthorized = 4401
+	CodeForbidden    = 4403
+	CodeNotFound     = 4404
 	// CodePingTimeout closes a viewer that stopped answering pings: its
 	// network or its tab is gone (1001 would say the replica is stopping).
-	CodePingTimeout   websocket.StatusCode = 4408
-	CodeTakenOver     websocket.StatusCode = 4409
-	CodeEnded         websocket.StatusCode = 4410
-	CodeUnreachable   websocket.StatusCode = 4502
-	CodeMachineGone   websocket.StatusCode = 4503
-	codeProtocolError websocket.StatusCode = 1002
+	CodePingTimeout   = 4408
+	CodeTakenOver     = 4409
+	CodeEnded         = 4410
+	CodeUnreachable   = 4502
+	CodeMachineGone   = 4503
+	codeProtocolError = 1002
 )
 
 // Reason codes of connection outcomes (log "reason" and the outcome label of
@@ -63,7 +63,7 @@ const (
 // close frame is sent (the viewer went first, or the WebSocket layer sent
 // it already).
 type outcome struct {
-	code   websocket.StatusCode
+	code   wsproto.StatusCode
 	reason mc.Reason
 	text   string
 	err    error

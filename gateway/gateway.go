@@ -237,7 +237,7 @@ func closeWith(c *wsproto.Conn, o *outcome) {
 		_ = c.CloseNow()
 		return
 	}
-	_ = c.Close(wsproto.StatusCode(o.code), o.text, o.reason != ReasonPingTimeout)
+	_ = c.Close(o.code, o.text, o.reason != ReasonPingTimeout)
 }
 
 // register adds a viewer of session id to the registry. It returns false

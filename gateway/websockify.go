@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,7 +91,7 @@ func (w *Websockify) init() error {
 // Outcomes of the websockify mode only.
 var (
 	endTargetUnknown = &outcome{code: CodeUnreachable, reason: ReasonTokenUnknown, text: "unknown token"}
-	endTargetClosed  = &outcome{code: websocket.StatusNormalClosure, reason: ReasonTargetClosed, text: "target closed the connection"}
+	endTargetClosed  = &outcome{code: wsproto.StatusNormalClosure, reason: ReasonTargetClosed, text: "target closed the connection"}
 	endTargetError   = &outcome{code: CodeMachineGone, reason: ReasonTargetError, text: "target connection failed"}
 )
 

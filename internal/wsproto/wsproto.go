@@ -42,16 +42,16 @@ type StatusCode uint16
 
 // The status codes this package sends or interprets.
 const (
-	StatusNormalClosure   StatusCode = 1000
-	StatusGoingAway       StatusCode = 1001
-	StatusProtocolError   StatusCode = 1002
-	StatusNoStatusRcvd    StatusCode = 1005 // never sent: the peer's close frame had no code
-	StatusInvalidPayload  StatusCode = 1007
-	StatusMessageTooBig   StatusCode = 1009
-	StatusInternalError   StatusCode = 1011
-	StatusTryAgainLater   StatusCode = 1013
-	statusFirstApp        StatusCode = 3000
-	statusLastApplication StatusCode = 4999
+	StatusNormalClosure  StatusCode = 1000
+	StatusGoingAway      StatusCode = 1001
+	StatusProtocolError  StatusCode = 1002
+	StatusNoStatusRcvd   StatusCode = 1005 // never sent: the peer's close frame had no code
+	StatusInvalidPayload StatusCode = 1007
+	StatusMessageTooBig  StatusCode = 1009
+	StatusInternalError  StatusCode = 1011
+	StatusTryAgainLater  StatusCode = 1013
+	statusFirstApp       StatusCode = 3000
+	statusLastApp        StatusCode = 4999
 )
 
 // validReceived reports whether a peer may send code in a close frame
@@ -62,7 +62,7 @@ func validReceived(code StatusCode) bool {
 	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
 		return true
 	}
-	return code >= statusFirstApp && code <= statusLastApplication
+	return code >= statusFirstApp && code <= statusLastApp
 }
 
 // Opcodes (RFC 6455 §5.2).
