@@ -20,17 +20,12 @@ package wsproto
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,90 +126,6 @@ type Conn struct {
 	closeOnce sync.Once
 	closeRecv chan struct{} // closed when the peer's close frame (or a read error) has been read
 	pong      chan struct{}
-}
-
-// Accept completes a WebSocket upgrade, answering the first of protocols
-// (at most one), and accepts messages of up to limit bytes (0: no limit).
-// On error it has written an HTTP error.
-func Accept(w http.ResponseWriter, r *http.Request, protocols []string, limit int64) (*Conn, error) {
-	if r.Method != http.MethodGet {
-		http.Error(w, "WebSocket upgrade needs GET", http.StatusMethodNotAllowed)
-		return nil, errors.New("websocket upgrade: method " + r.Method)
-	}
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "websocket")
-		http.Error(w, "WebSocket upgrade expected", http.StatusUpgradeRequired)
-		return nil, errors.New("websocket upgrade: not an upgrade request")
-	}
-	if r.Header.Get("Sec-WebSocket-Version") != "13" {
-		w.Header().Set("Sec-WebSocket-Version", "13")
-		http.Error(w, "unsupported WebSocket version", http.StatusBadRequest)
-		return nil, errors.New("websocket upgrade: unsupported version")
-	}
-	key := r.Header.Get("Sec-WebSocket-Key")
-	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
-		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
-		return nil, errors.New("websocket upgrade: bad key")
-	}
-	h := w.Header()
-	h.Set("Upgrade", "websocket")
-	h.Set("Connection", "Upgrade")
-	h.Set("Sec-WebSocket-Accept", acceptKey(key))
-	proto := ""
-	if len(protocols) > 0 {
-		proto = protocols[0]
-		h.Set("Sec-WebSocket-Protocol", proto)
-	}
-	w.WriteHeader(http.StatusSwitchingProtocols)
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return nil, fmt.Errorf("websocket upgrade: hijack: %w", err)
-	}
-	// Bytes the client sent right after its request are in brw.Reader, which
-	// must not read through the HTTP server's reader any more (go#32314).
-	b, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	br := brw.Reader
-	if len(b) > 0 {
-		br.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn))
-	} else {
-		br.Reset(conn)
-	}
-	return NewConn(conn, br, proto, limit), nil
-}
-
-// NewConn returns the server side of a WebSocket whose handshake is done:
-// frames are read through br (which reads conn) and written to conn.
-func NewConn(conn net.Conn, br *bufio.Reader, subprotocol string, limit int64) *Conn {
-	c := &Conn{conn: conn, br: br, proto: subprotocol, limit: limit,
-		closeRecv: make(chan struct{}), pong: make(chan struct{}, 1)}
-	c.tcp, _ = conn.(*net.TCPConn)
-	return c
-}
-
-// Subprotocol returns the subprotocol chosen in the handshake ("" for none).
-func (c *Conn) Subprotocol() string { return c.proto }
-
-// TCP returns the connection when it is plain TCP (SpliceFrom needs it),
-// else nil.
-func (c *Conn) TCP() *net.TCPConn { return c.tcp }
-
-func acceptKey(key string) string {
-	h := sha1.New()
-	h.Write([]byte(key))
-	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Next waits for the next data message (skipping what is left of the
@@ -656,81 +567,4 @@ func Mask(key [4]byte, pos int, b []byte) int {
 		pos++
 	}
 	return pos & 3
-}
-
-// utf8State checks a text message's UTF-8 as it arrives in pieces: it holds
-// the bytes of a character that a piece ended inside of.
-type utf8State struct {
-	buf [utf8.UTFMax]byte
-	n   int
-}
-
-// feed checks p, which follows what was fed before. It reports false as
-// soon as the bytes cannot be the start of valid UTF-8 (failing fast, as
-// RFC 6455 §8.1 allows).
-func (s *utf8State) feed(p []byte) bool {
-	for s.n > 0 && len(p) > 0 {
-		s.buf[s.n] = p[0]
-		s.n++
-		p = p[1:]
-		if utf8.FullRune(s.buf[:s.n]) {
-			if !utf8.Valid(s.buf[:s.n]) {
-				return false
-			}
-			s.n = 0
-		} else if !validPrefix(s.buf[:s.n]) {
-			return false
-		}
-	}
-	if len(p) == 0 {
-		return true
-	}
-	// Hold back an incomplete character at the end.
-	cut := len(p)
-	for i := len(p) - 1; i >= 0 && i >= len(p)-(utf8.UTFMax-1); i-- {
-		if utf8.RuneStart(p[i]) {
-			if !utf8.FullRune(p[i:]) {
-				cut = i
-			}
-			break
-		}
-	}
-	if !utf8.Valid(p[:cut]) || !validPrefix(p[cut:]) {
-		return false
-	}
-	s.n = copy(s.buf[:], p[cut:])
-	return true
-}
-
-// end reports whether the message ended on a character boundary.
-func (s *utf8State) end() bool { return s.n == 0 }
-
-// validPrefix reports whether b (shorter than its character) can begin a
-// valid UTF-8 character: a lead byte C2–F4 and continuation bytes in the
-// ranges that exclude overlong forms, surrogates and code points past
-// U+10FFFF.
-func validPrefix(b []byte) bool {
-	if len(b) == 0 {
-		return true
-	}
-	lo, hi := byte(0x80), byte(0xBF)
-	switch c := b[0]; {
-	case c >= 0xC2 && c <= 0xDF, c >= 0xE1 && c <= 0xEC, c == 0xEE, c == 0xEF, c >= 0xF1 && c <= 0xF3:
-	case c == 0xE0:
-		lo = 0xA0
-	case c == 0xED:
-		hi = 0x9F
-	case c == 0xF0:
-		lo = 0x90
-	case c == 0xF4:
-		hi = 0x8F
-	default:
-		return false
-	}
-	for i, c := range b[1:] {
-		if i == 0 && (c < lo || c > hi) || i > 0 && (c < 0x80 || c > 0xBF) {
-			return false
-		}
-	}
-	return true
 }
