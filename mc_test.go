@@ -152,13 +152,13 @@ func TestImportsPointInward(t *testing.T) {
 	}
 	const mod = "github.com/master-controller/mc"
 	adapters := map[string]bool{}
-	for _, a := range []string{"sqlite", "postgres", "driver/local", "driver/drivertest", "gateway", "agent", "vault",
+	for _, a := range []string{"sqlite", "postgres", "driver/local", "driver/drivertest", "driver/fake", "gateway", "agent", "vault",
 		"httpapi", "web", "session", "provider", "webhook", "netpool"} {
 		adapters[mod+"/"+a] = true
 	}
 	// Small shared libraries any adapter may use.
-	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/token": true, mod + "/internal/storekit": true, mod + "/internal/sqlstore": true,
-		mod + "/internal/procfs": true}
+	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true,
+		mod + "/internal/sqlstore": true, mod + "/internal/procfs": true, mod + "/internal/wsproto": true}
 	// Pairs allowed besides: the local driver builds on netpool, and the
 	// driver conformance suite polls with the tests' one poll helper.
 	allowed := map[[2]string]bool{

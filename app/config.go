@@ -105,7 +105,7 @@ func (c *Config) settings() []setting {
 		{"destroy-grace", "MC_DESTROY_GRACE", "keep a completed session's machine this long before destroying it", &c.DestroyGrace, "3s", false},
 		{"reconcile-interval", "MC_RECONCILE_INTERVAL", "period of the reconcile pass (also run at start-up)", &c.ReconcileEvery, "1m", false},
 
-		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket (same origin is always allowed)", &c.AllowedOrigins, "", false},
+		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket besides MC_PUBLIC_URL's (host or scheme://host, * wildcards)", &c.AllowedOrigins, "", false},
 		{"viewer-token-ttl", "MC_VIEWER_TOKEN_TTL", "lifetime of viewer tokens", &c.ViewerTokenTTL, "10m", false},
 		{"ready-wait", "MC_READY_WAIT", "how long a viewer WebSocket waits for its machine to become ready", &c.ReadyWait, "90s", false},
 		{"ping-interval", "MC_PING_INTERVAL", "WebSocket ping period", &c.PingInterval, "20s", false},

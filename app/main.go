@@ -185,12 +185,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		Logger: m.Log, Registry: m.Registry, MachineKey: machineKey})
 	m.onClose("session manager", func(context.Context) error { return m.Manager.Close() })
 
-	gw, tokens, err := newGateway(cfg, st, drv, kr, machineKey, m.Log, m.Registry)
-	if err != nil {
-		return nil, err
-	}
-	m.onClose("viewer gateway", gw.Shutdown)
-
 	webHandler, err := newWeb(cfg)
 	if err != nil {
 		return nil, err
@@ -212,6 +206,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 	if m.Config.PublicURL == "http://"+cfg.Listen {
 		m.Config.PublicURL = m.URL
 	}
+
+	// The gateway admits browsers on the public URL's origin: built once
+	// the URL carries the real port.
+	gw, tokens, err := newGateway(m.Config, st, drv, kr, machineKey, m.Log, m.Registry)
+	if err != nil {
+		return nil, err
+	}
+	m.onClose("viewer gateway", gw.Shutdown)
 
 	m.API, err = httpapi.New(httpapi.Config{
 		PublicURL: m.Config.PublicURL, APIKeys: keys, ViewerTokenTTL: cfg.ViewerTokenTTL, Replica: cfg.Replica,

@@ -16,7 +16,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/internal/testutil"
-	"github.com/master-controller/mc/rfb"
+	"github.com/master-controller/mc/rfb/rfbtest"
 	"github.com/master-controller/mc/vault"
 )
 
@@ -40,7 +40,7 @@ func openViewer(ctx context.Context, base, id, tok string) (*viewer, error) {
 	}
 	c.SetReadLimit(1 << 24)
 	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
-	img, err := rfb.Capture(nc, mc.Secret{})
+	img, err := rfbtest.Capture(nc, mc.Secret{})
 	if err != nil {
 		c.CloseNow()
 		return nil, fmt.Errorf("rfb handshake: %w", err)

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -11,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/gateway"
 	"github.com/master-controller/mc/token"
@@ -26,7 +25,7 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	var d mc.Driver
 	switch cfg.Driver {
 	case "fake":
-		d = drivertest.NewFake(drivertest.FakeConfig{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
+		d = fake.New(fake.Config{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
 		mode := cfg.LocalMode
 		if mode == "auto" {
@@ -83,7 +82,7 @@ func newGateway(cfg Config, st mc.Store, drv mc.Driver, kr *vault.Keyring, machi
 	signer := token.NewSigner(keys[0], nil, keys[1:]...)
 	caps := drv.Capabilities()
 	gcfg := gateway.Config{
-		AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
+		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
 		MaxViewers: cfg.MaxViewers,
 	}
 	if caps.Network.Addr().IsLoopback() {
@@ -96,9 +95,4 @@ func newGateway(cfg Config, st mc.Store, drv mc.Driver, kr *vault.Keyring, machi
 		return nil, nil, err
 	}
 	return gw, signer, nil
-}
-
-// Websockify runs the websockify-compatible mode.
-func Websockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return gateway.RunWebsockify(ctx, args, stdout, stderr)
 }

@@ -17,11 +17,17 @@ import (
 
 // Config configures a Gateway. The zero value of each field means its default.
 type Config struct {
-	// AllowedOrigins are extra Origins allowed to open the WebSocket. Each is
-	// matched case-insensitively with path.Match against the Origin's host
-	// ("app.example.com", "*.example.com"), or against "scheme://host" when
-	// the pattern contains "://". A request's own host (same origin) and a
-	// request without an Origin header (not a browser) are always allowed.
+	// PublicURL is the server's external base URL (MC_PUBLIC_URL): browsers
+	// on its origin (scheme, host, port) may open the WebSocket. On a
+	// loopback or unspecified address it also admits the loopback names
+	// (localhost, 127.0.0.1, [::1]) with the same scheme and port. The
+	// request's own Host header is never trusted for this.
+	PublicURL string
+	// AllowedOrigins are the other Origins allowed to open the WebSocket.
+	// Each is matched case-insensitively with path.Match against the
+	// Origin's host ("app.example.com", "*.example.com"), or against
+	// "scheme://host" when the pattern contains "://". A request without an
+	// Origin header (not a browser) is always allowed.
 	AllowedOrigins []string
 
 	// Networks are the machine networks the gateway may dial (for example

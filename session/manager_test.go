@@ -10,7 +10,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/session"
 	"github.com/master-controller/mc/sqlite"
@@ -45,19 +45,19 @@ func (v *recordingVault) Put(_ context.Context, c mc.Credential) error {
 
 type rig struct {
 	store  mc.Store
-	driver *drivertest.Fake
+	driver *fake.Driver
 	vault  *recordingVault
 	mgr    *session.Manager
 }
 
-func newRig(t *testing.T, cfg session.Config, fc drivertest.FakeConfig) *rig {
+func newRig(t *testing.T, cfg session.Config, fc fake.Config) *rig {
 	t.Helper()
 	return newRigWithClock(t, cfg, fc, nil)
 }
 
 // newRigWithClock is newRig with the manager on clock (the system clock when
 // nil).
-func newRigWithClock(t *testing.T, cfg session.Config, fc drivertest.FakeConfig, clock mc.TimerClock) *rig {
+func newRigWithClock(t *testing.T, cfg session.Config, fc fake.Config, clock mc.TimerClock) *rig {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
 	if err != nil {
@@ -73,7 +73,7 @@ func newRigWithClock(t *testing.T, cfg session.Config, fc drivertest.FakeConfig,
 	if cfg.LoginPoll == 0 {
 		cfg.LoginPoll = 10 * time.Millisecond
 	}
-	r := &rig{store: st, driver: drivertest.NewFake(fc), vault: &recordingVault{}}
+	r := &rig{store: st, driver: fake.New(fc), vault: &recordingVault{}}
 	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault, Clock: clock})
 	t.Cleanup(func() { r.mgr.Close() })
 	return r
@@ -107,7 +107,7 @@ func stateOf(s *mc.Session) any {
 }
 
 // waitGone waits until the driver has no machine of session id.
-func waitGone(t *testing.T, d *drivertest.Fake, id string) {
+func waitGone(t *testing.T, d *fake.Driver, id string) {
 	t.Helper()
 	testutil.WaitFor(t, 5*time.Second, "the machine of session "+id+" gone", func() error {
 		ms, err := d.List(t.Context())
@@ -125,7 +125,7 @@ func waitGone(t *testing.T, d *drivertest.Fake, id string) {
 
 func TestStartReachesReady(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ func TestStartReachesReady(t *testing.T) {
 
 func TestStartRefusals(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{MaxMachines: 2}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{MaxMachines: 2}, fake.Config{})
 	if _, err := r.mgr.Start(t.Context(), "alice", "nope"); mc.ErrorCode(err) != mc.EINVALID || mc.ErrorReason(err) != "unknown_provider" {
 		t.Errorf("unknown provider: %v", err)
 	}
@@ -192,7 +192,7 @@ func TestStartRefusals(t *testing.T) {
 
 func TestCancelDestroysMachine(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func TestCancelDestroysMachine(t *testing.T) {
 
 func TestCancelWhileStarting(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{StartDelay: time.Hour})
+	r := newRig(t, session.Config{}, fake.Config{StartDelay: time.Hour})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +231,7 @@ func TestCancelWhileStarting(t *testing.T) {
 
 func TestMachineExitFailsSession(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	r.driver.Kill(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID)
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
@@ -243,7 +243,7 @@ func TestMachineExitFailsSession(t *testing.T) {
 
 func TestStartTimeout(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, drivertest.FakeConfig{StartDelay: time.Hour})
+	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, fake.Config{StartDelay: time.Hour})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
 	if got.Reason != mc.ReasonStartTimeout {
@@ -254,7 +254,7 @@ func TestStartTimeout(t *testing.T) {
 
 func TestLoginCompletes(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	ready := waitState(t, r.store, s.ID, mc.StateReady)
 	files := map[string]string{"~/.demo/credentials.json": `{"access_token":"demo-x"}`}
@@ -280,7 +280,7 @@ func TestLoginCompletes(t *testing.T) {
 
 func TestLoginFailsAndTimesOut(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	r.driver.FailLogin(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID, "command_failed")
 	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != "command_failed" {
@@ -307,7 +307,7 @@ func newLifetimeRig(t *testing.T, cfg session.Config) *lifetimeRig {
 	// The fake clock starts at the real time: the manager also derives real
 	// deadlines (contexts) from the session's expiry.
 	clock := testutil.NewClock(time.Now())
-	r := &lifetimeRig{rig: newRigWithClock(t, cfg, drivertest.FakeConfig{}, clock), clock: clock}
+	r := &lifetimeRig{rig: newRigWithClock(t, cfg, fake.Config{}, clock), clock: clock}
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +394,7 @@ func TestLifetimes(t *testing.T) {
 
 func TestCloseEndsDrivenSessions(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	r.mgr.Close()
@@ -412,7 +412,7 @@ func TestCloseEndsDrivenSessions(t *testing.T) {
 // leases; a new manager's first reconcile pass leaves nothing behind.
 func TestReconcileAfterCrash(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{Replica: "r1"}, fake.Config{})
 	ctx := t.Context()
 	// Created before the manager began, by the process that crashed: they
 	// are ended at once, however young.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/session"
 	"github.com/master-controller/mc/sqlite"
 )
@@ -95,12 +95,12 @@ func (o *outageStore) Watch(ctx context.Context, id string) (<-chan *mc.Session,
 // hookDriver calls onCreate after each machine is created and onDestroy
 // before each is destroyed.
 type hookDriver struct {
-	*drivertest.Fake
+	*fake.Driver
 	onCreate, onDestroy func()
 }
 
 func (d *hookDriver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
-	m, err := d.Fake.Create(ctx, spec)
+	m, err := d.Driver.Create(ctx, spec)
 	if err == nil && d.onCreate != nil {
 		d.onCreate()
 	}
@@ -111,7 +111,7 @@ func (d *hookDriver) Destroy(ctx context.Context, id string) error {
 	if d.onDestroy != nil {
 		d.onDestroy()
 	}
-	return d.Fake.Destroy(ctx, id)
+	return d.Driver.Destroy(ctx, id)
 }
 
 func newOutageRig(t *testing.T, cfg session.Config) (*outageStore, *hookDriver, *session.Manager, mc.Store) {
@@ -122,7 +122,7 @@ func newOutageRig(t *testing.T, cfg session.Config) (*outageStore, *hookDriver, 
 	}
 	t.Cleanup(func() { inner.Close() })
 	st := &outageStore{Store: inner}
-	drv := &hookDriver{Fake: drivertest.NewFake(drivertest.FakeConfig{})}
+	drv := &hookDriver{Driver: fake.New(fake.Config{})}
 	cfg.Replica, cfg.StoreRetry, cfg.DestroyGrace = "r1", time.Millisecond, time.Millisecond
 	mgr := session.New(cfg, session.Deps{Store: st, Driver: drv, Providers: testProviders, Vault: &recordingVault{}})
 	t.Cleanup(func() { mgr.Close() })
@@ -161,5 +161,5 @@ func TestStoreOutagePastStartDeadline(t *testing.T) {
 	if got.Reason != mc.ReasonStoreUnreachable {
 		t.Errorf("reason %s, want %s", got.Reason, mc.ReasonStoreUnreachable)
 	}
-	waitGone(t, drv.Fake, s.ID)
+	waitGone(t, drv.Driver, s.ID)
 }

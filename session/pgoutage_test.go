@@ -10,7 +10,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/postgres"
 	"github.com/master-controller/mc/session"
@@ -106,7 +106,7 @@ func TestPostgresOutageDuringStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	drv := &hookDriver{Fake: drivertest.NewFake(drivertest.FakeConfig{})}
+	drv := &hookDriver{Driver: fake.New(fake.Config{})}
 	drv.onCreate = func() { proxy.takeDown(8) }
 	mgr := session.New(session.Config{Replica: "r1", StoreRetry: 10 * time.Millisecond, StartTimeout: time.Minute},
 		session.Deps{Store: st, Driver: drv, Providers: testProviders, Vault: &recordingVault{}})

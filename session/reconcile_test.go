@@ -8,7 +8,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/session"
 )
 
@@ -20,7 +20,7 @@ import (
 func TestReconcileSparesSessionsBeingCreated(t *testing.T) {
 	const creators, perCreator = 4, 75
 	// LoginPoll is long: the test is about starts, not logins.
-	r := newRig(t, session.Config{ReconcileInterval: 100 * time.Millisecond, LoginPoll: time.Second}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{ReconcileInterval: 100 * time.Millisecond, LoginPoll: time.Second}, fake.Config{})
 	r.mgr.Run(t.Context())
 
 	var mu sync.Mutex
@@ -63,13 +63,13 @@ func TestReconcileSparesSessionsBeingCreated(t *testing.T) {
 // listHookDriver runs onList once, after the host has been listed and
 // before the list is returned.
 type listHookDriver struct {
-	*drivertest.Fake
+	*fake.Driver
 	once   sync.Once
 	onList func()
 }
 
 func (d *listHookDriver) List(ctx context.Context) ([]mc.MachineStatus, error) {
-	ms, err := d.Fake.List(ctx)
+	ms, err := d.Driver.List(ctx)
 	d.once.Do(d.onList)
 	return ms, err
 }
@@ -100,8 +100,8 @@ func TestReconcileRaces(t *testing.T) {
 		return m
 	}
 	t.Run("ready after the host was listed", func(t *testing.T) {
-		r := newRig(t, session.Config{}, drivertest.FakeConfig{})
-		d := &listHookDriver{Fake: r.driver}
+		r := newRig(t, session.Config{}, fake.Config{})
+		d := &listHookDriver{Driver: r.driver}
 		mgr := newManager(t, r.store, d)
 		var id string
 		d.onList = func() {
@@ -120,7 +120,7 @@ func TestReconcileRaces(t *testing.T) {
 		}
 	})
 	t.Run("read before it is driven", func(t *testing.T) {
-		r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+		r := newRig(t, session.Config{}, fake.Config{})
 		st := &createHookStore{Store: r.store}
 		mgr := newManager(t, st, r.driver)
 		st.onCreate = func() {

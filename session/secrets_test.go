@@ -11,7 +11,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/postgres"
 	"github.com/master-controller/mc/session"
@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // secretsDriver records the secrets each machine was created with.
 type secretsDriver struct {
-	*drivertest.Fake
+	*fake.Driver
 	mu      sync.Mutex
 	secrets map[string]mc.MachineSecrets
 }
@@ -31,7 +31,7 @@ func (d *secretsDriver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Mac
 	d.mu.Lock()
 	d.secrets[spec.ID] = spec.Secrets
 	d.mu.Unlock()
-	return d.Fake.Create(ctx, spec)
+	return d.Driver.Create(ctx, spec)
 }
 
 // TestNoMachineSecretsAtRest runs 20 sessions to their end and then looks
@@ -85,7 +85,7 @@ func TestNoMachineSecretsAtRest(t *testing.T) {
 
 func checkNoSecretsAtRest(t *testing.T, st mc.Store, dump func() []byte) {
 	const sessions = 20
-	drv := &secretsDriver{Fake: drivertest.NewFake(drivertest.FakeConfig{}), secrets: map[string]mc.MachineSecrets{}}
+	drv := &secretsDriver{Driver: fake.New(fake.Config{}), secrets: map[string]mc.MachineSecrets{}}
 	mgr := session.New(session.Config{Replica: "r1", DestroyGrace: time.Millisecond, LoginPoll: 10 * time.Millisecond},
 		session.Deps{Store: st, Driver: drv, Providers: testProviders, Vault: &recordingVault{}})
 	var ids []string

@@ -1,4 +1,4 @@
-package rfb
+package rfbtest
 
 import (
 	"encoding/binary"
@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/rfb"
 )
 
 // maxPixels bounds the framebuffer a capture accepts (64 Mpixel).
@@ -17,7 +18,7 @@ const maxPixels = 1 << 26
 // is the VNC password, or the zero Secret for a server that offers None (such
 // as the gateway). The caller sets deadlines on conn and closes it.
 func Capture(conn io.ReadWriter, password mc.Secret) (*image.RGBA, error) {
-	if _, err := ClientHandshake(conn, password); err != nil {
+	if _, err := rfb.ClientHandshake(conn, password); err != nil {
 		return nil, err
 	}
 	if _, err := conn.Write([]byte{1}); err != nil { // ClientInit, shared
@@ -32,8 +33,8 @@ func Capture(conn io.ReadWriter, password mc.Secret) (*image.RGBA, error) {
 		return nil, fmt.Errorf("framebuffer %dx%d too large", w, h)
 	}
 	nameLen := binary.BigEndian.Uint32(si[20:])
-	if nameLen > maxReasonLen {
-		return nil, fmt.Errorf("desktop name of %d bytes: %w", nameLen, ErrNotRFB)
+	if nameLen > rfb.MaxReasonLen {
+		return nil, fmt.Errorf("desktop name of %d bytes: %w", nameLen, rfb.ErrNotRFB)
 	}
 	if _, err := io.CopyN(io.Discard, conn, int64(nameLen)); err != nil {
 		return nil, fmt.Errorf("read desktop name: %w", err)

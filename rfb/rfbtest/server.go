@@ -1,4 +1,9 @@
-package rfb
+// Package rfbtest holds RFB fakes: a VNC server with a solid-colour screen
+// (FakeServer, which the fake driver runs as each machine's VNC server), the
+// server side of VNC authentication, and a client that captures one
+// framebuffer (Capture). It imports no testing code, so the fake driver can
+// ship in the binary.
+package rfbtest
 
 import (
 	"crypto/rand"
@@ -13,6 +18,7 @@ import (
 	"sync/atomic"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/rfb"
 )
 
 // ErrAuthFailed is returned by ServeVNCAuth when the client's response does
@@ -25,34 +31,34 @@ var ErrAuthFailed = errors.New("vnc authentication failed")
 // challenge response against password and sends the security result. It
 // stops before ClientInit. It returns ErrAuthFailed (after telling the client)
 // for a wrong password.
-func ServeVNCAuth(conn io.ReadWriter, password mc.Secret, v Version) (Version, error) {
-	if v == (Version{}) {
-		v = V38
+func ServeVNCAuth(conn io.ReadWriter, password mc.Secret, v rfb.Version) (rfb.Version, error) {
+	if v == (rfb.Version{}) {
+		v = rfb.V38
 	}
 	if _, err := conn.Write(v.Banner()); err != nil {
 		return v, fmt.Errorf("write banner: %w", err)
 	}
-	cv, err := readClientVersion(conn)
+	cv, err := rfb.ReadClientVersion(conn)
 	if err != nil {
 		return cv, err
 	}
 	if cv.Minor > v.Minor {
 		cv = v // a client may not answer above the server's version
 	}
-	if cv == V33 {
-		if _, err := conn.Write([]byte{0, 0, 0, SecVNCAuth}); err != nil {
+	if cv == rfb.V33 {
+		if _, err := conn.Write([]byte{0, 0, 0, rfb.SecVNCAuth}); err != nil {
 			return cv, fmt.Errorf("write security type: %w", err)
 		}
 	} else {
-		if _, err := conn.Write([]byte{1, SecVNCAuth}); err != nil {
+		if _, err := conn.Write([]byte{1, rfb.SecVNCAuth}); err != nil {
 			return cv, fmt.Errorf("write security types: %w", err)
 		}
 		var choice [1]byte
 		if _, err := io.ReadFull(conn, choice[:]); err != nil {
 			return cv, fmt.Errorf("read security choice: %w", err)
 		}
-		if choice[0] != SecVNCAuth {
-			return cv, fmt.Errorf("client chose security type %d: %w", choice[0], ErrNoClient)
+		if choice[0] != rfb.SecVNCAuth {
+			return cv, fmt.Errorf("client chose security type %d: %w", choice[0], rfb.ErrNoClient)
 		}
 	}
 	var challenge [16]byte
@@ -66,10 +72,10 @@ func ServeVNCAuth(conn io.ReadWriter, password mc.Secret, v Version) (Version, e
 	if _, err := io.ReadFull(conn, resp[:]); err != nil {
 		return cv, fmt.Errorf("read challenge response: %w", err)
 	}
-	want := EncryptChallenge(password, challenge)
+	want := rfb.EncryptChallenge(password, challenge)
 	if subtle.ConstantTimeCompare(resp[:], want[:]) != 1 {
-		if cv == V38 {
-			_ = writeFailure(conn, "Authentication failed")
+		if cv == rfb.V38 {
+			_ = rfb.WriteFailure(conn, "Authentication failed")
 		} else {
 			_, _ = conn.Write([]byte{0, 0, 0, 1})
 		}
@@ -156,7 +162,7 @@ type FakeServer struct {
 	// Colour is the screen's colour.
 	Colour color.RGBA
 	// Version is the announced version (default 3.8).
-	Version Version
+	Version rfb.Version
 	// Name is the desktop name (default "fake").
 	Name string
 

@@ -1,5 +1,5 @@
-// Package rfbtest starts a real TigerVNC server (Xvnc) for tests.
-package rfbtest
+// Package xvnctest starts a real TigerVNC server (Xvnc) for tests.
+package xvnctest
 
 import (
 	"bytes"

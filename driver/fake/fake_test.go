@@ -1,4 +1,4 @@
-package drivertest_test
+package fake_test
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 )
 
 // The fake driver passes the same conformance suite as the real ones.
 func TestFakeConformance(t *testing.T) {
-	var drivers []*drivertest.Fake
+	var drivers []*fake.Driver
 	drivertest.Run(t, func(t *testing.T) mc.Driver {
-		d := drivertest.NewFake(drivertest.FakeConfig{})
+		d := fake.New(fake.Config{})
 		drivers = append(drivers, d)
 		return d
 	}, drivertest.Options{

@@ -1,4 +1,8 @@
-package drivertest
+// Package fake is a runtime driver without machines: each "machine" is an
+// in-process VNC server and agent on loopback. It serves the manager's unit
+// tests, race tests and the offline demo (MC_DRIVER=fake), and passes the
+// same conformance suite (driver/drivertest) as the real drivers.
+package fake
 
 import (
 	"context"
@@ -13,11 +17,11 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/rfb"
+	"github.com/master-controller/mc/rfb/rfbtest"
 )
 
-// FakeConfig tunes the fake driver.
-type FakeConfig struct {
+// Config tunes the fake driver.
+type Config struct {
 	// StartDelay is how long Create takes, so that callers can observe the
 	// starting state (default 0).
 	StartDelay time.Duration
@@ -29,21 +33,21 @@ type FakeConfig struct {
 	Colour color.RGBA
 }
 
-// Fake is the test driver: each machine is an in-process VNC server (RFB 3.8
+// Driver is the fake driver (MC_DRIVER=fake): each machine is an in-process VNC server (RFB 3.8
 // with VNC authentication, a solid-colour screen) and an in-process agent
 // (health, login start/status/result) on loopback ports. It runs where no
 // browser can (the manager's unit tests, 200-session race tests) and passes
 // the same conformance suite as real drivers.
-type Fake struct {
-	cfg FakeConfig
+type Driver struct {
+	cfg Config
 	mu  sync.Mutex
 	m   map[string]*fakeMachine
 }
 
-var _ mc.Driver = (*Fake)(nil)
+var _ mc.Driver = (*Driver)(nil)
 
-// NewFake returns a fake driver.
-func NewFake(cfg FakeConfig) *Fake {
+// New returns a fake driver.
+func New(cfg Config) *Driver {
 	if cfg.MaxMachines <= 0 {
 		cfg.MaxMachines = 1000
 	}
@@ -53,12 +57,12 @@ func NewFake(cfg FakeConfig) *Fake {
 	if cfg.Colour == (color.RGBA{}) {
 		cfg.Colour = color.RGBA{0x1e, 0x6f, 0xd9, 0xff}
 	}
-	return &Fake{cfg: cfg, m: map[string]*fakeMachine{}}
+	return &Driver{cfg: cfg, m: map[string]*fakeMachine{}}
 }
 
 type fakeMachine struct {
 	status  mc.MachineStatus
-	vnc     *rfb.FakeServer
+	vnc     *rfbtest.FakeServer
 	vncL    net.Listener
 	agent   *http.Server
 	agentL  net.Listener
@@ -74,19 +78,19 @@ type fakeMachine struct {
 }
 
 // Name returns "fake".
-func (f *Fake) Name() string { return "fake" }
+func (f *Driver) Name() string { return "fake" }
 
 // Capabilities reports loopback isolation.
-func (f *Fake) Capabilities() mc.Capabilities {
+func (f *Driver) Capabilities() mc.Capabilities {
 	return mc.Capabilities{Isolation: "loopback", Network: netip.MustParsePrefix("127.0.0.1/32"),
 		PortLo: 1024, PortHi: 65535, MaxMachines: f.cfg.MaxMachines}
 }
 
 // Check always passes: the fake needs nothing from the host.
-func (f *Fake) Check(context.Context) error { return nil }
+func (f *Driver) Check(context.Context) error { return nil }
 
 // Create starts a fake machine.
-func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
+func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
 	if spec.ID == "" || spec.Secrets.VNCPassword.IsZero() || spec.Secrets.AgentToken.IsZero() {
 		return mc.Machine{}, mc.Errorf(mc.EINVALID, mc.ReasonBadSpec, "a machine needs an id and secrets")
 	}
@@ -126,7 +130,7 @@ func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, err
 		VNCPort: vncL.Addr().(*net.TCPAddr).Port, AgentPort: agentL.Addr().(*net.TCPAddr).Port}
 	fm.mu.Lock()
 	fm.status = mc.MachineStatus{ID: spec.ID, SessionID: spec.SessionID, Machine: mach, Running: true, StartedAt: time.Now()}
-	fm.vnc = &rfb.FakeServer{Password: spec.Secrets.VNCPassword, Width: f.cfg.Width, Height: f.cfg.Height,
+	fm.vnc = &rfbtest.FakeServer{Password: spec.Secrets.VNCPassword, Width: f.cfg.Width, Height: f.cfg.Height,
 		Colour: f.cfg.Colour, Name: "fake " + spec.Provider}
 	fm.vncL, fm.agentL = vncL, agentL
 	fm.agent = &http.Server{Handler: fm.agentHandler(spec.Secrets.AgentToken), ReadHeaderTimeout: 5 * time.Second}
@@ -149,13 +153,13 @@ func (f *Fake) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, err
 }
 
 // lookup returns machine id, or nil.
-func (f *Fake) lookup(id string) *fakeMachine {
+func (f *Driver) lookup(id string) *fakeMachine {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.m[id]
 }
 
-func (f *Fake) remove(id string) {
+func (f *Driver) remove(id string) {
 	f.mu.Lock()
 	delete(f.m, id)
 	f.mu.Unlock()
@@ -177,7 +181,7 @@ func (fm *fakeMachine) stop() {
 }
 
 // Destroy stops and forgets the machine; unknown ids are fine.
-func (f *Fake) Destroy(_ context.Context, id string) error {
+func (f *Driver) Destroy(_ context.Context, id string) error {
 	f.mu.Lock()
 	fm := f.m[id]
 	delete(f.m, id)
@@ -190,7 +194,7 @@ func (f *Fake) Destroy(_ context.Context, id string) error {
 
 // Kill makes a machine exit as if its processes died: its servers close and
 // Wait returns, but it stays listed (not running) until destroyed.
-func (f *Fake) Kill(id string) {
+func (f *Driver) Kill(id string) {
 	fm := f.lookup(id)
 	if fm != nil {
 		fm.stop()
@@ -198,7 +202,7 @@ func (f *Fake) Kill(id string) {
 }
 
 // Inspect reports one machine. Errors: ENOTFOUND.
-func (f *Fake) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
+func (f *Driver) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
 	fm := f.lookup(id)
 	if fm == nil {
 		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, mc.ReasonNoMachine, "no machine %s", id)
@@ -220,7 +224,7 @@ func (fm *fakeMachine) snapshot() mc.MachineStatus {
 }
 
 // List reports every machine.
-func (f *Fake) List(context.Context) ([]mc.MachineStatus, error) {
+func (f *Driver) List(context.Context) ([]mc.MachineStatus, error) {
 	f.mu.Lock()
 	fms := make([]*fakeMachine, 0, len(f.m))
 	for _, fm := range f.m {
@@ -237,7 +241,7 @@ func (f *Fake) List(context.Context) ([]mc.MachineStatus, error) {
 }
 
 // Wait blocks until the machine exits. Errors: ENOTFOUND.
-func (f *Fake) Wait(ctx context.Context, id string) error {
+func (f *Driver) Wait(ctx context.Context, id string) error {
 	fm := f.lookup(id)
 	if fm == nil {
 		return mc.Errorf(mc.ENOTFOUND, mc.ReasonNoMachine, "no machine %s", id)
@@ -252,7 +256,7 @@ func (f *Fake) Wait(ctx context.Context, id string) error {
 
 // CompleteLogin makes the machine's login finish with files, as if the user
 // had signed in. It reports whether the machine exists.
-func (f *Fake) CompleteLogin(id string, files map[string]string) bool {
+func (f *Driver) CompleteLogin(id string, files map[string]string) bool {
 	fm := f.lookup(id)
 	if fm == nil {
 		return false
@@ -265,7 +269,7 @@ func (f *Fake) CompleteLogin(id string, files map[string]string) bool {
 }
 
 // FailLogin makes the machine's login fail with a reason code.
-func (f *Fake) FailLogin(id, reason string) bool {
+func (f *Driver) FailLogin(id, reason string) bool {
 	fm := f.lookup(id)
 	if fm == nil {
 		return false
@@ -279,7 +283,7 @@ func (f *Fake) FailLogin(id, reason string) bool {
 
 // VNC returns the fake VNC server of a machine (nil if unknown), for tests
 // that count connections.
-func (f *Fake) VNC(id string) *rfb.FakeServer {
+func (f *Driver) VNC(id string) *rfbtest.FakeServer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fm := f.m[id]; fm != nil {
@@ -293,7 +297,7 @@ func (f *Fake) VNC(id string) *rfb.FakeServer {
 // LoginPolls returns how many times the machine's login status has been
 // asked for (0 if the machine is unknown): once it is asked, the login has
 // started and the manager has recorded that as activity.
-func (f *Fake) LoginPolls(id string) int {
+func (f *Driver) LoginPolls(id string) int {
 	fm := f.lookup(id)
 	if fm == nil {
 		return 0
