@@ -100,7 +100,7 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 	default:
 		var st *stage
 		if !errors.As(err, &st) {
-			st = &stage{state: mc.StateFailed, reason: "internal", err: err}
+			st = &stage{state: mc.StateFailed, reason: mc.ReasonInternal, err: err}
 		}
 		final = m.finish(ctx, id, machineID, expires, st.state, st.reason, st.err.Error(), log)
 	}
@@ -141,7 +141,7 @@ func (m *Manager) persist(ctx context.Context, id, what string, op func(context.
 		}
 		if attempt == 1 {
 			m.log.Warn("store unavailable; retrying", mc.LogSessionID, id, "what", what,
-				mc.LogReason, mc.ReasonStoreUnreachable, "error", err)
+				mc.LogReason, mc.ReasonStoreUnreachable, mc.LogError, err)
 			m.metrics.refused.WithLabelValues(string(mc.ReasonStoreUnreachable)).Inc()
 		}
 		if m.life.Err() != nil && attempt >= shutdownAttempts {
@@ -172,7 +172,7 @@ func (m *Manager) endDurable(ctx context.Context, id string, expires time.Time, 
 	})
 	if err != nil && !errors.Is(err, errFinal) {
 		m.log.Error("record session end", mc.LogSessionID, id, "state", to, "end_reason", reason,
-			"error", err, mc.LogReason, mc.ErrorReason(err))
+			mc.LogError, err, mc.LogReason, mc.ErrorReason(err))
 		return nil
 	}
 	return final
@@ -219,7 +219,7 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id, machineID string, exp
 	}
 	prov, ok := m.providers.Get(s.Provider)
 	if !ok {
-		return failed("unknown_provider", fmt.Errorf("provider %q is no longer configured", s.Provider))
+		return failed(mc.ReasonUnknownProvider, fmt.Errorf("provider %q is no longer configured", s.Provider))
 	}
 	started := m.clock.Now()
 	// The machine's secrets are derived, never stored: any replica with
@@ -503,8 +503,8 @@ func (m *Manager) teardown(id string, log *slog.Logger) {
 	defer cancel()
 	start := time.Now()
 	if err := m.driver.Destroy(ctx, id); err != nil {
-		log.Error("destroy machine", mc.LogMachineID, id, "error", err, mc.LogReason, "destroy_failed")
-		m.metrics.refused.WithLabelValues("destroy_failed").Inc()
+		log.Error("destroy machine", mc.LogMachineID, id, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
+		m.metrics.refused.WithLabelValues(string(mc.ReasonDestroyFailed)).Inc()
 		return
 	}
 	log.Info("machine destroyed", mc.LogMachineID, id, "seconds", time.Since(start).Seconds())

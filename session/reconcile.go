@@ -30,7 +30,7 @@ func (m *Manager) Run(ctx context.Context) {
 		defer t.Stop()
 		for {
 			if _, err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				m.log.Error("reconcile", "error", err, mc.LogReason, "reconcile_failed")
+				m.log.Error("reconcile", mc.LogError, err, mc.LogReason, mc.ReasonReconcileFailed)
 			}
 			select {
 			case <-ctx.Done():
@@ -98,11 +98,11 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			continue // a live session owns it; the sessions below are checked next
 		}
 		if err := m.driver.Destroy(ctx, ms.ID); err != nil {
-			m.log.Error("destroy orphaned machine", mc.LogMachineID, ms.ID, "error", err, mc.LogReason, "destroy_failed")
+			m.log.Error("destroy orphaned machine", mc.LogMachineID, ms.ID, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
 			continue
 		}
 		rep.Destroyed = append(rep.Destroyed, ms.ID)
-		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, "orphaned_machine")
+		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, mc.ReasonOrphanedMachine)
 	}
 
 	now := m.clock.Now()
@@ -127,7 +127,7 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 				}
 				for _, mid := range ids {
 					if err := m.driver.Destroy(ctx, mid); err != nil {
-						m.log.Error("destroy machine", mc.LogMachineID, mid, mc.LogSessionID, s.ID, "error", err, mc.LogReason, "destroy_failed")
+						m.log.Error("destroy machine", mc.LogMachineID, mid, mc.LogSessionID, s.ID, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
 					} else if onHost[mid] {
 						rep.Destroyed = append(rep.Destroyed, mid)
 					}
@@ -159,7 +159,7 @@ func (m *Manager) endAt(ctx context.Context, s *mc.Session, to mc.State, reason 
 		To: to, Reason: reason, Message: msg, Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
 	if err != nil {
 		if mc.ErrorCode(err) != mc.ECONFLICT && ctx.Err() == nil {
-			m.log.Error("reconcile end session", mc.LogSessionID, s.ID, "error", err, mc.LogReason, mc.ErrorReason(err))
+			m.log.Error("reconcile end session", mc.LogSessionID, s.ID, mc.LogError, err, mc.LogReason, mc.ErrorReason(err))
 		}
 		return false
 	}
