@@ -348,7 +348,8 @@ func newEnv(tb testing.TB, opts options) *env {
 	if opts.deps != nil {
 		opts.deps(&deps)
 	}
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// The caller's logger carries the replica, as app's does.
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With(mc.LogReplica, cfg.Replica)
 	api, err := httpapi.New(cfg, deps, log, e.reg)
 	if err != nil {
 		tb.Fatalf("new api: %v", err)

@@ -11,13 +11,19 @@ import (
 
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/httpapi"
+	"github.com/master-controller/mc/internal/jsonkey"
 )
 
-// logLines parses JSON log output into one map per line.
+// logLines parses JSON log output into one map per line. A line that holds
+// a key twice (the replica once from the caller's logger and once more from
+// the API's) fails the test: a JSON reader would keep only one of them.
 func logLines(tb testing.TB, s string) []map[string]any {
 	tb.Helper()
 	var out []map[string]any
 	for line := range strings.Lines(s) {
+		if k, dup := jsonkey.Duplicate([]byte(line)); dup {
+			tb.Errorf("log line holds key %q twice: %s", k, line)
+		}
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			tb.Fatalf("log line %q: %v", line, err)

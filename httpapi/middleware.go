@@ -43,7 +43,8 @@ func reqState(ctx context.Context) *state {
 }
 
 // Logger returns the logger of the request that ctx belongs to: it carries the
-// request id (and the replica) on every line. Outside a request it returns
+// request id and the attributes of the API's logger (the replica) on every
+// line, each key once. Outside a request it returns
 // slog.Default().
 func Logger(ctx context.Context) *slog.Logger { return reqState(ctx).log }
 

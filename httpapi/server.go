@@ -80,8 +80,9 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (default 64 KiB); a larger body is
 	// refused with 400, code invalid, reason body_too_large.
 	MaxBodyBytes int64
-	// Replica names this process: it is on every log line and in the
-	// X-MC-Replica response header.
+	// Replica names this process in the X-MC-Replica response header. The
+	// logger given to New is expected to carry it already (app's does), so
+	// the API does not add it again: a log line holds each key once.
 	Replica string
 	// ReadyTimeout bounds each readiness check of GET /readyz (default 2 s).
 	ReadyTimeout time.Duration
@@ -204,7 +205,8 @@ var (
 )
 
 // New returns the API. log may be nil (nothing is logged) and reg may be nil
-// (metrics are kept but not exported).
+// (metrics are kept but not exported). Every line the API logs carries log's
+// attributes and the request id.
 func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	cfg.setDefaults()
 	switch {
@@ -224,9 +226,6 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Replica != "" {
-		log = log.With(mc.LogReplica, cfg.Replica)
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
