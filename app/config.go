@@ -83,8 +83,8 @@ func (c *Config) settings() []setting {
 		{"data-dir", "MC_DATA_DIR", "directory for the SQLite database, generated keys and machine files", &c.DataDir, "./data", false},
 		{"database-url", "MC_DATABASE_URL", "SQLite file path, or a postgres:// URL for several replicas (default: <data-dir>/mc.db)", &c.DatabaseURL, "", true},
 		{"replica", "MC_REPLICA", "name of this replica; must be stable across restarts and unique among replicas (default: the host name)", &c.Replica, "", false},
-		{"api-keys", "MC_API_KEYS", "comma-separated API keys for backends (default: one generated into <data-dir>/api-keys)", &c.APIKeys, "", true},
-		{"api-keys-file", "MC_API_KEYS_FILE", "file with one API key per line", &c.APIKeysFile, "", false},
+		{"api-keys", "MC_API_KEYS", "comma-separated API keys for backends, 16 characters or more (default: one generated into <data-dir>/api-keys, and again if that file holds none)", &c.APIKeys, "", true},
+		{"api-keys-file", "MC_API_KEYS_FILE", "file with one API key per line; a file with no key stops the start", &c.APIKeysFile, "", false},
 		{"log-level", "MC_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel, "info", false},
 		{"log-format", "MC_LOG_FORMAT", "text or json", &c.LogFormat, "text", false},
 

@@ -215,36 +215,61 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 	return m, nil
 }
 
-// apiKeys returns the hashes of the configured API keys; with none
-// configured it loads or generates <data-dir>/api-keys.
+// APIKeysFileName is the file under the data directory that holds the API
+// keys when none are configured: generated on first start.
+const APIKeysFileName = "api-keys"
+
+// apiKeys returns the hashes of the configured API keys. A server with no
+// key would answer 401 to every request, so it never starts with none:
+//   - keys given in MC_API_KEYS or MC_API_KEYS_FILE are used; a setting or
+//     a file that is given but holds no key is an error (the operator meant
+//     to set keys and did not);
+//   - with neither, <data-dir>/api-keys is read; when it is missing, or
+//     holds no key (emptied, or cut short before this version wrote it
+//     atomically), a key is generated into it as on first start, printed
+//     once, and the log says which of the two happened.
 func (m *Main) apiKeys() ([]httpapi.KeyHash, error) {
 	var raw []string
-	add := func(s string) {
-		for _, k := range strings.Split(s, ",") {
+	add := func(s string) int {
+		n := 0
+		for _, k := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' }) {
 			if k = strings.TrimSpace(k); k != "" && !strings.HasPrefix(k, "#") {
 				raw = append(raw, k)
+				n++
 			}
 		}
+		return n
 	}
-	add(m.Config.APIKeys)
+	if m.Config.APIKeys != "" && add(m.Config.APIKeys) == 0 {
+		return nil, errors.New("MC_API_KEYS holds no API key; give at least one, or unset it to use " +
+			filepath.Join(m.Config.DataDir, APIKeysFileName))
+	}
 	if f := m.Config.APIKeysFile; f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("read API keys file: %w", err)
 		}
-		add(strings.ReplaceAll(string(b), "\n", ","))
+		if add(string(b)) == 0 {
+			return nil, fmt.Errorf("MC_API_KEYS_FILE %s holds no API key (one per line); "+
+				"refusing to start a server that would refuse every request", f)
+		}
 	}
 	if len(raw) == 0 {
-		path := filepath.Join(m.Config.DataDir, "api-keys")
+		path := filepath.Join(m.Config.DataDir, APIKeysFileName)
 		b, err := os.ReadFile(path)
 		switch {
-		case err == nil:
-			add(strings.ReplaceAll(string(b), "\n", ","))
-		case errors.Is(err, os.ErrNotExist):
+		case err == nil && add(string(b)) > 0:
+		case err == nil || errors.Is(err, os.ErrNotExist):
 			key := "mc_" + mc.NewSecret(32).Reveal()
-			if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			if err := writeFileAtomic(path, []byte(key+"\n"), 0o600); err != nil {
 				return nil, fmt.Errorf("write generated API key: %w", err)
 			}
+			why := "first start"
+			if err == nil {
+				why = "the file held no key"
+			}
+			m.Log.Warn("generated an API key", "file", path, mc.LogReason, why,
+				"key_id", httpapi.HashAPIKey(key).ID())
 			m.GeneratedAPIKey = mc.SecretOf(key)
 			raw = append(raw, key)
 		default:
@@ -261,6 +286,33 @@ func (m *Main) apiKeys() ([]httpapi.KeyHash, error) {
 	return keys, nil
 }
 
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory and a rename, so that a crash leaves the old file or the new
+// one, never a file cut short.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename, a no-op
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
 // Run reconciles, serves until ctx ends, and returns. Call Close after.
 func (m *Main) Run(ctx context.Context) error {
 	m.Manager.Run(ctx)
@@ -271,9 +323,9 @@ func (m *Main) Run(ctx context.Context) error {
 		fmt.Fprintf(w, "  dashboard: %s/\n", m.Config.PublicURL)
 		if !m.GeneratedAPIKey.IsZero() {
 			fmt.Fprintf(w, "  API key (generated, shown once; also in %s): %s\n",
-				filepath.Join(m.Config.DataDir, "api-keys"), m.GeneratedAPIKey.Reveal())
+				filepath.Join(m.Config.DataDir, APIKeysFileName), m.GeneratedAPIKey.Reveal())
 		} else if m.Config.APIKeys == "" && m.Config.APIKeysFile == "" {
-			fmt.Fprintf(w, "  API key: in %s\n", filepath.Join(m.Config.DataDir, "api-keys"))
+			fmt.Fprintf(w, "  API key: in %s\n", filepath.Join(m.Config.DataDir, APIKeysFileName))
 		}
 		w.Flush()
 	}

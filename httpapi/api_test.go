@@ -658,6 +658,8 @@ func TestMounts(t *testing.T) {
 func TestNewRefuses(t *testing.T) {
 	store := newFakeStore()
 	full := httpapi.Deps{Sessions: &fakeSessions{store: store}, Store: store, Tokens: &fakeTokens{}, Providers: testProviders}
+	keys := []httpapi.KeyHash{httpapi.HashAPIKey(testAPIKey)}
+	var cfg httpapi.Config
 	tests := []struct {
 		name string
 		edit func(*httpapi.Deps)
@@ -666,6 +668,7 @@ func TestNewRefuses(t *testing.T) {
 		{"no store", func(d *httpapi.Deps) { d.Store = nil }},
 		{"no tokens", func(d *httpapi.Deps) { d.Tokens = nil }},
 		{"no providers", func(d *httpapi.Deps) { d.Providers = nil }},
+		{"no API key", func(d *httpapi.Deps) { cfg.APIKeys = nil }},
 		{"check without function", func(d *httpapi.Deps) { d.Checks = []httpapi.Check{{Name: "driver"}} }},
 		{"check named store", func(d *httpapi.Deps) {
 			d.Checks = []httpapi.Check{{Name: "store", Check: func(context.Context) error { return nil }}}
@@ -673,16 +676,17 @@ func TestNewRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		d := full
+		cfg = httpapi.Config{APIKeys: keys}
 		tt.edit(&d)
-		if _, err := httpapi.New(httpapi.Config{}, d, nil, nil); err == nil {
+		if _, err := httpapi.New(cfg, d, nil, nil); err == nil {
 			t.Errorf("%s: got no error", tt.name)
 		}
 	}
 	reg := prometheus.NewRegistry()
-	if _, err := httpapi.New(httpapi.Config{}, full, nil, reg); err != nil {
+	if _, err := httpapi.New(httpapi.Config{APIKeys: keys}, full, nil, reg); err != nil {
 		t.Fatalf("first: %v", err)
 	}
-	if _, err := httpapi.New(httpapi.Config{}, full, nil, reg); err == nil {
+	if _, err := httpapi.New(httpapi.Config{APIKeys: keys}, full, nil, reg); err == nil {
 		t.Errorf("second on one registry: got no error, want the metrics conflict")
 	}
 }

@@ -71,8 +71,8 @@ type Config struct {
 	// empty, viewer URLs are relative to the server root.
 	PublicURL string
 	// APIKeys are the SHA-256 hashes of the accepted API keys (see HashAPIKey
-	// and ParseKeyHash); the keys themselves are never held. With none, every
-	// authenticated route answers 401.
+	// and ParseKeyHash); the keys themselves are never held. At least one is
+	// required: New refuses a server that would answer 401 to everything.
 	APIKeys []KeyHash
 	// ViewerTokenTTL is the lifetime of the viewer tokens the API issues
 	// (default 10 minutes).
@@ -218,6 +218,8 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		return nil, errors.New("new http api: no token issuer")
 	case deps.Providers == nil:
 		return nil, errors.New("new http api: no provider registry")
+	case len(cfg.APIKeys) == 0:
+		return nil, errors.New("new http api: no API key (every request would be refused)")
 	}
 	for _, c := range deps.Checks {
 		if c.Name == "" || c.Name == "store" || c.Check == nil {
