@@ -356,6 +356,10 @@ func TestSessionRoutes(t *testing.T) {
 		if status != 200 || len(got.Providers) != 2 || got.Providers[0].Name != "demo" {
 			t.Errorf("got %d %s, want the two providers", status, body)
 		}
+		// Durations are strings across the API, never nanoseconds.
+		if !strings.Contains(string(body), `"login_timeout":"15m"`) {
+			t.Errorf("got %s, want login_timeout \"15m\"", body)
+		}
 	})
 }
 
