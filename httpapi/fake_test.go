@@ -210,7 +210,7 @@ func (p fakeProviders) All() []mc.Provider { return p }
 
 var testProviders = fakeProviders{
 	{Name: "demo", DisplayName: "Demo", StartURL: "local:/demo/signin",
-		Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json", RequiredKeys: []string{"access_token"}}},
+		Files:        []mc.CredentialFile{{Path: "~/.demo/credentials.json", RequiredKeys: []string{"access_token"}}},
 		LoginTimeout: 15 * time.Minute},
 	{Name: "codex", DisplayName: "Codex", Files: []mc.CredentialFile{{Path: "~/.codex/auth.json"}}},
 }
