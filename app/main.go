@@ -40,14 +40,21 @@ type Main struct {
 
 	// URL is the base URL the server listens on (with the real port).
 	URL string
+	// MetricsURL is the base URL of the metrics listener (MetricsListen),
+	// when there is one.
+	MetricsURL string
 	// GeneratedAPIKey is set when no key was configured and one was made
 	// on this start (it is printed once).
 	GeneratedAPIKey mc.Secret
 
 	listener net.Listener
 	server   *http.Server
-	closers  []closer
-	out      io.Writer
+	// metricsListener and metricsServer serve /metrics alone without an
+	// API key, when MetricsListen is set.
+	metricsListener net.Listener
+	metricsServer   *http.Server
+	closers         []closer
+	out             io.Writer
 }
 
 // closer is one named step of shutdown; they run in reverse order of creation.
@@ -194,25 +201,83 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		m.Config.PublicURL = m.URL
 	}
 
+	metrics := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+	apiMetrics := metrics
+	if cfg.MetricsListen != "" {
+		apiMetrics = nil // only on the metrics listener
+		if err := m.listenMetrics(metrics); err != nil {
+			return nil, err
+		}
+	}
+	m.connectionLimits()
 	m.API, err = httpapi.New(httpapi.Config{
 		PublicURL: m.Config.PublicURL, APIKeys: keys, ViewerTokenTTL: cfg.ViewerTokenTTL, Replica: cfg.Replica,
+		HeaderTimeout: cfg.HTTPHeaderTimeout, BodyTimeout: cfg.HTTPBodyTimeout, IdleTimeout: cfg.HTTPIdleTimeout,
+		MaxConnections: m.Config.MaxConnections, MaxViewerConnections: m.Config.MaxViewerConnections,
 	}, httpapi.Deps{
 		Sessions: m.Manager, Store: st, Tokens: tokens, Providers: providers, Credentials: m.Vault,
 		Checks: []httpapi.Check{{Name: "driver", Check: drv.Check}},
 		VNC:    gw, Web: webHandler,
-		Metrics: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
+		Metrics: apiMetrics,
 	}, m.Log, m.Registry)
 	if err != nil {
 		return nil, err
 	}
 
-	m.server = &http.Server{Handler: m.API, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
+	m.server, m.listener = m.API.HTTPServer(m.listener, slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn))
 	m.onClose("http server", func(ctx context.Context) error {
 		m.API.Drain()
 		return m.server.Shutdown(ctx)
 	})
 	return m, nil
+}
+
+// listenMetrics listens on MetricsListen for GET /metrics alone, without
+// an API key; Run serves it.
+func (m *Main) listenMetrics(h http.Handler) error {
+	l, err := net.Listen("tcp", m.Config.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (MC_METRICS_LISTEN): %w", m.Config.MetricsListen, err)
+	}
+	m.metricsListener = l
+	m.MetricsURL = "http://" + l.Addr().String()
+	m.metricsServer = &http.Server{Handler: httpapi.MetricsOnly(h), ReadHeaderTimeout: m.Config.HTTPHeaderTimeout,
+		IdleTimeout: m.Config.HTTPIdleTimeout, ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
+	m.onClose("metrics server", func(ctx context.Context) error {
+		err := m.metricsServer.Shutdown(ctx)
+		if cerr := l.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = cerr
+		}
+		return err
+	})
+	return nil
+}
+
+// connectionLimits raises the open-file limit to its hard limit and sets
+// the caps on connections and viewers that are not configured from it
+// (ConnectionLimits), in m.Config; it warns when configured caps exceed
+// what the limit can hold.
+func (m *Main) connectionLimits() {
+	nofile, err := RaiseFileLimit()
+	if err != nil {
+		m.Log.Warn("open-file limit", "error", err, mc.LogReason, "rlimit")
+	}
+	conns, viewers := ConnectionLimits(nofile)
+	c := &m.Config
+	if c.MaxConnections == 0 {
+		c.MaxConnections = conns
+	}
+	if c.MaxViewerConnections == 0 {
+		c.MaxViewerConnections = max(1, min(viewers, c.MaxConnections/2))
+	}
+	attrs := []any{"open_files", nofile, "max_connections", c.MaxConnections,
+		"max_viewer_connections", c.MaxViewerConnections}
+	if uint64(c.MaxConnections+c.MaxViewerConnections) > nofile {
+		m.Log.Warn("connection caps above the open-file limit: the process may run out of file descriptors",
+			append(attrs, mc.LogReason, "rlimit")...)
+		return
+	}
+	m.Log.Info("connection limits", attrs...)
 }
 
 // APIKeysFileName is the file under the data directory that holds the API
@@ -329,8 +394,12 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		w.Flush()
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- m.server.Serve(m.listener) }()
+	if m.metricsServer != nil {
+		m.Log.Info("serving metrics", "url", m.MetricsURL+"/metrics")
+		go func() { errc <- m.metricsServer.Serve(m.metricsListener) }()
+	}
 	select {
 	case <-ctx.Done():
 		m.Log.Info("shutting down", mc.LogReason, "signal")

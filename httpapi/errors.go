@@ -22,6 +22,26 @@ var statuses = map[mc.Code]int{
 	mc.EINTERNAL:     http.StatusInternalServerError,
 }
 
+// ReasonNoRoute: no route has this path (404 not_found).
+const ReasonNoRoute mc.Reason = "no_route"
+
+// Reasons whose HTTP status is not their code's.
+const (
+	// ReasonMethodNotAllowed: the route exists, not with this method (405,
+	// with Allow).
+	ReasonMethodNotAllowed mc.Reason = "method_not_allowed"
+	// ReasonUpgradeRequired: a plain request on a WebSocket route (426,
+	// with Upgrade: websocket).
+	ReasonUpgradeRequired mc.Reason = "upgrade_required"
+)
+
+// reasonStatuses overrides statuses for reasons that HTTP has a status of
+// its own for; their code stays invalid.
+var reasonStatuses = map[mc.Reason]int{
+	ReasonMethodNotAllowed: http.StatusMethodNotAllowed,
+	ReasonUpgradeRequired:  http.StatusUpgradeRequired,
+}
+
 // ErrorBody is the JSON body of every error response:
 // {"error":{"code":…,"message":…[,"reason":…][,"session_id":…]}}.
 type ErrorBody struct {
@@ -81,22 +101,35 @@ func writeError(w http.ResponseWriter, err error) {
 			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 		}
 	}
-	writeJSON(w, statuses[d.Code], ErrorBody{Error: d})
+	status := statuses[d.Code]
+	if st, ok := reasonStatuses[d.Reason]; ok {
+		status = st
+	}
+	writeJSON(w, status, ErrorBody{Error: d})
 }
 
 // writeJSON writes v as the JSON response with the given status. API
 // responses may hold tokens and credentials, so they are never cached.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := jsonBody(v)
 	if err != nil {
 		// Only a programming error gets here: every response type marshals.
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(ErrorBody{Error: ErrorDetail{Code: mc.EINTERNAL, Message: "internal error"}})
+		b, _ = jsonBody(ErrorBody{Error: ErrorDetail{Code: mc.EINTERNAL, Message: "internal error"}})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
+}
+
+// jsonBody is v as a response body: JSON and a newline.
+func jsonBody(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }

@@ -309,6 +309,9 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
+// upgrade are the headers of a WebSocket upgrade, as e.do takes them.
+var upgrade = []string{"Connection", "Upgrade", "Upgrade", "websocket"}
+
 // testAPIKey is the key the test clients use.
 const testAPIKey = "mc_test_key_0123456789abcdefSECRET"
 

@@ -49,7 +49,7 @@ func TestAccessLog(t *testing.T) {
 	e.do(t, "POST", "/api/v1/sessions/"+id+"/viewer-token", "")
 	e.do(t, "POST", "/api/auth/start", `{"userId":"bob","provider":"demo"}`)
 	e.do(t, "GET", "/api/auth/session/"+id, "")
-	e.do(t, "GET", "/api/v1/sessions/"+id+"/vnc?token="+created.Viewer.Token, "", "Authorization", "")
+	e.do(t, "GET", "/api/v1/sessions/"+id+"/vnc?token="+created.Viewer.Token, "", append([]string{"Authorization", ""}, upgrade...)...)
 	e.do(t, "GET", "/api/v1/sessions/"+id, "", "Authorization", "Bearer "+testAPIKey+"x")
 	e.do(t, "GET", "/api/v1/sessions?cursor=SECRETCURSOR", "")
 	e.do(t, "GET", "/sessions/"+id+"/view?token="+created.Viewer.Token, "")

@@ -80,6 +80,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.routes[pattern] {
 		route = routeUnmatched
 	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !s.streams[pattern] {
+		// The body must arrive within BodyTimeout; an answer given before
+		// it has all arrived closes the connection, rather than wait for
+		// the rest to discard it (a client that announces a body and sends
+		// none still gets its 401 at once).
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		br := &bodyReader{ReadCloser: r.Body, rc: rc}
+		r.Body, sw.body = br, br
+	}
 	defer func() {
 		p := recover()
 		abort := p == http.ErrAbortHandler
@@ -113,13 +123,10 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handle
 	h.ServeHTTP(rec, r)
 	switch rec.status {
 	case http.StatusNotFound:
-		s.fail(w, r, mc.Errorf(mc.ENOTFOUND, "no_route", "no such route"))
+		s.fail(w, r, mc.Errorf(mc.ENOTFOUND, ReasonNoRoute, "no such route"))
 	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", rec.header.Get("Allow"))
-		err := mc.Errorf(mc.EINVALID, "method_not_allowed", "method %s is not allowed here", r.Method)
-		reqState(r.Context()).err = err
-		d := errorDetail(err)
-		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: d})
+		s.fail(w, r, mc.Errorf(mc.EINVALID, ReasonMethodNotAllowed, "method %s is not allowed here", r.Method))
 	default:
 		for k, v := range rec.header {
 			w.Header()[k] = v
@@ -232,6 +239,7 @@ func MaskIP(a netip.Addr) string {
 // for http.ResponseController.
 type statusWriter struct {
 	http.ResponseWriter
+	body        *bodyReader // the request body, when it has one
 	status      int
 	bytes       int64
 	wroteHeader bool
@@ -243,6 +251,9 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status = code
 		if code >= 200 {
 			w.wroteHeader = true
+			if w.body != nil && !w.body.eof.Load() {
+				w.Header().Set("Connection", "close")
+			}
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -302,9 +313,14 @@ func (r *recorder) Write(b []byte) (int, error) {
 // metrics are the API's Prometheus collectors. Labels are route patterns and
 // status codes: never a session or user id.
 type metrics struct {
-	requests *prometheus.CounterVec
-	seconds  *prometheus.HistogramVec
-	errors   *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	seconds   *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+	conns     prometheus.Gauge
+	idle      prometheus.Gauge
+	connLimit prometheus.Gauge
+	evicted   prometheus.Counter
+	refused   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -322,8 +338,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "mc_http_errors_total",
 			Help: "Refused or failed HTTP requests by route pattern and reason code.",
 		}, []string{"route", "reason"}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mc_http_connections",
+			Help: "Open HTTP connections, viewer WebSockets included.",
+		}),
+		idle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mc_http_idle_connections",
+			Help: "Open HTTP connections that are idle: between requests, or before a whole request header.",
+		}),
+		connLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mc_http_connections_max",
+			Help: "The cap on open HTTP connections (0: none).",
+		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mc_http_idle_connections_evicted_total",
+			Help: "Idle HTTP connections closed to make room for a new one at the cap.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mc_http_connections_refused_total",
+			Help: "Connections refused at a cap, by reason (too_many_connections, too_many_viewers).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.errors} {
+	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.errors, m.conns, m.idle, m.connLimit, m.evicted, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register http metrics: %w", err)
 		}

@@ -54,6 +54,9 @@ func bodyError(err error, limit int64) error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case isTimeout(err):
+		return &mc.Error{Code: mc.EINVALID, Reason: ReasonBodyTimeout, Err: err,
+			Message: "the request body did not arrive in time"}
 	case errors.As(err, &tooLarge):
 		return &mc.Error{Code: mc.EINVALID, Reason: "body_too_large", Err: err,
 			Message: fmt.Sprintf("the body is larger than %d bytes", limit)}

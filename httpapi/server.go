@@ -11,8 +11,9 @@
 // mc_http_requests_total{route,code}, mc_http_request_seconds{route} and
 // mc_http_errors_total{route,reason}.
 //
-// Routes (all under /api/ need "Authorization: Bearer <API key>", except the
-// two WebSocket routes, which the gateway authenticates by viewer token):
+// Routes (all under /api/ and /metrics need "Authorization: Bearer <API
+// key>", except the two WebSocket routes, which the gateway authenticates by
+// viewer token):
 //
 //	POST   /api/v1/sessions                      {"user_id","provider"} → 201 {"session","viewer":{"url","token","expires_at"}}
 //	GET    /api/v1/sessions                      ?user_id=&provider=&state=&limit=&cursor= → {"sessions":[…],"next_cursor"?}
@@ -30,8 +31,9 @@
 //	GET    /api/auth/session/{id}                → {"sessionId","status","userId","provider","viewerUrl"?}
 //	GET    /api/auth/session/{id}/novnc/websock  the gateway (WebSocket)
 //	GET    /healthz                              always 200 {"status":"ok"}
-//	GET    /readyz                               200 or 503 {"status","checks":{name:"ok"|what is wrong}}
-//	GET    /metrics, GET /, GET /sessions/{id}/view, GET /static/…, GET /novnc/…  the handlers in Deps
+//	GET    /readyz                               200 or 503 {"status"}; with the API key also "checks":{name:"ok"|what is wrong}
+//	GET    /metrics                              Deps.Metrics, with the API key
+//	GET /, GET /sessions/{id}/view, GET /static/…, GET /novnc/…  Deps.Web
 //
 // Errors are {"error":{"code","message"[,"reason"][,"session_id"]}} with the
 // status from one table (invalid 400, unauthorized 401, forbidden 403,
@@ -86,6 +88,23 @@ type Config struct {
 	Replica string
 	// ReadyTimeout bounds each readiness check of GET /readyz (default 2 s).
 	ReadyTimeout time.Duration
+
+	// HeaderTimeout bounds reading a request's header (default 10 s).
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds reading a request's body, from the start of its
+	// handler (default 30 s); past it the request is refused with 400,
+	// reason body_timeout.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long between
+	// requests (default 2 minutes).
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections that HTTPServer's listener holds
+	// at once, viewer WebSockets included (0: no cap). See HTTPServer.
+	MaxConnections int
+	// MaxViewerConnections caps the viewer WebSockets open at once (0: no
+	// cap); past it a viewer is answered 503, reason too_many_viewers,
+	// before the upgrade.
+	MaxViewerConnections int
 }
 
 func (c *Config) setDefaults() {
@@ -97,6 +116,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 2 * time.Second
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 10 * time.Second
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 }
@@ -183,7 +211,10 @@ type Deps struct {
 	// Web serves the viewer page GET /sessions/{id}/view, the dashboard GET /
 	// and the static files under /static/ and /novnc/.
 	Web http.Handler
-	// Metrics serves GET /metrics (no API key: keep it on a trusted network).
+	// Metrics serves GET /metrics, behind the API key like the REST API
+	// (Prometheus sends it with authorization.credentials_file). To scrape
+	// without a key, leave it nil and serve MetricsOnly on an address of a
+	// trusted network instead.
 	Metrics http.Handler
 }
 
@@ -195,8 +226,10 @@ type Server struct {
 	keys     []KeyHash
 	mux      *http.ServeMux
 	routes   map[string]bool
+	streams  map[string]bool // the routes of WebSockets: no body deadline
 	metrics  *metrics
 	draining atomic.Bool
+	viewers  atomic.Int64 // viewer WebSockets open, when capped
 }
 
 var (
@@ -243,6 +276,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		keys:    append([]KeyHash(nil), cfg.APIKeys...),
 		mux:     http.NewServeMux(),
 		routes:  make(map[string]bool),
+		streams: make(map[string]bool),
 		metrics: m,
 	}
 	s.register()
@@ -275,8 +309,11 @@ func (s *Server) register() {
 	s.open("GET /healthz", s.healthz)
 	s.open("GET /readyz", s.readyz)
 	if h := s.deps.VNC; h != nil {
-		s.handle("GET /api/v1/sessions/{id}/vnc", h)
-		s.handle("GET /api/auth/session/{id}/novnc/websock", h)
+		h = s.viewerLimit(h)
+		for _, p := range []string{"GET /api/v1/sessions/{id}/vnc", "GET /api/auth/session/{id}/novnc/websock"} {
+			s.handle(p, h)
+			s.streams[p] = true
+		}
 	}
 	if h := s.deps.Web; h != nil {
 		s.handle("GET /{$}", h)
@@ -285,7 +322,10 @@ func (s *Server) register() {
 		s.handle("GET /novnc/", h)
 	}
 	if h := s.deps.Metrics; h != nil {
-		s.handle("GET /metrics", h)
+		s.api("GET /metrics", func(w http.ResponseWriter, r *http.Request) error {
+			h.ServeHTTP(w, r)
+			return nil
+		})
 	}
 }
 
