@@ -120,6 +120,14 @@ func TestBadInput(t *testing.T) {
 		{"audit bad user", "GET", "/api/v1/audit?user_id=a%20b", "", nil, 400, mc.EINVALID, "bad_user_id"},
 		{"audit bad limit", "GET", "/api/v1/audit?limit=x", "", nil, 400, mc.EINVALID, "bad_limit"},
 
+		{"duplicate key", "POST", "/api/v1/sessions", `{"user_id":"a","provider":"demo","user_id":"b"}`, nil, 400, mc.EINVALID, "duplicate_key"},
+		{"keys differing in case", "POST", "/api/v1/sessions", `{"user_id":"a","provider":"demo","USER_ID":"b"}`, nil, 400, mc.EINVALID, "duplicate_key"},
+		{"compat keys differing in case", "POST", "/api/auth/start", `{"userId":"a","userid":"b","provider":"demo"}`, nil, 400, mc.EINVALID, "duplicate_key"},
+		{"bad query escape", "GET", "/api/v1/sessions?state=%zz", "", nil, 400, mc.EINVALID, "bad_query"},
+		{"query with semicolon", "GET", "/api/v1/sessions?limit=1;state=ready", "", nil, 400, mc.EINVALID, "bad_query"},
+		{"audit bad query", "GET", "/api/v1/audit?user_id=alice&limit=%", "", nil, 400, mc.EINVALID, "bad_query"},
+		{"readyz bad query", "GET", "/readyz?x=%g0", "", nil, 400, mc.EINVALID, "bad_query"},
+
 		{"method not allowed", "DELETE", "/api/v1/sessions/" + live.ID, "", nil, 405, mc.EINVALID, "method_not_allowed"},
 		{"method not allowed on list", "PUT", "/api/v1/sessions", "", nil, 405, mc.EINVALID, "method_not_allowed"},
 		{"unknown api route", "GET", "/api/v1/nothing", "", nil, 404, mc.ENOTFOUND, "no_route"},
@@ -674,15 +682,44 @@ func TestMounts(t *testing.T) {
 			decodeError(t, b)
 		}
 	}
-	// A non-canonical path is redirected, as the mux does, not turned into a 404.
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.srv.URL+"/static", nil)
-	resp, err := e.srv.Client().Transport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
+	// A non-canonical path is redirected, as the mux does, not turned into
+	// a 404; the answer is JSON like every other.
+	for _, tt := range []struct {
+		method, path, wantLoc string
+		wantStatus            int
+	}{
+		{"GET", "/static", "/static/", 307},
+		{"GET", "/api/v1//sessions", "/api/v1/sessions", 307},
+		{"POST", "/api/v1/sessions/../sessions", "/api/v1/sessions", 307},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), tt.method, e.srv.URL+tt.path, nil)
+		req.URL.Opaque = tt.path // as written, not cleaned by the client
+		resp, err := e.srv.Client().Transport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.wantStatus || resp.Header.Get("Location") != tt.wantLoc ||
+			resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: got %d to %q (%s), want a JSON %d to %q", tt.method, tt.path, resp.StatusCode,
+				resp.Header.Get("Location"), resp.Header.Get("Content-Type"), tt.wantStatus, tt.wantLoc)
+		}
+		if d := decodeError(t, b); d.Code != mc.ENOTFOUND || d.Reason != httpapi.ReasonRedirect {
+			t.Errorf("%s %s: got %+v, want not_found redirect", tt.method, tt.path, d)
+		}
 	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/static/" {
-		t.Errorf("/static: got %d to %q, want a redirect to /static/", resp.StatusCode, resp.Header.Get("Location"))
+
+	// A plain request on a viewer route is 426 with Upgrade: websocket.
+	ve := newEnv(t, options{deps: func(d *httpapi.Deps) {
+		d.VNC = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	}})
+	for _, p := range []string{"/api/v1/sessions/" + id + "/vnc?token=t", "/api/auth/session/" + id + "/novnc/websock?token=t"} {
+		status, hdr, body := ve.do(t, "GET", p, "", "Authorization", "")
+		if d := decodeError(t, body); status != http.StatusUpgradeRequired || hdr.Get("Upgrade") != "websocket" ||
+			d.Code != mc.EINVALID || d.Reason != httpapi.ReasonUpgradeRequired {
+			t.Errorf("%s: got %d %v %s, want 426 upgrade_required with Upgrade: websocket", p, status, hdr, body)
+		}
 	}
 }
 

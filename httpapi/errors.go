@@ -22,8 +22,20 @@ var statuses = map[mc.Code]int{
 	mc.EINTERNAL:     http.StatusInternalServerError,
 }
 
-// ReasonNoRoute: no route has this path (404 not_found).
-const ReasonNoRoute mc.Reason = "no_route"
+// Reasons of the API's own refusals.
+const (
+	// ReasonNoRoute: no route has this path (404 not_found).
+	ReasonNoRoute mc.Reason = "no_route"
+	// ReasonRedirect: the path is not clean; the answer is a redirect to the
+	// clean one (307, which keeps the method), with Location and a
+	// not_found body.
+	ReasonRedirect mc.Reason = "redirect"
+	// ReasonBadQuery: the query string cannot be decoded (400 invalid).
+	ReasonBadQuery mc.Reason = "bad_query"
+	// ReasonDuplicateKey: a JSON body holds a key twice, or two keys that
+	// differ only in case (400 invalid).
+	ReasonDuplicateKey mc.Reason = "duplicate_key"
+)
 
 // Reasons whose HTTP status is not their code's.
 const (

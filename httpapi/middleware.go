@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"runtime/debug"
 	"strconv"
@@ -77,8 +78,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	h, pattern := s.mux.Handler(r)
 	route := pattern
-	if !s.routes[pattern] {
-		route = routeUnmatched
+	if !s.routes[pattern] || reflect.TypeOf(h) == redirectHandlerType {
+		route = routeUnmatched // a redirect to the clean path is not the route's
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !s.streams[pattern] {
 		// The body must arrive within BodyTimeout; an answer given before
@@ -115,9 +116,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 }
 
-// unmatched answers a request that matched no route: the mux's own 404 and
-// 405 become JSON errors (405 keeps its Allow header); anything else the mux
-// decides (a redirect to a canonical path) is passed on as it is.
+// redirectHandlerType is the type of the handler that the mux returns for a
+// path it redirects to its clean form.
+var redirectHandlerType = reflect.TypeOf(http.RedirectHandler("/", http.StatusTemporaryRedirect))
+
+// unmatched answers a request that matched no route: the mux's own 404,
+// 405 (with its Allow header) and redirects to a clean path become JSON
+// answers; anything else the mux decides is passed on as it is.
 func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
 	rec := &recorder{header: make(http.Header)}
 	h.ServeHTTP(rec, r)
@@ -127,6 +132,15 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handle
 	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", rec.header.Get("Allow"))
 		s.fail(w, r, mc.Errorf(mc.EINVALID, ReasonMethodNotAllowed, "method %s is not allowed here", r.Method))
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		// The mux's redirect to the clean path ("/static" → "/static/",
+		// "/api/v1//sessions" → "/api/v1/sessions"; 307, which keeps the
+		// method and body), with a JSON body.
+		loc := rec.header.Get("Location")
+		w.Header().Set("Location", loc)
+		err := mc.Errorf(mc.ENOTFOUND, ReasonRedirect, "this path is %s", truncate(loc, 256))
+		reqState(r.Context()).err = err
+		writeJSON(w, rec.status, ErrorBody{Error: errorDetail(err)})
 	default:
 		for k, v := range rec.header {
 			w.Header()[k] = v

@@ -349,6 +349,10 @@ func (s *Server) api(pattern string, f handlerFunc) {
 			return
 		}
 		reqState(r.Context()).actor = actor
+		if err := checkQuery(r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		if err := f(w, r); err != nil {
 			s.fail(w, r, err)
 		}
@@ -358,6 +362,10 @@ func (s *Server) api(pattern string, f handlerFunc) {
 // open mounts f without authentication.
 func (s *Server) open(pattern string, f handlerFunc) {
 	s.handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := checkQuery(r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		if err := f(w, r); err != nil {
 			s.fail(w, r, err)
 		}
