@@ -40,13 +40,21 @@
 // not_found 404, conflict 409, unavailable 503 with Retry-After, internal
 // 500); an internal error's cause goes to the log, never to the client. Bad
 // input is always 400 invalid, with a reason: bad_json, unknown_field,
-// trailing_data, body_too_large (over 64 KiB: 400, not 413),
-// bad_content_type (a Content-Type that is not JSON; none is accepted),
-// bad_user_id, unknown_provider, bad_id (an {id} that is not an id, refused
-// before any look-up), bad_state (state is a state or "active"), bad_limit
-// (1 to 500), bad_cursor. An unknown route is 404 not_found (no_route); a
-// known route with another method is 405 invalid (method_not_allowed), with
-// Allow.
+// duplicate_key (a key twice, or two keys that differ only in case),
+// trailing_data, body_too_large (over 64 KiB: 400, not 413), body_timeout
+// (the body did not arrive within Config.BodyTimeout), bad_content_type (a
+// Content-Type that is not JSON; none is accepted), bad_query (a query
+// string that cannot be decoded), bad_user_id, unknown_provider, bad_id (an
+// {id} that is not an id, refused before any look-up), bad_state (state is
+// a state or "active"), bad_limit (1 to 500), bad_cursor. An unknown route
+// is 404 not_found (no_route); a known route with another method is 405
+// invalid (method_not_allowed), with Allow; a plain request on a viewer route
+// is 426 invalid (upgrade_required), with Upgrade: websocket; a path that is
+// not clean is redirected (307, Location) with a not_found (redirect) body.
+// Past the caps on connections and viewers: 503 unavailable
+// (too_many_connections, too_many_viewers). The API key is checked before
+// any body is read, and an answer given before the whole body has arrived
+// closes the connection rather than wait for the rest.
 package httpapi
 
 import (
