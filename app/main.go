@@ -20,6 +20,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/httpapi"
+	"github.com/master-controller/mc/internal/atomicfile"
 	"github.com/master-controller/mc/postgres"
 	"github.com/master-controller/mc/provider"
 	"github.com/master-controller/mc/session"
@@ -326,7 +327,7 @@ func (m *Main) apiKeys() ([]httpapi.KeyHash, error) {
 		case err == nil && add(string(b)) > 0:
 		case err == nil || errors.Is(err, os.ErrNotExist):
 			key := "mc_" + mc.NewSecret(32).Reveal()
-			if err := writeFileAtomic(path, []byte(key+"\n"), 0o600); err != nil {
+			if err := atomicfile.Write(path, []byte(key+"\n"), 0o600); err != nil {
 				return nil, fmt.Errorf("write generated API key: %w", err)
 			}
 			why := "first start"
@@ -349,33 +350,6 @@ func (m *Main) apiKeys() ([]httpapi.KeyHash, error) {
 		keys = append(keys, httpapi.HashAPIKey(k))
 	}
 	return keys, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory and a rename, so that a crash leaves the old file or the new
-// one, never a file cut short.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after the rename, a no-op
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // Run reconciles, serves until ctx ends, and returns. Call Close after.
