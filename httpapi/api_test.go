@@ -758,3 +758,53 @@ func TestNewRefuses(t *testing.T) {
 		t.Errorf("second on one registry: got no error, want the metrics conflict")
 	}
 }
+
+// TestForeignErrors checks that the error answers of the handlers the API
+// mounts (pages, gateway) are JSON with a code like the API's own, while
+// their other answers pass as they are.
+func TestForeignErrors(t *testing.T) {
+	web := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/static/missing.js":
+			http.NotFound(w, r)
+		case "/static/broken.js":
+			http.Error(w, "internal error: /srv/secret/path", http.StatusInternalServerError)
+		default:
+			w.Header().Set("Content-Type", "text/javascript")
+			_, _ = w.Write([]byte("ok();"))
+		}
+	})
+	vnc := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "unsupported WebSocket version", http.StatusBadRequest)
+	})
+	e := newEnv(t, options{deps: func(d *httpapi.Deps) { d.Web, d.VNC = web, vnc }})
+	tests := []struct {
+		path       string
+		hdr        []string
+		wantStatus int
+		wantCode   mc.Code
+		wantReason mc.Reason
+	}{
+		{"/static/missing.js", nil, 404, mc.ENOTFOUND, "no_route"},
+		{"/static/broken.js", nil, 500, mc.EINTERNAL, ""},
+		{"/api/v1/sessions/" + mc.NewID() + "/vnc?token=t", upgrade, 400, mc.EINVALID, "bad_request"},
+	}
+	for _, tt := range tests {
+		status, hdr, body := e.do(t, "GET", tt.path, "", tt.hdr...)
+		d := decodeError(t, body)
+		if status != tt.wantStatus || hdr.Get("Content-Type") != "application/json" || d.Code != tt.wantCode || d.Reason != tt.wantReason {
+			t.Errorf("%s: got %d %s %s, want %d %s %s", tt.path, status, hdr.Get("Content-Type"), body, tt.wantStatus, tt.wantCode, tt.wantReason)
+		}
+		if strings.Contains(string(body), "secret") {
+			t.Errorf("%s: the handler's own text leaked: %s", tt.path, body)
+		}
+	}
+	status, hdr, body := e.do(t, "GET", "/static/app.js", "")
+	if status != 200 || hdr.Get("Content-Type") != "text/javascript" || string(body) != "ok();" {
+		t.Errorf("a page's own answer: got %d %s %q", status, hdr.Get("Content-Type"), body)
+	}
+	if !strings.Contains(e.logs.String(), `"reason":"no_route"`) {
+		t.Errorf("the access log holds no reason for the page's 404: %s", e.logs.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/master-controller/mc"
 )
@@ -144,4 +145,86 @@ func jsonBody(v any) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// foreignErrors makes the error answers of a handler that is not the API's
+// own (the pages, the gateway before its upgrade) JSON like the API's: a
+// status of 400 or more written without a JSON Content-Type is answered
+// with the API's error body for that status, and what the handler writes
+// after it is dropped. Hijack and Flush pass through (Unwrap).
+func (s *Server) foreignErrors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&foreignWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+type foreignWriter struct {
+	http.ResponseWriter
+	r        *http.Request
+	replaced bool // the handler's error body is dropped
+	wrote    bool
+}
+
+func (w *foreignWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	if code < 200 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.wrote = true
+	ct := w.Header().Get("Content-Type")
+	if code < 400 || strings.HasPrefix(ct, "application/json") {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.replaced = true
+	err := statusError(code)
+	reqState(w.r.Context()).err = err
+	d := errorDetail(err)
+	w.Header().Del("Content-Length")
+	w.Header().Del("X-Content-Type-Options")
+	writeJSON(w.ResponseWriter, code, ErrorBody{Error: d})
+}
+
+func (w *foreignWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *foreignWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// statusError is the API's error for an HTTP status that another handler
+// chose: the code of the table whose status it is, and a reason named after
+// the status.
+func statusError(status int) *mc.Error {
+	code := mc.EINVALID
+	for c, st := range statuses {
+		if st == status {
+			code = c
+		}
+	}
+	if status >= 500 && status != http.StatusServiceUnavailable {
+		code = mc.EINTERNAL
+	}
+	reason := mc.Reason(strings.ReplaceAll(strings.ToLower(http.StatusText(status)), " ", "_"))
+	for rs, st := range reasonStatuses {
+		if st == status {
+			reason = rs
+		}
+	}
+	if status == http.StatusNotFound {
+		reason = ReasonNoRoute
+	}
+	msg := http.StatusText(status)
+	if msg == "" {
+		msg = "error " + strconv.Itoa(status)
+	}
+	return &mc.Error{Code: code, Reason: reason, Message: msg}
 }

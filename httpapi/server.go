@@ -317,13 +317,14 @@ func (s *Server) register() {
 	s.open("GET /healthz", s.healthz)
 	s.open("GET /readyz", s.readyz)
 	if h := s.deps.VNC; h != nil {
-		h = s.viewerLimit(h)
+		h = s.viewerLimit(s.foreignErrors(h))
 		for _, p := range []string{"GET /api/v1/sessions/{id}/vnc", "GET /api/auth/session/{id}/novnc/websock"} {
 			s.handle(p, h)
 			s.streams[p] = true
 		}
 	}
 	if h := s.deps.Web; h != nil {
+		h = s.foreignErrors(h)
 		s.handle("GET /{$}", h)
 		s.handle("GET /sessions/{id}/view", h)
 		s.handle("GET /static/", h)
