@@ -127,8 +127,8 @@ func (c *Config) settings() []setting {
 
 		{"shutdown-timeout", "MC_SHUTDOWN_TIMEOUT", "bound on a graceful stop (requests in flight, machines)", &c.ShutdownTimeout, "20s", false},
 
-		{"max-connections", "MC_MAX_CONNECTIONS", "cap on open HTTP connections, viewers included; at it the longest idle one is closed, and with none idle a new one gets 503 too_many_connections (default: from the open-file limit, raised to its hard limit at start)", &c.MaxConnections, "0", false},
-		{"max-viewer-connections", "MC_MAX_VIEWER_CONNECTIONS", "cap on open viewer WebSockets; past it 503 too_many_viewers (default: from the open-file limit)", &c.MaxViewerConnections, "0", false},
+		{"max-connections", "MC_MAX_CONNECTIONS", "cap on open HTTP connections (a viewer's leaves it once a WebSocket); at it the longest idle one is closed, and with none idle a new one gets 503 too_many_connections (default: from the open-file limit, raised to its hard limit at start)", &c.MaxConnections, "0", false},
+		{"max-viewer-connections", "MC_MAX_VIEWER_CONNECTIONS", "cap on open viewer WebSockets (each also holds its machine's stream); past it 503 too_many_viewers (default: from the open-file limit)", &c.MaxViewerConnections, "0", false},
 		{"http-header-timeout", "MC_HTTP_HEADER_TIMEOUT", "bound on reading a request's header", &c.HTTPHeaderTimeout, "10s", false},
 		{"http-body-timeout", "MC_HTTP_BODY_TIMEOUT", "bound on reading a request's body; past it 400 body_timeout", &c.HTTPBodyTimeout, "30s", false},
 		{"http-idle-timeout", "MC_HTTP_IDLE_TIMEOUT", "close a keep-alive connection idle this long", &c.HTTPIdleTimeout, "2m", false},
@@ -304,10 +304,6 @@ func (c *Config) Validate() []string {
 	}
 	if c.MaxViewerConnections < 0 {
 		bad("MC_MAX_VIEWER_CONNECTIONS", "must not be negative")
-	}
-	if c.MaxConnections > 0 && c.MaxViewerConnections > c.MaxConnections {
-		bad("MC_MAX_VIEWER_CONNECTIONS", "%d is more than MC_MAX_CONNECTIONS (%d), which counts viewers too",
-			c.MaxViewerConnections, c.MaxConnections)
 	}
 	if c.MetricsListen != "" {
 		if _, port, err := splitHostPort(c.MetricsListen); err != nil || port < 0 || port > 65535 {

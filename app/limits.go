@@ -30,20 +30,17 @@ func RaiseFileLimit() (uint64, error) {
 
 // ConnectionLimits derives the caps on HTTP connections and on viewer
 // WebSockets from the open-file limit: fdReserve descriptors (a quarter of
-// a small limit) stay for the rest of the process, and each viewer holds
-// two descriptors (its WebSocket, which is one of the connections, and its
-// machine's VNC stream), so that connections + viewers + reserve never
-// exceed the limit.
+// a small limit) stay for the rest of the process; of the others, half go
+// to HTTP connections and half to viewers, each of which holds two (its
+// WebSocket, which has left the HTTP count, and its machine's VNC stream),
+// so that connections + 2 × viewers + reserve never exceed the limit.
 func ConnectionLimits(nofile uint64) (conns, viewers int) {
 	reserve := uint64(fdReserve)
 	if nofile < 4*fdReserve {
 		reserve = nofile / 4
 	}
-	budget := nofile - reserve
-	if budget > 1<<30 {
-		budget = 1 << 30
-	}
-	conns = int(budget * 2 / 3)
-	viewers = conns / 2
+	budget := min(nofile-reserve, 1<<30)
+	conns = int(budget / 2)
+	viewers = int(budget / 4)
 	return max(conns, 1), max(viewers, 1)
 }

@@ -269,11 +269,11 @@ func (m *Main) connectionLimits() {
 		c.MaxConnections = conns
 	}
 	if c.MaxViewerConnections == 0 {
-		c.MaxViewerConnections = max(1, min(viewers, c.MaxConnections/2))
+		c.MaxViewerConnections = viewers
 	}
 	attrs := []any{"open_files", nofile, "max_connections", c.MaxConnections,
 		"max_viewer_connections", c.MaxViewerConnections}
-	if uint64(c.MaxConnections+c.MaxViewerConnections) > nofile {
+	if uint64(c.MaxConnections+2*c.MaxViewerConnections) > nofile {
 		m.Log.Warn("connection caps above the open-file limit: the process may run out of file descriptors",
 			append(attrs, mc.LogReason, "rlimit")...)
 		return

@@ -32,8 +32,10 @@ const (
 
 // HTTPServer returns the http.Server that serves the API, and the listener
 // to serve it on (l, wrapped): the server has Config's header, body and idle
-// timeouts, and the listener holds at most Config.MaxConnections
-// connections. errLog receives net/http's own complaints (may be nil).
+// timeouts, and the listener holds at most Config.MaxConnections HTTP
+// connections. A viewer's connection leaves that count when it becomes a
+// WebSocket: from then on it counts against Config.MaxViewerConnections.
+// errLog receives net/http's own complaints (may be nil).
 //
 // A connection past the cap first makes room by closing the connection that
 // has been idle longest (a keep-alive connection between requests, or one
@@ -41,8 +43,12 @@ const (
 // connections therefore never locks a new client out. Only when every
 // connection is busy with a request is the new one refused, with a 503
 // (unavailable, too_many_connections) written straight on the socket.
+//
+// The connections are the listener's own (*net.TCPConn), not wrappers, so
+// that the gateway can splice a hijacked one.
 func (s *Server) HTTPServer(l net.Listener, errLog *log.Logger) (*http.Server, net.Listener) {
-	cl := &connLimiter{Listener: l, max: s.cfg.MaxConnections, idle: list.New(), m: s.metrics, log: s.log}
+	cl := &connLimiter{Listener: l, max: s.cfg.MaxConnections, conns: make(map[net.Conn]*list.Element),
+		idle: list.New(), m: s.metrics, log: s.log}
 	s.metrics.connLimit.Set(float64(cl.max))
 	srv := &http.Server{
 		Handler:           s,
@@ -54,43 +60,21 @@ func (s *Server) HTTPServer(l net.Listener, errLog *log.Logger) (*http.Server, n
 	return srv, cl
 }
 
-// connLimiter is a listener that caps the connections it has accepted and
-// not yet closed, hijacked ones (WebSockets) included.
+// connLimiter is a listener that caps the HTTP connections it has accepted
+// and the server has neither closed nor handed to a WebSocket. The server
+// reports each connection's state to connState.
 type connLimiter struct {
 	net.Listener
 	max int // 0: no cap
 	m   *metrics
 	log *slog.Logger
 
-	mu      sync.Mutex
-	open    int
-	idle    *list.List // of *limitedConn, longest idle first
+	mu sync.Mutex
+	// conns are the connections counted: each maps to its element in idle
+	// while idle, else to nil.
+	conns   map[net.Conn]*list.Element
+	idle    *list.List // of net.Conn, longest idle first
 	lastLog time.Time  // of the last refusal logged
-}
-
-// limitedConn is one accepted connection; it leaves the count when closed.
-type limitedConn struct {
-	net.Conn
-	l      *connLimiter
-	elem   *list.Element // in l.idle while idle; guarded by l.mu
-	closed atomic.Bool
-}
-
-// Close closes the connection and gives its place back, once.
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	if c.closed.CompareAndSwap(false, true) {
-		c.l.mu.Lock()
-		c.l.open--
-		if c.elem != nil {
-			c.l.idle.Remove(c.elem)
-			c.elem = nil
-		}
-		c.l.m.idle.Set(float64(c.l.idle.Len()))
-		c.l.mu.Unlock()
-		c.l.m.conns.Dec()
-	}
-	return err
 }
 
 // Accept returns the next connection, making room by closing the longest
@@ -103,50 +87,69 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		l.mu.Lock()
-		var victim *limitedConn
-		if l.max > 0 && l.open >= l.max {
+		var victim net.Conn
+		if l.max > 0 && len(l.conns) >= l.max {
 			if e := l.idle.Front(); e != nil {
-				victim = e.Value.(*limitedConn)
-				l.idle.Remove(e)
-				victim.elem = nil
-				l.m.idle.Set(float64(l.idle.Len()))
+				victim = e.Value.(net.Conn)
+				l.forgetLocked(victim) // its place is the new one's
 			}
 		}
-		full := l.max > 0 && l.open >= l.max && victim == nil
+		full := l.max > 0 && len(l.conns) >= l.max
 		if !full {
-			l.open++ // the victim's place is given back when it closes, below
+			// A new connection is idle until it has sent a request header.
+			l.conns[c] = l.idle.PushBack(c)
+			l.gaugesLocked()
 		}
 		l.mu.Unlock()
+		if victim != nil {
+			l.m.evicted.Inc()
+			_ = victim.Close() // the server sees the read fail, and closes its side
+		}
 		if full {
 			l.refuse(c)
 			continue
 		}
-		if victim != nil {
-			l.m.evicted.Inc()
-			_ = victim.Close()
-		}
-		l.m.conns.Inc()
-		return &limitedConn{Conn: c, l: l}, nil
+		return c, nil
 	}
 }
 
-// connState keeps the list of idle connections: a new connection counts
-// as idle until it has sent a whole request header, a keep-alive one
-// between requests.
-func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
-	c, ok := nc.(*limitedConn)
-	if !ok {
-		return
-	}
+// connState moves a connection in and out of the idle list, and out of the
+// count when the server closes it or hands it to a WebSocket.
+func (l *connLimiter) connState(c net.Conn, st http.ConnState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if c.elem != nil {
-		l.idle.Remove(c.elem)
-		c.elem = nil
+	e, ok := l.conns[c]
+	if !ok {
+		return // evicted, or not counted
 	}
-	if (st == http.StateNew || st == http.StateIdle) && !c.closed.Load() {
-		c.elem = l.idle.PushBack(c)
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		l.forgetLocked(c)
+	case http.StateActive:
+		if e != nil {
+			l.idle.Remove(e)
+			l.conns[c] = nil
+		}
+	case http.StateIdle:
+		if e != nil {
+			l.idle.Remove(e)
+		}
+		l.conns[c] = l.idle.PushBack(c)
 	}
+	l.gaugesLocked()
+}
+
+// forgetLocked stops counting c.
+func (l *connLimiter) forgetLocked(c net.Conn) {
+	if e := l.conns[c]; e != nil {
+		l.idle.Remove(e)
+	}
+	delete(l.conns, c)
+	l.gaugesLocked()
+}
+
+func (l *connLimiter) gaugesLocked() {
+	l.m.conns.Set(float64(len(l.conns)))
 	l.m.idle.Set(float64(l.idle.Len()))
 }
 
@@ -174,7 +177,7 @@ func (l *connLimiter) refuse(c net.Conn) {
 	if logIt {
 		l.lastLog = now
 	}
-	open := l.open
+	open := len(l.conns)
 	l.mu.Unlock()
 	if logIt { // at most one line per 10 s under a flood; the metric counts all
 		l.log.Warn("connection refused", mc.LogReason, ReasonTooManyConnections,

@@ -354,7 +354,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "reason"}),
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mc_http_connections",
-			Help: "Open HTTP connections, viewer WebSockets included.",
+			Help: "Open HTTP connections (a viewer's leaves the count when it becomes a WebSocket).",
 		}),
 		idle: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mc_http_idle_connections",

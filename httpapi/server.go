@@ -106,8 +106,9 @@ type Config struct {
 	// IdleTimeout closes a keep-alive connection idle this long between
 	// requests (default 2 minutes).
 	IdleTimeout time.Duration
-	// MaxConnections caps the connections that HTTPServer's listener holds
-	// at once, viewer WebSockets included (0: no cap). See HTTPServer.
+	// MaxConnections caps the HTTP connections that HTTPServer's listener
+	// holds at once (0: no cap); a viewer's leaves the count once it is a
+	// WebSocket. See HTTPServer.
 	MaxConnections int
 	// MaxViewerConnections caps the viewer WebSockets open at once (0: no
 	// cap); past it a viewer is answered 503, reason too_many_viewers,
