@@ -299,3 +299,39 @@ func TestViewerCap(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHijackedConn: the gateway gets the listener's own connection (a
+// *net.TCPConn, which it can splice into), and a WebSocket leaves the count
+// of HTTP connections.
+func TestHijackedConn(t *testing.T) {
+	got := make(chan string, 1)
+	hold := make(chan struct{})
+	defer close(hold)
+	vnc := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		_, ok := c.(*net.TCPConn)
+		got <- strconv.FormatBool(ok)
+		<-hold
+	})
+	e := newConnEnv(t, func(c *httpapi.Config) { c.MaxConnections = 10 }, func(d *httpapi.Deps) { d.VNC = vnc })
+	c := e.dial(t)
+	if _, err := io.WriteString(c, "GET /api/v1/sessions/"+mc.NewID()+"/vnc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "true" {
+			t.Errorf("hijacked connection is a *net.TCPConn: got %s, want true", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never ran")
+	}
+	if n := e.gauge(t, "mc_http_connections"); n != 0 {
+		t.Errorf("got %v HTTP connections counted with one WebSocket open, want 0", n)
+	}
+}
