@@ -263,6 +263,9 @@ func (m *Main) connectionLimits() {
 	if err != nil {
 		m.Log.Warn("open-file limit", "error", err, mc.LogReason, "rlimit")
 	}
+	if nofile == 0 { // unknown: assume the common default
+		nofile = 1024
+	}
 	conns, viewers := ConnectionLimits(nofile)
 	c := &m.Config
 	if c.MaxConnections == 0 {
