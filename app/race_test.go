@@ -231,7 +231,7 @@ func waitWatching(t *testing.T, p *proc, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if metricValue(t, p.URL, "mc_gateway_waiting_viewers") >= 1 {
+		if metricValue(t, p.api, "mc_gateway_waiting_viewers") >= 1 {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
