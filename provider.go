@@ -1,6 +1,9 @@
 package mc
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Provider describes how one login works: where it starts, what it produces,
 // how to tell that it is complete. Providers are data: built-ins come from
@@ -16,8 +19,32 @@ type Provider struct {
 	// Files are the credential files the login writes, relative to the
 	// machine user's home ("~/" prefix allowed).
 	Files []CredentialFile `json:"files"`
-	// LoginTimeout bounds the login once it has started.
+	// LoginTimeout bounds the login once it has started. JSON carries it as
+	// a Duration string ("15m").
 	LoginTimeout time.Duration `json:"login_timeout"`
+}
+
+// providerJSON is Provider with its durations as Duration, for JSON.
+type providerJSON struct {
+	*providerFields
+	LoginTimeout Duration `json:"login_timeout"`
+}
+
+type providerFields Provider
+
+// MarshalJSON writes p with LoginTimeout as a string ("15m").
+func (p Provider) MarshalJSON() ([]byte, error) {
+	return json.Marshal(providerJSON{(*providerFields)(&p), Duration(p.LoginTimeout)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *Provider) UnmarshalJSON(b []byte) error {
+	v := providerJSON{(*providerFields)(p), Duration(p.LoginTimeout)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	p.LoginTimeout = time.Duration(v.LoginTimeout)
+	return nil
 }
 
 // CredentialFile is one file that holds (part of) a login's result.

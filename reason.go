@@ -56,6 +56,16 @@ const (
 	ReasonBadAPIKey        Reason = "bad_api_key"
 	ReasonNoVault          Reason = "no_vault"
 	ReasonPanic            Reason = "panic"
+	// ReasonRedirect: the path is not clean; the answer redirects to the
+	// clean one.
+	ReasonRedirect        Reason = "redirect"
+	ReasonBadQuery        Reason = "bad_query"
+	ReasonDuplicateKey    Reason = "duplicate_key"
+	ReasonUpgradeRequired Reason = "upgrade_required"
+	// The refusals that protect the server's file descriptors.
+	ReasonTooManyConnections Reason = "too_many_connections"
+	ReasonTooManyViewers     Reason = "too_many_viewers"
+	ReasonBodyTimeout        Reason = "body_timeout"
 )
 
 // Reasons of the stores' errors.
@@ -193,4 +203,6 @@ const (
 const (
 	ReasonSignal      Reason = "signal"
 	ReasonCloseFailed Reason = "close_failed"
+	// ReasonRlimit: the open-file limit could not be read or raised.
+	ReasonRlimit Reason = "rlimit"
 )

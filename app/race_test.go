@@ -250,7 +250,7 @@ func sharedVaultKeys(t testing.TB) string {
 func waitWatching(tb testing.TB, p *proc, id string) {
 	tb.Helper()
 	testutil.WaitFor(tb, 10*time.Second, "a viewer waiting on the replica for "+id, func() error {
-		if n := metricValue(tb, p.URL, "mc_gateway_waiting_viewers"); n < 1 {
+		if n := metricValue(tb, p.api, "mc_gateway_waiting_viewers"); n < 1 {
 			return fmt.Errorf("mc_gateway_waiting_viewers %v", n)
 		}
 		return nil
