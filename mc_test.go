@@ -145,7 +145,7 @@ func TestImportsPointInward(t *testing.T) {
 		adapters[mod+"/"+a] = true
 	}
 	// Small shared libraries any adapter may use.
-	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true,
+	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true, mod + "/internal/sqlstore": true,
 		mod + "/internal/procfs": true}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)

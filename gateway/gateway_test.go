@@ -111,7 +111,7 @@ func (e *env) session(tb testing.TB, state mc.State, addr netip.AddrPort, pw mc.
 	now := time.Now()
 	s := &mc.Session{ID: mc.NewID(), UserID: "u-" + mc.NewID(), Provider: "demo", State: mc.StatePending,
 		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if err := e.store.CreateSession(ctx, s, "test"); err != nil {
+	if err := e.store.CreateSession(ctx, s, "test", mc.Capacity{}); err != nil {
 		tb.Fatal(err)
 	}
 	s, err := e.store.Session(ctx, s.ID)

@@ -66,10 +66,10 @@ func TestMigrate(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	var n int
-	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("got %d migrations recorded, %v, want 1", n, err)
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("got %d migrations recorded, %v, want 2", n, err)
 	}
-	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets"} {
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots"} {
 		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = $1`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
 		}
@@ -83,7 +83,7 @@ func TestListenerReconnect(t *testing.T) {
 	url := pgtest.Shared(t)
 	a, b := open(t, url, postgres.Options{}), open(t, url, postgres.Options{})
 	sess := storetest.NewSession("u1", "demo", time.Time{})
-	if err := b.CreateSession(t.Context(), sess, "r1"); err != nil {
+	if err := b.CreateSession(t.Context(), sess, "r1", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := a.Watch(t.Context(), sess.ID)

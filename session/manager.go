@@ -155,21 +155,6 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	if _, ok := m.providers.Get(provider); !ok {
 		return nil, mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", provider)
 	}
-	active, err := m.activeSessions(ctx, m.cfg.MaxMachines)
-	if err != nil {
-		return nil, fmt.Errorf("count active sessions: %w", err)
-	}
-	if len(active) >= m.cfg.MaxMachines {
-		for _, s := range active {
-			if s.UserID == userID && s.Provider == provider {
-				return nil, &mc.Error{Code: mc.ECONFLICT, Reason: "active_session", SessionID: s.ID,
-					Message: "an active session exists for this user and provider"}
-			}
-		}
-		m.metrics.refused.WithLabelValues("capacity").Inc()
-		return nil, &mc.Error{Code: mc.EUNAVAILABLE, Reason: "capacity", RetryAfter: 30 * time.Second,
-			Message: fmt.Sprintf("all %d machines are in use; try again later", m.cfg.MaxMachines)}
-	}
 	now := m.clock.Now().UTC()
 	s := &mc.Session{
 		ID:        mc.NewID(),
@@ -179,32 +164,19 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 		ExpiresAt: now.Add(m.cfg.MaxLifetime),
 		Secrets:   mc.NewMachineSecrets(),
 	}
-	if err := m.store.CreateSession(ctx, s, m.cfg.Replica); err != nil {
+	// The capacity check and the insert are one transaction in the store, so
+	// a session that is created always has a machine slot.
+	c := mc.Capacity{Max: m.cfg.MaxMachines, PerReplica: !m.driver.Capabilities().Cluster}
+	if err := m.store.CreateSession(ctx, s, m.cfg.Replica, c); err != nil {
+		if mc.ErrorReason(err) == "capacity" {
+			m.metrics.refused.WithLabelValues("capacity").Inc()
+		}
 		return nil, err
 	}
 	m.transitions(mc.StatePending, "")
 	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider)
 	m.drive(s.ID)
 	return s, nil
-}
-
-// activeSessions returns up to limit live sessions, paging through the
-// store (whose pages hold at most 500).
-func (m *Manager) activeSessions(ctx context.Context, limit int) ([]*mc.Session, error) {
-	var out []*mc.Session
-	cursor := ""
-	for len(out) < limit {
-		page, next, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: min(500, limit-len(out)), Cursor: cursor})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page...)
-		if next == "" {
-			break
-		}
-		cursor = next
-	}
-	return out, nil
 }
 
 // Cancel moves a live session to cancelled; the replica driving it tears its

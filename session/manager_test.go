@@ -330,7 +330,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	var ids []string
 	for i, u := range []string{"u1", "u2", "u3"} {
 		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-		if err := r.store.CreateSession(ctx, s, "r1"); err != nil {
+		if err := r.store.CreateSession(ctx, s, "r1", mc.Capacity{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.store.Lease(ctx, "test/pool", s.ID, 0, 10); err != nil {
@@ -350,7 +350,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	}
 	// Another replica's live session must be left alone.
 	other := &mc.Session{ID: mc.NewID(), UserID: "u9", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-	if err := r.store.CreateSession(ctx, other, "r2"); err != nil {
+	if err := r.store.CreateSession(ctx, other, "r2", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 

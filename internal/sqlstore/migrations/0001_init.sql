@@ -1,8 +1,9 @@
 -- Sessions: one row per session; the machine, its secrets and the viewer are
 -- columns of the row, so nothing about a session lives anywhere else.
--- Times are microseconds since the Unix epoch, UTC.
+-- Ids ({{id}}) compare bytewise whatever the database's locale, so that
+-- pages are ordered alike in every store.
 CREATE TABLE sessions (
-	id             TEXT    PRIMARY KEY,
+	id             {{id}} PRIMARY KEY,
 	user_id        TEXT    NOT NULL,
 	provider       TEXT    NOT NULL,
 	state          TEXT    NOT NULL CHECK (state IN ('pending', 'starting', 'ready', 'capturing',
@@ -15,16 +16,16 @@ CREATE TABLE sessions (
 	agent_port     INTEGER NOT NULL DEFAULT 0,
 	vnc_password   TEXT    NOT NULL DEFAULT '',
 	agent_token    TEXT    NOT NULL DEFAULT '',
-	created_at     INTEGER NOT NULL,
-	updated_at     INTEGER NOT NULL,
-	ready_at       INTEGER,
-	ended_at       INTEGER,
-	expires_at     INTEGER NOT NULL,
-	active_at      INTEGER NOT NULL,
+	created_at     {{time}} NOT NULL,
+	updated_at     {{time}} NOT NULL,
+	ready_at       {{time}},
+	ended_at       {{time}},
+	expires_at     {{time}} NOT NULL,
+	active_at      {{time}} NOT NULL,
 	viewer         TEXT    NOT NULL DEFAULT '',
 	replica        TEXT    NOT NULL DEFAULT '',
-	version        INTEGER NOT NULL
-) STRICT;
+	version        {{int64}} NOT NULL
+){{strict}};
 
 -- At most one active session per (user, provider), enforced by the database.
 CREATE UNIQUE INDEX sessions_one_active ON sessions (user_id, provider)
@@ -33,25 +34,25 @@ CREATE INDEX sessions_created ON sessions (created_at DESC, id DESC);
 CREATE INDEX sessions_user_created ON sessions (user_id, created_at DESC, id DESC);
 
 CREATE TABLE session_events (
-	session_id TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-	seq        INTEGER NOT NULL,
+	session_id {{id}} NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+	seq        {{int64}} NOT NULL,
 	from_state TEXT    NOT NULL,
 	state      TEXT    NOT NULL,
 	reason     TEXT    NOT NULL,
 	message    TEXT    NOT NULL,
 	replica    TEXT    NOT NULL,
-	at         INTEGER NOT NULL,
+	at         {{time}} NOT NULL,
 	PRIMARY KEY (session_id, seq)
-) STRICT;
+){{strict}};
 
 CREATE TABLE leases (
 	pool  TEXT    NOT NULL,
 	value INTEGER NOT NULL,
 	owner TEXT    NOT NULL,
-	at    INTEGER NOT NULL,
+	at    {{time}} NOT NULL,
 	PRIMARY KEY (pool, value),
 	UNIQUE (pool, owner)
-) STRICT;
+){{strict}};
 CREATE INDEX leases_owner ON leases (owner);
 
 CREATE TABLE credentials (
@@ -59,25 +60,25 @@ CREATE TABLE credentials (
 	provider    TEXT    NOT NULL,
 	session_id  TEXT    NOT NULL,
 	key_id      TEXT    NOT NULL,
-	nonce       BLOB    NOT NULL,
-	ciphertext  BLOB    NOT NULL,
-	captured_at INTEGER NOT NULL,
+	nonce       {{bytes}} NOT NULL,
+	ciphertext  {{bytes}} NOT NULL,
+	captured_at {{time}} NOT NULL,
 	PRIMARY KEY (user_id, provider)
-) STRICT;
+){{strict}};
 
 CREATE TABLE audit (
-	id       INTEGER PRIMARY KEY AUTOINCREMENT,
-	at       INTEGER NOT NULL,
+	id       {{serial}},
+	at       {{time}} NOT NULL,
 	actor    TEXT    NOT NULL,
 	action   TEXT    NOT NULL,
 	user_id  TEXT    NOT NULL,
 	provider TEXT    NOT NULL,
 	outcome  TEXT    NOT NULL
-) STRICT;
+){{strict}};
 CREATE INDEX audit_user ON audit (user_id, id DESC);
 
 CREATE TABLE secrets (
 	name       TEXT    PRIMARY KEY,
 	value      TEXT    NOT NULL,
-	created_at INTEGER NOT NULL
-) STRICT;
+	created_at {{time}} NOT NULL
+){{strict}};
