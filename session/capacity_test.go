@@ -9,7 +9,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/session"
 	"github.com/master-controller/mc/sqlite"
 )
@@ -52,7 +52,7 @@ func TestStartCapacityAtomic(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	gated := &gatedStore{Store: st, n: starts, all: make(chan struct{})}
 	mgr := session.New(session.Config{MaxMachines: max, Replica: "r1", DestroyGrace: time.Millisecond},
-		session.Deps{Store: gated, Driver: drivertest.NewFake(drivertest.FakeConfig{MaxMachines: max}), Providers: testProviders})
+		session.Deps{Store: gated, Driver: fake.New(fake.Config{MaxMachines: max}), Providers: testProviders})
 	t.Cleanup(func() { mgr.Close() })
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

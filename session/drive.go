@@ -91,6 +91,7 @@ func (m *Manager) run(life context.Context, id string) {
 		final, _ = m.end(context.WithoutCancel(ctx), id, st.state, st.reason, st.err.Error())
 	}
 	m.teardown(id, log)
+	m.pool.kick() // a slot is free
 	if final == nil {
 		select {
 		case final = <-endedc:
@@ -106,6 +107,9 @@ func (m *Manager) run(life context.Context, id string) {
 // lifecycle runs start, readiness and login; it returns nil once the
 // session is completed.
 func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) error {
+	if s, err := m.store.Session(ctx, id); err == nil && s.Machine.Pooled && s.State == mc.StateReady {
+		return m.claimed(ctx, s, log)
+	}
 	s, err := m.advance(ctx, id, mc.StatePending, mc.StateStarting, nil)
 	if err != nil {
 		return err
@@ -127,17 +131,8 @@ func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) er
 	if _, err := m.store.SetMachine(ctx, id, s.Version, mach, s.Secrets); err != nil {
 		return fmt.Errorf("record machine: %w", err)
 	}
-	// The machine is gone when its processes exit: end the session at once.
-	gone := make(chan struct{})
-	go func() {
-		if err := m.driver.Wait(ctx, mach.ID); err == nil && ctx.Err() == nil {
-			close(gone)
-			_, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonMachineExited,
-				"the machine's processes exited")
-		}
-	}()
 	agent := newAgentClient(m.http, mach, s.Secrets.AgentToken)
-	agent.gone = gone
+	agent.gone = m.watchGone(ctx, id, mach.ID)
 	if err := m.waitReady(sctx, mach, agent); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)
 	}
@@ -147,6 +142,25 @@ func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) er
 	m.metrics.startSeconds.Observe(m.clock.Now().Sub(started).Seconds())
 	log.Info("machine ready", mc.LogMachineID, mach.ID, "start_seconds", m.clock.Now().Sub(started).Seconds())
 
+	return m.serve(ctx, id, prov, agent, log)
+}
+
+// watchGone ends the session at once when its machine's processes exit; the
+// channel it returns is closed then.
+func (m *Manager) watchGone(ctx context.Context, id, machineID string) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		if err := m.driver.Wait(ctx, machineID); err == nil && ctx.Err() == nil {
+			close(gone)
+			_, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonMachineExited,
+				"the machine's processes exited")
+		}
+	}()
+	return gone
+}
+
+// serve runs a ready session: its lifetime limits, and the login.
+func (m *Manager) serve(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
 	go m.watchLifetime(lctx, id)

@@ -17,6 +17,9 @@ type Report struct {
 	Failed []string `json:"failed"`
 	// Reclaimed counts leases freed because their owner had ended.
 	Reclaimed int `json:"reclaimed"`
+	// Adopted are pooled machines left running by an earlier process that
+	// the pool keeps.
+	Adopted []string `json:"adopted,omitempty"`
 }
 
 // Run reconciles once at once, then every ReconcileInterval, until ctx ends
@@ -40,6 +43,7 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		}
 	}()
+	m.runPool(ctx)
 }
 
 // Reconcile compares what the driver finds on the host with the sessions in
@@ -56,6 +60,14 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	onHost := make(map[string]mc.MachineStatus, len(machines))
 	for _, ms := range machines {
 		onHost[ms.ID] = ms
+	}
+	if err := m.reconcilePool(ctx, onHost, &rep); err != nil {
+		return rep, err
+	}
+	for _, ms := range machines {
+		if m.pool.tracks(ms.ID) {
+			continue // pooled, looked after by this process
+		}
 		owner := ms.SessionID
 		if owner == "" {
 			owner = ms.ID
