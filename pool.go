@@ -79,3 +79,21 @@ type PoolStore interface {
 	// Errors: those of CreateSession.
 	CreateSessionFromPool(ctx context.Context, s *Session, replica string, c Capacity) (Claim, error)
 }
+
+// PoolProvider is the warm pool of one provider (GET /api/v1/pool).
+type PoolProvider struct {
+	Provider string `json:"provider"`
+	// Target is the number of pooled machines the replica keeps.
+	Target   int `json:"target"`
+	Ready    int `json:"ready"`
+	Starting int `json:"starting"`
+}
+
+// PoolStatus is a replica's warm pool (every replica's for a cluster
+// driver, whose machines any replica may claim).
+type PoolStatus struct {
+	Replica string `json:"replica"`
+	// MaxAge is the age at which a pooled machine is recycled.
+	MaxAge    string         `json:"max_age"`
+	Providers []PoolProvider `json:"providers"`
+}

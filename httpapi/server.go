@@ -184,6 +184,15 @@ type Deps struct {
 	Web http.Handler
 	// Metrics serves GET /metrics (no API key: keep it on a trusted network).
 	Metrics http.Handler
+	// Pool reports the warm pool for GET /api/v1/pool; nil answers an
+	// empty pool.
+	Pool Pool
+}
+
+// Pool is the session manager's warm pool as the API shows it.
+type Pool interface {
+	// Pool returns the pool's targets and machines from the store.
+	Pool(ctx context.Context) (mc.PoolStatus, error)
 }
 
 // Server is the API; it implements http.Handler.
@@ -265,6 +274,7 @@ func (s *Server) register() {
 	s.api("GET /api/v1/credentials/{user_id}/{provider}", s.getCredential)
 	s.api("DELETE /api/v1/credentials/{user_id}/{provider}", s.deleteCredential)
 	s.api("GET /api/v1/audit", s.listAudit)
+	s.api("GET /api/v1/pool", s.getPool)
 
 	// The earlier controller's endpoints, on the same code paths.
 	s.api("POST /api/auth/start", s.compatStart)

@@ -395,37 +395,20 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 	return nil
 }
 
-// PoolProvider is the pool of one provider, as GET /api/v1/pool shows it.
-type PoolProvider struct {
-	Provider string `json:"provider"`
-	// Target is the number of pooled machines this replica keeps.
-	Target   int `json:"target"`
-	Ready    int `json:"ready"`
-	Starting int `json:"starting"`
-}
-
-// PoolStatus is the warm pool of this replica (of every replica for a
-// cluster driver, whose machines any replica may claim).
-type PoolStatus struct {
-	Replica   string         `json:"replica"`
-	MaxAge    string         `json:"max_age"`
-	Providers []PoolProvider `json:"providers"`
-}
-
 // Pool reports the warm pool from the store.
-func (m *Manager) Pool(ctx context.Context) (PoolStatus, error) {
+func (m *Manager) Pool(ctx context.Context) (mc.PoolStatus, error) {
 	replica := m.cfg.Replica
 	if m.driver.Capabilities().Cluster {
 		replica = ""
 	}
 	list, err := m.store.PooledMachines(ctx, replica)
 	if err != nil {
-		return PoolStatus{}, err
+		return mc.PoolStatus{}, err
 	}
-	by := map[string]*PoolProvider{}
-	get := func(name string) *PoolProvider {
+	by := map[string]*mc.PoolProvider{}
+	get := func(name string) *mc.PoolProvider {
 		if by[name] == nil {
-			by[name] = &PoolProvider{Provider: name}
+			by[name] = &mc.PoolProvider{Provider: name}
 		}
 		return by[name]
 	}
@@ -441,7 +424,7 @@ func (m *Manager) Pool(ctx context.Context) (PoolStatus, error) {
 			get(p.Provider).Starting++
 		}
 	}
-	st := PoolStatus{Replica: m.cfg.Replica, MaxAge: m.cfg.PoolMaxAge.String(), Providers: []PoolProvider{}}
+	st := mc.PoolStatus{Replica: m.cfg.Replica, MaxAge: m.cfg.PoolMaxAge.String(), Providers: []mc.PoolProvider{}}
 	for _, name := range slices.Sorted(maps.Keys(by)) {
 		st.Providers = append(st.Providers, *by[name])
 	}
