@@ -30,9 +30,16 @@ func (m *Manager) Run(ctx context.Context) {
 		defer m.wg.Done()
 		t := time.NewTicker(m.cfg.ReconcileInterval)
 		defer t.Stop()
+		first := true
 		for {
 			if _, err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				m.log.Error("reconcile", "error", err, mc.LogReason, "reconcile_failed")
+			}
+			if first {
+				// The pool fills once the first pass has adopted what an
+				// earlier process left.
+				first = false
+				m.runPool(ctx)
 			}
 			select {
 			case <-ctx.Done():
@@ -43,7 +50,6 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		}
 	}()
-	m.runPool(ctx)
 }
 
 // Reconcile compares what the driver finds on the host with the sessions in
@@ -134,8 +140,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("reclaim leases: %w", err)
 	}
 	rep.Reclaimed = len(leases)
-	if len(rep.Destroyed)+len(rep.Failed)+rep.Reclaimed > 0 {
-		m.log.Info("reconciled", "destroyed", len(rep.Destroyed), "failed", len(rep.Failed), "reclaimed", rep.Reclaimed)
+	if len(rep.Destroyed)+len(rep.Failed)+rep.Reclaimed+len(rep.Adopted) > 0 {
+		m.log.Info("reconciled", "destroyed", len(rep.Destroyed), "failed", len(rep.Failed), "reclaimed", rep.Reclaimed,
+			"adopted", len(rep.Adopted))
 	}
 	return rep, nil
 }
