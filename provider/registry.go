@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -164,11 +165,7 @@ func jsonProblem(err error) string {
 // Pools returns the warm pool sizes that the configuration file sets, by
 // provider name (a copy).
 func (r *Registry) Pools() map[string]int {
-	out := make(map[string]int, len(r.pools))
-	for k, v := range r.pools {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(r.pools)
 }
 
 // Get returns a copy of the provider of the given name.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/session"
@@ -244,4 +246,70 @@ func TestPoolAfterCrash(t *testing.T) {
 	if list, _ := r.store.PooledMachines(ctx, ""); len(list) != 0 {
 		t.Errorf("pool rows left after Close: %+v", list)
 	}
+}
+
+func TestPoolMetrics(t *testing.T) {
+	r := newRig(t, session.Config{}, fake.Config{StartDelay: 300 * time.Millisecond})
+	reg := prometheus.NewRegistry()
+	r.mgr = session.New(session.Config{Replica: "r1", Pool: map[string]int{"demo": 1}, DestroyGrace: time.Millisecond},
+		session.Deps{Store: r.store, Driver: r.driver, Providers: testProviders, Registry: reg})
+	t.Cleanup(func() { r.mgr.Close() })
+	runPool(t, r)
+	waitPool(t, r.store, "1 ready", readyN("demo", 1))
+	hit, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil || !hit.Machine.Pooled {
+		t.Fatalf("first start: %+v, %v; want a hit", hit, err)
+	}
+	// The refill takes StartDelay: the next one misses.
+	miss, err := r.mgr.Start(t.Context(), "bob", "demo")
+	if err != nil || miss.Machine.Pooled {
+		t.Fatalf("second start: %+v, %v; want a miss", miss, err)
+	}
+	waitPool(t, r.store, "refilled", readyN("demo", 1))
+	for _, tt := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"mc_pool_claims_total", map[string]string{"provider": "demo", "result": "hit"}, 1},
+		{"mc_pool_claims_total", map[string]string{"provider": "demo", "result": "miss"}, 1},
+		{"mc_pool_machines", map[string]string{"provider": "demo", "state": "ready"}, 1},
+		{"mc_pool_machines", map[string]string{"provider": "demo", "state": "starting"}, 0},
+		{"mc_pool_claim_seconds", nil, 2},
+	} {
+		if got := metricValue(t, reg, tt.name, tt.labels); got != tt.want {
+			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
+		}
+	}
+}
+
+// metricValue returns a counter's or gauge's value, or a histogram's count.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return -1
 }

@@ -58,6 +58,8 @@ type bench struct {
 	seq  int
 	mu   sync.Mutex
 	data string
+	// exited is closed when the server has exited.
+	exited chan struct{}
 }
 
 func run(server, agent, mode string, n, burst, pool int, every time.Duration) error {
@@ -82,7 +84,7 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 		"MC_LISTEN=127.0.0.1:"+strconv.Itoa(port), "MC_DATA_DIR="+b.data, "MC_DRIVER=local",
 		"MC_LOCAL_MODE="+mode, "MC_AGENT_PATH="+agent, "MC_API_KEYS="+apiKey, "MC_PROVIDERS_FILE="+provs,
 		"MC_POOL=demo="+strconv.Itoa(pool), "MC_MAX_MACHINES=24", "MC_DESTROY_GRACE=0s",
-		"MC_PORT_BASE="+strconv.Itoa(30000+rnd*80), "MC_DISPLAY_BASE="+strconv.Itoa(2000+rnd*30),
+		"MC_PORT_BASE="+strconv.Itoa(20000+rnd%100*100), "MC_DISPLAY_BASE="+strconv.Itoa(2000+rnd*30),
 		"MC_BRIDGE=mcpb"+hex.EncodeToString(randBytes(3)), "MC_NETWORK=10.231."+strconv.Itoa(rnd%250)+".0/24",
 		"MC_REPLICA=poolbench", "MC_LOG_LEVEL=warn")
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
@@ -93,10 +95,11 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	b.exited = done
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(60 * time.Second):
@@ -264,6 +267,11 @@ func (b *bench) waitPool(n int, timeout time.Duration) error {
 					return nil
 				}
 			}
+		}
+		select {
+		case <-b.exited:
+			return errors.New("the server exited")
+		default:
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the pool did not reach %d ready machines within %s (last: %+v, %v)", n, timeout, st, err)
