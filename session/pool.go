@@ -351,14 +351,20 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopt
 }
 
 // reconcilePool adopts this replica's pooled machines that a previous
-// process left running and ready, and removes the rest of its rows (their
-// machines are then orphans that Reconcile destroys).
-func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.MachineStatus, rep *Report) error {
-	list, err := m.store.PooledMachines(ctx, m.cfg.Replica)
+// process left running and ready, and removes the rest of its rows and
+// destroys their machines. It returns the other replicas' pooled machines,
+// which are theirs to look after (a cluster driver lists every replica's).
+func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.MachineStatus, rep *Report) (map[string]bool, error) {
+	list, err := m.store.PooledMachines(ctx, "")
 	if err != nil {
-		return fmt.Errorf("list pooled machines: %w", err)
+		return nil, fmt.Errorf("list pooled machines: %w", err)
 	}
+	others := map[string]bool{}
 	for _, p := range list {
+		if p.Replica != m.cfg.Replica {
+			others[p.ID] = true
+			continue
+		}
 		if m.pool.tracks(p.ID) {
 			continue
 		}
@@ -378,7 +384,7 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 			}
 		}
 		if err := m.store.RemovePooled(ctx, p.ID); err != nil && mc.ErrorCode(err) != mc.ENOTFOUND {
-			return fmt.Errorf("remove pooled machine %s: %w", p.ID, err)
+			return nil, fmt.Errorf("remove pooled machine %s: %w", p.ID, err)
 		}
 		m.pool.retired.WithLabelValues("pool_orphaned").Inc()
 		if !ok {
@@ -392,7 +398,7 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 		rep.Destroyed = append(rep.Destroyed, p.ID)
 		m.log.Warn("destroyed pooled machine left by an earlier process", mc.LogMachineID, p.ID, mc.LogReason, "pool_orphaned")
 	}
-	return nil
+	return others, nil
 }
 
 // Pool reports the warm pool from the store.

@@ -196,8 +196,9 @@ func TestPoolRecyclesOldMachines(t *testing.T) {
 func TestPoolAfterCrash(t *testing.T) {
 	r := newRig(t, session.Config{Pool: map[string]int{"demo": 2}}, fake.Config{})
 	ctx := t.Context()
+	replica := "r1"
 	add := func(ready, machine bool) string {
-		p := mc.PooledMachine{ID: mc.NewID(), Provider: "demo", Replica: "r1", CreatedAt: time.Now(), Secrets: mc.NewMachineSecrets()}
+		p := mc.PooledMachine{ID: mc.NewID(), Provider: "demo", Replica: replica, CreatedAt: time.Now(), Secrets: mc.NewMachineSecrets()}
 		if err := r.store.AddPooled(ctx, p, mc.Capacity{}); err != nil {
 			t.Fatal(err)
 		}
@@ -217,6 +218,8 @@ func TestPoolAfterCrash(t *testing.T) {
 	keep := add(true, true)
 	startingLeft := add(false, true)
 	noMachine := add(true, false)
+	replica = "r2" // another replica's (a cluster driver lists it here too): not ours to touch
+	others := add(true, true)
 	rep, err := r.mgr.Reconcile(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -225,10 +228,17 @@ func TestPoolAfterCrash(t *testing.T) {
 		t.Errorf("adopted %v, want [%s]", rep.Adopted, keep)
 	}
 	waitGone(t, r.driver, startingLeft)
-	list, _ := r.store.PooledMachines(ctx, "")
+	list, _ := r.store.PooledMachines(ctx, "r1")
 	if len(list) != 1 || list[0].ID != keep {
 		t.Fatalf("pool after reconcile: %+v, want only %s", list, keep)
 	}
+	if _, err := r.driver.Inspect(ctx, others); err != nil {
+		t.Errorf("another replica's pooled machine was destroyed: %v", err)
+	}
+	if err := r.store.RemovePooled(ctx, others); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.driver.Destroy(ctx, others)
 	_ = noMachine
 	if n, _ := r.store.CountActive(ctx, ""); n != 0 {
 		t.Errorf("live sessions %d, want 0", n)

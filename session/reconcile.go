@@ -67,12 +67,13 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	for _, ms := range machines {
 		onHost[ms.ID] = ms
 	}
-	if err := m.reconcilePool(ctx, onHost, &rep); err != nil {
+	pooled, err := m.reconcilePool(ctx, onHost, &rep)
+	if err != nil {
 		return rep, err
 	}
 	for _, ms := range machines {
-		if m.pool.tracks(ms.ID) {
-			continue // pooled, looked after by this process
+		if m.pool.tracks(ms.ID) || pooled[ms.ID] {
+			continue // pooled: looked after by this process, or another replica's
 		}
 		owner := ms.SessionID
 		if owner == "" {
