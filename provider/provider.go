@@ -26,7 +26,7 @@
 //
 //	{
 //	  "providers": [
-//	    {"name": "claude_code", "login_command": ["claude", "/login"]},
+//	    {"name": "claude_code", "login_command": ["claude", "/login"], "pool": 2},
 //	    {"name": "gemini_cli", "disabled": true},
 //	    {"name": "acme", "display_name": "Acme CLI",
 //	     "login_command": ["acme", "login"], "login_timeout": "5m",
@@ -37,8 +37,9 @@
 // An entry whose name is a built-in overrides only the fields it sets (an
 // empty string or list clears one); "disabled": true removes the provider.
 // Any other name adds a provider (display_name defaults to the name,
-// login_timeout to 15 minutes). Unknown fields are errors. Every provider,
-// built-in or not, must then pass Validate.
+// login_timeout to 15 minutes). "pool": N keeps N pre-started machines for
+// the provider (MC_POOL overrides it). Unknown fields are errors. Every
+// provider, built-in or not, must then pass Validate.
 package provider
 
 import (
