@@ -190,6 +190,18 @@ const (
 	ReasonInvalidRequest    Reason = "invalid_request"
 )
 
+// Reasons of the warm pool.
+const (
+	// ReasonPooled is the reason of the event that makes a session ready
+	// on a pooled machine (a pool hit); a cold start has none.
+	ReasonPooled       Reason = "pooled"
+	ReasonPoolEvicted  Reason = "pool_evicted"  // a pooled machine made room for a cold start
+	ReasonPoolOrphaned Reason = "pool_orphaned" // a pooled machine an earlier process left
+	ReasonBadPooled    Reason = "bad_pooled"
+	ReasonNotPooled    Reason = "not_pooled"
+	ReasonPooledExists Reason = "pooled_exists"
+)
+
 // Reasons of the webhook notifier's errors.
 const (
 	ReasonBadWebhookConfig  Reason = "bad_webhook_config"
