@@ -25,6 +25,7 @@
 #                         suite, mirror and this recipe; packages-<h>.txt lists
 #                         the exact versions it holds
 #   mc-machine-<k>.tar    the final archive, k = hash of h, agent, CLIs, node
+#                         (the three newest are kept)
 # A cold build (debootstrap with Chromium) is network-bound, about 10 minutes;
 # a warm one with a new agent takes seconds.
 #
@@ -194,6 +195,8 @@ if [ ! -f "$archive" ]; then
 	log "writing $archive"
 	nice -n 19 skopeo copy --quiet "oci:$w/oci:base" "oci-archive:$archive.tmp:$ref"
 	mv "$archive.tmp" "$archive"
+	# Keep the three newest archives (each is several hundred MB).
+	ls -t "$CACHE"/mc-machine-*.tar | tail -n +4 | xargs -r rm -f
 fi
 [ -z "$out" ] || cp "$archive" "$out"
 echo "$archive"

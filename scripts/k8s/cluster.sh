@@ -392,6 +392,7 @@ cmd_up() {
 	[ ! -e "/run/netns/$NETNS" ] || die "a cluster named $NAME is already up (cluster.sh down first)"
 	cmd_build >/dev/null
 	local t0=$SECONDS
+	trap '[ $? = 0 ] || log "up failed; logs in $LOGS; clean up with: $0 down"' EXIT
 	mkdir -p "$STATE" "$LOGS" "$DATA"
 	echo "$(date -u +%s)" >"$STATE/started"
 	make_pki
