@@ -379,10 +379,11 @@ up_network() {
 	ip route add "$POD_CIDR" via "$NODE_IP"
 }
 
+# cgroup_dirs: the cluster's cgroup root in every hierarchy (the v1 ones and,
+# on a hybrid host, the unified one, where the kubelet mirrors its tree).
 cgroup_dirs() {
 	local h
 	for h in /sys/fs/cgroup/*/; do
-		[ "$h" = /sys/fs/cgroup/unified/ ] && continue
 		[ -f "$h/cgroup.procs" ] && echo "${h%/}$CGROUP_ROOT"
 	done
 }
@@ -395,6 +396,9 @@ cmd_up() {
 	trap '[ $? = 0 ] || log "up failed; logs in $LOGS; clean up with: $0 down"' EXIT
 	mkdir -p "$STATE" "$LOGS" "$DATA"
 	echo "$(date -u +%s)" >"$STATE/started"
+	# containerd's CNI result cache is fixed at /var/lib/cni: if it is not
+	# there now, "down" removes it again.
+	[ -e /var/lib/cni ] || touch "$STATE/made-var-lib-cni"
 	make_pki
 	write_configs
 	up_network
@@ -503,6 +507,7 @@ cmd_down() {
 	for n in kubelet kube-scheduler kube-controller-manager kube-apiserver; do
 		[ -f "$STATE/$n.pid" ] && kill "$(cat "$STATE/$n.pid")" 2>/dev/null || true
 	done
+	log "pods deleted after $((SECONDS - t0))s"
 	kill_all TERM || true
 	local i
 	for ((i = 0; i < 50; i++)); do
@@ -527,8 +532,10 @@ cmd_down() {
 	# The network: deleting one end of the veth deletes both, and the route.
 	ip link del "$VETH_HOST" 2>/dev/null || true
 	[ -e "/run/netns/$NETNS" ] && ip netns del "$NETNS"
-	rm -rf "$DATA" "$STATE"
+	log "processes, mounts, cgroups and network gone after $((SECONDS - t0))s"
 	rm -f /var/lib/cni/results/"$NAME"-* 2>/dev/null || true
+	if [ -f "$STATE/made-var-lib-cni" ]; then rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true; fi
+	rm -rf "$DATA" "$STATE"
 	log "down in $((SECONDS - t0))s"
 }
 
@@ -572,7 +579,7 @@ cmd_host() {
 	done
 	echo "mounts $(awk -v a="$DATA" -v b="$STATE" 'index($5, a) == 1 || index($5, b) == 1 || $5 ~ /netns\/cni-/ {print $5}' /proc/self/mountinfo | wc -l)"
 	echo "cgroups $(for d in $(cgroup_dirs); do [ -d "$d" ] && echo "$d"; done | paste -sd' ' -)"
-	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
+	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd /var/lib/cni; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
 	echo "processes $(cluster_pids | wc -l)"
 }
 
