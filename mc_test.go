@@ -146,7 +146,7 @@ func TestImportsPointInward(t *testing.T) {
 	}
 	// Small shared libraries any adapter may use.
 	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/token": true, mod + "/internal/storekit": true,
-		mod + "/internal/procfs": true}
+		mod + "/internal/procfs": true, mod + "/internal/confine": true}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
 		pkg, imports := f[0], f[1:]

@@ -53,8 +53,6 @@ type Config struct {
 	VNCPasswordFile string
 	// Display is the X display number.
 	Display int
-	// CDPPort is Chromium's DevTools port on 127.0.0.1.
-	CDPPort int
 	// PageListen is the local page server's address (127.0.0.1:PORT).
 	PageListen string
 	// Home is the private home directory; the Chromium profile is
@@ -105,8 +103,8 @@ func (cfg *Config) Check() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("missing flags: %s", strings.Join(missing, ", "))
 	}
-	if cfg.Display <= 0 || cfg.CDPPort <= 0 || cfg.CDPPort > 65535 {
-		return errors.New("--display and --cdp-port must be positive")
+	if cfg.Display <= 0 {
+		return errors.New("--display must be positive")
 	}
 	if cfg.Width < 64 || cfg.Height < 64 || cfg.Width > 8192 || cfg.Height > 8192 {
 		return fmt.Errorf("geometry %dx%d out of range", cfg.Width, cfg.Height)
@@ -205,10 +203,20 @@ func checkPrivateDir(dir string) error {
 	return nil
 }
 
-// chromiumBrowser opens pages through Chromium's DevTools protocol.
-type chromiumBrowser struct{ cdp *cdp }
+// chromiumBrowser opens pages through Chromium's DevTools protocol, once
+// Chromium runs.
+type chromiumBrowser struct{ cdp *atomic.Pointer[cdp] }
 
-func (b chromiumBrowser) Open(ctx context.Context, url string) error { return b.cdp.Navigate(ctx, url) }
+// errNoBrowser says that Chromium has not started (yet).
+var errNoBrowser = errors.New("the browser is not running")
+
+func (b chromiumBrowser) Open(ctx context.Context, url string) error {
+	c := b.cdp.Load()
+	if c == nil {
+		return errNoBrowser
+	}
+	return c.Navigate(ctx, url)
+}
 
 // closer is one step of shutdown, run in reverse order of creation.
 type closer struct {
@@ -296,8 +304,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// The servers start before the children exist; handlers read them
 	// through these pointers.
 	var xvncP, chromiumP atomic.Pointer[child]
-	devtools := &cdp{port: cfg.CDPPort, client: &http.Client{Timeout: 5 * time.Second}}
-	browser := chromiumBrowser{devtools}
+	var devtoolsP atomic.Pointer[cdp]
+	browser := chromiumBrowser{&devtoolsP}
 	lg := newLogin(cfg.Home, cfg.TmpDir, pageBase, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	a := &api{
@@ -315,8 +323,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			if x := xvncP.Load(); x != nil && x.Alive() {
 				h.VNC = probeRFB(ctx, cfg.VNCListen) == nil
 			}
-			if c := chromiumP.Load(); c != nil && c.Alive() {
-				_, err := devtools.Version(ctx)
+			if c, d := chromiumP.Load(), devtoolsP.Load(); c != nil && d != nil && c.Alive() {
+				_, err := d.Version(ctx)
 				h.Browser = err == nil
 			}
 			return h
@@ -347,13 +355,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	tX := time.Since(t0)
 
 	sctx, cancel = context.WithTimeout(ctx, cfg.StartTimeout)
-	chromium, err := startChromium(sctx, log, cfg, startURL, authFile)
+	chromium, devtools, err := startChromium(sctx, log, cfg, startURL, authFile)
 	cancel()
 	if err != nil {
 		return stoppedOr(ctx, log, err)
 	}
+	devtoolsP.Store(devtools)
 	chromiumP.Store(chromium)
-	closers = append(closers, closer{"chromium", func() { chromium.Stop(log, 3*time.Second) }})
+	closers = append(closers, closer{"chromium", func() {
+		chromium.Stop(log, 3*time.Second)
+		devtools.Close()
+	}})
 	log.Info("machine agent ready", "listen", apiLn.Addr().String(), "vnc", cfg.VNCListen, "display", cfg.Display,
 		"xvnc_ms", tX.Milliseconds(), "ready_ms", time.Since(t0).Milliseconds())
 
