@@ -27,16 +27,7 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	case "fake":
 		d = drivertest.NewFake(drivertest.FakeConfig{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
-		mode := cfg.LocalMode
-		if mode == "auto" {
-			mode = ""
-		}
-		network, _ := netip.ParsePrefix(cfg.Network)
-		ld, err := local.New(local.Config{
-			DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
-			Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
-			Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
-		}, st, log)
+		ld, err := local.New(localConfig(cfg), st, log)
 		if err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
 		}
@@ -51,6 +42,24 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	log.Info("driver ready", "driver", d.Name(), "isolation", caps.Isolation, "network", caps.Network.String(),
 		"max_machines", caps.MaxMachines)
 	return d, nil
+}
+
+// localConfig is the local driver's configuration from cfg.
+func localConfig(cfg Config) local.Config {
+	mode := cfg.LocalMode
+	if mode == "auto" {
+		mode = ""
+	}
+	network, _ := netip.ParsePrefix(cfg.Network)
+	tmp := int64(cfg.MachineTmpMB) << 20
+	return local.Config{
+		DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
+		Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
+		Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
+		Limits:  local.Limits{Memory: int64(cfg.MachineMemMB) << 20, Pids: cfg.MachinePids, CPUWeight: cfg.MachineCPU},
+		TmpSize: tmp, HomeSize: tmp, ShmSize: tmp,
+		UIDBase: cfg.MachineUIDBase, InsecureSharedHost: cfg.InsecureShared,
+	}
 }
 
 // newNotifier returns the webhook notifier, or nil when none is configured.

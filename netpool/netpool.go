@@ -182,12 +182,14 @@ func (p *Pool) Setup(ctx context.Context) error {
 	return nil
 }
 
-// Teardown removes the bridge (and the egress rule). Machines attached to it
-// lose their network; it is for tests and uninstall. Removing nothing is fine.
+// Teardown removes the bridge (and the egress and firewall rules). Machines
+// attached to it lose their network; it is for tests and uninstall. Removing
+// nothing is fine.
 func (p *Pool) Teardown(ctx context.Context) error {
 	if p.cfg.Egress {
 		p.teardownEgress(ctx)
 	}
+	p.RemoveFirewall(ctx)
 	if err := RemoveLink(ctx, p.cfg.Bridge); err != nil {
 		return fmt.Errorf("remove bridge %s: %w", p.cfg.Bridge, err)
 	}

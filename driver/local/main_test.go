@@ -126,6 +126,11 @@ func newEnv(tb testing.TB, mode string) *testEnv {
 			DisplayBase: 1000 + 20*int(n.Int64()),
 			PortBase:    20000 + 20*int(p.Int64()),
 			MaxMachines: 8,
+			// A uid range of the test's own: tests in parallel packages
+			// lease from stores of their own.
+			UIDBase:            2000000 + 1000*int(n.Int64()),
+			CgroupParent:       "mc-test-" + nc.Bridge,
+			InsecureSharedHost: os.Geteuid() != 0,
 		},
 		store: &netpoolLeases{},
 	}

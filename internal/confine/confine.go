@@ -53,9 +53,10 @@ type Spec struct {
 	// Root is an empty directory on the host: the mount point of the
 	// machine's root tmpfs, visible only inside its mount namespace.
 	Root string `json:"root"`
-	// SecretsDir is the host directory that holds the files "token" and
-	// "vnc-password"; init copies them into SecretsDir.
-	SecretsDir string `json:"secrets_dir"`
+	// TokenFile and VNCPasswordFile are the host files of the agent token
+	// and the VNC password; init copies them into SecretsDir.
+	TokenFile       string `json:"token_file"`
+	VNCPasswordFile string `json:"vnc_password_file"`
 	// UID and GID run the agent, Xvnc and Chromium: a user of its own per
 	// machine, with no supplementary groups.
 	UID int `json:"uid"`
@@ -85,8 +86,8 @@ func Read(path string) (Spec, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("read machine config %s: %w", path, err)
 	}
-	if m.Root == "" || m.SecretsDir == "" || m.UID <= 0 || m.GID <= 0 {
-		return m, fmt.Errorf("read machine config %s: root, secrets_dir, uid and gid are required", path)
+	if m.Root == "" || m.TokenFile == "" || m.VNCPasswordFile == "" || m.UID <= 0 || m.GID <= 0 {
+		return m, fmt.Errorf("read machine config %s: root, token_file, vnc_password_file, uid and gid are required", path)
 	}
 	return m, nil
 }
@@ -264,8 +265,8 @@ func buildRoot(m Spec) error {
 	if err := mkdirOwned(join(SecretsDir), 0o700, m.UID, m.GID); err != nil {
 		return err
 	}
-	for _, name := range []string{"token", "vnc-password"} {
-		if err := copyOwned(filepath.Join(m.SecretsDir, name), join(filepath.Join(SecretsDir, name)), 0o600, m.UID, m.GID); err != nil {
+	for src, dst := range map[string]string{m.TokenFile: TokenFile, m.VNCPasswordFile: VNCPasswordFile} {
+		if err := copyOwned(src, join(dst), 0o600, m.UID, m.GID); err != nil {
 			return err
 		}
 	}
