@@ -362,6 +362,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	devtoolsP.Store(devtools)
 	chromiumP.Store(chromium)
+	windowCtx, stopWindows := context.WithCancel(ctx)
+	go func() {
+		if err := devtools.KeepOneWindow(windowCtx, log); err != nil && windowCtx.Err() == nil {
+			log.Warn("watch browser windows", "err", err)
+		}
+	}()
+	closers = append(closers, closer{"window watch", stopWindows})
 	closers = append(closers, closer{"chromium", func() {
 		chromium.Stop(log, 3*time.Second)
 		devtools.Close()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -30,6 +31,13 @@ type cdp struct {
 	calls  map[int64]chan cdpReply
 	closed chan struct{} // closed when the read side ends
 	err    error         // why it ended, set before closed is closed
+	events chan cdpEvent // browser-level events, dropped when full
+}
+
+// cdpEvent is one event of the browser (not of a page session).
+type cdpEvent struct {
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
 }
 
 // cdpTarget is one entry of Target.getTargets.
@@ -73,7 +81,7 @@ func cdpPipes() (browserIn, browserOut *os.File, c *cdp, err error) {
 // newCDP returns a client that writes commands to w and reads replies from
 // r until r ends.
 func newCDP(w io.WriteCloser, r io.ReadCloser) *cdp {
-	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{})}
+	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{}), events: make(chan cdpEvent, 64)}
 	go c.read(r)
 	return c
 }
@@ -88,9 +96,23 @@ func (c *cdp) read(r io.ReadCloser) {
 		if err != nil {
 			break
 		}
+		msg = bytes.TrimSuffix(msg, []byte{0})
 		var rep cdpReply
-		if json.Unmarshal(bytes.TrimSuffix(msg, []byte{0}), &rep) != nil || rep.ID == 0 {
-			continue // an event, or noise
+		if json.Unmarshal(msg, &rep) != nil {
+			continue
+		}
+		if rep.ID == 0 {
+			var ev struct {
+				cdpEvent
+				SessionID string `json:"sessionId"`
+			}
+			if json.Unmarshal(msg, &ev) == nil && ev.SessionID == "" && ev.Method != "" {
+				select {
+				case c.events <- ev.cdpEvent:
+				default:
+				}
+			}
+			continue
 		}
 		c.mu.Lock()
 		ch := c.calls[rep.ID]
@@ -250,4 +272,41 @@ func (c *cdp) navigate(ctx context.Context, url string) error {
 		return errNavigationAborted
 	}
 	return fmt.Errorf("navigate: %s", res.ErrorText)
+}
+
+// KeepOneWindow closes every page target but the first as soon as the
+// browser creates it (Ctrl+N, a pop-up, a link to a new window): the machine
+// is a kiosk of one tab, and a second window would cover it. It returns when
+// ctx ends or the browser is gone.
+func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
+	first, err := c.Page(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.call(ctx, "", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil); err != nil {
+		return err
+	}
+	for {
+		select {
+		case ev := <-c.events:
+			if ev.Method != "Target.targetCreated" {
+				continue
+			}
+			var p struct {
+				TargetInfo cdpTarget `json:"targetInfo"`
+			}
+			if json.Unmarshal(ev.Params, &p) != nil || p.TargetInfo.Type != "page" || p.TargetInfo.ID == first.ID {
+				continue
+			}
+			if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
+				log.Warn("close a second browser window", "err", err)
+				continue
+			}
+			log.Info("closed a second browser window")
+		case <-c.closed:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }

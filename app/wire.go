@@ -27,6 +27,7 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	case "fake":
 		d = drivertest.NewFake(drivertest.FakeConfig{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
+		log.Info("host for machines", "summary", local.Summary(Doctor(cfg)))
 		ld, err := local.New(localConfig(cfg), st, log)
 		if err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
@@ -43,6 +44,11 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 		"max_machines", caps.MaxMachines)
 	return d, nil
 }
+
+// Doctor examines the host for the local driver as cfg configures it, one
+// finding per line of "master-controller doctor"; serve logs their summary
+// at start.
+func Doctor(cfg Config) []local.Finding { return local.Doctor(localConfig(cfg)) }
 
 // localConfig is the local driver's configuration from cfg.
 func localConfig(cfg Config) local.Config {

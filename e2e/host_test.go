@@ -39,6 +39,10 @@ type machineState struct {
 	// TmpDir is the machine's private temporary directory outside its
 	// directory (drivers that have one record it).
 	TmpDir string `json:"tmp_dir"`
+	// UID is a confined machine's uid, and Cgroup the version of its
+	// cgroup (zero when unconfined).
+	UID    int `json:"uid"`
+	Cgroup int `json:"cgroup"`
 
 	Dir  string `json:"-"` // the machine's directory
 	Home string `json:"-"` // its private home

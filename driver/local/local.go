@@ -436,7 +436,11 @@ func ephemeralPorts() (lo, hi int) {
 }
 
 // memTotal returns MemTotal from /proc/meminfo in bytes (0 if unknown).
-func memTotal() int64 {
+func memTotal() int64 { return meminfo("MemTotal:") }
+
+// meminfo returns the /proc/meminfo field key ("MemTotal:") in bytes (0 if
+// unknown).
+func meminfo(key string) int64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -445,7 +449,7 @@ func memTotal() int64 {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
-		if len(fs) >= 2 && fs[0] == "MemTotal:" {
+		if len(fs) >= 2 && fs[0] == key {
 			kb, _ := strconv.ParseInt(fs[1], 10, 64)
 			return kb << 10
 		}

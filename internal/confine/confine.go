@@ -505,15 +505,18 @@ func copyOwned(src, dst string, mode fs.FileMode, uid, gid int) error {
 
 // chromiumPolicy is Chromium's managed policy in a machine: the user and the
 // pages get a browser tab and nothing else. No file:// pages, no file
-// chooser (Ctrl+O, uploads, "save as"), no downloads, no DevTools, no
+// chooser (Ctrl+O, uploads, "save as"), no downloads, no DevTools window, no
 // internal chrome:// pages, no new windows or profiles, no printing, no
 // extensions.
 var chromiumPolicy = map[string]any{
-	"URLBlocklist": []string{"file://*", "chrome://*", "chrome-untrusted://*", "devtools://*",
+	"URLBlocklist": []string{"file://*", "chrome://*", "devtools://*", "chrome-untrusted://*",
 		"view-source:*", "chrome-extension://*", "chrome-search://*", "filesystem:*"},
-	"AllowFileSelectionDialogs":    false,
-	"DownloadRestrictions":         3, // block all downloads
-	"DeveloperToolsAvailability":   2, // disallowed
+	"AllowFileSelectionDialogs": false,
+	"DownloadRestrictions":      3, // block all downloads
+	// DevTools stay available to the agent's own session on the pipe: 2
+	// (disallowed) refuses it too ("Target.attachToTarget: Not allowed").
+	// The DevTools window is a devtools:// page, blocked above.
+	"DeveloperToolsAvailability":   1,
 	"DefaultPopupsSetting":         2, // no pop-up windows
 	"IncognitoModeAvailability":    1, // disabled
 	"BrowserGuestModeEnabled":      false,
