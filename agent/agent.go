@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/confine"
 )
 
 // Config is the agent's configuration, one field per command-line flag.
@@ -66,6 +67,18 @@ type Config struct {
 	// refuses one that other users can enter. Xvnc's own sockets and lock
 	// files are in /tmp/.X11-unix and /tmp, whatever TmpDir is.
 	TmpDir string
+	// BrowserHome and BrowserTmpDir are Chromium's HOME (its profile is
+	// BrowserHome/chromium-profile) and TMPDIR (default Home and TmpDir).
+	// With a launcher they belong to the browser's uid, made by the
+	// machine's init.
+	BrowserHome, BrowserTmpDir string
+	// XAuthFile is the X authority file (default VNCPasswordFile +
+	// ".xauth"); with a launcher it is readable by the browser's uid.
+	XAuthFile string
+	// Launcher, when set, starts Chromium under the browser's uid (the
+	// machine's init does; see confine.Launcher): the agent's own uid
+	// cannot.
+	Launcher *confine.Launcher
 	// StartURL is the first page; "local:/path" is a page of PageListen.
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
@@ -122,6 +135,18 @@ func (cfg *Config) Check() error {
 	}
 	if cfg.TmpDir, err = filepath.Abs(cfg.TmpDir); err != nil {
 		return err
+	}
+	if cfg.BrowserHome == "" {
+		cfg.BrowserHome = cfg.Home
+	}
+	if cfg.BrowserTmpDir == "" {
+		cfg.BrowserTmpDir = cfg.TmpDir
+	}
+	if cfg.XAuthFile == "" {
+		cfg.XAuthFile = cfg.VNCPasswordFile + ".xauth"
+	}
+	if n := len(cfg.BrowserTmpDir); n > MaxTmpDirLen {
+		return fmt.Errorf("--browser-tmp-dir %s is %d bytes long, more than %d", cfg.BrowserTmpDir, n, MaxTmpDirLen)
 	}
 	if n := len(cfg.TmpDir); n > MaxTmpDirLen {
 		return fmt.Errorf("--tmp-dir %s is %d bytes long, more than %d: Chromium's singleton socket below it "+
@@ -260,7 +285,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	// TMPDIR (default inside home) holds Chromium's singleton socket
 	// directory and any temporary file of a login.
-	for _, d := range []string{cfg.Home, filepath.Join(cfg.Home, "chromium-profile"), cfg.TmpDir} {
+	dirs := []string{cfg.Home, cfg.TmpDir}
+	if cfg.Launcher == nil { // else the browser's, made by init
+		dirs = append(dirs, filepath.Join(cfg.BrowserHome, "chromium-profile"), cfg.BrowserTmpDir)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create home %s: %w", d, err)
 		}
@@ -273,8 +302,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers = append(closers, closer{"vnc password file", func() { os.Remove(passwdFile) }})
-	authFile := cfg.VNCPasswordFile + ".xauth"
-	if err := writeFileAtomic(authFile, xauthority(cfg.Display, newCookie()), 0o600); err != nil {
+	authFile := cfg.XAuthFile
+	authMode := os.FileMode(0o600)
+	if cfg.Launcher != nil {
+		authMode = 0o644 // the browser's uid reads it; only this machine sees it
+	}
+	if err := writeFileAtomic(authFile, xauthority(cfg.Display, newCookie()), authMode); err != nil {
 		return fmt.Errorf("write x authority %s: %w", authFile, err)
 	}
 	closers = append(closers, closer{"x authority file", func() { os.Remove(authFile) }})
@@ -350,7 +383,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	xvncP.Store(xvnc)
 	closers = append(closers, closer{"xvnc", func() {
 		xvnc.Stop(log, 3*time.Second)
-		removeStaleXFiles(cfg.Display, xvnc.cmd.Process.Pid)
+		removeStaleXFiles(cfg.Display, xvnc.pid)
 	}})
 	tX := time.Since(t0)
 

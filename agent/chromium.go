@@ -35,7 +35,7 @@ import (
 // when it stops (killStrays), and a machine's PID namespace ends with it.
 func chromiumArgs(cfg Config, startURL string, root, smallShm bool) []string {
 	args := []string{
-		"--user-data-dir=" + filepath.Join(cfg.Home, "chromium-profile"),
+		"--user-data-dir=" + filepath.Join(cfg.BrowserHome, "chromium-profile"),
 		"--remote-debugging-pipe",
 		"--no-first-run",
 		"--no-default-browser-check",
@@ -88,11 +88,20 @@ func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("start chromium: %w", err)
 	}
-	cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, startURL, root, shmIsSmall())...)
-	cmd.Dir = cfg.Home
-	cmd.Env = chromiumEnv(cfg, authFile)
-	cmd.ExtraFiles = []*os.File{browserIn, browserOut} // fds 3 and 4
-	c, err := startChild("chromium", cmd, nil)
+	var c *child
+	if cfg.Launcher != nil {
+		var path string
+		if path, err = exec.LookPath(cfg.Chromium); err == nil {
+			c, err = startBrowserChild(cfg.Launcher, "chromium", append([]string{path}, chromiumArgs(cfg, startURL, false, shmIsSmall())...),
+				chromiumEnv(cfg, authFile), cfg.BrowserHome, []*os.File{browserIn, browserOut}, nil)
+		}
+	} else {
+		cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, startURL, root, shmIsSmall())...)
+		cmd.Dir = cfg.BrowserHome
+		cmd.Env = chromiumEnv(cfg, authFile)
+		cmd.ExtraFiles = []*os.File{browserIn, browserOut} // fds 3 and 4
+		c, err = startChild("chromium", cmd, nil)
+	}
 	browserIn.Close()
 	browserOut.Close()
 	if err != nil {
@@ -128,16 +137,16 @@ func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, 
 // enough for the singleton socket that Chromium binds below it.
 func chromiumEnv(cfg Config, authFile string) []string {
 	return []string{
-		"HOME=" + cfg.Home,
+		"HOME=" + cfg.BrowserHome,
 		"PATH=" + os.Getenv("PATH"),
 		"DISPLAY=:" + strconv.Itoa(cfg.Display),
 		"XAUTHORITY=" + authFile,
-		"XDG_CONFIG_HOME=" + filepath.Join(cfg.Home, ".config"),
-		"XDG_CACHE_HOME=" + filepath.Join(cfg.Home, ".cache"),
-		"XDG_DATA_HOME=" + filepath.Join(cfg.Home, ".local", "share"),
+		"XDG_CONFIG_HOME=" + filepath.Join(cfg.BrowserHome, ".config"),
+		"XDG_CACHE_HOME=" + filepath.Join(cfg.BrowserHome, ".cache"),
+		"XDG_DATA_HOME=" + filepath.Join(cfg.BrowserHome, ".local", "share"),
 		"LANG=" + envOr("LANG", "C.UTF-8"),
 		"TZ=" + os.Getenv("TZ"),
-		"TMPDIR=" + cfg.TmpDir,
+		"TMPDIR=" + cfg.BrowserTmpDir,
 	}
 }
 

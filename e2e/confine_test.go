@@ -73,15 +73,15 @@ func startConfined(tb testing.TB, c *controller, user string) *confinedMachine {
 }
 
 // run runs script with /bin/sh inside the machine (its mount, PID, network,
-// IPC and UTS namespaces) as the machine's uid with no capability and no
-// new privileges, in the machine's cgroup when inCgroup, and returns its
-// combined output and exit error.
+// IPC and UTS namespaces) as its browser's uid (the agent's + 1) with no
+// capability and no new privileges, in the machine's cgroup when inCgroup,
+// and returns its combined output and exit error.
 func (m *confinedMachine) run(tb testing.TB, inCgroup bool, script string) (string, error) {
 	tb.Helper()
-	uid := strconv.Itoa(m.ms.UID)
+	uid := strconv.Itoa(m.ms.UID + 1)
 	args := []string{"--target", strconv.Itoa(m.ms.PID), "--mount", "--pid", "--net", "--uts", "--ipc", "--",
 		"setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--no-new-privs", "--bounding-set", "-all", "--",
-		"/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/home/mc", "/bin/sh", "-c", script}
+		"/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/home/browser", "/bin/sh", "-c", script}
 	var cmd *exec.Cmd
 	if inCgroup {
 		// The shell joins the machine's cgroups, then becomes nsenter.
@@ -144,8 +144,8 @@ func TestConfinementFiles(t *testing.T) {
 		t.Fatalf("the controller has no vault.keys to protect: %v", err)
 	}
 	// First, that probes can succeed at all: the machine's own home.
-	if out, err := a.run(t, false, "echo ok > /home/mc/probe && cat /home/mc/probe && id -u"); err != nil ||
-		!strings.Contains(out, "ok") || !strings.Contains(out, strconv.Itoa(a.ms.UID)) {
+	if out, err := a.run(t, false, "echo ok > /home/browser/probe && cat /home/browser/probe && id -u"); err != nil ||
+		!strings.Contains(out, "ok") || !strings.Contains(out, strconv.Itoa(a.ms.UID+1)) {
 		t.Fatalf("probe inside the machine: %v: %s", err, out)
 	}
 	a.mustFail(t, map[string]string{
@@ -157,6 +157,9 @@ func TestConfinementFiles(t *testing.T) {
 		"list /sys":                     "ls /sys/class",
 		"read /etc/shadow":              "cat /etc/shadow",
 		"read another machine's token":  "cat " + filepath.Join(b.ms.Home, ".mc-agent-token"),
+		"read its agent's token":        "cat /run/mc/token",
+		"read its VNC password":         "cat /run/mc/vnc-password.vnc",
+		"list its agent's home":         "ls /home/mc",
 		"list another machine's home":   "ls " + b.ms.Home,
 		"see another machine's process": "kill -0 " + strconv.Itoa(b.ms.PID),
 		"write to /usr":                 "touch /usr/probe",
@@ -291,8 +294,12 @@ func TestConfinementBrowserSandbox(t *testing.T) {
 			}
 			return ""
 		}
-		if f := strings.Fields(field("Uid")); len(f) > 0 && f[0] == "0" && pid != strconv.Itoa(m.ms.PID) {
-			t.Errorf("process %s (%s) of the machine runs as root", pid, args[0])
+		want := m.ms.UID // the agent, Xvnc
+		if strings.Contains(args[0], "chrom") {
+			want = m.ms.UID + 1 // the browser, a uid of its own
+		}
+		if f := strings.Fields(field("Uid")); pid != strconv.Itoa(m.ms.PID) && (len(f) < 4 || f[0] != strconv.Itoa(want) || f[1] != f[0] || f[3] != f[0]) {
+			t.Errorf("process %s (%s) of the machine has uids %v, want %d", pid, args[0], f, want)
 		}
 		if pid != strconv.Itoa(m.ms.PID) && field("NoNewPrivs") != "1" {
 			t.Errorf("process %s (%s) may gain privileges (NoNewPrivs %s)", pid, args[0], field("NoNewPrivs"))

@@ -50,6 +50,10 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.PageListen, "page-listen", "", "local page server address (127.0.0.1:PORT)")
 	fs.StringVar(&cfg.Home, "home", "", "private HOME; Chromium profile in HOME/chromium-profile")
 	fs.StringVar(&cfg.TmpDir, "tmp-dir", "", fmt.Sprintf("TMPDIR of Chromium and login commands, at most %d bytes (Chromium's singleton socket is below it); created 0700 if missing (default HOME/tmp)", agent.MaxTmpDirLen))
+	fs.StringVar(&cfg.BrowserHome, "browser-home", "", "Chromium's HOME, with its profile (default --home)")
+	fs.StringVar(&cfg.BrowserTmpDir, "browser-tmp-dir", "", "Chromium's TMPDIR (default --tmp-dir)")
+	fs.StringVar(&cfg.XAuthFile, "xauth-file", "", "X authority file to write (default --vnc-password-file + .xauth)")
+	launcher := fs.Bool("launcher", false, "start Chromium through the machine's init (fd 3), under the browser's uid")
 	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")
@@ -69,6 +73,9 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Width, cfg.Height = w, h
+	if *launcher {
+		cfg.Launcher = confine.NewLauncher(confine.LauncherFD)
+	}
 	if err := cfg.Check(); err != nil {
 		fmt.Fprintf(stderr, "mc-agent: %v\n", err)
 		return 2

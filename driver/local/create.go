@@ -106,11 +106,11 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	st := &state{ID: spec.ID, SessionID: spec.SessionID, Mode: d.mode, Pool: d.pool.Name(),
 		Slot: slot, Created: start.UTC()}
 	if d.confined {
-		v, err := d.store.Lease(ctx, uidPool, spec.ID, 0, uidRange-1)
+		v, err := d.store.Lease(ctx, uidPool, spec.ID, 0, uidRange/2-1)
 		if err != nil {
 			return mc.Machine{}, fmt.Errorf("lease uid for %s: %w", spec.ID, err)
 		}
-		st.UID = d.cfg.UIDBase + v
+		st.UID = d.cfg.UIDBase + 2*v // and +1 for its browser
 		st.Cgroup = d.cgroupV
 	} else {
 		st.TmpDir = tmpDir
@@ -182,7 +182,9 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	}
 	if d.confined {
 		args = append(args, "--home", confine.Home, "--tmp-dir", confine.TmpDir,
-			"--token-file", confine.TokenFile, "--vnc-password-file", confine.VNCPasswordFile)
+			"--token-file", confine.TokenFile, "--vnc-password-file", confine.VNCPasswordFile,
+			"--launcher", "--browser-home", confine.BrowserHome, "--browser-tmp-dir", confine.BrowserTmpDir,
+			"--xauth-file", confine.XAuthFile)
 	} else {
 		args = append(args, "--home", home, "--tmp-dir", tmpDir,
 			"--token-file", filepath.Join(home, tokenFile), "--vnc-password-file", filepath.Join(home, vncPasswordFile))
@@ -275,7 +277,7 @@ func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, a
 		return nil, fmt.Errorf("create machine root: %w", err)
 	}
 	spec := confine.Spec{
-		Root: root, UID: st.UID, GID: st.UID,
+		Root: root, UID: st.UID, GID: st.UID, BrowserUID: st.UID + 1, BrowserGID: st.UID + 1,
 		TokenFile: filepath.Join(dir, "home", tokenFile), VNCPasswordFile: filepath.Join(dir, "home", vncPasswordFile),
 		TmpSize: d.cfg.TmpSize, HomeSize: d.cfg.HomeSize, ShmSize: d.cfg.ShmSize,
 		ReadOnlyBinds: d.cfg.ReadOnlyBinds, Hosts: d.cfg.Hosts, Env: d.cfg.Env,

@@ -130,8 +130,9 @@ type Config struct {
 	// (defaults 256 MiB each).
 	TmpSize, HomeSize, ShmSize int64
 	// UIDBase is the first uid of confined machines (default 1000000): each
-	// machine leases a value v from the lease pool "local/uid" and runs as
-	// uid and gid UIDBase+v, which no other machine has while it runs.
+	// machine leases a value v from the lease pool "local/uid"; its agent
+	// runs as uid and gid UIDBase+2v and its browser as UIDBase+2v+1, which
+	// no other machine has while it runs.
 	UIDBase int
 	// CgroupParent is the cgroup below which machines get theirs, in each
 	// v1 hierarchy or the unified one (default "master-controller").

@@ -34,6 +34,13 @@ const (
 	// SecretsDir holds the agent token and the VNC password (0700,
 	// the agent's uid), on a tmpfs of the machine's own.
 	SecretsDir = "/run/mc"
+	// BrowserHome and BrowserTmpDir are HOME and TMPDIR of Chromium, which
+	// runs under the browser's uid: the agent's files are out of its reach.
+	BrowserHome   = "/home/browser"
+	BrowserTmpDir = "/tmp/browser"
+	// XAuthFile is the X authority file of the display, written by the
+	// agent and read by the browser.
+	XAuthFile = "/run/x/xauthority"
 	// AgentPath is where the agent binary is bound, read-only.
 	AgentPath = "/run/mc-agent"
 	// TokenFile and VNCPasswordFile are the secret files the
@@ -57,10 +64,16 @@ type Spec struct {
 	// and the VNC password; init copies them into SecretsDir.
 	TokenFile       string `json:"token_file"`
 	VNCPasswordFile string `json:"vnc_password_file"`
-	// UID and GID run the agent, Xvnc and Chromium: a user of its own per
-	// machine, with no supplementary groups.
+	// UID and GID run the agent, Xvnc and login commands: a user of the
+	// machine's own, with no supplementary groups. The agent holds the
+	// machine's token and the login's credential files.
 	UID int `json:"uid"`
 	GID int `json:"gid"`
+	// BrowserUID and BrowserGID run Chromium, started by init for the agent
+	// (see Launcher): another user of the machine's own, which can read
+	// nothing of the agent's. Zero: Chromium runs as UID.
+	BrowserUID int `json:"browser_uid,omitempty"`
+	BrowserGID int `json:"browser_gid,omitempty"`
 	// TmpSize, HomeSize and ShmSize bound /tmp, /home and /dev/shm (bytes).
 	TmpSize  int64 `json:"tmp_size"`
 	HomeSize int64 `json:"home_size"`
@@ -120,10 +133,22 @@ func Init(m Spec, goFD *os.File, agentArgs []string) (int, error) {
 	env = append(env, m.Env...)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	files := []uintptr{0, 1, 2}
+	var srv *launchServer
+	if m.BrowserUID > 0 {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 1, fmt.Errorf("launcher socket: %w", err)
+		}
+		srv = &launchServer{fd: pair[0], uid: m.BrowserUID, gid: m.BrowserGID, started: map[int]bool{}}
+		files = append(files, uintptr(pair[1])) // the agent's LauncherFD
+	}
 	pid, err := syscall.ForkExec(AgentPath, append([]string{"mc-agent"}, agentArgs...), &syscall.ProcAttr{
 		Dir:   Home,
 		Env:   env,
-		Files: []uintptr{0, 1, 2},
+		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: uint32(m.UID), Gid: uint32(m.GID), Groups: []uint32{}},
 			Pdeathsig:  syscall.SIGKILL,
@@ -132,28 +157,60 @@ func Init(m Spec, goFD *os.File, agentArgs []string) (int, error) {
 	if err != nil {
 		return 1, fmt.Errorf("start agent in machine: %w", err)
 	}
-	go func() {
-		for s := range sigs {
-			_ = syscall.Kill(pid, s.(syscall.Signal))
-		}
-	}()
+	type request struct {
+		m   launchMsg
+		fds []int
+	}
+	var reqs chan request
+	if srv != nil {
+		unix.Close(int(files[3]))
+		reqs = make(chan request)
+		go func() {
+			defer close(reqs)
+			for {
+				m, fds, err := recv(srv.fd)
+				if err != nil {
+					return
+				}
+				reqs <- request{m, fds}
+			}
+		}()
+	}
 	for {
-		var ws syscall.WaitStatus
-		got, err := syscall.Wait4(-1, &ws, 0, nil)
-		if errors.Is(err, syscall.EINTR) {
-			continue
+		// Every child that has exited is reaped: the agent's end is the
+		// machine's; others are the browser's (the agent hears of them)
+		// or orphans.
+		for {
+			var ws syscall.WaitStatus
+			got, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err != nil || got <= 0 {
+				break
+			}
+			if got == pid {
+				if ws.Signaled() {
+					return 128 + int(ws.Signal()), nil
+				}
+				return ws.ExitStatus(), nil
+			}
+			if srv != nil {
+				srv.exited(got, ws)
+			}
 		}
-		if err != nil {
-			return 1, fmt.Errorf("wait for agent: %w", err)
+		select {
+		case <-sigchld:
+		case s := <-sigs:
+			_ = syscall.Kill(pid, s.(syscall.Signal))
+		case r, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			// Forked from this thread: no new privileges, no bounding set.
+			srv.handle(r.m, r.fds)
 		}
-		if got != pid {
-			continue // an orphan of the machine, reaped
-		}
-		code := ws.ExitStatus()
-		if ws.Signaled() {
-			code = 128 + int(ws.Signal())
-		}
-		return code, nil
 	}
 }
 
@@ -259,7 +316,18 @@ func buildRoot(m Spec) error {
 	if err := mkdirOwned(join(Home), 0o700, m.UID, m.GID); err != nil {
 		return err
 	}
+	if m.BrowserUID > 0 {
+		if err := mkdirOwned(join(BrowserTmpDir), 0o700, m.BrowserUID, m.BrowserGID); err != nil {
+			return err
+		}
+		if err := mkdirOwned(join(BrowserHome), 0o700, m.BrowserUID, m.BrowserGID); err != nil {
+			return err
+		}
+	}
 	if err := mountTmpfs(join("/run"), 0o755, 1<<20); err != nil {
+		return err
+	}
+	if err := mkdirOwned(join(filepath.Dir(XAuthFile)), 0o755, m.UID, m.GID); err != nil {
 		return err
 	}
 	if err := mkdirOwned(join(SecretsDir), 0o700, m.UID, m.GID); err != nil {
@@ -325,9 +393,10 @@ func curatedEtc(m Spec, etc string) error {
 		hosts += "127.0.1.1\t" + m.Hostname + "\n"
 	}
 	files := map[string]string{
-		"passwd": fmt.Sprintf("root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nmc:x:%d:%d:machine:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-			m.UID, m.GID, Home),
-		"group":         fmt.Sprintf("root:x:0:\nmc:x:%d:\nnogroup:x:65534:\n", m.GID),
+		"passwd": fmt.Sprintf("root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nmc:x:%d:%d:machine:%s:/bin/sh\n"+
+			"browser:x:%d:%d:browser:%s:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+			m.UID, m.GID, Home, m.BrowserUID, m.BrowserGID, BrowserHome),
+		"group":         fmt.Sprintf("root:x:0:\nmc:x:%d:\nbrowser:x:%d:\nnogroup:x:65534:\n", m.GID, m.BrowserGID),
 		"hosts":         hosts,
 		"hostname":      m.Hostname + "\n",
 		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
