@@ -75,10 +75,23 @@ func readMachine(tb testing.TB, dataDir, id string) machineState {
 }
 
 // machineProcs lists the live processes of a machine: members of its
-// process group, and any process whose environment sets HOME to its home
-// (a process that left the group, such as Chromium's crash handler).
+// process group, any process whose environment sets HOME to its home
+// (a process that left the group, such as Chromium's crash handler), and
+// every process in its cgroup when it is confined.
 func machineProcs(ms machineState) []int {
 	pids := append(procfs.GroupMembers(ms.PGID, 0), procfs.HomePids(ms.Home)...)
+	if ms.Cgroup != 0 {
+		dir := filepath.Join("/sys/fs/cgroup/memory/master-controller", "mc-"+netpool.Hash(ms.ID))
+		if ms.Cgroup == 2 {
+			dir = filepath.Join("/sys/fs/cgroup/master-controller", "mc-"+netpool.Hash(ms.ID))
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
 	slices.Sort(pids)
 	return slices.Compact(pids)
 }
