@@ -215,9 +215,10 @@ func TestPrivateFiles(t *testing.T) {
 	st := env.state(t, spec.ID)
 	// A confined machine's temporary directory is in its own /tmp, seen
 	// here through its first process's root.
-	tmpDir := d.MachineTmpDir(spec.ID)
+	tmpDir, browserTmp := d.MachineTmpDir(spec.ID), d.MachineTmpDir(spec.ID)
 	if d.Confined() {
 		tmpDir = filepath.Join("/proc", itoa(st.PID), "root", confine.TmpDir)
+		browserTmp = filepath.Join("/proc", itoa(st.PID), "root", confine.BrowserTmpDir)
 		if _, err := os.Stat(d.MachineTmpDir(spec.ID)); err == nil {
 			t.Errorf("confined machine has a temporary directory on the host: %s", d.MachineTmpDir(spec.ID))
 		}
@@ -229,6 +230,7 @@ func TestPrivateFiles(t *testing.T) {
 		filepath.Join(dir, "home", vncPasswordFile): 0o600,
 		filepath.Join(dir, stateFile):               0o600,
 		tmpDir:                                      0o700,
+		browserTmp:                                  0o700,
 	} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -241,8 +243,8 @@ func TestPrivateFiles(t *testing.T) {
 	}
 	// DataDir is a t.TempDir(); Chromium's singleton socket is in the
 	// machine's short temporary directory.
-	if socks, _ := filepath.Glob(filepath.Join(tmpDir, "org.chromium.Chromium.*", "SingletonSocket")); len(socks) != 1 {
-		t.Errorf("singleton sockets in %s: %v, want one", tmpDir, socks)
+	if socks, _ := filepath.Glob(filepath.Join(browserTmp, "org.chromium.Chromium.*", "SingletonSocket")); len(socks) != 1 {
+		t.Errorf("singleton sockets in %s: %v, want one", browserTmp, socks)
 	}
 	for _, f := range []string{"cmdline", "environ"} {
 		b, err := os.ReadFile(filepath.Join("/proc", itoa(st.PID), f))
