@@ -146,16 +146,6 @@ func (c *cgroup) procs() []int {
 	return pids
 }
 
-// exists reports whether any of the cgroup's directories is there.
-func (c *cgroup) exists() bool {
-	for _, d := range c.dirs {
-		if _, err := os.Stat(d); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // remove removes the cgroup's directories (they must hold no process); a
 // missing one is fine.
 func (c *cgroup) remove() error {
@@ -186,4 +176,23 @@ func (c *cgroup) oomKills() int {
 		}
 	}
 	return 0
+}
+
+// cgroupNames lists the machine cgroups ("mc-<hash>" hashes) below parent.
+func cgroupNames(version int, parent string) []string {
+	dir := filepath.Join(CgroupRoot, parent)
+	if version == 1 {
+		dir = filepath.Join(CgroupRoot, "memory", parent)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var hs []string
+	for _, e := range ents {
+		if h, ok := strings.CutPrefix(e.Name(), "mc-"); ok && e.IsDir() && len(h) == 8 {
+			hs = append(hs, h)
+		}
+	}
+	return hs
 }
