@@ -145,8 +145,9 @@ func (cfg *Config) Check() error {
 	if cfg.XAuthFile == "" {
 		cfg.XAuthFile = cfg.VNCPasswordFile + ".xauth"
 	}
-	if n := len(cfg.BrowserTmpDir); n > MaxTmpDirLen {
-		return fmt.Errorf("--browser-tmp-dir %s is %d bytes long, more than %d", cfg.BrowserTmpDir, n, MaxTmpDirLen)
+	if n := len(cfg.BrowserTmpDir); n > MaxTmpDirLen && cfg.BrowserTmpDir != cfg.TmpDir {
+		return fmt.Errorf("--browser-tmp-dir %s is %d bytes long, more than %d: Chromium's singleton socket below it "+
+			"would exceed a Unix socket path's 107 bytes", cfg.BrowserTmpDir, n, MaxTmpDirLen)
 	}
 	if n := len(cfg.TmpDir); n > MaxTmpDirLen {
 		return fmt.Errorf("--tmp-dir %s is %d bytes long, more than %d: Chromium's singleton socket below it "+

@@ -121,7 +121,8 @@ func runInit(args []string, stderr io.Writer) int {
 	if *goFD > 2 {
 		f = os.NewFile(uintptr(*goFD), "go")
 	}
-	code, err := confine.Init(m, f, fs.Args())
+	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("component", "mc-agent init")
+	code, err := confine.Init(m, f, fs.Args(), log)
 	if err != nil {
 		fmt.Fprintf(stderr, "mc-agent init: %v\n", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,7 +113,7 @@ func Read(path string) (Spec, error) {
 // exit code once it has exited. Whatever else runs in the machine then dies
 // with the PID namespace. goFD, when not nil, is read first: the driver
 // closes it once it has put this process into the machine's cgroup.
-func Init(m Spec, goFD *os.File, agentArgs []string) (int, error) {
+func Init(m Spec, goFD *os.File, agentArgs []string, log *slog.Logger) (int, error) {
 	// Privileges are dropped on this thread (no new privileges, an empty
 	// bounding set), and the agent is forked from it.
 	runtime.LockOSThread()
@@ -122,6 +124,7 @@ func Init(m Spec, goFD *os.File, agentArgs []string) (int, error) {
 		_, _ = io.Copy(io.Discard, goFD)
 		goFD.Close()
 	}
+	t0 := time.Now()
 	if err := buildRoot(m); err != nil {
 		return 1, err
 	}
@@ -157,6 +160,7 @@ func Init(m Spec, goFD *os.File, agentArgs []string) (int, error) {
 	if err != nil {
 		return 1, fmt.Errorf("start agent in machine: %w", err)
 	}
+	log.Info("machine confined", "took_ms", time.Since(t0).Milliseconds(), "uid", m.UID, "browser_uid", m.BrowserUID)
 	type request struct {
 		m   launchMsg
 		fds []int
