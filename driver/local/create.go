@@ -28,9 +28,13 @@ const (
 	agentLogFile    = "agent.log"
 )
 
-// Create leases a slot, creates the machine's directory (home 0700, secret
-// files 0600, machine.json) and its temporary directory (0700), its namespace and veth in netns mode, and starts
-// mc-agent in a process group of its own. It returns once the agent runs;
+// Create leases a slot (and, confined, a uid), creates the machine's
+// directory (home 0700 with the secret files 0600, which only the controller
+// and, copied into the machine, the agent's uid can read; machine.json), its
+// namespace and veth in netns mode, and starts the machine: confined, the
+// first process of its namespaces in a cgroup of its own (startConfined);
+// else mc-agent in a process group of its own with a temporary directory
+// (0700) on the host. It returns once the machine's first process runs;
 // readiness is the caller's to wait for. On error (a cancelled ctx included)
 // everything it made is removed again.
 // Errors: EINVALID (bad id, missing secrets, bad geometry), ECONFLICT (reason
