@@ -272,7 +272,8 @@ func TestConfinementLoopbackDevTools(t *testing.T) {
 // TestConfinementBrowserSandbox: Chromium runs with its own sandbox:
 // renderers in a user and PID namespace of their own under seccomp-BPF
 // (Seccomp: 2), with no new privileges, and no process of the machine has a
-// capability or the controller's uid.
+// capability or the controller's uid; the browser and the agent have uids
+// of their own; the machine's managed policy is in its /etc.
 func TestConfinementBrowserSandbox(t *testing.T) {
 	requireConfinement(t)
 	c := startController(t, controllerEnv(t, defaultMode()))
