@@ -91,10 +91,11 @@ type Config struct {
 	// Network is the machine network of netns mode (default 10.200.0.0/24);
 	// the bridge holds .1 and slot s gets base+2+s.
 	Network netip.Prefix
-	// TmpDir is where each machine gets its private temporary directory
-	// TmpDir/mc-<hash> (0700), the TMPDIR of its Chromium (default /tmp).
-	// Chromium binds a Unix socket two levels below it, so TmpDir may be at
-	// most MaxTmpDirLen bytes long.
+	// TmpDir is where each unconfined machine gets its private temporary
+	// directory TmpDir/mc-<hash> (0700), the TMPDIR of its Chromium
+	// (default /tmp); a confined machine has a /tmp of its own. Chromium
+	// binds a Unix socket two levels below it, so TmpDir may be at most
+	// MaxTmpDirLen bytes long.
 	TmpDir string
 	// PortBase is the first loopback port (default 21000); slot s uses
 	// PortBase+4s+{0 VNC, 1 agent, 2 CDP, 3 page}. The range must stay out
@@ -116,7 +117,7 @@ type Config struct {
 	// specs that do not set one.
 	Geometry string
 	// Egress lets netns machines reach beyond the host (IP forwarding and
-	// MASQUERADE); off by default.
+	// MASQUERADE), never the host or a private range; off by default.
 	Egress bool
 	// StopGrace is how long Destroy waits after SIGTERM before SIGKILL
 	// (default 500 ms).
