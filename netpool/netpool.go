@@ -5,7 +5,8 @@
 // reaches all of them. Addresses are leased through an mc.LeaseStore, so two
 // replicas (or a restarted controller) never hand out one twice.
 //
-// It drives iproute2 (`ip`, `bridge`); every removal is idempotent.
+// It drives iproute2 (`ip`, `bridge`), and iptables for the firewall that
+// keeps machines off the host and each other; every removal is idempotent.
 package netpool
 
 import (
