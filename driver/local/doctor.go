@@ -100,8 +100,11 @@ func Doctor(cfg Config) []Finding {
 		if mode == "" {
 			mode = ModeNetns
 		}
-		add("isolation", mode+", confined: namespaces, tmpfs root, cgroup, uid per machine, Chromium sandbox"+
-			map[bool]string{true: ", firewall", false: ""}[mode == ModeNetns], true)
+		if mode == ModeNetns {
+			add("isolation", "netns, confined: namespaces, tmpfs root, cgroup, uids per machine, Chromium sandbox, firewall", true)
+		} else {
+			add("isolation", "loopback, confined but for the network: machines share the host's loopback", true)
+		}
 	case root:
 		add("isolation", "none possible: no cgroups", false)
 	case cfg.InsecureSharedHost:
