@@ -274,35 +274,52 @@ func (c *cdp) navigate(ctx context.Context, url string) error {
 	return fmt.Errorf("navigate: %s", res.ErrorText)
 }
 
-// KeepOneWindow closes every page target but the first as soon as the
-// browser creates it (Ctrl+N, a pop-up, a link to a new window): the machine
-// is a kiosk of one tab, and a second window would cover it. It returns when
-// ctx ends or the browser is gone.
+// KeepOneWindow closes every page target but one as soon as the browser
+// creates it (Ctrl+N, a pop-up, a link to a new window): the machine is a
+// kiosk of one tab, and a second window would cover it. The tab kept is the
+// first page target there is (found now, or the first created); when it is
+// gone, the next one created is kept. It returns when ctx ends or the
+// browser is gone.
 func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
-	first, err := c.Page(ctx)
+	ts, err := c.Targets(ctx)
 	if err != nil {
 		return err
 	}
+	var kept string
+	for _, t := range ts {
+		if t.Type == "page" {
+			kept = t.ID
+			break
+		}
+	}
+	// Announces every existing target as created too: the kept one is
+	// skipped below.
 	if err := c.call(ctx, "", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil); err != nil {
 		return err
 	}
 	for {
 		select {
 		case ev := <-c.events:
-			if ev.Method != "Target.targetCreated" {
-				continue
-			}
 			var p struct {
 				TargetInfo cdpTarget `json:"targetInfo"`
+				TargetID   string    `json:"targetId"`
 			}
-			if json.Unmarshal(ev.Params, &p) != nil || p.TargetInfo.Type != "page" || p.TargetInfo.ID == first.ID {
+			if json.Unmarshal(ev.Params, &p) != nil {
 				continue
 			}
-			if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
-				log.Warn("close a second browser window", "err", err)
-				continue
+			switch {
+			case ev.Method == "Target.targetDestroyed" && p.TargetID == kept:
+				kept = ""
+			case ev.Method != "Target.targetCreated" || p.TargetInfo.Type != "page" || p.TargetInfo.ID == kept:
+			case kept == "":
+				kept = p.TargetInfo.ID
+			default:
+				if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
+					log.Warn("close a second browser window", "err", err)
+					continue
+				}
+				log.Info("closed a second browser window")
 			}
-			log.Info("closed a second browser window")
 		case <-c.closed:
 			return nil
 		case <-ctx.Done():

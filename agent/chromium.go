@@ -108,11 +108,10 @@ func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, 
 		devtools.Close()
 		return nil, nil, fmt.Errorf("start chromium: %w", err)
 	}
+	// Ready once the browser answers and its first tab exists: a page
+	// command before that would open a second window.
 	answered := make(chan error, 1)
-	go func() {
-		_, err := devtools.Version(ctx)
-		answered <- err
-	}()
+	go func() { answered <- waitFirstPage(ctx, devtools) }()
 	select {
 	case err := <-answered:
 		if err == nil {
@@ -155,4 +154,25 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// waitFirstPage returns once the browser lists a page target (polling every
+// 20 ms), or with the error that ended the wait.
+func waitFirstPage(ctx context.Context, devtools *cdp) error {
+	for {
+		ts, err := devtools.Targets(ctx)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if t.Type == "page" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
