@@ -274,26 +274,27 @@ func (c *cdp) navigate(ctx context.Context, url string) error {
 	return fmt.Errorf("navigate: %s", res.ErrorText)
 }
 
-// KeepOneWindow closes every page target but one as soon as the browser
-// creates it (Ctrl+N, a pop-up, a link to a new window): the machine is a
-// kiosk of one tab, and a second window would cover it. The tab kept is the
-// first page target there is (found now, or the first created); when it is
-// gone, the next one created is kept. It returns when ctx ends or the
-// browser is gone.
+// KeepOneWindow closes every page target that the browser creates from now
+// on (Ctrl+N, a pop-up, a link to a new window) while the tab it keeps is
+// still there: the machine is a kiosk of one tab, and a second window would
+// cover it. Targets that exist when it starts are left alone; the tab kept
+// is the first page among them, or else the first one created, and when it
+// is gone the next one created takes its place. It returns when ctx ends or
+// the browser is gone.
 func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 	ts, err := c.Targets(ctx)
 	if err != nil {
 		return err
 	}
 	var kept string
+	existing := map[string]bool{}
 	for _, t := range ts {
-		if t.Type == "page" {
+		existing[t.ID] = true
+		if t.Type == "page" && kept == "" {
 			kept = t.ID
-			break
 		}
 	}
-	// Announces every existing target as created too: the kept one is
-	// skipped below.
+	// This announces every existing target as created too.
 	if err := c.call(ctx, "", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil); err != nil {
 		return err
 	}
@@ -302,28 +303,41 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 		case ev := <-c.events:
 			var p struct {
 				TargetInfo cdpTarget `json:"targetInfo"`
-				TargetID   string    `json:"targetId"`
 			}
-			if json.Unmarshal(ev.Params, &p) != nil {
+			if ev.Method != "Target.targetCreated" || json.Unmarshal(ev.Params, &p) != nil ||
+				p.TargetInfo.Type != "page" || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
 				continue
 			}
-			switch {
-			case ev.Method == "Target.targetDestroyed" && p.TargetID == kept:
-				kept = ""
-			case ev.Method != "Target.targetCreated" || p.TargetInfo.Type != "page" || p.TargetInfo.ID == kept:
-			case kept == "":
+			if !c.hasTarget(ctx, kept) {
 				kept = p.TargetInfo.ID
-			default:
-				if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
-					log.Warn("close a second browser window", "err", err)
-					continue
-				}
-				log.Info("closed a second browser window")
+				continue
 			}
+			if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
+				log.Warn("close a second browser window", "err", err)
+				continue
+			}
+			log.Info("closed a second browser window")
 		case <-c.closed:
 			return nil
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// hasTarget reports whether the browser lists a target with id.
+func (c *cdp) hasTarget(ctx context.Context, id string) bool {
+	if id == "" {
+		return false
+	}
+	ts, err := c.Targets(ctx)
+	if err != nil {
+		return false
+	}
+	for _, t := range ts {
+		if t.ID == id {
+			return true
+		}
+	}
+	return false
 }
