@@ -19,7 +19,6 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/testutil"
-	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/rfb"
 )
 
@@ -66,7 +65,7 @@ func startConfined(tb testing.TB, c *controller, user string) *confinedMachine {
 	s := testutil.WaitState(tb, c.Store, cr.Session.ID, mc.StateReady, 60*time.Second)
 	waitDemoPage(tb, c.Store, s.ID, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
 	ms := readMachine(tb, c.dataDir, s.ID)
-	if ms.UID < 1000 || ms.Cgroup == 0 {
+	if ms.UID < 1000 || ms.Cgroup == 0 || len(ms.CgroupDirs) == 0 {
 		tb.Fatalf("machine %s is not confined: uid %d, cgroup version %d", s.ID, ms.UID, ms.Cgroup)
 	}
 	return &confinedMachine{c: c, id: s.ID, s: s, ms: ms}
@@ -98,17 +97,7 @@ func (m *confinedMachine) run(tb testing.TB, inCgroup bool, script string) (stri
 }
 
 // cgroupDirs are the machine's cgroup directories (v1: memory, pids, cpu).
-func (m *confinedMachine) cgroupDirs() []string {
-	name := "mc-" + netpool.Hash(m.ms.ID)
-	if m.ms.Cgroup == 2 {
-		return []string{filepath.Join("/sys/fs/cgroup/master-controller", name)}
-	}
-	var ds []string
-	for _, ctl := range []string{"memory", "pids", "cpu"} {
-		ds = append(ds, filepath.Join("/sys/fs/cgroup", ctl, "master-controller", name))
-	}
-	return ds
-}
+func (m *confinedMachine) cgroupDirs() []string { return m.ms.CgroupDirs }
 
 // cgroupProcs lists the processes in the machine's cgroup.
 func (m *confinedMachine) cgroupProcs() []string {

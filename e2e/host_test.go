@@ -41,8 +41,9 @@ type machineState struct {
 	TmpDir string `json:"tmp_dir"`
 	// UID is a confined machine's uid, and Cgroup the version of its
 	// cgroup (zero when unconfined).
-	UID    int `json:"uid"`
-	Cgroup int `json:"cgroup"`
+	UID        int      `json:"uid"`
+	Cgroup     int      `json:"cgroup"`
+	CgroupDirs []string `json:"cgroup_dirs"`
 
 	Dir  string `json:"-"` // the machine's directory
 	Home string `json:"-"` // its private home
@@ -80,12 +81,8 @@ func readMachine(tb testing.TB, dataDir, id string) machineState {
 // every process in its cgroup when it is confined.
 func machineProcs(ms machineState) []int {
 	pids := append(procfs.GroupMembers(ms.PGID, 0), procfs.HomePids(ms.Home)...)
-	if ms.Cgroup != 0 {
-		dir := filepath.Join("/sys/fs/cgroup/memory/master-controller", "mc-"+netpool.Hash(ms.ID))
-		if ms.Cgroup == 2 {
-			dir = filepath.Join("/sys/fs/cgroup/master-controller", "mc-"+netpool.Hash(ms.ID))
-		}
-		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if len(ms.CgroupDirs) > 0 {
+		b, _ := os.ReadFile(filepath.Join(ms.CgroupDirs[0], "cgroup.procs"))
 		for _, f := range strings.Fields(string(b)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				pids = append(pids, pid)

@@ -116,6 +116,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		}
 		st.UID = d.cfg.UIDBase + 2*v // and +1 for its browser
 		st.Cgroup = d.cgroupV
+		st.CgroupDirs = cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).dirs
 	} else {
 		st.TmpDir = tmpDir
 	}

@@ -87,7 +87,10 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 	// A confined machine: its PID namespace ended with its init (killed
 	// above); nothing may be left in its cgroup.
 	if st != nil && st.Cgroup != 0 {
-		cg := cgroupOf(st.Cgroup, d.cfg.CgroupParent, netpool.Hash(id))
+		cg := &cgroup{version: st.Cgroup, dirs: st.CgroupDirs}
+		if len(cg.dirs) == 0 {
+			cg = cgroupOf(st.Cgroup, d.cfg.CgroupParent, netpool.Hash(id))
+		}
 		if pids := cg.procs(); len(pids) > 0 && !killPids(ctx, pids) {
 			errs = append(errs, fmt.Errorf("processes %v survive in the machine's cgroup", pids))
 		}

@@ -136,7 +136,9 @@ type Config struct {
 	// no other machine has while it runs.
 	UIDBase int
 	// CgroupParent is the cgroup below which machines get theirs, in each
-	// v1 hierarchy or the unified one (default "master-controller").
+	// v1 hierarchy or the unified one (default "master-controller-" and 8
+	// hex digits of a hash of DataDir: Sweep removes what is below it, so
+	// two controllers on one host must not share it).
 	CgroupParent string
 	// ReadOnlyBinds are further host paths that confined machines see
 	// read-only at the same place (a directory of provider CLIs, say).
@@ -371,7 +373,7 @@ func (c *Config) defaults() error {
 		return mc.Errorf(mc.EINVALID, "bad_uid_base", "uid base %d is outside [1000, %d]", c.UIDBase, 1<<31-uidRange)
 	}
 	if c.CgroupParent == "" {
-		c.CgroupParent = "master-controller"
+		c.CgroupParent = "master-controller-" + netpool.Hash(c.DataDir)
 	}
 	for _, p := range c.ReadOnlyBinds {
 		if !filepath.IsAbs(p) {

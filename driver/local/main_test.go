@@ -114,6 +114,12 @@ func newEnv(tb testing.TB, mode string) *testEnv {
 	n, _ := rand.Int(rand.Reader, big.NewInt(400))
 	p, _ := rand.Int(rand.Reader, big.NewInt(590)) // below the ephemeral range (32768-)
 	nc := netpooltest.Config(tb)
+	tb.Cleanup(func() {
+		// The test's cgroup parents, empty once its machines are gone.
+		for _, d := range []string{"memory", "pids", "cpu", ""} {
+			_ = os.Remove(filepath.Join(CgroupRoot, d, "mc-test-"+nc.Bridge))
+		}
+	})
 	return &testEnv{
 		cfg: Config{
 			// Far longer than a Unix socket path may be: no socket is

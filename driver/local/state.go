@@ -33,8 +33,10 @@ type state struct {
 	UID int `json:"uid,omitempty"`
 	// Cgroup is the cgroup version of a confined machine's cgroup (1 or
 	// 2; zero when it has none).
-	Cgroup  int        `json:"cgroup,omitempty"`
-	Machine mc.Machine `json:"machine"`
+	Cgroup int `json:"cgroup,omitempty"`
+	// CgroupDirs are the directories of its cgroup (v1: memory, pids, cpu).
+	CgroupDirs []string   `json:"cgroup_dirs,omitempty"`
+	Machine    mc.Machine `json:"machine"`
 	// PID is the agent's process id; it leads process group PGID. Zero until
 	// the agent has started.
 	PID  int `json:"pid,omitempty"`
