@@ -300,7 +300,22 @@ func TestConfinementBrowserSandbox(t *testing.T) {
 		}
 		if strings.Contains(string(cmdline), "--type=renderer") {
 			renderers++
-			if got := field("Seccomp"); got != "2" {
+			// A renderer that has just forked sets its filter a moment
+			// later: look again for a few seconds before failing.
+			got := field("Seccomp")
+			_ = eventually(time.Now().Add(5*time.Second), 50*time.Millisecond, func() error {
+				b, err := os.ReadFile("/proc/" + pid + "/status")
+				if err != nil {
+					got = "2" // gone: nothing to check
+					return nil
+				}
+				status = b
+				if got = field("Seccomp"); got != "2" {
+					return errLeft
+				}
+				return nil
+			})
+			if got != "2" {
 				t.Errorf("renderer %s: Seccomp %s, want 2 (filter)", pid, got)
 			}
 			if userNS == "" || userNS == browserNS {
