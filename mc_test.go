@@ -159,7 +159,7 @@ func TestImportsPointInward(t *testing.T) {
 	// Small shared libraries any adapter may use.
 	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true,
 		mod + "/internal/sqlstore": true, mod + "/internal/procfs": true, mod + "/internal/wsproto": true,
-		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true}
+		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true, mod + "/internal/confine": true}
 	// Pairs allowed besides: the local driver builds on netpool, and the
 	// driver conformance suite polls with the tests' one poll helper.
 	allowed := map[[2]string]bool{

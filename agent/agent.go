@@ -38,6 +38,7 @@ import (
 
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/atomicfile"
+	"github.com/master-controller/mc/internal/confine"
 )
 
 // Config is the agent's configuration, one field per command-line flag.
@@ -54,8 +55,6 @@ type Config struct {
 	VNCPasswordFile string
 	// Display is the X display number.
 	Display int
-	// CDPPort is Chromium's DevTools port on 127.0.0.1.
-	CDPPort int
 	// PageListen is the local page server's address (127.0.0.1:PORT).
 	PageListen string
 	// Home is the private home directory; the Chromium profile is
@@ -69,6 +68,18 @@ type Config struct {
 	// refuses one that other users can enter. Xvnc's own sockets and lock
 	// files are in /tmp/.X11-unix and /tmp, whatever TmpDir is.
 	TmpDir string
+	// BrowserHome and BrowserTmpDir are Chromium's HOME (its profile is
+	// BrowserHome/chromium-profile) and TMPDIR (default Home and TmpDir).
+	// With a launcher they belong to the browser's uid, made by the
+	// machine's init.
+	BrowserHome, BrowserTmpDir string
+	// XAuthFile is the X authority file (default VNCPasswordFile +
+	// ".xauth"); with a launcher it is readable by the browser's uid.
+	XAuthFile string
+	// Launcher, when set, starts Chromium under the browser's uid (the
+	// machine's init does; see confine.Launcher): the agent's own uid
+	// cannot.
+	Launcher *confine.Launcher
 	// StartURL is the first page; "local:/path" is a page of PageListen.
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
@@ -106,8 +117,8 @@ func (cfg *Config) Check() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("missing flags: %s", strings.Join(missing, ", "))
 	}
-	if cfg.Display <= 0 || cfg.CDPPort <= 0 || cfg.CDPPort > 65535 {
-		return errors.New("--display and --cdp-port must be positive")
+	if cfg.Display <= 0 {
+		return errors.New("--display must be positive")
 	}
 	if cfg.Width < 64 || cfg.Height < 64 || cfg.Width > 8192 || cfg.Height > 8192 {
 		return fmt.Errorf("geometry %dx%d out of range", cfg.Width, cfg.Height)
@@ -125,6 +136,19 @@ func (cfg *Config) Check() error {
 	}
 	if cfg.TmpDir, err = filepath.Abs(cfg.TmpDir); err != nil {
 		return err
+	}
+	if cfg.BrowserHome == "" {
+		cfg.BrowserHome = cfg.Home
+	}
+	if cfg.BrowserTmpDir == "" {
+		cfg.BrowserTmpDir = cfg.TmpDir
+	}
+	if cfg.XAuthFile == "" {
+		cfg.XAuthFile = cfg.VNCPasswordFile + ".xauth"
+	}
+	if n := len(cfg.BrowserTmpDir); n > MaxTmpDirLen && cfg.BrowserTmpDir != cfg.TmpDir {
+		return fmt.Errorf("--browser-tmp-dir %s is %d bytes long, more than %d: Chromium's singleton socket below it "+
+			"would exceed a Unix socket path's 107 bytes", cfg.BrowserTmpDir, n, MaxTmpDirLen)
 	}
 	if n := len(cfg.TmpDir); n > MaxTmpDirLen {
 		return fmt.Errorf("--tmp-dir %s is %d bytes long, more than %d: Chromium's singleton socket below it "+
@@ -206,10 +230,20 @@ func checkPrivateDir(dir string) error {
 	return nil
 }
 
-// chromiumBrowser opens pages through Chromium's DevTools protocol.
-type chromiumBrowser struct{ cdp *cdp }
+// chromiumBrowser opens pages through Chromium's DevTools protocol, once
+// Chromium runs.
+type chromiumBrowser struct{ cdp *atomic.Pointer[cdp] }
 
-func (b chromiumBrowser) Open(ctx context.Context, url string) error { return b.cdp.Navigate(ctx, url) }
+// errNoBrowser says that Chromium has not started (yet).
+var errNoBrowser = errors.New("the browser is not running")
+
+func (b chromiumBrowser) Open(ctx context.Context, url string) error {
+	c := b.cdp.Load()
+	if c == nil {
+		return errNoBrowser
+	}
+	return c.Navigate(ctx, url)
+}
 
 // closer is one step of shutdown, run in reverse order of creation.
 type closer struct {
@@ -253,7 +287,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	// TMPDIR (default inside home) holds Chromium's singleton socket
 	// directory and any temporary file of a login.
-	for _, d := range []string{cfg.Home, filepath.Join(cfg.Home, "chromium-profile"), cfg.TmpDir} {
+	dirs := []string{cfg.Home, cfg.TmpDir}
+	if cfg.Launcher == nil { // else the browser's, made by init
+		dirs = append(dirs, filepath.Join(cfg.BrowserHome, "chromium-profile"), cfg.BrowserTmpDir)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create home %s: %w", d, err)
 		}
@@ -266,8 +304,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers = append(closers, closer{"vnc password file", func() { os.Remove(passwdFile) }})
-	authFile := cfg.VNCPasswordFile + ".xauth"
-	if err := atomicfile.Write(authFile, xauthority(cfg.Display, newCookie()), 0o600); err != nil {
+	authFile := cfg.XAuthFile
+	authMode := os.FileMode(0o600)
+	if cfg.Launcher != nil {
+		authMode = 0o644 // the browser's uid reads it; only this machine sees it
+	}
+	if err := atomicfile.Write(authFile, xauthority(cfg.Display, newCookie()), authMode); err != nil {
 		return fmt.Errorf("write x authority %s: %w", authFile, err)
 	}
 	closers = append(closers, closer{"x authority file", func() { os.Remove(authFile) }})
@@ -297,8 +339,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// The servers start before the children exist; handlers read them
 	// through these pointers.
 	var xvncP, chromiumP atomic.Pointer[child]
-	devtools := &cdp{port: cfg.CDPPort, client: &http.Client{Timeout: 5 * time.Second}}
-	browser := chromiumBrowser{devtools}
+	var devtoolsP atomic.Pointer[cdp]
+	browser := chromiumBrowser{&devtoolsP}
 	lg := newLogin(cfg.Home, cfg.TmpDir, pageBase, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	a := &api{
@@ -316,8 +358,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			if x := xvncP.Load(); x != nil && x.Alive() {
 				h.VNC = probeRFB(ctx, cfg.VNCListen) == nil
 			}
-			if c := chromiumP.Load(); c != nil && c.Alive() {
-				_, err := devtools.Version(ctx)
+			if c, d := chromiumP.Load(), devtoolsP.Load(); c != nil && d != nil && c.Alive() {
+				_, err := d.Version(ctx)
 				h.Browser = err == nil
 			}
 			return h
@@ -343,18 +385,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	xvncP.Store(xvnc)
 	closers = append(closers, closer{"xvnc", func() {
 		xvnc.Stop(log, 3*time.Second)
-		removeStaleXFiles(cfg.Display, xvnc.cmd.Process.Pid)
+		removeStaleXFiles(cfg.Display, xvnc.pid)
 	}})
 	tX := time.Since(t0)
 
 	sctx, cancel = context.WithTimeout(ctx, cfg.StartTimeout)
-	chromium, err := startChromium(sctx, log, cfg, startURL, authFile)
+	chromium, devtools, err := startChromium(sctx, log, cfg, startURL, authFile)
 	cancel()
 	if err != nil {
 		return stoppedOr(ctx, log, err)
 	}
+	devtoolsP.Store(devtools)
 	chromiumP.Store(chromium)
-	closers = append(closers, closer{"chromium", func() { chromium.Stop(log, 3*time.Second) }})
+	windowCtx, stopWindows := context.WithCancel(ctx)
+	go func() {
+		if err := devtools.KeepOneWindow(windowCtx, log); err != nil && windowCtx.Err() == nil {
+			log.Warn("watch browser windows", "err", err)
+		}
+	}()
+	closers = append(closers, closer{"window watch", stopWindows})
+	closers = append(closers, closer{"chromium", func() {
+		chromium.Stop(log, 3*time.Second)
+		devtools.Close()
+	}})
 	log.Info("machine agent ready", "listen", apiLn.Addr().String(), "vnc", cfg.VNCListen, "display", cfg.Display,
 		"xvnc_ms", tX.Milliseconds(), "ready_ms", time.Since(t0).Milliseconds())
 

@@ -1,66 +1,199 @@
 package agent
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
-	"sync/atomic"
-
-	"github.com/coder/websocket"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
 )
 
-// cdp talks to Chromium's DevTools endpoint on 127.0.0.1:port: the HTTP
-// discovery endpoints and, per call, one WebSocket to a page target.
+// cdp talks to Chromium's DevTools protocol over the pipe that
+// --remote-debugging-pipe opens: Chromium reads commands from its fd 3 and
+// writes replies and events to its fd 4, each message a JSON object ended by
+// a NUL byte. There is no TCP debugging port, so no other process (another
+// machine's page included) can reach the browser's DevTools.
+//
+// Page commands go to a page target through a flattened session
+// (Target.attachToTarget with flatten), one per call.
 type cdp struct {
-	port   int
-	client *http.Client
+	w io.WriteCloser // Chromium's fd 3
+
+	wmu    sync.Mutex // one message at a time on w
+	mu     sync.Mutex
+	nextID int64
+	calls  map[int64]chan cdpReply
+	closed chan struct{} // closed when the read side ends
+	err    error         // why it ended, set before closed is closed
+	events chan cdpEvent // browser-level events, dropped when full
 }
 
-// cdpTarget is one entry of /json/list.
+// cdpEvent is one event of the browser (not of a page session).
+type cdpEvent struct {
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// cdpTarget is one entry of Target.getTargets.
 type cdpTarget struct {
-	ID                   string `json:"id"`
-	Type                 string `json:"type"`
-	URL                  string `json:"url"`
-	Title                string `json:"title"`
-	WebSocketDebuggerURL string `json:"webSocketDebuggerUrl"`
+	ID    string `json:"targetId"`
+	Type  string `json:"type"`
+	URL   string `json:"url"`
+	Title string `json:"title"`
 }
 
-func (c *cdp) base() string { return "http://127.0.0.1:" + strconv.Itoa(c.port) }
-
-func (c *cdp) getJSON(ctx context.Context, method, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("devtools %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("devtools %s: status %d", path, resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("devtools %s: decode: %w", path, err)
-	}
-	return nil
+// cdpReply is one reply from the browser.
+type cdpReply struct {
+	ID     int64           `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
 }
 
-// Version asks /json/version; an answer means the browser is alive.
+// errCDPClosed says that the browser's end of the pipe is gone.
+var errCDPClosed = errors.New("devtools pipe closed")
+
+// cdpPipes returns the two pipes of --remote-debugging-pipe: the files that
+// Chromium gets as fd 3 (it reads) and fd 4 (it writes), and the agent's
+// ends. The caller closes Chromium's ends once it has started.
+func cdpPipes() (browserIn, browserOut *os.File, c *cdp, err error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("devtools pipe: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, nil, nil, fmt.Errorf("devtools pipe: %w", err)
+	}
+	return inR, outW, newCDP(inW, outR), nil
+}
+
+// newCDP returns a client that writes commands to w and reads replies from
+// r until r ends.
+func newCDP(w io.WriteCloser, r io.ReadCloser) *cdp {
+	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{}), events: make(chan cdpEvent, 64)}
+	go c.read(r)
+	return c
+}
+
+func (c *cdp) read(r io.ReadCloser) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 64<<10)
+	var err error
+	for {
+		var msg []byte
+		msg, err = br.ReadBytes(0)
+		if err != nil {
+			break
+		}
+		msg = bytes.TrimSuffix(msg, []byte{0})
+		var rep cdpReply
+		if json.Unmarshal(msg, &rep) != nil {
+			continue
+		}
+		if rep.ID == 0 {
+			var ev struct {
+				cdpEvent
+				SessionID string `json:"sessionId"`
+			}
+			if json.Unmarshal(msg, &ev) == nil && ev.SessionID == "" && ev.Method != "" {
+				select {
+				case c.events <- ev.cdpEvent:
+				default:
+				}
+			}
+			continue
+		}
+		c.mu.Lock()
+		ch := c.calls[rep.ID]
+		delete(c.calls, rep.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- rep
+		}
+	}
+	c.mu.Lock()
+	c.err = fmt.Errorf("%w: %v", errCDPClosed, err)
+	c.mu.Unlock()
+	close(c.closed)
+}
+
+// Close closes the agent's write end; the browser then sees end of input.
+func (c *cdp) Close() error { return c.w.Close() }
+
+// call sends method (to session when not "") and decodes the reply's result
+// into result when non-nil.
+func (c *cdp) call(ctx context.Context, session, method string, params, result any) error {
+	if params == nil {
+		params = struct{}{}
+	}
+	ch := make(chan cdpReply, 1)
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	c.calls[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, id)
+		c.mu.Unlock()
+	}()
+	m := map[string]any{"id": id, "method": method, "params": params}
+	if session != "" {
+		m["sessionId"] = session
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("devtools %s: %w", method, err)
+	}
+	c.wmu.Lock()
+	_, err = c.w.Write(append(b, 0))
+	c.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("devtools %s: %w", method, err)
+	}
+	select {
+	case rep := <-ch:
+		if rep.Error != nil {
+			return fmt.Errorf("devtools %s: %d %s", method, rep.Error.Code, rep.Error.Message)
+		}
+		if result != nil {
+			if err := json.Unmarshal(rep.Result, result); err != nil {
+				return fmt.Errorf("devtools %s: decode: %w", method, err)
+			}
+		}
+		return nil
+	case <-c.closed:
+		return fmt.Errorf("devtools %s: %w", method, c.err)
+	case <-ctx.Done():
+		return fmt.Errorf("devtools %s: %w", method, ctx.Err())
+	}
+}
+
+// Version asks Browser.getVersion; an answer means the browser is alive.
 func (c *cdp) Version(ctx context.Context) (map[string]string, error) {
 	var v map[string]string
-	err := c.getJSON(ctx, http.MethodGet, "/json/version", &v)
+	err := c.call(ctx, "", "Browser.getVersion", nil, &v)
 	return v, err
 }
 
 // Targets lists the browser's targets.
 func (c *cdp) Targets(ctx context.Context) ([]cdpTarget, error) {
-	var ts []cdpTarget
-	err := c.getJSON(ctx, http.MethodGet, "/json/list", &ts)
-	return ts, err
+	var res struct {
+		TargetInfos []cdpTarget `json:"targetInfos"`
+	}
+	err := c.call(ctx, "", "Target.getTargets", nil, &res)
+	return res.TargetInfos, err
 }
 
 // Page returns the browser's first page target, creating one when there is
@@ -71,13 +204,40 @@ func (c *cdp) Page(ctx context.Context) (cdpTarget, error) {
 		return cdpTarget{}, err
 	}
 	for _, t := range ts {
-		if t.Type == "page" && t.WebSocketDebuggerURL != "" {
+		if t.Type == "page" {
 			return t, nil
 		}
 	}
-	var t cdpTarget
-	err = c.getJSON(ctx, http.MethodPut, "/json/new?about:blank", &t)
-	return t, err
+	var res struct {
+		TargetID string `json:"targetId"`
+	}
+	if err := c.call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"}, &res); err != nil {
+		return cdpTarget{}, err
+	}
+	return cdpTarget{ID: res.TargetID, Type: "page", URL: "about:blank"}, nil
+}
+
+// Session runs fn with a flattened DevTools session attached to the page
+// target, detached afterwards; call sends page commands through it.
+func (c *cdp) Session(ctx context.Context, fn func(call func(method string, params, result any) error) error) error {
+	t, err := c.Page(ctx)
+	if err != nil {
+		return err
+	}
+	var att struct {
+		SessionID string `json:"sessionId"`
+	}
+	if err := c.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": t.ID, "flatten": true}, &att); err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = c.call(dctx, "", "Target.detachFromTarget", map[string]any{"sessionId": att.SessionID}, nil)
+	}()
+	return fn(func(method string, params, result any) error {
+		return c.call(ctx, att.SessionID, method, params, result)
+	})
 }
 
 // Navigate loads url in the page target. A navigation that another one
@@ -96,19 +256,13 @@ func (c *cdp) Navigate(ctx context.Context, url string) error {
 var errNavigationAborted = errors.New("navigation aborted")
 
 func (c *cdp) navigate(ctx context.Context, url string) error {
-	t, err := c.Page(ctx)
-	if err != nil {
-		return err
-	}
-	conn, err := dialCDP(ctx, t.WebSocketDebuggerURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
 	var res struct {
 		ErrorText string `json:"errorText"`
 	}
-	if err := conn.Call(ctx, "Page.navigate", map[string]any{"url": url}, &res); err != nil {
+	err := c.Session(ctx, func(call func(string, any, any) error) error {
+		return call("Page.navigate", map[string]any{"url": url}, &res)
+	})
+	if err != nil {
 		return err
 	}
 	switch res.ErrorText {
@@ -120,60 +274,70 @@ func (c *cdp) navigate(ctx context.Context, url string) error {
 	return fmt.Errorf("navigate: %s", res.ErrorText)
 }
 
-// cdpConn is one DevTools WebSocket session; calls are sequential.
-type cdpConn struct {
-	ws     *websocket.Conn
-	nextID atomic.Int64
-}
-
-func dialCDP(ctx context.Context, wsURL string) (*cdpConn, error) {
-	ws, _, err := websocket.Dial(ctx, wsURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("dial devtools: %w", err)
-	}
-	ws.SetReadLimit(64 << 20) // screenshots
-	return &cdpConn{ws: ws}, nil
-}
-
-// Call sends method with params and decodes the matching reply's result into
-// result (when non-nil). Events that arrive in between are dropped.
-func (c *cdpConn) Call(ctx context.Context, method string, params, result any) error {
-	id := c.nextID.Add(1)
-	msg, err := json.Marshal(map[string]any{"id": id, "method": method, "params": params})
+// KeepOneWindow closes every page target that the browser creates from now
+// on (Ctrl+N, a pop-up, a link to a new window) while the tab it keeps is
+// still there: the machine is a kiosk of one tab, and a second window would
+// cover it. Targets that exist when it starts are left alone; the tab kept
+// is the first page among them, or else the first one created, and when it
+// is gone the next one created takes its place. It returns when ctx ends or
+// the browser is gone.
+func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
+	ts, err := c.Targets(ctx)
 	if err != nil {
 		return err
 	}
-	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
-		return fmt.Errorf("devtools %s: %w", method, err)
+	var kept string
+	existing := map[string]bool{}
+	for _, t := range ts {
+		existing[t.ID] = true
+		if t.Type == "page" && kept == "" {
+			kept = t.ID
+		}
+	}
+	// This announces every existing target as created too.
+	if err := c.call(ctx, "", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil); err != nil {
+		return err
 	}
 	for {
-		_, b, err := c.ws.Read(ctx)
-		if err != nil {
-			return fmt.Errorf("devtools %s: %w", method, err)
+		select {
+		case ev := <-c.events:
+			var p struct {
+				TargetInfo cdpTarget `json:"targetInfo"`
+			}
+			if ev.Method != "Target.targetCreated" || json.Unmarshal(ev.Params, &p) != nil ||
+				p.TargetInfo.Type != "page" || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
+				continue
+			}
+			if !c.hasTarget(ctx, kept) {
+				kept = p.TargetInfo.ID
+				continue
+			}
+			if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
+				log.Warn("close a second browser window", "err", err)
+				continue
+			}
+			log.Info("closed a second browser window")
+		case <-c.closed:
+			return nil
+		case <-ctx.Done():
+			return nil
 		}
-		var reply struct {
-			ID     int64           `json:"id"`
-			Result json.RawMessage `json:"result"`
-			Error  *struct {
-				Code    int    `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(b, &reply); err != nil {
-			return fmt.Errorf("devtools %s: decode: %w", method, err)
-		}
-		if reply.ID != id {
-			continue
-		}
-		if reply.Error != nil {
-			return fmt.Errorf("devtools %s: %d %s", method, reply.Error.Code, reply.Error.Message)
-		}
-		if result != nil {
-			return json.Unmarshal(reply.Result, result)
-		}
-		return nil
 	}
 }
 
-// Close closes the WebSocket.
-func (c *cdpConn) Close() error { return c.ws.Close(websocket.StatusNormalClosure, "") }
+// hasTarget reports whether the browser lists a target with id.
+func (c *cdp) hasTarget(ctx context.Context, id string) bool {
+	if id == "" {
+		return false
+	}
+	ts, err := c.Targets(ctx)
+	if err != nil {
+		return false
+	}
+	for _, t := range ts {
+		if t.ID == id {
+			return true
+		}
+	}
+	return false
+}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,9 +15,15 @@ import (
 
 // chromiumArgs is Chromium's command line: kiosk mode (no browser chrome) in
 // a window at the screen's origin and size, so the page fills the whole VNC
-// screen
-// (pixel checks and clicks at fixed positions are then reliable); DevTools
-// on 127.0.0.1 only; no first-run UI, background traffic, keyring or sync.
+// screen (pixel checks and clicks at fixed positions are then reliable);
+// DevTools over the pipe on fds 3 and 4 only (--remote-debugging-pipe: no
+// TCP port that a page of this or another machine could reach); no
+// first-run UI, background traffic, keyring or sync.
+//
+// Chromium keeps its own sandbox (namespaces and seccomp-BPF) on. Only an
+// agent run as root outside a machine (the agent's own tests) passes
+// --no-sandbox, because Chromium refuses to start as root with it on; the
+// local driver never runs the agent as root.
 //
 // No flag keeps the crash handler in the agent's process group: Chromium 156
 // (Debian) always starts chrome_crashpad_handler in a session of its own.
@@ -27,12 +32,11 @@ import (
 // ("FD ownership violation"), so that no page loads (all checked with ps and
 // a real page). The handler exits by itself within two seconds of its
 // browser (measured after a SIGKILL of the group); the agent kills any left
-// when it stops (killStrays), and the local driver kills the processes that
-// carry the machine's HOME, and all in its namespace, on Destroy.
+// when it stops (killStrays), and a machine's PID namespace ends with it.
 func chromiumArgs(cfg Config, startURL string, root, smallShm bool) []string {
 	args := []string{
-		"--user-data-dir=" + filepath.Join(cfg.Home, "chromium-profile"),
-		"--remote-debugging-port=" + strconv.Itoa(cfg.CDPPort),
+		"--user-data-dir=" + filepath.Join(cfg.BrowserHome, "chromium-profile"),
+		"--remote-debugging-pipe",
 		"--no-first-run",
 		"--no-default-browser-check",
 		"--disable-background-networking",
@@ -72,48 +76,76 @@ func shmIsSmall() bool {
 	return uint64(st.Bsize)*st.Blocks < 256<<20
 }
 
-// startChromium starts Chromium on the display and returns once its DevTools
-// endpoint listens. Its output is not logged (it can hold page URLs).
-func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, authFile string) (*child, error) {
-	cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, startURL, os.Geteuid() == 0, shmIsSmall())...)
-	cmd.Dir = cfg.Home
-	cmd.Env = chromiumEnv(cfg, authFile)
-	ready := make(chan struct{})
-	var once bool
-	c, err := startChild("chromium", cmd, func(line string) {
-		if !once && strings.HasPrefix(line, "DevTools listening on ") {
-			once = true
-			close(ready)
-		}
-	})
+// startChromium starts Chromium on the display with DevTools on a pipe and
+// returns once the browser answers over it. Its output is not logged (it can
+// hold page URLs).
+func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, authFile string) (*child, *cdp, error) {
+	root := os.Geteuid() == 0
+	if root {
+		log.Warn("agent runs as root outside a machine: Chromium without its sandbox")
+	}
+	browserIn, browserOut, devtools, err := cdpPipes()
 	if err != nil {
-		return nil, fmt.Errorf("start chromium: %w", err)
+		return nil, nil, fmt.Errorf("start chromium: %w", err)
 	}
+	var c *child
+	if cfg.Launcher != nil {
+		var path string
+		if path, err = exec.LookPath(cfg.Chromium); err == nil {
+			c, err = startBrowserChild(cfg.Launcher, "chromium", append([]string{path}, chromiumArgs(cfg, startURL, false, shmIsSmall())...),
+				chromiumEnv(cfg, authFile), cfg.BrowserHome, []*os.File{browserIn, browserOut}, nil)
+		}
+	} else {
+		cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, startURL, root, shmIsSmall())...)
+		cmd.Dir = cfg.BrowserHome
+		cmd.Env = chromiumEnv(cfg, authFile)
+		cmd.ExtraFiles = []*os.File{browserIn, browserOut} // fds 3 and 4
+		c, err = startChild("chromium", cmd, nil)
+	}
+	browserIn.Close()
+	browserOut.Close()
+	if err != nil {
+		devtools.Close()
+		return nil, nil, fmt.Errorf("start chromium: %w", err)
+	}
+	// Ready once the browser answers and its first tab exists: a page
+	// command before that would open a second window.
+	answered := make(chan error, 1)
+	go func() { answered <- waitFirstPage(ctx, devtools) }()
 	select {
-	case <-ready:
-		return c, nil
+	case err := <-answered:
+		if err == nil {
+			return c, devtools, nil
+		}
+		if ctx.Err() == nil {
+			<-c.Exited
+			devtools.Close()
+			return nil, nil, fmt.Errorf("start chromium: exited before ready (%v): %s", c.Err, c.Tail())
+		}
 	case <-c.Exited:
-		return nil, fmt.Errorf("start chromium: exited before ready (%v): %s", c.Err, c.Tail())
+		devtools.Close()
+		return nil, nil, fmt.Errorf("start chromium: exited before ready (%v): %s", c.Err, c.Tail())
 	case <-ctx.Done():
-		c.Stop(log, 2*time.Second)
-		return nil, fmt.Errorf("start chromium: %w", ctx.Err())
 	}
+	c.Stop(log, 2*time.Second)
+	devtools.Close()
+	return nil, nil, fmt.Errorf("start chromium: %w", ctx.Err())
 }
 
 // chromiumEnv is Chromium's whole environment. TMPDIR is cfg.TmpDir, short
 // enough for the singleton socket that Chromium binds below it.
 func chromiumEnv(cfg Config, authFile string) []string {
 	return []string{
-		"HOME=" + cfg.Home,
+		"HOME=" + cfg.BrowserHome,
 		"PATH=" + os.Getenv("PATH"),
 		"DISPLAY=:" + strconv.Itoa(cfg.Display),
 		"XAUTHORITY=" + authFile,
-		"XDG_CONFIG_HOME=" + filepath.Join(cfg.Home, ".config"),
-		"XDG_CACHE_HOME=" + filepath.Join(cfg.Home, ".cache"),
-		"XDG_DATA_HOME=" + filepath.Join(cfg.Home, ".local", "share"),
+		"XDG_CONFIG_HOME=" + filepath.Join(cfg.BrowserHome, ".config"),
+		"XDG_CACHE_HOME=" + filepath.Join(cfg.BrowserHome, ".cache"),
+		"XDG_DATA_HOME=" + filepath.Join(cfg.BrowserHome, ".local", "share"),
 		"LANG=" + envOr("LANG", "C.UTF-8"),
 		"TZ=" + os.Getenv("TZ"),
-		"TMPDIR=" + cfg.TmpDir,
+		"TMPDIR=" + cfg.BrowserTmpDir,
 	}
 }
 
@@ -122,4 +154,25 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// waitFirstPage returns once the browser lists a page target (polling every
+// 20 ms), or with the error that ended the wait.
+func waitFirstPage(ctx context.Context, devtools *cdp) error {
+	for {
+		ts, err := devtools.Targets(ctx)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if t.Type == "page" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -15,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata")
 func TestCommandLines(t *testing.T) {
 	cfg := Config{
 		Listen: "10.200.0.2:8080", TokenFile: "/m/token", VNCListen: "10.200.0.2:5900",
-		VNCPasswordFile: "/m/vnc-password", Display: 100, CDPPort: 9222,
+		VNCPasswordFile: "/m/vnc-password", Display: 100,
 		PageListen: "127.0.0.1:8081", Home: "/m/home", Width: 1280, Height: 800,
 	}
 	if err := cfg.Check(); err != nil {
@@ -52,7 +52,7 @@ func TestCommandLines(t *testing.T) {
 func TestConfigCheck(t *testing.T) {
 	valid := func() Config {
 		return Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
-			Display: 100, CDPPort: 3, PageListen: "127.0.0.1:4", Home: "h"}
+			Display: 100, PageListen: "127.0.0.1:4", Home: "h"}
 	}
 	tests := []struct {
 		name   string
@@ -91,7 +91,7 @@ func TestConfigCheck(t *testing.T) {
 // socket and lock file stay in /tmp/.X11-unix and /tmp).
 func TestEnvironments(t *testing.T) {
 	cfg := Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
-		Display: 100, CDPPort: 3, PageListen: "127.0.0.1:4", Home: "/m/home", TmpDir: "/tmp/mc-01234567"}
+		Display: 100, PageListen: "127.0.0.1:4", Home: "/m/home", TmpDir: "/tmp/mc-01234567"}
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}

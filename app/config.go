@@ -44,6 +44,12 @@ type Config struct {
 	DisplayBase    int
 	AgentPath      string
 	MaxMachines    int
+	MachineMemMB   int
+	MachinePids    int
+	MachineCPU     int
+	MachineTmpMB   int
+	MachineUIDBase int
+	InsecureShared bool
 	Geometry       string
 	StartTimeout   time.Duration
 	IdleTimeout    time.Duration
@@ -102,11 +108,17 @@ func (c *Config) settings() []setting {
 		{"local-mode", "MC_LOCAL_MODE", "local driver isolation: auto (namespaces when root), netns or loopback", &c.LocalMode, "auto", false},
 		{"bridge", "MC_BRIDGE", "bridge for machine namespaces", &c.Bridge, "mcbr0", false},
 		{"network", "MC_NETWORK", "machine network (the bridge holds .1)", &c.Network, "10.200.0.0/24", false},
-		{"local-egress", "MC_LOCAL_EGRESS", "let machines reach the internet (forwarding and NAT); needed for real logins", &c.LocalEgress, "false", false},
+		{"local-egress", "MC_LOCAL_EGRESS", "let machines reach the internet (forwarding and NAT; never the host or private ranges); needed for real logins", &c.LocalEgress, "false", false},
 		{"port-base", "MC_PORT_BASE", "first loopback port in loopback mode (4 per machine)", &c.PortBase, "21000", false},
 		{"display-base", "MC_DISPLAY_BASE", "X display number of the first machine (displays are host-wide: give each controller on a host its own range)", &c.DisplayBase, "100", false},
 		{"agent-path", "MC_AGENT_PATH", "path of the mc-agent binary (default: beside this binary, else on PATH)", &c.AgentPath, "", false},
 		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each)", &c.MaxMachines, "0", false},
+		{"machine-memory-mb", "MC_MACHINE_MEMORY_MB", "memory limit of each machine in MiB (its cgroup; its /tmp, /home and /dev/shm count against it)", &c.MachineMemMB, "1024", false},
+		{"machine-pids", "MC_MACHINE_PIDS", "most processes and threads in each machine", &c.MachinePids, "512", false},
+		{"machine-cpu-weight", "MC_MACHINE_CPU_WEIGHT", "CPU share of each machine relative to others (100: equal)", &c.MachineCPU, "100", false},
+		{"machine-tmp-mb", "MC_MACHINE_TMP_MB", "size of each machine's /tmp, /home and /dev/shm in MiB, each", &c.MachineTmpMB, "256", false},
+		{"machine-uid-base", "MC_MACHINE_UID_BASE", "first uid of machines; each runs as a uid of its own above it", &c.MachineUIDBase, "1000000", false},
+		{"insecure-shared-host", "MC_INSECURE_SHARED_HOST", "without root, run machines unconfined as this user (any page can read this user's files; development only)", &c.InsecureShared, "false", false},
 		{"geometry", "MC_GEOMETRY", "machine screen size WxH", &c.Geometry, "1280x800", false},
 		{"start-timeout", "MC_START_TIMEOUT", "bound on machine start and readiness", &c.StartTimeout, "90s", false},
 		{"idle-timeout", "MC_IDLE_TIMEOUT", "end a session with no viewer and no activity after this long", &c.IdleTimeout, "10m", false},
@@ -284,6 +296,21 @@ func (c *Config) Validate() []string {
 	}
 	if c.MaxMachines < 0 {
 		bad("MC_MAX_MACHINES", "must not be negative")
+	}
+	if c.MachineMemMB < 64 {
+		bad("MC_MACHINE_MEMORY_MB", "%d is less than 64", c.MachineMemMB)
+	}
+	if c.MachinePids < 32 {
+		bad("MC_MACHINE_PIDS", "%d is less than 32", c.MachinePids)
+	}
+	if c.MachineCPU < 1 || c.MachineCPU > 10000 {
+		bad("MC_MACHINE_CPU_WEIGHT", "%d is outside 1–10000", c.MachineCPU)
+	}
+	if c.MachineTmpMB < 16 {
+		bad("MC_MACHINE_TMP_MB", "%d is less than 16", c.MachineTmpMB)
+	}
+	if c.MachineUIDBase < 1000 || c.MachineUIDBase > 2000000000 {
+		bad("MC_MACHINE_UID_BASE", "%d is outside 1000–2000000000", c.MachineUIDBase)
 	}
 	if _, _, err := c.ScreenSize(); err != nil {
 		bad("MC_GEOMETRY", "%v", err)

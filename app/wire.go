@@ -27,16 +27,8 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	case "fake":
 		d = fake.New(fake.Config{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
-		mode := cfg.LocalMode
-		if mode == "auto" {
-			mode = ""
-		}
-		network, _ := netip.ParsePrefix(cfg.Network)
-		ld, err := local.New(local.Config{
-			DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
-			Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
-			Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
-		}, st, log)
+		log.Info("host for machines", "summary", local.Summary(Doctor(cfg)))
+		ld, err := local.New(localConfig(cfg), st, log)
 		if err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
 		}
@@ -51,6 +43,29 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	log.Info("driver ready", "driver", d.Name(), "isolation", caps.Isolation, "network", caps.Network.String(),
 		"max_machines", caps.MaxMachines)
 	return d, nil
+}
+
+// Doctor examines the host for the local driver as cfg configures it, one
+// finding per line of "master-controller doctor"; serve logs their summary
+// at start.
+func Doctor(cfg Config) []local.Finding { return local.Doctor(localConfig(cfg)) }
+
+// localConfig is the local driver's configuration from cfg.
+func localConfig(cfg Config) local.Config {
+	mode := cfg.LocalMode
+	if mode == "auto" {
+		mode = ""
+	}
+	network, _ := netip.ParsePrefix(cfg.Network)
+	tmp := int64(cfg.MachineTmpMB) << 20
+	return local.Config{
+		DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
+		Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
+		Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
+		Limits:  local.Limits{Memory: int64(cfg.MachineMemMB) << 20, Pids: cfg.MachinePids, CPUWeight: cfg.MachineCPU},
+		TmpSize: tmp, HomeSize: tmp, ShmSize: tmp,
+		UIDBase: cfg.MachineUIDBase, InsecureSharedHost: cfg.InsecureShared,
+	}
 }
 
 // newNotifier returns the webhook notifier, or nil when none is configured.

@@ -1,8 +1,11 @@
 package e2e_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -39,6 +42,9 @@ func benchStartToReady(b *testing.B, mode string) {
 		ready []time.Duration
 		mem   []float64 // MB
 		procs []int
+		// From the agent's log: building the confined root, and the
+		// agent's start to Xvnc and Chromium ready.
+		confineMS, agentMS []float64
 	)
 	i := 0
 	for b.Loop() {
@@ -53,6 +59,14 @@ func benchStartToReady(b *testing.B, mode string) {
 		p, n := procfs.PSS(machineProcs(ms))
 		mem = append(mem, float64(p)/(1<<20))
 		procs = append(procs, n)
+		if logb, err := os.ReadFile(filepath.Join(ms.Dir, "agent.log")); err == nil {
+			if v, ok := logNumber(logb, "machine confined", "took_ms"); ok {
+				confineMS = append(confineMS, v)
+			}
+			if v, ok := logNumber(logb, "machine agent ready", "ready_ms"); ok {
+				agentMS = append(agentMS, v)
+			}
+		}
 
 		if code := c.api.Do(b, "POST", "/api/v1/sessions/"+id+"/cancel", nil, nil); code != http.StatusOK {
 			b.Fatalf("cancel: status %d", code)
@@ -85,6 +99,12 @@ func benchStartToReady(b *testing.B, mode string) {
 		fprocs[i] = float64(n)
 	}
 	b.ReportMetric(quantile(fprocs, 0.5), "procs")
+	if len(confineMS) > 0 {
+		b.ReportMetric(quantile(confineMS, 0.5), "confine-median-ms")
+	}
+	if len(agentMS) > 0 {
+		b.ReportMetric(quantile(agentMS, 0.5), "agent-ready-median-ms")
+	}
 	b.Logf("%s: %d sessions; POST→ready seconds %.3f; PSS MB %.0f", mode, len(secs), secs, mem)
 }
 
@@ -94,4 +114,18 @@ func quantile(xs []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+// logNumber finds the first JSON log line with msg and returns its numeric
+// field key.
+func logNumber(log []byte, msg, key string) (float64, bool) {
+	for _, l := range strings.Split(string(log), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != msg {
+			continue
+		}
+		v, ok := m[key].(float64)
+		return v, ok
+	}
+	return 0, false
 }

@@ -40,6 +40,11 @@ type machineState struct {
 	// TmpDir is the machine's private temporary directory outside its
 	// directory (drivers that have one record it).
 	TmpDir string `json:"tmp_dir"`
+	// UID is a confined machine's uid, and Cgroup the version of its
+	// cgroup (zero when unconfined).
+	UID        int      `json:"uid"`
+	Cgroup     int      `json:"cgroup"`
+	CgroupDirs []string `json:"cgroup_dirs"`
 
 	Dir  string `json:"-"` // the machine's directory
 	Home string `json:"-"` // its private home
@@ -72,10 +77,19 @@ func readMachine(tb testing.TB, dataDir, id string) machineState {
 }
 
 // machineProcs lists the live processes of a machine: members of its
-// process group, and any process whose environment sets HOME to its home
-// (a process that left the group, such as Chromium's crash handler).
+// process group, any process whose environment sets HOME to its home
+// (a process that left the group, such as Chromium's crash handler), and
+// every process in its cgroup when it is confined.
 func machineProcs(ms machineState) []int {
 	pids := append(procfs.GroupMembers(ms.PGID, 0), procfs.HomePids(ms.Home)...)
+	if len(ms.CgroupDirs) > 0 {
+		b, _ := os.ReadFile(filepath.Join(ms.CgroupDirs[0], "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
 	slices.Sort(pids)
 	return slices.Compact(pids)
 }

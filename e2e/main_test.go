@@ -21,6 +21,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/app"
 	"github.com/master-controller/mc/internal/testutil"
+	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/netpool/netpooltest"
 )
 
@@ -122,9 +123,18 @@ func controllerEnv(tb testing.TB, mode string) map[string]string {
 	requireMachines(tb, mode)
 	nc := netpooltest.Config(tb)
 	p, _ := rand.Int(rand.Reader, big.NewInt(200))
+	dataDir := shortTempDir(tb)
+	tb.Cleanup(func() {
+		// The local driver's cgroup parent for this data directory, empty
+		// once the controller's machines are gone (registered first: runs
+		// after the controller has stopped).
+		for _, d := range []string{"memory", "pids", "cpu", ""} {
+			_ = os.Remove(filepath.Join("/sys/fs/cgroup", d, "master-controller-"+netpool.Hash(dataDir)))
+		}
+	})
 	return map[string]string{
 		"MC_LISTEN":        "127.0.0.1:0",
-		"MC_DATA_DIR":      shortTempDir(tb),
+		"MC_DATA_DIR":      dataDir,
 		"MC_DRIVER":        "local",
 		"MC_LOCAL_MODE":    mode,
 		"MC_BRIDGE":        nc.Bridge,

@@ -5,7 +5,8 @@
 // reaches all of them. Addresses are leased through an mc.LeaseStore, so two
 // replicas (or a restarted controller) never hand out one twice.
 //
-// It drives iproute2 (`ip`, `bridge`); every removal is idempotent.
+// It drives iproute2 (`ip`, `bridge`), and iptables for the firewall that
+// keeps machines off the host and each other; every removal is idempotent.
 package netpool
 
 import (
@@ -182,12 +183,14 @@ func (p *Pool) Setup(ctx context.Context) error {
 	return nil
 }
 
-// Teardown removes the bridge (and the egress rule). Machines attached to it
-// lose their network; it is for tests and uninstall. Removing nothing is fine.
+// Teardown removes the bridge (and the egress and firewall rules). Machines
+// attached to it lose their network; it is for tests and uninstall. Removing
+// nothing is fine.
 func (p *Pool) Teardown(ctx context.Context) error {
 	if p.cfg.Egress {
 		p.teardownEgress(ctx)
 	}
+	p.RemoveFirewall(ctx)
 	if err := RemoveLink(ctx, p.cfg.Bridge); err != nil {
 		return fmt.Errorf("remove bridge %s: %w", p.cfg.Bridge, err)
 	}

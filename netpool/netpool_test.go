@@ -296,3 +296,62 @@ func BenchmarkAttach(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestFirewall: the bridge's rules go in once (a second Firewall adds
+// nothing), name the bridge, and Teardown takes them all out.
+func TestFirewall(t *testing.T) {
+	netpooltest.Root(t)
+	if _, err := exec.LookPath("iptables"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("iptables not installed (CI=true: not skipping)")
+		}
+		t.Skip("iptables not installed")
+	}
+	for _, egress := range []bool{false, true} {
+		cfg := netpooltest.Config(t)
+		cfg.Egress = egress
+		p, err := netpool.New(cfg, &netpooltest.Leases{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := func() []string {
+			var out []string
+			for _, chain := range []string{"INPUT", "FORWARD"} {
+				b, err := exec.Command("iptables", "-w", "-S", chain).Output()
+				if err != nil {
+					t.Fatalf("iptables -S %s: %v", chain, err)
+				}
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.Contains(l, "master-controller "+cfg.Bridge) {
+						out = append(out, l)
+					}
+				}
+			}
+			return out
+		}
+		for range 2 {
+			if err := p.Firewall(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := rules()
+		want := 3 // INPUT drop, machine to machine, no forward at all
+		if egress {
+			want = 2 + 9 // and one drop per private range
+		}
+		if len(got) != want {
+			t.Errorf("egress %v: %d rules after two Firewall calls, want %d:\n%s", egress, len(got), want, strings.Join(got, "\n"))
+		}
+		if !slices.ContainsFunc(got, func(l string) bool {
+			return strings.HasPrefix(l, "-A INPUT -i "+cfg.Bridge) && strings.Contains(l, "! --ctstate RELATED,ESTABLISHED") && strings.HasSuffix(l, "-j DROP")
+		}) {
+			t.Errorf("egress %v: no INPUT rule that drops new connections from %s:\n%s", egress, cfg.Bridge, strings.Join(got, "\n"))
+		}
+		if err := p.Teardown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if left := rules(); len(left) > 0 {
+			t.Errorf("egress %v: rules left after Teardown:\n%s", egress, strings.Join(left, "\n"))
+		}
+	}
+}

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 # Go may be installed without being on PATH (the official tarball).
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 
-want=(Xvnc:tigervnc-standalone-server chromium:chromium ip:iproute2)
+want=(Xvnc:tigervnc-standalone-server chromium:chromium ip:iproute2 iptables:iptables)
 if [ "${1:-}" = "test" ]; then
-	want+=(websockify:websockify pg_ctl:postgresql-15 vncpasswd:tigervnc-tools node:nodejs npm:npm)
+	want+=(websockify:websockify pg_ctl:postgresql-15 vncpasswd:tigervnc-tools node:nodejs npm:npm python3:python3)
 fi
 missing=()
 for w in "${want[@]}"; do
@@ -18,6 +18,9 @@ for w in "${want[@]}"; do
 		[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || command -v pg_ctl >/dev/null || missing+=("$pkg")
 	elif [ "$cmd" = vncpasswd ]; then
 		command -v vncpasswd >/dev/null || missing+=("tigervnc-tools")
+	elif [ "$cmd" = iptables ]; then
+		# The machines' firewall; in /usr/sbin, which a user's PATH may lack.
+		command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing+=("$pkg")
 	else
 		command -v "$cmd" >/dev/null || missing+=("$pkg")
 	fi

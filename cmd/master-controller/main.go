@@ -32,6 +32,8 @@ Commands:
   serve        run the controller: HTTP API, viewer gateway, session manager
                (applies database migrations first)
   migrate      apply database migrations and exit
+  doctor       check what this host gives machines (cgroups, namespaces, firewall,
+               Xvnc, Chromium, CLIs, memory) and which isolation they will get
   vault rotate re-seal every stored credential under the newest vault key
   websockify   a drop-in for websockify: bridge WebSocket clients to a TCP target
                (master-controller websockify [--web DIR] [--token-file F] LISTEN TARGET)
@@ -53,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
-	case "serve", "migrate":
+	case "serve", "migrate", "doctor":
 		return serveOrMigrate(cmd, rest, stdout, stderr, getenv)
 	case "vault":
 		if len(rest) == 0 || rest[0] != "rotate" {
@@ -82,7 +84,9 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 var commandHelp = map[string]string{
 	"serve": `Run the controller. With no settings it uses the embedded defaults: SQLite
 under ./data, the local runtime, an API key generated on first start.`,
-	"migrate":      `Apply the embedded database migrations to MC_DATABASE_URL and exit.`,
+	"migrate": `Apply the embedded database migrations to MC_DATABASE_URL and exit.`,
+	"doctor": `Check what this host gives machines, one line each, and which isolation the
+local driver will use. Exit status 1 when machines cannot run confined here.`,
 	"vault rotate": `Re-seal every stored credential under the newest vault key (the first in MC_VAULT_KEYS).`,
 }
 
@@ -117,6 +121,19 @@ func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv 
 	defer stop()
 
 	switch cmd {
+	case "doctor":
+		ok := true
+		for _, f := range app.Doctor(cfg) {
+			mark := "ok  "
+			if !f.OK {
+				mark, ok = "FAIL", false
+			}
+			fmt.Fprintf(stdout, "%s %-10s %s\n", mark, f.Name, f.Value)
+		}
+		if !ok {
+			return 1
+		}
+		return 0
 	case "migrate":
 		if err := app.Migrate(ctx, cfg, log); err != nil {
 			fmt.Fprintln(stderr, "migrate:", err)

@@ -5,8 +5,14 @@
 // Xvnc or Chromium exits unexpectedly or it cannot start, 2 on bad flags.
 //
 // Flags: --listen, --token-file, --vnc-listen, --vnc-password-file,
-// --display, --cdp-port, --page-listen, --home, --tmp-dir, --start-url, --geometry,
+// --display, --page-listen, --home, --tmp-dir, --start-url, --geometry,
 // --xvnc, --chromium, --start-timeout, --log-level (see -help).
+//
+// "mc-agent init --machine FILE [--go-fd 3] -- AGENT FLAGS" is the first
+// process of a confined machine, started by the local driver as root in new
+// namespaces: it builds the machine's root file system as FILE (an
+// agent.Machine in JSON) says, runs the agent inside without privileges, and
+// exits with the agent's status.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/agent"
+	"github.com/master-controller/mc/internal/confine"
 )
 
 func main() {
@@ -29,6 +36,9 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "init" {
+		return runInit(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("mc-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg agent.Config
@@ -38,10 +48,13 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.VNCListen, "vnc-listen", "", "address Xvnc listens on (IP:PORT)")
 	fs.StringVar(&cfg.VNCPasswordFile, "vnc-password-file", "", "file holding the plaintext VNC password")
 	fs.IntVar(&cfg.Display, "display", 0, "X display number N (:N)")
-	fs.IntVar(&cfg.CDPPort, "cdp-port", 0, "Chromium remote debugging port on 127.0.0.1")
 	fs.StringVar(&cfg.PageListen, "page-listen", "", "local page server address (127.0.0.1:PORT)")
 	fs.StringVar(&cfg.Home, "home", "", "private HOME; Chromium profile in HOME/chromium-profile")
 	fs.StringVar(&cfg.TmpDir, "tmp-dir", "", fmt.Sprintf("TMPDIR of Chromium and login commands, at most %d bytes (Chromium's singleton socket is below it); created 0700 if missing (default HOME/tmp)", agent.MaxTmpDirLen))
+	fs.StringVar(&cfg.BrowserHome, "browser-home", "", "Chromium's HOME, with its profile (default --home)")
+	fs.StringVar(&cfg.BrowserTmpDir, "browser-tmp-dir", "", "Chromium's TMPDIR (default --tmp-dir)")
+	fs.StringVar(&cfg.XAuthFile, "xauth-file", "", "X authority file to write (default --vnc-password-file + .xauth)")
+	launcher := fs.Bool("launcher", false, "start Chromium through the machine's init (fd 3), under the browser's uid")
 	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")
@@ -61,6 +74,9 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Width, cfg.Height = w, h
+	if *launcher {
+		cfg.Launcher = confine.NewLauncher(confine.LauncherFD)
+	}
 	if err := cfg.Check(); err != nil {
 		fmt.Fprintf(stderr, "mc-agent: %v\n", err)
 		return 2
@@ -82,4 +98,34 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// runInit is "mc-agent init": see the package comment.
+func runInit(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mc-agent init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("machine", "", "JSON file describing the machine's confinement (confine.Spec)")
+	goFD := fs.Int("go-fd", 0, "file descriptor to read to its end before confining (0: none)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "mc-agent init: --machine is required")
+		return 2
+	}
+	m, err := confine.Read(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "mc-agent init: %v\n", err)
+		return 2
+	}
+	var f *os.File
+	if *goFD > 2 {
+		f = os.NewFile(uintptr(*goFD), "go")
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("component", "mc-agent init")
+	code, err := confine.Init(m, f, fs.Args(), log)
+	if err != nil {
+		fmt.Fprintf(stderr, "mc-agent init: %v\n", err)
+	}
+	return code
 }

@@ -9,8 +9,8 @@ import (
 )
 
 // Check verifies that the binaries a machine needs are present (mc-agent,
-// Xvnc, Chromium, and ip in netns mode) and, in netns mode, that the bridge
-// is up. Its error is one line naming what is missing and the Debian package
+// Xvnc, Chromium, and ip and iptables in netns mode) and, in netns mode,
+// that the bridge is up. Its error is one line naming what is missing and the Debian package
 // that provides it.
 func (d *Driver) Check(ctx context.Context) error {
 	var missing []string
@@ -21,6 +21,9 @@ func (d *Driver) Check(ctx context.Context) error {
 	}
 	if d.mode == ModeNetns {
 		need = append(need, struct{ path, what string }{"ip", "ip (Debian package iproute2)"})
+		if d.confined {
+			need = append(need, struct{ path, what string }{"iptables", "iptables (Debian package iptables)"})
+		}
 	}
 	for _, n := range need {
 		if _, err := exec.LookPath(n.path); err != nil {

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
 )
@@ -26,9 +28,13 @@ const (
 	agentLogFile    = "agent.log"
 )
 
-// Create leases a slot, creates the machine's directory (home 0700, secret
-// files 0600, machine.json) and its temporary directory (0700), its namespace and veth in netns mode, and starts
-// mc-agent in a process group of its own. It returns once the agent runs;
+// Create leases a slot (and, confined, a uid), creates the machine's
+// directory (home 0700 with the secret files 0600, which only the controller
+// and, copied into the machine, the agent's uid can read; machine.json), its
+// namespace and veth in netns mode, and starts the machine: confined, the
+// first process of its namespaces in a cgroup of its own (startConfined);
+// else mc-agent in a process group of its own with a temporary directory
+// (0700) on the host. It returns once the machine's first process runs;
 // readiness is the caller's to wait for. On error (a cancelled ctx included)
 // everything it made is removed again.
 // Errors: EINVALID (bad id, missing secrets, bad geometry), ECONFLICT (reason
@@ -102,7 +108,18 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	home := filepath.Join(dir, "home")
 	tmpDir := d.MachineTmpDir(spec.ID)
 	st := &state{ID: spec.ID, SessionID: spec.SessionID, Mode: d.mode, Pool: d.pool.Name(),
-		Slot: slot, TmpDir: tmpDir, Created: start.UTC()}
+		Slot: slot, Created: start.UTC()}
+	if d.confined {
+		v, err := d.store.Lease(ctx, uidPool, spec.ID, 0, uidRange/2-1)
+		if err != nil {
+			return mc.Machine{}, fmt.Errorf("lease uid for %s: %w", spec.ID, err)
+		}
+		st.UID = d.cfg.UIDBase + 2*v // and +1 for its browser
+		st.Cgroup = d.cgroupV
+		st.CgroupDirs = cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).dirs
+	} else {
+		st.TmpDir = tmpDir
+	}
 	if d.mode == ModeNetns {
 		st.Namespace, st.Veth = netpool.Names(spec.ID)
 	}
@@ -117,17 +134,18 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		}
 	}
 	// After the directory (whose state names it), so that it is never
-	// without a machine directory.
-	if err := d.newTmpDir(tmpDir, dir); err != nil {
-		return mc.Machine{}, err
+	// without a machine directory. A confined machine has a /tmp of its own.
+	if !d.confined {
+		if err := d.newTmpDir(tmpDir, dir); err != nil {
+			return mc.Machine{}, err
+		}
 	}
 
 	display := d.cfg.DisplayBase + slot
 	var (
 		m                   = mc.Machine{ID: spec.ID, Driver: Name}
-		cdpPort             int
 		pageAddr, vncListen string
-		agentListen, prefix string
+		agentListen, ns     string
 		netnsTook           time.Duration
 	)
 	switch d.mode {
@@ -144,13 +162,11 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		}
 		netnsTook = time.Since(t0)
 		m.IP, m.VNCPort, m.AgentPort = att.IP, nsVNCPort, nsAgentPort
-		cdpPort = nsCDPPort
 		pageAddr = "127.0.0.1:" + strconv.Itoa(nsPagePort)
-		prefix = att.Namespace
+		ns = att.Namespace
 	default:
 		base := d.cfg.PortBase + 4*slot
 		m.IP, m.VNCPort, m.AgentPort = netip.MustParseAddr("127.0.0.1"), base, base+1
-		cdpPort = base + 2
 		pageAddr = "127.0.0.1:" + strconv.Itoa(base+3)
 	}
 	vncListen = m.VNCAddr().String()
@@ -162,42 +178,38 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 
 	args := []string{
 		"--listen", agentListen,
-		"--token-file", filepath.Join(home, tokenFile),
 		"--vnc-listen", vncListen,
-		"--vnc-password-file", filepath.Join(home, vncPasswordFile),
 		"--display", strconv.Itoa(display),
-		"--cdp-port", strconv.Itoa(cdpPort),
 		"--page-listen", pageAddr,
-		"--home", home,
-		"--tmp-dir", tmpDir,
 		"--geometry", fmt.Sprintf("%dx%d", w, h),
 		"--xvnc", d.cfg.XvncPath,
 		"--chromium", d.cfg.ChromiumPath,
 	}
+	if d.confined {
+		args = append(args, "--home", confine.Home, "--tmp-dir", confine.TmpDir,
+			"--token-file", confine.TokenFile, "--vnc-password-file", confine.VNCPasswordFile,
+			"--launcher", "--browser-home", confine.BrowserHome, "--browser-tmp-dir", confine.BrowserTmpDir,
+			"--xauth-file", confine.XAuthFile)
+	} else {
+		args = append(args, "--home", home, "--tmp-dir", tmpDir,
+			"--token-file", filepath.Join(home, tokenFile), "--vnc-password-file", filepath.Join(home, vncPasswordFile))
+	}
 	if spec.StartURL != "" {
 		args = append(args, "--start-url", spec.StartURL)
-	}
-	var cmd *exec.Cmd
-	if prefix != "" {
-		// ip execs the agent after entering the namespace: same pid.
-		cmd = exec.Command("ip", append([]string{"netns", "exec", prefix, d.cfg.AgentPath}, args...)...)
-	} else {
-		cmd = exec.Command(d.cfg.AgentPath, args...)
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, agentLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return mc.Machine{}, fmt.Errorf("open agent log: %w", err)
 	}
 	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = home
-	cmd.Env = agentEnv(home)
-	// A process group of its own, so that Destroy ends the agent, Xvnc and
-	// Chromium together; no parent-death signal, since machines outlive a
-	// restarting controller.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return mc.Machine{}, fmt.Errorf("start agent: %w", err)
+	var cmd *exec.Cmd
+	if d.confined {
+		cmd, err = d.startConfined(ctx, st, dir, ns, args, logf)
+	} else {
+		cmd, err = d.startUnconfined(ns, home, args, logf)
+	}
+	if err != nil {
+		return mc.Machine{}, err
 	}
 	p := &proc{cmd: cmd, exited: make(chan struct{})}
 	d.mu.Lock()
@@ -205,6 +217,11 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	d.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
+		if d.confined {
+			if n := cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).oomKills(); n > 0 {
+				d.log.Warn("machine ran out of memory", mc.LogMachineID, spec.ID, mc.LogReason, "machine_oom", "oom_kills", n)
+			}
+		}
 		close(p.exited)
 		if err != nil {
 			// The agent's last words say why (it logs no secrets).
@@ -224,9 +241,101 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		return mc.Machine{}, err
 	}
 	d.log.Info("machine created", mc.LogMachineID, spec.ID, mc.LogSessionID, spec.SessionID,
-		"mode", d.mode, "slot", slot, "addr", vncListen, "pid", st.PID,
+		"mode", d.mode, "confined", d.confined, "slot", slot, "addr", vncListen, "pid", st.PID,
 		"netns_ms", netnsTook.Milliseconds(), "took_ms", time.Since(start).Milliseconds())
 	return m, nil
+}
+
+// startUnconfined starts the agent as a plain process of the controller's
+// user (InsecureSharedHost), inside network namespace ns when it is not "".
+func (d *Driver) startUnconfined(ns, home string, args []string, logf *os.File) (*exec.Cmd, error) {
+	var cmd *exec.Cmd
+	if ns != "" {
+		// ip execs the agent after entering the namespace: same pid.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, d.cfg.AgentPath}, args...)...)
+	} else {
+		cmd = exec.Command(d.cfg.AgentPath, args...)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = home
+	cmd.Env = agentEnv(home, d.cfg.Env)
+	// A process group of its own, so that Destroy ends the agent, Xvnc and
+	// Chromium together; no parent-death signal, since machines outlive a
+	// restarting controller.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	return cmd, nil
+}
+
+// initSpecFile, in a machine's directory, is the confinement that its
+// "mc-agent init" reads; rootDir is the mount point of its root tmpfs.
+const (
+	initSpecFile = "confine.json"
+	rootDir      = "root"
+)
+
+// startConfined starts "mc-agent init" as the first process of new mount,
+// PID, IPC and UTS namespaces, in network namespace ns when it is not "",
+// puts it into the machine's new cgroup, and only then lets it go on (it
+// waits for its fd 3 to close): everything of the machine runs inside the
+// cgroup's limits.
+func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, args []string, logf *os.File) (*exec.Cmd, error) {
+	root := filepath.Join(dir, rootDir)
+	if err := os.Mkdir(root, 0o700); err != nil {
+		return nil, fmt.Errorf("create machine root: %w", err)
+	}
+	spec := confine.Spec{
+		Root: root, UID: st.UID, GID: st.UID, BrowserUID: st.UID + 1, BrowserGID: st.UID + 1,
+		TokenFile: filepath.Join(dir, "home", tokenFile), VNCPasswordFile: filepath.Join(dir, "home", vncPasswordFile),
+		TmpSize: d.cfg.TmpSize, HomeSize: d.cfg.HomeSize, ShmSize: d.cfg.ShmSize,
+		ReadOnlyBinds: d.cfg.ReadOnlyBinds, Hosts: d.cfg.Hosts, Env: d.cfg.Env,
+		Hostname: "mc-" + netpool.Hash(st.ID),
+	}
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("write machine confinement: %w", err)
+	}
+	specPath := filepath.Join(dir, initSpecFile)
+	if err := os.WriteFile(specPath, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write machine confinement: %w", err)
+	}
+	cg := cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(st.ID))
+	if err := cg.create(d.cfg.Limits); err != nil {
+		return nil, err
+	}
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start machine: %w", err)
+	}
+	defer goW.Close()
+	cmd := exec.Command(d.cfg.AgentPath, append([]string{"init", "--machine", specPath, "--go-fd", "3", "--"}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.ExtraFiles = []*os.File{goR}
+	// A process group of its own for Destroy; no parent-death signal, since
+	// machines outlive a restarting controller.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS}
+	if ns != "" {
+		// Forked from a thread inside the machine's network namespace, the
+		// init starts there.
+		err = netpool.Do(ns, cmd.Start)
+	} else {
+		err = cmd.Start()
+	}
+	goR.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start machine init: %w", err)
+	}
+	if err := cg.add(cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
+	return cmd, nil // goW closes: the init goes on
 }
 
 // tmpOwnerFile, in a machine's temporary directory, holds the path of its
@@ -268,13 +377,13 @@ func writeSecret(path string, s mc.Secret) error {
 }
 
 // agentEnv is the agent's whole environment: nothing of the controller's
-// (which may hold keys) beyond PATH.
-func agentEnv(home string) []string {
+// (which may hold keys) beyond PATH, plus the configured extra.
+func agentEnv(home string, extra []string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
-	return []string{"PATH=" + path, "HOME=" + home, "LANG=C.UTF-8", "TZ=UTC"}
+	return append([]string{"PATH=" + path, "HOME=" + home, "LANG=C.UTF-8", "TZ=UTC"}, extra...)
 }
 
 func exitStatus(err error) string {

@@ -84,7 +84,23 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 			errs = append(errs, err)
 		}
 	}
-	if st != nil && st.PID > 0 {
+	// A confined machine: its PID namespace ended with its init (killed
+	// above); nothing may be left in its cgroup.
+	if st != nil && st.Cgroup != 0 {
+		cg := &cgroup{version: st.Cgroup, dirs: st.CgroupDirs}
+		if len(cg.dirs) == 0 {
+			cg = cgroupOf(st.Cgroup, d.cfg.CgroupParent, netpool.Hash(id))
+		}
+		if pids := cg.procs(); len(pids) > 0 && !killPids(ctx, pids) {
+			errs = append(errs, fmt.Errorf("processes %v survive in the machine's cgroup", pids))
+		}
+		if !waitFor(ctx, 2*time.Second, func() bool { return len(cg.procs()) == 0 }) {
+			errs = append(errs, fmt.Errorf("the machine's cgroup still has processes %v", cg.procs()))
+		} else if err := cg.remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st != nil && st.PID > 0 && st.Cgroup == 0 {
 		removeDeadXSocket(d.cfg.DisplayBase + st.Slot)
 	}
 	owner := id
@@ -93,6 +109,9 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 	}
 	if err := d.pool.Release(ctx, owner); err != nil {
 		errs = append(errs, err)
+	}
+	if err := d.store.Release(ctx, uidPool, id); err != nil {
+		errs = append(errs, fmt.Errorf("release uid of %s: %w", id, err))
 	}
 	// The temporary directory before the machine directory that names it.
 	tmpDir := d.MachineTmpDir(id)

@@ -3,6 +3,19 @@
 // namespace of its own on a bridge when the controller runs as root, else on
 // loopback ports.
 //
+// As root every machine is confined (see research/isolation-here.md): its
+// first process, "mc-agent init", starts in new mount, PID, IPC and UTS
+// namespaces (and its network namespace in netns mode) inside a cgroup of
+// its own (memory, pids, CPU), builds a tmpfs root with read-only binds of
+// /usr and a curated /etc, and runs the agent, Xvnc and Chromium under a
+// uid of the machine's own with no capability and no new privileges;
+// Chromium keeps its sandbox on. Firewall rules keep netns machines off the
+// host and each other. Destroy kills the PID namespace's first process, which
+// ends the whole machine, and checks that its cgroup is empty. Without root
+// nothing of this is possible, and the driver refuses to run unless
+// Config.InsecureSharedHost says that unconfined machines are acceptable
+// (development only).
+//
 // Everything the driver knows about a machine is on the host: a directory
 // <DataDir>/machines/<hash> with a machine.json state file and the private
 // home, a private temporary directory <TmpDir>/mc-<hash> (Chromium's TMPDIR),
@@ -47,7 +60,6 @@ const (
 const (
 	nsVNCPort   = 5900
 	nsAgentPort = 8080
-	nsCDPPort   = 9222
 	nsPagePort  = 8081
 )
 
@@ -79,10 +91,11 @@ type Config struct {
 	// Network is the machine network of netns mode (default 10.200.0.0/24);
 	// the bridge holds .1 and slot s gets base+2+s.
 	Network netip.Prefix
-	// TmpDir is where each machine gets its private temporary directory
-	// TmpDir/mc-<hash> (0700), the TMPDIR of its Chromium (default /tmp).
-	// Chromium binds a Unix socket two levels below it, so TmpDir may be at
-	// most MaxTmpDirLen bytes long.
+	// TmpDir is where each unconfined machine gets its private temporary
+	// directory TmpDir/mc-<hash> (0700), the TMPDIR of its Chromium
+	// (default /tmp); a confined machine has a /tmp of its own. Chromium
+	// binds a Unix socket two levels below it, so TmpDir may be at most
+	// MaxTmpDirLen bytes long.
 	TmpDir string
 	// PortBase is the first loopback port (default 21000); slot s uses
 	// PortBase+4s+{0 VNC, 1 agent, 2 CDP, 3 page}. The range must stay out
@@ -104,12 +117,47 @@ type Config struct {
 	// specs that do not set one.
 	Geometry string
 	// Egress lets netns machines reach beyond the host (IP forwarding and
-	// MASQUERADE); off by default.
+	// MASQUERADE), never the host or a private range; off by default.
 	Egress bool
 	// StopGrace is how long Destroy waits after SIGTERM before SIGKILL
 	// (default 500 ms).
 	StopGrace time.Duration
+
+	// Limits bound each confined machine (defaults: 1 GiB of memory, 512
+	// processes, an equal CPU share).
+	Limits Limits
+	// TmpSize, HomeSize and ShmSize bound a confined machine's /tmp, /home
+	// and /dev/shm, tmpfs whose pages count against its memory limit
+	// (defaults 256 MiB each).
+	TmpSize, HomeSize, ShmSize int64
+	// UIDBase is the first uid of confined machines (default 1000000): each
+	// machine leases a value v from the lease pool "local/uid"; its agent
+	// runs as uid and gid UIDBase+2v and its browser as UIDBase+2v+1, which
+	// no other machine has while it runs.
+	UIDBase int
+	// CgroupParent is the cgroup below which machines get theirs, in each
+	// v1 hierarchy or the unified one (default "master-controller-" and 8
+	// hex digits of a hash of DataDir: Sweep removes what is below it, so
+	// two controllers on one host must not share it).
+	CgroupParent string
+	// ReadOnlyBinds are further host paths that confined machines see
+	// read-only at the same place (a directory of provider CLIs, say).
+	ReadOnlyBinds []string
+	// Hosts is a confined machine's /etc/hosts ("" gives localhost only).
+	Hosts string
+	// Env is added to the environment of every machine's agent and so of
+	// its login commands ("KEY=value").
+	Env []string
+	// InsecureSharedHost lets a controller that is not root run machines
+	// unconfined, as processes of its own user on the host's file system
+	// and loopback ports: any machine's page can then read what that user
+	// can. For development only; every start logs a warning.
+	InsecureSharedHost bool
 }
+
+// Confined reports whether machines are confined: the controller runs as
+// root.
+func (d *Driver) Confined() bool { return d.confined }
 
 // Driver runs machines as local process groups. It implements mc.Driver.
 type Driver struct {
@@ -119,6 +167,9 @@ type Driver struct {
 	pool  *netpool.Pool
 	log   *slog.Logger
 	max   int
+	// confined machines (as root): namespaces, cgroup, uid, firewall.
+	confined bool
+	cgroupV  int // cgroup version for machines (1 or 2)
 
 	mu    sync.Mutex
 	locks map[string]*idLock
@@ -159,6 +210,16 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, store: store, pool: pool, log: log,
 		locks: map[string]*idLock{}, procs: map[string]*proc{}}
+	if os.Geteuid() == 0 {
+		d.confined = true
+		if d.cgroupV = CgroupVersion(); d.cgroupV == 0 {
+			return nil, mc.Errorf(mc.EINVALID, "no_cgroups",
+				"local driver: no cgroup file system with the memory and pids controllers at %s; machines cannot be confined", CgroupRoot)
+		}
+	} else if !cfg.InsecureSharedHost {
+		return nil, mc.Errorf(mc.EINVALID, "unconfined_needs_flag",
+			"local driver: not running as root, so machines cannot be confined (any page could read this user's files); run as root, or pass --insecure-shared-host for development")
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -202,7 +263,17 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
 	d.removeStaleNew()
-	log.Info("local driver ready", "mode", d.mode, "bridge", cfg.Bridge, "network", cfg.Network.String(), "max_machines", d.max)
+	if !d.confined {
+		log.Warn("local driver: INSECURE shared host: machines run unconfined as this user; development only",
+			mc.LogReason, "insecure_shared_host")
+	}
+	if d.confined && d.mode == ModeNetns {
+		if err := pool.Firewall(ctx); err != nil {
+			return nil, fmt.Errorf("firewall for bridge %s: %w", cfg.Bridge, err)
+		}
+	}
+	log.Info("local driver ready", "mode", d.mode, "confined", d.confined, "cgroup_version", d.cgroupV,
+		"bridge", cfg.Bridge, "network", cfg.Network.String(), "max_machines", d.max)
 	return d, nil
 }
 
@@ -277,8 +348,50 @@ func (c *Config) defaults() error {
 	if c.StopGrace <= 0 {
 		c.StopGrace = 500 * time.Millisecond
 	}
+	if c.Limits.Memory <= 0 {
+		c.Limits.Memory = 1 << 30
+	}
+	if c.Limits.Pids <= 0 {
+		c.Limits.Pids = 512
+	}
+	if c.Limits.CPUWeight <= 0 {
+		c.Limits.CPUWeight = 100
+	}
+	if c.Limits.Memory < 64<<20 || c.Limits.Pids < 32 || c.Limits.CPUWeight > 10000 {
+		return mc.Errorf(mc.EINVALID, "bad_limits", "machine limits %d bytes, %d pids, cpu weight %d: want at least 64 MiB and 32 pids, weight at most 10000",
+			c.Limits.Memory, c.Limits.Pids, c.Limits.CPUWeight)
+	}
+	for _, sz := range []*int64{&c.TmpSize, &c.HomeSize, &c.ShmSize} {
+		if *sz <= 0 {
+			*sz = 256 << 20
+		}
+	}
+	if c.UIDBase == 0 {
+		c.UIDBase = DefaultUIDBase
+	}
+	if c.UIDBase < 1000 || c.UIDBase > 1<<31-uidRange {
+		return mc.Errorf(mc.EINVALID, "bad_uid_base", "uid base %d is outside [1000, %d]", c.UIDBase, 1<<31-uidRange)
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "master-controller-" + netpool.Hash(c.DataDir)
+	}
+	for _, p := range c.ReadOnlyBinds {
+		if !filepath.IsAbs(p) {
+			return mc.Errorf(mc.EINVALID, "bad_bind", "read-only bind %q is not an absolute path", p)
+		}
+	}
 	return nil
 }
+
+// DefaultUIDBase is the default first uid of confined machines: far above
+// the host's users and the usual subordinate id ranges (100000-165535).
+const DefaultUIDBase = 1000000
+
+// uidRange is the number of uids that machines may lease.
+const uidRange = 65536
+
+// uidPool is the lease pool of machine uids.
+const uidPool = "local/uid"
 
 // capacity is the number of machines this host holds: the configured or
 // memory-derived maximum, bounded by the slots that the mode has.
@@ -327,7 +440,11 @@ func ephemeralPorts() (lo, hi int) {
 }
 
 // memTotal returns MemTotal from /proc/meminfo in bytes (0 if unknown).
-func memTotal() int64 {
+func memTotal() int64 { return meminfo("MemTotal:") }
+
+// meminfo returns the /proc/meminfo field key ("MemTotal:") in bytes (0 if
+// unknown).
+func meminfo(key string) int64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -336,7 +453,7 @@ func memTotal() int64 {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
-		if len(fs) >= 2 && fs[0] == "MemTotal:" {
+		if len(fs) >= 2 && fs[0] == key {
 			kb, _ := strconv.ParseInt(fs[1], 10, 64)
 			return kb << 10
 		}

@@ -22,6 +22,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/agent"
 	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
@@ -212,13 +213,25 @@ func TestPrivateFiles(t *testing.T) {
 	}
 	drivertest.WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second)
 	dir := d.MachineDir(spec.ID)
+	st := env.state(t, spec.ID)
+	// A confined machine's temporary directory is in its own /tmp, seen
+	// here through its first process's root.
+	tmpDir, browserTmp := d.MachineTmpDir(spec.ID), d.MachineTmpDir(spec.ID)
+	if d.Confined() {
+		tmpDir = filepath.Join("/proc", itoa(st.PID), "root", confine.TmpDir)
+		browserTmp = filepath.Join("/proc", itoa(st.PID), "root", confine.BrowserTmpDir)
+		if _, err := os.Stat(d.MachineTmpDir(spec.ID)); err == nil {
+			t.Errorf("confined machine has a temporary directory on the host: %s", d.MachineTmpDir(spec.ID))
+		}
+	}
 	for path, want := range map[string]os.FileMode{
 		dir:                                   0o700,
 		filepath.Join(dir, "home"):            0o700,
 		filepath.Join(dir, "home", tokenFile): 0o600,
 		filepath.Join(dir, "home", vncPasswordFile): 0o600,
 		filepath.Join(dir, stateFile):               0o600,
-		d.MachineTmpDir(spec.ID):                    0o700,
+		tmpDir:                                      0o700,
+		browserTmp:                                  0o700,
 	} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -231,10 +244,9 @@ func TestPrivateFiles(t *testing.T) {
 	}
 	// DataDir is a t.TempDir(); Chromium's singleton socket is in the
 	// machine's short temporary directory.
-	if socks, _ := filepath.Glob(filepath.Join(d.MachineTmpDir(spec.ID), "org.chromium.Chromium.*", "SingletonSocket")); len(socks) != 1 {
-		t.Errorf("singleton sockets in %s: %v, want one", d.MachineTmpDir(spec.ID), socks)
+	if socks, _ := filepath.Glob(filepath.Join(browserTmp, "org.chromium.Chromium.*", "SingletonSocket")); len(socks) != 1 {
+		t.Errorf("singleton sockets in %s: %v, want one", browserTmp, socks)
 	}
-	st := env.state(t, spec.ID)
 	for _, f := range []string{"cmdline", "environ"} {
 		b, err := os.ReadFile(filepath.Join("/proc", itoa(st.PID), f))
 		if err != nil {

@@ -111,6 +111,12 @@ func newEnv(tb testing.TB, mode string) *testEnv {
 	n, _ := rand.Int(rand.Reader, big.NewInt(400))
 	p, _ := rand.Int(rand.Reader, big.NewInt(590)) // below the ephemeral range (32768-)
 	nc := netpooltest.Config(tb)
+	tb.Cleanup(func() {
+		// The test's cgroup parents, empty once its machines are gone.
+		for _, d := range []string{"memory", "pids", "cpu", ""} {
+			_ = os.Remove(filepath.Join(CgroupRoot, d, "mc-test-"+nc.Bridge))
+		}
+	})
 	return &testEnv{
 		cfg: Config{
 			// Far longer than a Unix socket path may be: no socket is
@@ -123,6 +129,11 @@ func newEnv(tb testing.TB, mode string) *testEnv {
 			DisplayBase: 1000 + 20*int(n.Int64()),
 			PortBase:    20000 + 20*int(p.Int64()),
 			MaxMachines: 8,
+			// A uid range of the test's own: tests in parallel packages
+			// lease from stores of their own.
+			UIDBase:            2000000 + 1000*int(n.Int64()),
+			CgroupParent:       "mc-test-" + nc.Bridge,
+			InsecureSharedHost: os.Geteuid() != 0,
 		},
 		store: &netpoolLeases{},
 	}

@@ -27,8 +27,16 @@ type state struct {
 	Veth      string `json:"veth,omitempty"`
 	// TmpDir is the machine's private temporary directory (Chromium's
 	// TMPDIR), recorded so that Destroy removes it even after TmpDir changed.
-	TmpDir  string     `json:"tmp_dir,omitempty"`
-	Machine mc.Machine `json:"machine"`
+	TmpDir string `json:"tmp_dir,omitempty"`
+	// UID is a confined machine's uid (and gid), leased in pool
+	// "local/uid"; zero for an unconfined machine.
+	UID int `json:"uid,omitempty"`
+	// Cgroup is the cgroup version of a confined machine's cgroup (1 or
+	// 2; zero when it has none).
+	Cgroup int `json:"cgroup,omitempty"`
+	// CgroupDirs are the directories of its cgroup (v1: memory, pids, cpu).
+	CgroupDirs []string   `json:"cgroup_dirs,omitempty"`
+	Machine    mc.Machine `json:"machine"`
 	// PID is the agent's process id; it leads process group PGID. Zero until
 	// the agent has started.
 	PID  int `json:"pid,omitempty"`

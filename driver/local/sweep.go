@@ -13,7 +13,7 @@ import (
 	"github.com/master-controller/mc/netpool"
 )
 
-// Sweep removes what List cannot name: machine temporary directories
+// Sweep removes what List cannot name: machine cgroups and temporary directories
 // (TmpDir/mc-<hash>) of this driver whose machine directory is gone, and
 // veths on this driver's bridge (and the namespaces of the same hash, with
 // any process inside) that belong to no machine directory, as left by a
@@ -22,6 +22,7 @@ import (
 // it removed.
 func (d *Driver) Sweep(ctx context.Context) ([]string, error) {
 	removed, err := d.sweepTmpDirs()
+	removed = append(removed, d.sweepCgroups(ctx)...)
 	if d.mode != ModeNetns || err != nil {
 		return removed, err
 	}
@@ -58,6 +59,32 @@ func (d *Driver) Sweep(ctx context.Context) ([]string, error) {
 		return removed, fmt.Errorf("sweep bridge %s: %w", br, err)
 	}
 	return removed, nil
+}
+
+// sweepCgroups removes machine cgroups below CgroupParent whose machine
+// directory is gone (killing what is left in them), as a crash inside
+// Destroy can leave. A machine being created has its directory first.
+func (d *Driver) sweepCgroups(ctx context.Context) []string {
+	if !d.confined {
+		return nil
+	}
+	var removed []string
+	for _, h := range cgroupNames(d.cgroupV, d.cfg.CgroupParent) {
+		if _, err := os.Stat(filepath.Join(d.machinesDir(), h)); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		cg := cgroupOf(d.cgroupV, d.cfg.CgroupParent, h)
+		if pids := cg.procs(); len(pids) > 0 {
+			killPids(ctx, pids)
+		}
+		if err := cg.remove(); err != nil {
+			d.log.Warn("sweep machine cgroup", "cgroup", "mc-"+h, "err", err)
+			continue
+		}
+		d.log.Info("swept machine cgroup without state", "cgroup", "mc-"+h, mc.LogReason, "orphan")
+		removed = append(removed, "cgroup mc-"+h)
+	}
+	return removed
 }
 
 // sweepTmpDirs removes the temporary directories whose owner file names a
