@@ -78,8 +78,11 @@ const (
 	ReasonIdleTimeout       Reason = "idle_timeout"
 	ReasonMaxLifetime       Reason = "max_lifetime"
 	ReasonLoginTimeout      Reason = "login_timeout"
-	ReasonAgentError        Reason = "agent_error"
-	ReasonCaptureFailed     Reason = "capture_failed"
-	ReasonCancelledByAPI    Reason = "cancelled_by_api"
-	ReasonSignedIn          Reason = "signed_in"
+	// ReasonLoginCommandFailed: the provider's login command exited
+	// non-zero (or could not start) before the credentials were complete.
+	ReasonLoginCommandFailed Reason = "login_command_failed"
+	ReasonAgentError         Reason = "agent_error"
+	ReasonCaptureFailed      Reason = "capture_failed"
+	ReasonCancelledByAPI     Reason = "cancelled_by_api"
+	ReasonSignedIn           Reason = "signed_in"
 )

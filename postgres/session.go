@@ -24,7 +24,7 @@ type querier interface {
 
 const sessionCols = `id, user_id, provider, state, reason, machine_id, machine_driver, machine_ip,
 	vnc_port, agent_port, vnc_password, agent_token, created_at, updated_at, ready_at, ended_at,
-	expires_at, active_at, viewer, replica, version`
+	expires_at, active_at, viewer, replica, version, login`
 
 const finalStates = `('completed', 'failed', 'cancelled', 'expired')`
 
@@ -36,11 +36,15 @@ func scanSession(row pgx.Row) (*mc.Session, error) {
 		created, updated, expires, active time.Time
 		ready, ended                      *time.Time
 		vncPort, agentPort                int32
+		login                             string
 	)
 	err := row.Scan(&s.ID, &s.UserID, &s.Provider, &state, &reason, &s.Machine.ID, &s.Machine.Driver, &ip,
 		&vncPort, &agentPort, &vncPassword, &agentTok, &created, &updated, &ready, &ended,
-		&expires, &active, &s.Viewer, &s.Replica, &s.Version)
+		&expires, &active, &s.Viewer, &s.Replica, &s.Version, &login)
 	if err != nil {
+		return nil, err
+	}
+	if s.Login, err = storekit.ParseLogin(s.ID, login); err != nil {
 		return nil, err
 	}
 	s.State, s.Reason = mc.State(state), mc.Reason(reason)
@@ -122,7 +126,7 @@ func createSession(ctx context.Context, tx pgx.Tx, c mc.Session, replica string)
 	c.ReadyAt, c.EndedAt = time.Time{}, time.Time{}
 	c.UpdatedAt, c.ActiveAt = c.CreatedAt, c.CreatedAt
 	_, err := tx.Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, $15, $16, $17, $18, $19)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, $15, $16, $17, $18, $19, '')`,
 		c.ID, c.UserID, c.Provider, string(c.State), string(c.Reason), c.Machine.ID, c.Machine.Driver, ipText(c.Machine.IP),
 		c.Machine.VNCPort, c.Machine.AgentPort, c.Secrets.VNCPassword.Reveal(), c.Secrets.AgentToken.Reveal(),
 		c.CreatedAt, c.UpdatedAt, c.ExpiresAt, c.ActiveAt, c.Viewer, c.Replica, c.Version)
@@ -447,4 +451,41 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan *mc.Session, error
 		return nil, storeErr(err, "watch session %s", id)
 	}
 	return ch, nil
+}
+
+// SetLogin records a live session's login progress and its event, without
+// changing Version; the trigger announces it.
+func (s *Store) SetLogin(ctx context.Context, id string, p mc.LoginProgress, replica string) (*mc.Session, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, storeErr(err, "set login of session %s", id)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	sess, err := setLogin(ctx, tx, id, p, replica)
+	if err != nil {
+		return nil, storeErr(err, "set login of session %s", id)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, storeErr(err, "set login of session %s", id)
+	}
+	return sess, nil
+}
+
+func setLogin(ctx context.Context, tx pgx.Tx, id string, p mc.LoginProgress, replica string) (*mc.Session, error) {
+	if !mc.ValidID(id) {
+		return nil, storekit.NotFound(id)
+	}
+	p.UpdatedAt = storekit.UTC(p.UpdatedAt)
+	sess, err := scanSession(tx.QueryRow(ctx, `UPDATE sessions SET login = $1
+		WHERE id = $2 AND state NOT IN `+finalStates+` RETURNING `+sessionCols, storekit.LoginText(&p), id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, err := getSession(ctx, tx, id); err != nil {
+			return nil, err
+		}
+		return nil, storekit.Stale(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sess, appendEvent(ctx, tx, storekit.LoginEvent(sess, p, replica))
 }

@@ -22,7 +22,7 @@ type querier interface {
 
 const sessionCols = `id, user_id, provider, state, reason, machine_id, machine_driver, machine_ip,
 	vnc_port, agent_port, vnc_password, agent_token, created_at, updated_at, ready_at, ended_at,
-	expires_at, active_at, viewer, replica, version`
+	expires_at, active_at, viewer, replica, version, login`
 
 const finalStates = `('completed', 'failed', 'cancelled', 'expired')`
 
@@ -35,11 +35,15 @@ func scanSession(row scanner) (*mc.Session, error) {
 		created, updated, expires int64
 		active                    int64
 		ready, ended              sql.NullInt64
+		login                     string
 	)
 	err := row.Scan(&s.ID, &s.UserID, &s.Provider, &s.State, &s.Reason, &s.Machine.ID, &s.Machine.Driver, &ip,
 		&s.Machine.VNCPort, &s.Machine.AgentPort, &vncPassword, &agentTok, &created, &updated, &ready, &ended,
-		&expires, &active, &s.Viewer, &s.Replica, &s.Version)
+		&expires, &active, &s.Viewer, &s.Replica, &s.Version, &login)
 	if err != nil {
+		return nil, err
+	}
+	if s.Login, err = storekit.ParseLogin(s.ID, login); err != nil {
 		return nil, err
 	}
 	if ip != "" {
@@ -86,7 +90,7 @@ func createSession(ctx context.Context, tx *sql.Tx, sess *mc.Session, replica st
 	c.ReadyAt, c.EndedAt = time.Time{}, time.Time{}
 	c.UpdatedAt, c.ActiveAt = c.CreatedAt, c.CreatedAt
 	_, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, '')`,
 		c.ID, c.UserID, c.Provider, c.State, c.Reason, c.Machine.ID, c.Machine.Driver, ipText(c.Machine.IP),
 		c.Machine.VNCPort, c.Machine.AgentPort, c.Secrets.VNCPassword.Reveal(), c.Secrets.AgentToken.Reveal(),
 		micros(c.CreatedAt), micros(c.UpdatedAt), micros(c.ExpiresAt), micros(c.ActiveAt), c.Viewer, c.Replica, c.Version)
@@ -451,4 +455,42 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan *mc.Session, error
 		return nil, storeErr(err, "watch session %s", id)
 	}
 	return ch, nil
+}
+
+// SetLogin records a live session's login progress and its event, without
+// changing Version, and publishes the change.
+func (s *Store) SetLogin(ctx context.Context, id string, p mc.LoginProgress, replica string) (*mc.Session, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, storeErr(err, "set login of session %s", id)
+	}
+	defer tx.Rollback()
+	sess, err := setLogin(ctx, tx, id, p, replica)
+	if err != nil {
+		return nil, storeErr(err, "set login of session %s", id)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, storeErr(err, "set login of session %s", id)
+	}
+	s.publish(id)
+	return sess, nil
+}
+
+func setLogin(ctx context.Context, tx *sql.Tx, id string, p mc.LoginProgress, replica string) (*mc.Session, error) {
+	if !mc.ValidID(id) {
+		return nil, storekit.NotFound(id)
+	}
+	p.UpdatedAt = storekit.UTC(p.UpdatedAt)
+	sess, err := scanSession(tx.QueryRowContext(ctx, `UPDATE sessions SET login = ?
+		WHERE id = ? AND state NOT IN `+finalStates+` RETURNING `+sessionCols, storekit.LoginText(&p), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := getSession(ctx, tx, id); err != nil {
+			return nil, err
+		}
+		return nil, storekit.Stale(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sess, appendEvent(ctx, tx, storekit.LoginEvent(sess, p, replica))
 }

@@ -55,6 +55,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"SetMachine", testSetMachine},
 		{"Touch", testTouch},
 		{"ClaimViewer", testClaimViewer},
+		{"SetLogin", testSetLogin},
 		{"Events", testEvents},
 		{"WatchFirstValue", testWatchFirstValue},
 		{"WatchWakes", testWatchWakes},
@@ -168,8 +169,13 @@ func equal(tb testing.TB, what string, got, want *mc.Session) {
 	if got == nil || want == nil {
 		tb.Fatalf("%s: got %v, want %v", what, got, want)
 	}
-	if *got != *want {
-		tb.Fatalf("%s:\ngot  %+v\nwant %+v", what, *got, *want)
+	g, w := *got, *want
+	if (g.Login == nil) != (w.Login == nil) || g.Login != nil && *g.Login != *w.Login {
+		tb.Fatalf("%s: got login %+v, want %+v", what, g.Login, w.Login)
+	}
+	g.Login, w.Login = nil, nil // compared above, by value
+	if g != w {
+		tb.Fatalf("%s:\ngot  %+v\nwant %+v", what, g, w)
 	}
 }
 
@@ -711,6 +717,41 @@ func testClaimViewer(t *testing.T, open Opener) {
 		t.Errorf("got viewer %q, want viewer-2 (the newest takes over)", got.Viewer)
 	}
 	_, err = s.ClaimViewer(t.Context(), mc.NewID(), "v")
+	wantErr(t, err, mc.ENOTFOUND, "")
+}
+
+func testSetLogin(t *testing.T, open Opener) {
+	s := open(t)
+	sess := reach(t, s, create(t, s, "u1", "demo"), mc.StateReady)
+	if sess.Login != nil {
+		t.Fatalf("new session: login %+v, want none", sess.Login)
+	}
+	ch, err := s.Watch(t.Context(), sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, ch, 5*time.Second)
+	p := mc.LoginProgress{Phase: mc.PhaseWaitingForUser, URL: "https://auth.openai.com/oauth/authorize", UpdatedAt: us(base.Add(time.Second))}
+	got, err := s.SetLogin(t.Context(), sess.ID, p, "rep-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Login == nil || *got.Login != p || got.Version != sess.Version || got.State != mc.StateReady {
+		t.Errorf("got login %+v v%d %s, want %+v v%d ready", got.Login, got.Version, got.State, p, sess.Version)
+	}
+	w := waitFor(t, ch, func(s *mc.Session) bool { return s.Login != nil })
+	equal(t, "watched session", w, got)
+	equal(t, "stored session", get(t, s, sess.ID), got)
+	ev := events(t, s, sess.ID)
+	last := ev[len(ev)-1]
+	if last.Reason != mc.ReasonLoginProgress || last.State != mc.StateReady || last.From != mc.StateReady ||
+		last.Message != "waiting_for_user https://auth.openai.com/oauth/authorize" || last.Replica != "rep-1" {
+		t.Errorf("last event %+v, want a login_progress event in state ready", last)
+	}
+	done := reach(t, s, got, mc.StateCompleted)
+	_, err = s.SetLogin(t.Context(), done.ID, p, "rep-1")
+	wantErr(t, err, mc.ECONFLICT, "stale")
+	_, err = s.SetLogin(t.Context(), mc.NewID(), p, "rep-1")
 	wantErr(t, err, mc.ENOTFOUND, "")
 }
 
