@@ -7,13 +7,13 @@
 // as gone.
 //
 // The API (every call needs "Authorization: Bearer <token>", else 401 with an
-// ErrorBody; errors are {"code","reason","message"}):
+// proto.ErrorBody; errors are {"code","reason","message"}):
 //
 //	GET  /health          200 {"vnc":true,"browser":true}; 503, same shape, when either is down
 //	POST /open            {"url"}: http(s), about:blank or local:/path, navigated through DevTools
-//	POST /login/start     {"provider": mc.Provider} → 202 LoginStatus; 409 while one runs
-//	GET  /login/status    LoginStatus; ?wait=30s answers when a running login changes state
-//	GET  /login/result    LoginResult once complete (the agent deletes the files); then 410
+//	POST /login/start     {"provider": mc.Provider} → 202 proto.LoginStatus; 409 while one runs
+//	GET  /login/status    proto.LoginStatus; ?wait=30s answers when a running login changes state
+//	GET  /login/result    proto.LoginResult once complete (the agent deletes the files); then 410
 //
 // Login states are idle, running, complete and failed; a failed status
 // carries a reason: login_timeout, command_failed, credentials_missing,
@@ -25,6 +25,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	proto "github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/rfb"
 	"log/slog"
 	"net"
 	"net/http"
@@ -310,10 +312,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			x, c := xvncP.Load(), chromiumP.Load()
 			return x != nil && c != nil && x.Alive() && c.Alive()
 		},
-		health: func(ctx context.Context) Health {
-			var h Health
+		health: func(ctx context.Context) proto.Health {
+			var h proto.Health
 			if x := xvncP.Load(); x != nil && x.Alive() {
-				h.VNC = probeRFB(ctx, cfg.VNCListen) == nil
+				h.VNC = rfb.Probe(ctx, cfg.VNCListen) == nil
 			}
 			if c := chromiumP.Load(); c != nil && c.Alive() {
 				_, err := devtools.Version(ctx)

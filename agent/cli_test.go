@@ -1,6 +1,7 @@
 package agent
 
 import (
+	proto "github.com/master-controller/mc/agentproto"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,7 +25,7 @@ func cliProvider(tb testing.TB, args ...string) mc.Provider {
 
 func TestCLILogin(t *testing.T) {
 	a := newTestAPI(t)
-	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
 		t.Fatalf("start: %d %s", status, body)
 	}
 	// The agent read the URL the CLI printed on its terminal and opened it.
@@ -34,7 +35,7 @@ func TestCLILogin(t *testing.T) {
 		t.Fatalf("opened %q, want the CLI's oauth URL", opened)
 	}
 	_, body := a.do(t, "GET", "/login/status", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateRunning || st.URL != opened {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateRunning || st.URL != opened {
 		t.Errorf("status = %+v, want running with url %q", st, opened)
 	}
 	// Be the browser: follow the URL, which is the CLI's own callback.
@@ -44,14 +45,14 @@ func TestCLILogin(t *testing.T) {
 	}
 	readAll(t, resp)
 	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateComplete {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete {
 		t.Fatalf("status = %+v, want complete", st)
 	}
 	status, body := a.do(t, "GET", "/login/result", nil)
 	if status != http.StatusOK {
 		t.Fatalf("result: %d %s", status, body)
 	}
-	content := decode[LoginResult](t, body).Files["~/.fake/auth.json"]
+	content := decode[proto.LoginResult](t, body).Files["~/.fake/auth.json"]
 	if !strings.Contains(content, `"access_token":"fake-`) {
 		t.Errorf("result file = %q", content)
 	}
@@ -63,17 +64,17 @@ func TestCLILoginFailures(t *testing.T) {
 		args []string
 		want mc.Reason
 	}{
-		{"command fails", []string{"-fail"}, ReasonCommandFailed},
-		{"command exits without files", []string{"-exit-early"}, ReasonCredentialsMissing},
+		{"command fails", []string{"-fail"}, proto.ReasonCommandFailed},
+		{"command exits without files", []string{"-exit-early"}, proto.ReasonCredentialsMissing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newTestAPI(t)
-			if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: cliProvider(t, tt.args...)}); status != http.StatusAccepted {
+			if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: cliProvider(t, tt.args...)}); status != http.StatusAccepted {
 				t.Fatalf("start: %d %s", status, body)
 			}
 			_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
-			if st := decode[LoginStatus](t, body); st.State != StateFailed || st.Reason != tt.want {
+			if st := decode[proto.LoginStatus](t, body); st.State != proto.StateFailed || st.Reason != tt.want {
 				t.Errorf("status = %+v, want failed %s", st, tt.want)
 			}
 		})
@@ -82,10 +83,10 @@ func TestCLILoginFailures(t *testing.T) {
 		a := newTestAPI(t)
 		p := cliProvider(t)
 		p.LoginCommand = []string{"/nonexistent/cli"}
-		a.do(t, "POST", "/login/start", LoginStartRequest{Provider: p})
+		a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: p})
 		_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
-		if st := decode[LoginStatus](t, body); st.State != StateFailed || st.Reason != ReasonCommandFailed {
-			t.Errorf("status = %+v, want failed %s", st, ReasonCommandFailed)
+		if st := decode[proto.LoginStatus](t, body); st.State != proto.StateFailed || st.Reason != proto.ReasonCommandFailed {
+			t.Errorf("status = %+v, want failed %s", st, proto.ReasonCommandFailed)
 		}
 	})
 }

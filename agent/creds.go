@@ -11,17 +11,6 @@ import (
 	"github.com/master-controller/mc"
 )
 
-// Reasons the agent puts into a login status that did not complete. The
-// controller maps them onto session states (login_timeout → expired, the
-// others → failed).
-const (
-	ReasonLoginTimeout       mc.Reason = mc.ReasonLoginTimeout
-	ReasonCommandFailed      mc.Reason = "command_failed"
-	ReasonCredentialsMissing mc.Reason = "credentials_missing"
-	ReasonBrowserError       mc.Reason = "browser_error"
-	ReasonCancelled          mc.Reason = "login_cancelled"
-)
-
 // resolveHomePath turns a provider's credential path ("~/.x/y.json" or
 // ".x/y.json") into an absolute path inside home. It refuses absolute paths
 // and any path that leaves home.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	proto "github.com/master-controller/mc/agentproto"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -153,21 +154,21 @@ func TestStaleFileCountsOnlyOnceRewritten(t *testing.T) {
 	if err := writeDemoCredential(a.home); err != nil {
 		t.Fatal(err)
 	}
-	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		t.Fatalf("start: %d %s", status, body)
 	}
 	<-a.browser.urls
 	// The watcher has checked the stale file at least once when a status
 	// wait of one safety interval ends still running.
 	_, body := a.do(t, "GET", "/login/status?wait="+(2*safetyInterval).String(), nil)
-	if st := decode[LoginStatus](t, body); st.State != StateRunning {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateRunning {
 		t.Fatalf("status with a stale file = %+v, want running", st)
 	}
 	if err := writeDemoCredential(a.home); err != nil {
 		t.Fatal(err)
 	}
 	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateComplete {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete {
 		t.Fatalf("status after the rewrite = %+v, want complete", st)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	proto "github.com/master-controller/mc/agentproto"
 	"io"
 	"log/slog"
 	"net/http"
@@ -67,7 +68,7 @@ type testAPI struct {
 	token   string
 	home    string
 	browser *fakeBrowser
-	health  Health
+	health  proto.Health
 	login   *login
 }
 
@@ -75,7 +76,7 @@ func newTestAPI(tb testing.TB) *testAPI {
 	tb.Helper()
 	home := tb.TempDir()
 	log := testLogger(tb)
-	t := &testAPI{token: "test-token-1234", home: home, browser: newFakeBrowser(), health: Health{VNC: true, Browser: true}}
+	t := &testAPI{token: "test-token-1234", home: home, browser: newFakeBrowser(), health: proto.Health{VNC: true, Browser: true}}
 	t.page = httptest.NewServer(pageHandler(home, log))
 	tb.Cleanup(t.page.Close)
 	t.login = newLogin(home, filepath.Join(home, "tmp"), t.page.URL, t.browser, log)
@@ -83,7 +84,7 @@ func newTestAPI(tb testing.TB) *testAPI {
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(t.token)),
 		log:       log,
-		health:    func(context.Context) Health { return t.health },
+		health:    func(context.Context) proto.Health { return t.health },
 		ready:     func() bool { return true },
 		browser:   t.browser,
 		pageBase:  t.page.URL,

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	proto "github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/rfb"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -283,9 +285,9 @@ func TestAgentIntegration(t *testing.T) {
 	t.Logf("agent start → /health 200: %v", took)
 	step := func(what string) { t.Logf("%7v %s", time.Since(a.startedAt).Round(time.Millisecond), what) }
 
-	// Health's shape and the auth in front of it, on the real binary.
+	// proto.Health's shape and the auth in front of it, on the real binary.
 	status, body := a.do(t, "GET", "/health", nil)
-	if h := decode[Health](t, body); status != http.StatusOK || !h.VNC || !h.Browser {
+	if h := decode[proto.Health](t, body); status != http.StatusOK || !h.VNC || !h.Browser {
 		t.Fatalf("health = %d %s", status, body)
 	}
 	if status, _ := testutil.Request(t.Context(), t, "GET", a.base, "/health", "", nil); status != http.StatusUnauthorized {
@@ -296,7 +298,7 @@ func TestAgentIntegration(t *testing.T) {
 	// the prober's address blacklisted), then a VNC-authenticated session
 	// with the password from the plaintext file.
 	for range 8 {
-		if err := probeRFB(t.Context(), a.vncAddr); err != nil {
+		if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
 			t.Fatalf("rfb banner: %v", err)
 		}
 	}
@@ -318,7 +320,7 @@ func TestAgentIntegration(t *testing.T) {
 
 	// POST /open navigates through CDP.
 	openURL := a.pageBase + "/demo/signin?via=open"
-	if status, body := a.do(t, "POST", "/open", OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {
+	if status, body := a.do(t, "POST", "/open", proto.OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {
 		t.Fatalf("open: %d %s", status, body)
 	}
 	waitFor(t, "browser at the opened URL", 10*time.Second, func() (bool, string) {
@@ -337,11 +339,11 @@ func TestAgentIntegration(t *testing.T) {
 	// The CLI path with the real browser: the agent runs the stand-in CLI
 	// under a terminal, opens the URL it prints in Chromium, and Chromium's
 	// request to the CLI's callback makes the CLI write its file.
-	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
 		t.Fatalf("cli login start: %d %s", status, body)
 	}
 	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateComplete || !strings.Contains(st.URL, "/oauth?state=") {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete || !strings.Contains(st.URL, "/oauth?state=") {
 		t.Fatalf("cli login status = %+v, want complete", st)
 	}
 	if status, body := a.do(t, "GET", "/login/result", nil); status != http.StatusOK || !bytes.Contains(body, []byte("fake-")) {
@@ -516,11 +518,11 @@ func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential
 	tb.Helper()
 	// A blank page first, so that the sign-in page seen next is the one the
 	// login opened.
-	if status, body := a.do(tb, "POST", "/open", OpenRequest{URL: "about:blank"}); status != http.StatusOK {
+	if status, body := a.do(tb, "POST", "/open", proto.OpenRequest{URL: "about:blank"}); status != http.StatusOK {
 		tb.Fatalf("open about:blank: %d %s", status, body)
 	}
 	waitForOr(tb, "blank page on the VNC screen", 20*time.Second, screenShows(tb, vnc, "#ffffff", "#ffffff"), func() { saveScreen(tb, vnc) })
-	if status, body := a.do(tb, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+	if status, body := a.do(tb, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		tb.Fatalf("login start: %d %s", status, body)
 	}
 	waitForOr(tb, "sign-in page on the VNC screen", 20*time.Second, screenShows(tb, vnc, DemoSignInColor, "#ffffff"), func() { saveScreen(tb, vnc) })
@@ -531,18 +533,18 @@ func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential
 			tb.Fatal(err)
 		}
 		_, body := a.do(tb, "GET", "/login/status?wait=3s", nil)
-		st := decode[LoginStatus](tb, body)
-		if st.State == StateFailed {
+		st := decode[proto.LoginStatus](tb, body)
+		if st.State == proto.StateFailed {
 			tb.Fatalf("login failed: %+v", st)
 		}
-		return st.State == StateComplete, fmt.Sprintf("%+v", st)
+		return st.State == proto.StateComplete, fmt.Sprintf("%+v", st)
 	})
 	waitForOr(tb, "signed-in page on the VNC screen", 10*time.Second, screenShows(tb, vnc, DemoSignedInColor, DemoSignedInColor), func() { saveScreen(tb, vnc) })
 	status, body := a.do(tb, "GET", "/login/result", nil)
 	if status != http.StatusOK {
 		tb.Fatalf("result: %d %s", status, body)
 	}
-	cred := decode[DemoCredential](tb, []byte(decode[LoginResult](tb, body).Files["~/"+DemoCredentialPath]))
+	cred := decode[DemoCredential](tb, []byte(decode[proto.LoginResult](tb, body).Files["~/"+DemoCredentialPath]))
 	if !strings.HasPrefix(cred.AccessToken, "demo-") || cred.User != "demo" {
 		tb.Errorf("credential = %+v", cred)
 	}
@@ -593,7 +595,7 @@ func TestAgentInNetns(t *testing.T) {
 
 	a := startRealAgent(t, &netnsTarget{name: ns, ip: nsIP})
 	t.Logf("agent start → /health 200 (namespace): %v", a.waitHealthy(t))
-	if err := probeRFB(t.Context(), a.vncAddr); err != nil {
+	if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
 		t.Fatalf("rfb banner from the host: %v", err)
 	}
 	// DevTools and the page server are not reachable from outside.
@@ -613,16 +615,16 @@ func TestAgentInNetns(t *testing.T) {
 // RFB banner and to /health 200 (Xvnc up, Chromium's DevTools answering),
 // then a SIGTERM stop.
 func BenchmarkAgentStart(b *testing.B) {
-	var rfb, health, stop time.Duration
+	var banner, health, stop time.Duration
 	for b.Loop() {
 		a := startRealAgent(b, nil)
 		for {
-			if err := probeRFB(b.Context(), a.vncAddr); err == nil {
+			if err := rfb.Probe(b.Context(), a.vncAddr); err == nil {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		rfb += time.Since(a.startedAt)
+		banner += time.Since(a.startedAt)
 		health += a.waitHealthy(b)
 		t0 := time.Now()
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
@@ -630,7 +632,7 @@ func BenchmarkAgentStart(b *testing.B) {
 		stop += time.Since(t0)
 	}
 	n := float64(b.N)
-	b.ReportMetric(float64(rfb.Milliseconds())/n, "ms-to-rfb/op")
+	b.ReportMetric(float64(banner.Milliseconds())/n, "ms-to-banner/op")
 	b.ReportMetric(float64(health.Milliseconds())/n, "ms-to-health/op")
 	b.ReportMetric(float64(stop.Milliseconds())/n, "ms-to-stop/op")
 }

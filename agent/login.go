@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	proto "github.com/master-controller/mc/agentproto"
 	"io"
 	"log/slog"
 	"net/url"
@@ -20,35 +21,8 @@ import (
 	"github.com/master-controller/mc"
 )
 
-// Login states reported by GET /login/status.
-const (
-	StateIdle     = "idle"
-	StateRunning  = "running"
-	StateComplete = "complete"
-	StateFailed   = "failed"
-)
-
 // DefaultLoginTimeout applies when a provider gives none.
 const DefaultLoginTimeout = 10 * time.Minute
-
-// LoginStatus is the body of GET /login/status.
-type LoginStatus struct {
-	State string `json:"state"`
-	// Reason is set for failed: login_timeout, command_failed,
-	// credentials_missing, browser_error, login_cancelled.
-	Reason  mc.Reason `json:"reason,omitempty"`
-	Message string    `json:"message,omitempty"`
-	// URL is the page the login opened in the browser.
-	URL string `json:"url,omitempty"`
-	// Delivered is true once GET /login/result has handed the files over.
-	Delivered bool `json:"delivered,omitempty"`
-}
-
-// LoginResult is the body of GET /login/result: file contents by the path the
-// provider named them with.
-type LoginResult struct {
-	Files map[string]string `json:"files"`
-}
 
 // Browser is what a login needs of the machine's browser.
 type Browser interface {
@@ -72,7 +46,7 @@ type login struct {
 	commandGrace time.Duration
 
 	mu      sync.Mutex
-	status  LoginStatus
+	status  proto.LoginStatus
 	files   map[string]string
 	paths   []string      // absolute paths of the files, deleted on delivery
 	changed chan struct{} // closed and replaced on every status change
@@ -84,41 +58,37 @@ func newLogin(home, tmpDir, pageBase string, b Browser, log *slog.Logger) *login
 	return &login{
 		home: home, tmpDir: tmpDir, pageBase: pageBase, browser: b, log: log,
 		commandGrace: 3 * time.Second,
-		status:       LoginStatus{State: StateIdle},
+		status:       proto.LoginStatus{State: proto.StateIdle},
 		changed:      make(chan struct{}),
 	}
 }
 
 // setLocked changes the status and wakes long-polling readers.
-func (l *login) setLocked(s LoginStatus) {
+func (l *login) setLocked(s proto.LoginStatus) {
+	s.Seq = l.status.Seq + 1
 	l.status = s
 	close(l.changed)
 	l.changed = make(chan struct{})
 }
 
 // Status returns the status. With wait > 0 and a running login it blocks
-// until the state changes, wait elapses or ctx ends.
-func (l *login) Status(ctx context.Context, wait time.Duration) LoginStatus {
-	l.mu.Lock()
-	s, ch := l.status, l.changed
-	l.mu.Unlock()
-	if wait <= 0 || s.State != StateRunning {
-		return s
-	}
-	t := time.NewTimer(wait)
+// until the status's Seq differs from since (since < 0: until the login is
+// no longer running), wait elapses or ctx ends.
+func (l *login) Status(ctx context.Context, since int64, wait time.Duration) proto.LoginStatus {
+	t := time.NewTimer(max(wait, 0))
 	defer t.Stop()
 	for {
+		l.mu.Lock()
+		s, ch := l.status, l.changed
+		l.mu.Unlock()
+		if wait <= 0 || s.State != proto.StateRunning || (since >= 0 && s.Seq != since) {
+			return s
+		}
 		select {
 		case <-ch:
 		case <-t.C:
 			return s
 		case <-ctx.Done():
-			return s
-		}
-		l.mu.Lock()
-		s, ch = l.status, l.changed
-		l.mu.Unlock()
-		if s.State != StateRunning {
 			return s
 		}
 	}
@@ -135,9 +105,9 @@ func (l *login) Start(p mc.Provider) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case l.status.State == StateRunning:
+	case l.status.State == proto.StateRunning:
 		return mc.Errorf(mc.ECONFLICT, "login_running", "a login is already running")
-	case l.status.State == StateComplete && !l.status.Delivered:
+	case l.status.State == proto.StateComplete && !l.status.Delivered:
 		return mc.Errorf(mc.ECONFLICT, "result_pending", "the previous login's result has not been fetched")
 	}
 	timeout := p.LoginTimeout
@@ -151,7 +121,7 @@ func (l *login) Start(p mc.Provider) error {
 	for _, f := range files {
 		l.paths = append(l.paths, f.Path)
 	}
-	l.setLocked(LoginStatus{State: StateRunning, Message: "login started"})
+	l.setLocked(proto.LoginStatus{State: proto.StateRunning, Message: "login started"})
 	l.log.Info("login started", mc.LogProvider, p.Name)
 	go l.run(ctx, cancel, p, files, startURL, l.done)
 	return nil
@@ -218,7 +188,7 @@ func redactURL(raw string) string {
 	return u.Scheme + "://" + u.Host + u.Path
 }
 
-func (l *login) finish(s LoginStatus, files map[string]string) {
+func (l *login) finish(s proto.LoginStatus, files map[string]string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.URL = l.status.URL
@@ -231,7 +201,7 @@ func (l *login) setURL(u string) {
 	defer l.mu.Unlock()
 	s := l.status
 	s.URL = u
-	if s.State == StateRunning {
+	if s.State == proto.StateRunning {
 		s.Message = "opened the login page"
 	}
 	l.setLocked(s)
@@ -244,7 +214,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 	log := l.log.With(mc.LogProvider, p.Name)
 	fail := func(reason mc.Reason, msg string) {
 		log.Warn("login failed", mc.LogReason, reason)
-		l.finish(LoginStatus{State: StateFailed, Reason: reason, Message: msg}, nil)
+		l.finish(proto.LoginStatus{State: proto.StateFailed, Reason: reason, Message: msg}, nil)
 	}
 	if startURL != "" {
 		l.setURL(startURL) // before: the page may finish the login before Open returns
@@ -253,7 +223,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		cancel()
 		if err != nil {
 			log.Warn("open start url", "url", redactURL(startURL), "err", err)
-			fail(ReasonBrowserError, "could not open the login page")
+			fail(proto.ReasonBrowserError, "could not open the login page")
 			return
 		}
 	}
@@ -269,7 +239,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		cmd, urls, cmdDone, err = l.startCommand(p.LoginCommand)
 		if err != nil {
 			log.Warn("start login command", "err", err)
-			fail(ReasonCommandFailed, "the login command could not start")
+			fail(proto.ReasonCommandFailed, "the login command could not start")
 			return
 		}
 		defer func() {
@@ -297,7 +267,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 
 	complete := func(got map[string]string) {
 		log.Info("login complete", "files", len(got))
-		l.finish(LoginStatus{State: StateComplete, Message: "credentials captured"}, got)
+		l.finish(proto.LoginStatus{State: proto.StateComplete, Message: "credentials captured"}, got)
 	}
 	for {
 		select {
@@ -313,7 +283,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 			cancel()
 			if err != nil {
 				log.Warn("open url printed by login command", "url", redactURL(u), "err", err)
-				fail(ReasonBrowserError, "could not open the login page")
+				fail(proto.ReasonBrowserError, "could not open the login page")
 				return
 			}
 			log.Info("opened url printed by login command", "url", redactURL(u))
@@ -325,16 +295,16 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 			}
 			if err != nil {
 				log.Warn("login command exited", "err", err)
-				fail(ReasonCommandFailed, "the login command failed")
+				fail(proto.ReasonCommandFailed, "the login command failed")
 			} else {
-				fail(ReasonCredentialsMissing, "the login command exited without writing the credential files")
+				fail(proto.ReasonCredentialsMissing, "the login command exited without writing the credential files")
 			}
 			return
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), errLoginTimeout) {
-				fail(ReasonLoginTimeout, "the login did not finish in time")
+				fail(proto.ReasonLoginTimeout, "the login did not finish in time")
 			} else {
-				fail(ReasonCancelled, "the login was cancelled")
+				fail(proto.ReasonCancelled, "the login was cancelled")
 			}
 			return
 		}
@@ -434,18 +404,18 @@ func (l *login) stopCommand(log *slog.Logger, cmd *exec.Cmd, done chan error, gr
 // Result hands over the files of a complete login once and deletes the
 // agent's copy: the files in home and the one in memory.
 // Errors: ENOTFOUND (no login), ECONFLICT (not complete), errGone.
-func (l *login) Result() (LoginResult, error) {
+func (l *login) Result() (proto.LoginResult, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case l.status.State == StateIdle:
-		return LoginResult{}, mc.Errorf(mc.ENOTFOUND, "no_login", "no login has been started")
-	case l.status.State == StateComplete && l.status.Delivered:
-		return LoginResult{}, errGone
-	case l.status.State != StateComplete:
-		return LoginResult{}, mc.Errorf(mc.ECONFLICT, "login_not_complete", "the login is %s", l.status.State)
+	case l.status.State == proto.StateIdle:
+		return proto.LoginResult{}, mc.Errorf(mc.ENOTFOUND, "no_login", "no login has been started")
+	case l.status.State == proto.StateComplete && l.status.Delivered:
+		return proto.LoginResult{}, errGone
+	case l.status.State != proto.StateComplete:
+		return proto.LoginResult{}, mc.Errorf(mc.ECONFLICT, "login_not_complete", "the login is %s", l.status.State)
 	}
-	res := LoginResult{Files: l.files}
+	res := proto.LoginResult{Files: l.files}
 	l.files = nil
 	for _, p := range l.paths {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/rfb"
 )
 
 // teardownTimeout bounds destroying one machine.
@@ -172,12 +175,12 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 	var last error
 	for {
 		if !vncOK {
-			if last = rfbBanner(ctx, mach.VNCAddr().String()); last == nil {
+			if last = rfb.Probe(ctx, mach.VNCAddr().String()); last == nil {
 				vncOK = true
 			}
 		}
 		if vncOK {
-			if last = agent.health(ctx); last == nil {
+			if _, last = agent.Health(ctx); last == nil {
 				return nil
 			}
 		}
@@ -193,7 +196,7 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 // login starts the provider's login in the agent, waits for its result,
 // seals it into the vault and completes the session.
 func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
-	if err := agent.loginStart(ctx, prov); err != nil {
+	if _, err := agent.StartLogin(ctx, prov); err != nil {
 		return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
 	}
 	_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
@@ -204,17 +207,19 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	lastMsg := ""
+	var last mc.LoginProgress
+	var seen int64 // the agent's status Seq last seen
 	for {
 		// Long-poll the agent; an agent that answers at once (or an
 		// unchanged status) is asked again no sooner than LoginPoll.
 		next := time.NewTimer(m.cfg.LoginPoll)
 		type answer struct {
-			st  loginStatus
+			st  agentproto.LoginStatus
 			err error
 		}
 		ansc := make(chan answer, 1)
 		go func() {
-			st, err := agent.loginStatus(ctx, 20*time.Second)
+			st, err := agent.LoginStatus(ctx, seen, 20*time.Second)
 			ansc <- answer{st, err}
 		}()
 		var ans answer
@@ -233,12 +238,21 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 			next.Stop()
 			return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("login status: %w", err))
 		}
-		msg := st.State + st.Message + st.URL
+		seen = st.Seq
+		msg := st.State + st.Message + st.URL + string(st.Phase)
 		if msg != lastMsg {
 			lastMsg = msg
 			_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
 		}
-		if st.State != "complete" && st.State != "failed" {
+		if st.Phase != "" && (st.Phase != last.Phase || st.URL != last.URL) {
+			last = mc.LoginProgress{Phase: st.Phase, URL: st.URL, UpdatedAt: m.clock.Now().UTC()}
+			if _, err := m.store.SetLogin(ctx, id, last, m.cfg.Replica); err != nil && mc.ErrorCode(err) != mc.ECONFLICT {
+				log.Warn("record login progress", "error", err, mc.LogReason, "store_error")
+			} else if err == nil {
+				log.Info("login progress", "phase", st.Phase, "url", st.URL)
+			}
+		}
+		if st.State != agentproto.StateComplete && st.State != agentproto.StateFailed {
 			select {
 			case <-ctx.Done():
 				next.Stop()
@@ -248,19 +262,23 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 			continue
 		}
 		next.Stop()
-		switch st.State {
-		case "complete":
+		if st.State == agentproto.StateComplete {
 			return m.capture(ctx, id, agent, log)
-		case "failed":
-			reason := mc.Reason(st.Reason)
-			if reason == "" {
-				reason = mc.ReasonAgentError
-			}
-			if reason == mc.ReasonLoginTimeout {
-				return &stage{state: mc.StateExpired, reason: reason, err: errors.New(st.Message)}
-			}
-			return failed(reason, fmt.Errorf("login failed: %s", st.Message))
 		}
+		reason := st.Reason
+		if reason == "" {
+			reason = mc.ReasonAgentError
+		}
+		// The command's last lines (redacted by the agent) say where it
+		// stopped; they go into the event and the log line.
+		msg = st.Message
+		if len(st.Lines) > 0 {
+			msg += "; last output: " + strings.Join(st.Lines, " | ")
+		}
+		if reason == mc.ReasonLoginTimeout {
+			return &stage{state: mc.StateExpired, reason: reason, err: errors.New(msg)}
+		}
+		return failed(reason, fmt.Errorf("login failed: %s", msg))
 	}
 }
 
@@ -290,7 +308,7 @@ func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, lo
 	if err != nil {
 		return err
 	}
-	res, err := agent.loginResult(ctx)
+	res, err := agent.LoginResult(ctx)
 	if err != nil {
 		return agentFailed(ctx, agent, mc.ReasonCaptureFailed, fmt.Errorf("fetch login result: %w", err))
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,6 +88,26 @@ func waitState(t *testing.T, st mc.Store, id string, want mc.State) *mc.Session 
 		}
 	}
 	t.Fatalf("session %s: state %v, want %s", id, stateOf(last), want)
+	return nil
+}
+
+// waitLogin waits (through Watch) until the session's login is in phase.
+func waitLogin(t *testing.T, st mc.Store, id string, phase mc.LoginPhase) *mc.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	ch, err := st.Watch(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *mc.Session
+	for s := range ch {
+		last = s
+		if s.Login != nil && s.Login.Phase == phase {
+			return s
+		}
+	}
+	t.Fatalf("session %s: login %+v, want phase %s", id, last.Login, phase)
 	return nil
 }
 
@@ -245,9 +267,48 @@ func TestLoginCompletes(t *testing.T) {
 		r.vault.creds[0].UserID != "alice" || r.vault.creds[0].SessionID != s.ID {
 		t.Errorf("vault got %+v", r.vault.creds)
 	}
-	evs, _ := r.store.Events(t.Context(), s.ID)
+	var evs []mc.Event
+	all, _ := r.store.Events(t.Context(), s.ID)
+	for _, e := range all {
+		if e.Reason != mc.ReasonLoginProgress {
+			evs = append(evs, e)
+		}
+	}
 	if n := len(evs); n != 5 || evs[3].State != mc.StateCapturing {
 		t.Errorf("events %+v, want pending starting ready capturing completed", evs)
+	}
+}
+
+func TestLoginProgress(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	waitState(t, r.store, s.ID, mc.StateReady)
+	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
+	const page = "https://auth.openai.com/oauth/authorize"
+	if !r.driver.ProgressLogin(s.ID, mc.PhaseWaitingForUser, page) {
+		t.Fatal("no machine")
+	}
+	got := waitLogin(t, r.store, s.ID, mc.PhaseWaitingForUser)
+	if got.Login.URL != page || got.Login.UpdatedAt.IsZero() {
+		t.Fatalf("session login %+v, want waiting_for_user at %s", got.Login, page)
+	}
+	r.driver.FailLogin(s.ID, mc.ReasonLoginCommandFailed, "Error: network unreachable", "code=[redacted]")
+	failed := waitState(t, r.store, s.ID, mc.StateFailed)
+	if failed.Reason != mc.ReasonLoginCommandFailed {
+		t.Errorf("reason %s, want login_command_failed", failed.Reason)
+	}
+	evs, _ := r.store.Events(t.Context(), s.ID)
+	var phases []string
+	for _, e := range evs {
+		if e.Reason == mc.ReasonLoginProgress {
+			phases = append(phases, e.Message)
+		}
+	}
+	if !slices.Contains(phases, "waiting_for_user "+page) {
+		t.Errorf("progress events %q, want one for waiting_for_user", phases)
+	}
+	if last := evs[len(evs)-1]; !strings.Contains(last.Message, "Error: network unreachable | code=[redacted]") {
+		t.Errorf("final event message %q, want the command's last lines", last.Message)
 	}
 }
 
@@ -255,9 +316,9 @@ func TestLoginFailsAndTimesOut(t *testing.T) {
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
-	r.driver.FailLogin(s.ID, "command_failed")
-	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != "command_failed" {
-		t.Errorf("reason %s, want command_failed", got.Reason)
+	r.driver.FailLogin(s.ID, mc.ReasonLoginCommandFailed)
+	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != mc.ReasonLoginCommandFailed {
+		t.Errorf("reason %s, want login_command_failed", got.Reason)
 	}
 
 	s2, _ := r.mgr.Start(t.Context(), "bob", "quick")
