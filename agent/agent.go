@@ -25,7 +25,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/rfb"
 	"log/slog"
 	"net"
@@ -39,6 +38,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
 // Config is the agent's configuration, one field per command-line flag.
@@ -70,6 +70,9 @@ type Config struct {
 	// refuses one that other users can enter. Xvnc's own sockets and lock
 	// files are in /tmp/.X11-unix and /tmp, whatever TmpDir is.
 	TmpDir string
+	// CLIDir holds the provider CLIs (claude, codex, gemini); login commands
+	// find them on their PATH, after the opener's shims.
+	CLIDir string
 	// StartURL is the first page; "local:/path" is a page of PageListen.
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
@@ -212,6 +215,21 @@ type chromiumBrowser struct{ cdp *cdp }
 
 func (b chromiumBrowser) Open(ctx context.Context, url string) error { return b.cdp.Navigate(ctx, url) }
 
+// TabURLs lists the URLs of the browser's pages.
+func (b chromiumBrowser) TabURLs(ctx context.Context) ([]string, error) {
+	ts, err := b.cdp.Targets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, t := range ts {
+		if t.Type == "page" {
+			urls = append(urls, t.URL)
+		}
+	}
+	return urls, nil
+}
+
 // closer is one step of shutdown, run in reverse order of creation.
 type closer struct {
 	name string
@@ -300,7 +318,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var xvncP, chromiumP atomic.Pointer[child]
 	devtools := &cdp{port: cfg.CDPPort, client: &http.Client{Timeout: 5 * time.Second}}
 	browser := chromiumBrowser{devtools}
-	lg := newLogin(cfg.Home, cfg.TmpDir, pageBase, browser, log)
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable (the login commands' opener): %w", err)
+	}
+	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: pageBase, display: cfg.Display,
+		cliDir: cfg.CLIDir, openerExe: exe}, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	proto "github.com/master-controller/mc/agentproto"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
 // demoProvider is the demo provider as the controller sends it.

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	proto "github.com/master-controller/mc/agentproto"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
 func testClient(tb testing.TB, a *testAPI, token string) *proto.Client {

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	proto "github.com/master-controller/mc/agentproto"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
 func TestHasKeys(t *testing.T) {
@@ -26,7 +26,15 @@ func TestHasKeys(t *testing.T) {
 		{"dotted", `{"claudeAiOauth":{"accessToken":"x","expiresAt":1}}`, []string{"claudeAiOauth.accessToken"}, true},
 		{"dotted missing leaf", `{"claudeAiOauth":{}}`, []string{"claudeAiOauth.accessToken"}, false},
 		{"dotted through a string", `{"claudeAiOauth":"x"}`, []string{"claudeAiOauth.accessToken"}, false},
-		{"empty string is present", `{"k":""}`, []string{"k"}, true},
+		{"blanked string is missing", `{"k":""}`, []string{"k"}, false},
+		{"empty list is missing", `{"k":[]}`, []string{"k"}, false},
+		{"zero is present", `{"k":0}`, []string{"k"}, true},
+		{"claude, complete", `{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1,"scopes":["user:inference"]}}`,
+			[]string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, true},
+		{"claude, blanked after a failed refresh", `{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":1,"scopes":[]}}`,
+			[]string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, false},
+		{"claude, logged out (no expiresAt)", `{"claudeAiOauth":{"accessToken":"a","refreshToken":"r"}}`,
+			[]string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, false},
 		{"not json", `{"access_token":`, nil, false},
 		{"not an object", `["access_token"]`, nil, false},
 	}
@@ -127,22 +135,6 @@ func TestWaitForFilesFollowsNewDirectories(t *testing.T) {
 	}
 	if got, want := len(r.got), 2; got != want {
 		t.Errorf("files = %d, want %d", got, want)
-	}
-}
-
-func TestFirstURL(t *testing.T) {
-	tests := []struct{ line, want string }{
-		{"Open this URL to sign in: http://127.0.0.1:5/oauth?state=x&c=y", "http://127.0.0.1:5/oauth?state=x&c=y"},
-		{"\x1b[1mVisit\x1b[0m https://example.com/a?b=c.", "https://example.com/a?b=c"},
-		{"\x1b]8;;https://e.com/x\x07https://e.com/x\x1b]8;;\x07", "https://e.com/x"},
-		{"(see https://e.com/docs)", "https://e.com/docs"},
-		{"no url here", ""},
-		{"ftp://e.com/x", ""},
-	}
-	for _, tt := range tests {
-		if got := firstURL(tt.line); got != tt.want {
-			t.Errorf("firstURL(%q) = %q, want %q", tt.line, got, tt.want)
-		}
 	}
 }
 

@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/rfb"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
 )
@@ -337,14 +339,26 @@ func TestAgentIntegration(t *testing.T) {
 	}
 
 	// The CLI path with the real browser: the agent runs the stand-in CLI
-	// under a terminal, opens the URL it prints in Chromium, and Chromium's
-	// request to the CLI's callback makes the CLI write its file.
-	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
+	// under a terminal; the CLI runs $BROWSER (the opener, mc-agent under
+	// another name), the agent opens the page in Chromium, the stand-in
+	// provider redirects Chromium to the CLI's callback, and the CLI writes
+	// its file.
+	prov := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cb, err := url.Parse(r.URL.Query().Get("redirect_uri"))
+		if err != nil || r.URL.Path != "/authorize" {
+			http.NotFound(w, r)
+			return
+		}
+		cb.RawQuery = url.Values{"code": {"c0de"}, "state": {r.URL.Query().Get("state")}}.Encode()
+		http.Redirect(w, r, cb.String(), http.StatusFound)
+	}))
+	defer prov.Close()
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: cliProvider(t, "-provider", prov.URL)}); status != http.StatusAccepted {
 		t.Fatalf("cli login start: %d %s", status, body)
 	}
 	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete || !strings.Contains(st.URL, "/oauth?state=") {
-		t.Fatalf("cli login status = %+v, want complete", st)
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete || st.URL != prov.URL+"/authorize" {
+		t.Fatalf("cli login status = %+v, want complete after %s/authorize", st, prov.URL)
 	}
 	if status, body := a.do(t, "GET", "/login/result", nil); status != http.StatusOK || !bytes.Contains(body, []byte("fake-")) {
 		t.Errorf("cli result: %d %s", status, body)

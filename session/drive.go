@@ -209,6 +209,7 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 	lastMsg := ""
 	var last mc.LoginProgress
 	var seen int64 // the agent's status Seq last seen
+	capturing := false
 	for {
 		// Long-poll the agent; an agent that answers at once (or an
 		// unchanged status) is asked again no sooner than LoginPoll.
@@ -250,6 +251,14 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 				log.Warn("record login progress", "error", err, mc.LogReason, "store_error")
 			} else if err == nil {
 				log.Info("login progress", "phase", st.Phase, "url", st.URL)
+			}
+			// The sign-in page is in front of the user: the login is
+			// capturing from now on.
+			if st.Phase == mc.PhaseWaitingForUser && !capturing {
+				if _, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil); err != nil {
+					return err
+				}
+				capturing = true
 			}
 		}
 		if st.State != agentproto.StateComplete && st.State != agentproto.StateFailed {
@@ -304,9 +313,14 @@ func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err 
 
 // capture fetches the login's result once, seals it and completes the session.
 func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, log *slog.Logger) error {
-	s, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil)
+	s, err := m.store.Session(ctx, id)
 	if err != nil {
 		return err
+	}
+	if s.State != mc.StateCapturing { // not yet: the login had no page
+		if s, err = m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil); err != nil {
+			return err
+		}
 	}
 	res, err := agent.LoginResult(ctx)
 	if err != nil {

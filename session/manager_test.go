@@ -292,6 +292,8 @@ func TestLoginProgress(t *testing.T) {
 	if got.Login.URL != page || got.Login.UpdatedAt.IsZero() {
 		t.Fatalf("session login %+v, want waiting_for_user at %s", got.Login, page)
 	}
+	// The sign-in page is in front of the user: the session is capturing.
+	waitState(t, r.store, s.ID, mc.StateCapturing)
 	r.driver.FailLogin(s.ID, mc.ReasonLoginCommandFailed, "Error: network unreachable", "code=[redacted]")
 	failed := waitState(t, r.store, s.ID, mc.StateFailed)
 	if failed.Reason != mc.ReasonLoginCommandFailed {
