@@ -73,6 +73,10 @@ type Config struct {
 	// CLIDir holds the provider CLIs (claude, codex, gemini); login commands
 	// find them on their PATH, after the opener's shims.
 	CLIDir string
+	// TestTrustSPKI is for tests only: the base64 SHA-256 of a test
+	// certificate's public key that Chromium accepts without a trusted CA
+	// (a stand-in provider's). Empty in every real machine.
+	TestTrustSPKI string
 	// StartURL is the first page; "local:/path" is a page of PageListen.
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/master-controller/mc/driver/local"
 )
 
 // Config is every setting of the controller. Each has a flag and an MC_*
@@ -43,7 +45,12 @@ type Config struct {
 	PortBase       int
 	DisplayBase    int
 	AgentPath      string
-	MaxMachines    int
+	CLIDir         string
+	// TestHostsFile and TestTrustSPKI are for tests only (a stand-in
+	// provider): see local.MachineTestHooks.
+	TestHostsFile string
+	TestTrustSPKI string
+	MaxMachines   int
 	Geometry       string
 	StartTimeout   time.Duration
 	IdleTimeout    time.Duration
@@ -97,6 +104,9 @@ func (c *Config) settings() []setting {
 		{"port-base", "MC_PORT_BASE", "first loopback port in loopback mode (4 per machine)", &c.PortBase, "21000", false},
 		{"display-base", "MC_DISPLAY_BASE", "X display number of the first machine (displays are host-wide: give each controller on a host its own range)", &c.DisplayBase, "100", false},
 		{"agent-path", "MC_AGENT_PATH", "path of the mc-agent binary (default: beside this binary, else on PATH)", &c.AgentPath, "", false},
+		{"cli-dir", "MC_CLI_DIR", "directory of the provider CLIs claude, codex and gemini (scripts/deps.sh installs the pinned ones there)", &c.CLIDir, local.DefaultCLIDir, false},
+		{"test-machine-hosts", "MC_TEST_MACHINE_HOSTS", "tests only: a hosts file for each machine (netns mode), to reach a stand-in provider", &c.TestHostsFile, "", false},
+		{"test-trust-spki", "MC_TEST_TRUST_SPKI", "tests only: base64 SHA-256 of a stand-in provider's certificate key that machines' Chromium accepts", &c.TestTrustSPKI, "", false},
 		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each)", &c.MaxMachines, "0", false},
 		{"geometry", "MC_GEOMETRY", "machine screen size WxH", &c.Geometry, "1280x800", false},
 		{"start-timeout", "MC_START_TIMEOUT", "bound on machine start and readiness", &c.StartTimeout, "90s", false},

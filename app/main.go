@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		PublicURL: m.Config.PublicURL, APIKeys: keys, ViewerTokenTTL: cfg.ViewerTokenTTL, Replica: cfg.Replica,
 	}, httpapi.Deps{
 		Sessions: m.Manager, Store: st, Tokens: tokens, Providers: providers, Credentials: m.Vault,
+		ProviderCheck: providerCheck(drv, providers.All(), m.Log),
 		Checks: []httpapi.Check{{Name: "driver", Check: drv.Check}},
 		VNC:    gw, Web: webHandler,
 		Metrics: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),

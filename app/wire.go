@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,10 +33,23 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 			mode = ""
 		}
 		network, _ := netip.ParsePrefix(cfg.Network)
+		var hooks *local.MachineTestHooks
+		if cfg.TestHostsFile != "" || cfg.TestTrustSPKI != "" {
+			hosts := ""
+			if cfg.TestHostsFile != "" {
+				b, err := os.ReadFile(cfg.TestHostsFile)
+				if err != nil {
+					return nil, fmt.Errorf("MC_TEST_MACHINE_HOSTS: %w", err)
+				}
+				hosts = string(b)
+			}
+			hooks = &local.MachineTestHooks{Hosts: hosts, TrustSPKI: cfg.TestTrustSPKI}
+			log.Warn("test hooks on: machines get a test hosts file or trust a test certificate; never in production")
+		}
 		ld, err := local.New(local.Config{
 			DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
 			Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
-			Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
+			Geometry: cfg.Geometry, Egress: cfg.LocalEgress, CLIDir: cfg.CLIDir, Test: hooks,
 		}, st, log)
 		if err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
@@ -102,4 +116,25 @@ func newGateway(ctx context.Context, cfg Config, st mc.Store, drv mc.Driver, log
 // Websockify runs the websockify-compatible mode.
 func Websockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return gateway.RunWebsockify(ctx, args, stdout, stderr)
+}
+
+// cliChecker is a driver that can say whether a provider's CLI can run in
+// its machines.
+type cliChecker interface {
+	CheckCLI(name string) error
+}
+
+// providerCheck returns the API's availability check of providers on drv,
+// and logs, one line each, the providers whose CLI is missing.
+func providerCheck(drv mc.Driver, all []mc.Provider, log *slog.Logger) func(mc.Provider) error {
+	cc, ok := drv.(cliChecker)
+	if !ok {
+		return nil
+	}
+	for _, p := range all {
+		if err := cc.CheckCLI(p.CLI()); err != nil {
+			log.Warn("provider unavailable", "provider", p.Name, mc.LogReason, "provider_unavailable", "error", err)
+		}
+	}
+	return func(p mc.Provider) error { return cc.CheckCLI(p.CLI()) }
 }

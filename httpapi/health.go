@@ -17,7 +17,15 @@ type HealthResponse struct {
 
 // ProvidersResponse is the body of GET /api/v1/providers.
 type ProvidersResponse struct {
-	Providers []mc.Provider `json:"providers"`
+	Providers []ProviderInfo `json:"providers"`
+}
+
+// ProviderInfo is a provider and whether it can run here.
+type ProviderInfo struct {
+	mc.Provider
+	Available bool `json:"available"`
+	// Unavailable says why not (a missing CLI and how to install it).
+	Unavailable string `json:"unavailable,omitempty"`
 }
 
 // healthz is GET /healthz: the process is up. It is always 200.
@@ -69,9 +77,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 
 // listProviders is GET /api/v1/providers.
 func (s *Server) listProviders(w http.ResponseWriter, _ *http.Request) error {
-	list := s.deps.Providers.All()
-	if list == nil {
-		list = []mc.Provider{}
+	list := []ProviderInfo{}
+	for _, p := range s.deps.Providers.All() {
+		info := ProviderInfo{Provider: p, Available: true}
+		if s.deps.ProviderCheck != nil {
+			if err := s.deps.ProviderCheck(p); err != nil {
+				info.Available, info.Unavailable = false, err.Error()
+			}
+		}
+		list = append(list, info)
 	}
 	writeJSON(w, http.StatusOK, ProvidersResponse{Providers: list})
 	return nil

@@ -51,6 +51,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Home, "home", "", "private HOME; Chromium profile in HOME/chromium-profile")
 	fs.StringVar(&cfg.TmpDir, "tmp-dir", "", fmt.Sprintf("TMPDIR of Chromium and login commands, at most %d bytes (Chromium's singleton socket is below it); created 0700 if missing (default HOME/tmp)", agent.MaxTmpDirLen))
 	fs.StringVar(&cfg.CLIDir, "cli-dir", "", "directory of the provider CLIs (claude, codex, gemini), on the login commands' PATH")
+	fs.StringVar(&cfg.TestTrustSPKI, "test-trust-spki", "", "tests only: base64 SHA-256 of a certificate key Chromium accepts (a stand-in provider's)")
 	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")

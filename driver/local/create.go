@@ -147,6 +147,9 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		cdpPort = nsCDPPort
 		pageAddr = "127.0.0.1:" + strconv.Itoa(nsPagePort)
 		prefix = att.Namespace
+		if err := d.writeTestEtc(att.Namespace); err != nil {
+			return mc.Machine{}, err
+		}
 	default:
 		base := d.cfg.PortBase + 4*slot
 		m.IP, m.VNCPort, m.AgentPort = netip.MustParseAddr("127.0.0.1"), base, base+1
@@ -173,7 +176,9 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		"--geometry", fmt.Sprintf("%dx%d", w, h),
 		"--xvnc", d.cfg.XvncPath,
 		"--chromium", d.cfg.ChromiumPath,
+		"--cli-dir", d.cfg.CLIDir,
 	}
+	args = append(args, d.testAgentArgs()...)
 	if spec.StartURL != "" {
 		args = append(args, "--start-url", spec.StartURL)
 	}

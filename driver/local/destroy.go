@@ -73,6 +73,7 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 		}
 	}
 	ns, _ := netpool.Names(id)
+	d.removeTestEtc(ns)
 	if hasNS, hasVeth := netpool.Exists(id); hasNS || hasVeth {
 		found = true
 		if pids, err := netpool.Pids(ns); err != nil {
