@@ -48,9 +48,9 @@ type Config struct {
 	CLIDir         string
 	// TestHostsFile and TestTrustSPKI are for tests only (a stand-in
 	// provider): see local.MachineTestHooks.
-	TestHostsFile string
-	TestTrustSPKI string
-	MaxMachines   int
+	TestHostsFile  string
+	TestTrustSPKI  string
+	MaxMachines    int
 	Geometry       string
 	StartTimeout   time.Duration
 	IdleTimeout    time.Duration

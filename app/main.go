@@ -199,8 +199,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 	}, httpapi.Deps{
 		Sessions: m.Manager, Store: st, Tokens: tokens, Providers: providers, Credentials: m.Vault,
 		ProviderCheck: providerCheck(drv, providers.All(), m.Log),
-		Checks: []httpapi.Check{{Name: "driver", Check: drv.Check}},
-		VNC:    gw, Web: webHandler,
+		Checks:        []httpapi.Check{{Name: "driver", Check: drv.Check}},
+		VNC:           gw, Web: webHandler,
 		Metrics: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
 	}, m.Log, m.Registry)
 	if err != nil {
