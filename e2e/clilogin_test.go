@@ -1,0 +1,116 @@
+package e2e_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/driver/local"
+)
+
+// The real provider CLIs (Claude Code, Codex, Gemini CLI at the versions
+// pinned in clis/package-lock.json) run in real machines. They are
+// installed by scripts/deps.sh; MC_CLI_DIR (default local.DefaultCLIDir)
+// says where.
+
+// cliDir returns the directory of the pinned CLIs, or skips the test (fails
+// under CI=true) when a CLI is missing.
+func cliDir(tb testing.TB, names ...string) string {
+	tb.Helper()
+	dir := os.Getenv("MC_CLI_DIR")
+	if dir == "" {
+		dir = local.DefaultCLIDir
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			if os.Getenv("CI") == "true" {
+				tb.Fatalf("provider CLI %s is missing from %s: run scripts/deps.sh (CI=true: not skipping)", n, dir)
+			}
+			tb.Skipf("provider CLI %s is missing from %s: run scripts/deps.sh", n, dir)
+		}
+	}
+	return dir
+}
+
+// waitSession waits (through the store's Watch) until ok holds.
+func waitSession(tb testing.TB, c *controller, id string, timeout time.Duration, what string, ok func(*mc.Session) bool) *mc.Session {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), timeout)
+	defer cancel()
+	ch, err := c.Store.Watch(ctx, id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var last *mc.Session
+	for s := range ch {
+		last = s
+		if ok(s) {
+			return s
+		}
+	}
+	tb.Fatalf("session %s: %s not reached within %v; last %+v (login %+v)", id, what, timeout, last, loginOf(last))
+	return nil
+}
+
+func loginOf(s *mc.Session) any {
+	if s == nil || s.Login == nil {
+		return nil
+	}
+	return *s.Login
+}
+
+// TestCLIOfflineSignInPage: what a user sees before signing in, with no
+// network at all: each real CLI starts in its machine, its "open a browser"
+// reaches the machine's Chromium, and the session is capturing with
+// login.url on the provider's real host (never a query). The time from
+// ready is logged, not asserted (a loaded host starts Node slowly: Gemini's
+// --version alone took 20 s at a load of 33 on two cores); unloaded, Codex
+// and Claude take 1 to 4 s.
+func TestCLIOfflineSignInPage(t *testing.T) {
+	tests := []struct {
+		provider, cli string
+		hosts         []string
+	}{
+		{"codex", "codex", []string{"auth.openai.com"}},
+		{"claude_code", "claude", []string{"claude.ai", "claude.com"}},
+		{"gemini_cli", "gemini", []string{"accounts.google.com"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.provider, func(t *testing.T) {
+			env := controllerEnv(t, defaultMode())
+			env["MC_CLI_DIR"] = cliDir(t, tt.cli)
+			c := startController(t, env)
+			cr := c.api.createSession(t, "offline-"+tt.provider, tt.provider)
+			ready := waitSession(t, c, cr.Session.ID, 60*time.Second, "ready", func(s *mc.Session) bool {
+				return !s.ReadyAt.IsZero() || s.State.Final()
+			})
+			if ready.State.Final() {
+				t.Fatalf("session ended before ready: %s/%s", ready.State, ready.Reason)
+			}
+			s := waitSession(t, c, cr.Session.ID, 90*time.Second, "capturing with a sign-in page", func(s *mc.Session) bool {
+				return s.State == mc.StateCapturing && s.Login != nil && s.Login.URL != "" || s.State.Final()
+			})
+			u, err := url.Parse(s.Login.URL)
+			if err != nil || u.Scheme != "https" || !contains(tt.hosts, u.Host) || u.RawQuery != "" {
+				t.Errorf("login %+v: want https on %v without a query", *s.Login, tt.hosts)
+			}
+			if s.Login.Phase != mc.PhaseWaitingForUser {
+				t.Errorf("login phase %s, want waiting_for_user", s.Login.Phase)
+			}
+			t.Logf("%s: capturing at %s %.1f s after ready", tt.provider, s.Login.URL, s.Login.UpdatedAt.Sub(ready.ReadyAt).Seconds())
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
