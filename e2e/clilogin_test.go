@@ -2,14 +2,20 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
+	"image"
+	"image/color"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/local"
+	"github.com/master-controller/mc/internal/browsertest"
+	"github.com/master-controller/mc/netpool"
 )
 
 // The real provider CLIs (Claude Code, Codex, Gemini CLI at the versions
@@ -113,4 +119,80 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestCLILoginCodex is the real Codex CLI's login end to end, offline: a
+// session through the API, its viewer page in headless Chromium through the
+// gateway, and a click on the stand-in provider's "Authorize" button inside
+// the remote browser with noVNC's pointer events. The provider sends the
+// machine's browser to Codex's own callback on localhost:1455, Codex
+// exchanges the code (PKCE checked) and writes its auth.json, the session
+// completes, and the API returns the file.
+func TestCLILoginCodex(t *testing.T) {
+	dir := cliDir(t, "codex")
+	env := controllerEnv(t, "netns")
+	tmp := shortTempDir(t)
+	si := newStandIn(t, tmp)
+	providers := filepath.Join(tmp, "providers.json")
+	writeFile(t, providers, `{"providers": [{"name": "codex", "env": {"CODEX_HOME": "~/.codex", "SSL_CERT_FILE": "`+si.caFile+`"}}]}`)
+	env["MC_CLI_DIR"] = dir
+	env["MC_PROVIDERS_FILE"] = providers
+	env["MC_TEST_MACHINE_HOSTS"] = si.hostsFile(tmp)
+	env["MC_TEST_TRUST_SPKI"] = si.spki
+	c := startController(t, env)
+	user := "cli-codex"
+	cr := c.api.createSession(t, user, "codex")
+	id := cr.Session.ID
+	waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
+	ns, _ := netpool.Names(id)
+	si.serveIn(ns)
+
+	b := browsertest.New(t)
+	b.Timeout = 60 * time.Second
+	b.Open(cr.Viewer.URL)
+	b.WaitState("connected")
+	b.Timeout = 90 * time.Second
+	b.WaitCanvas("the stand-in's Authorize button", showsButton)
+	s := c.api.session(t, id)
+	if s.Login == nil || s.Login.URL != "https://auth.openai.com/oauth/authorize" || s.State != mc.StateCapturing {
+		t.Errorf("before the click: %s, login %+v; want capturing at https://auth.openai.com/oauth/authorize", s.State, loginOf(&s))
+	}
+	w, h := b.CanvasSize()
+	b.ClickCanvas(w/2, h/2)
+	done := waitSession(t, c, id, 90*time.Second, "completed", func(s *mc.Session) bool { return s.State.Final() })
+	if done.State != mc.StateCompleted {
+		t.Fatalf("session ended %s/%s, want completed; stand-in saw %q", done.State, done.Reason, si.requests())
+	}
+	var cred mc.Credential
+	if code := c.api.Do(t, "GET", "/api/v1/credentials/"+user+"/codex", nil, &cred); code != 200 {
+		t.Fatalf("GET credential: %d", code)
+	}
+	var auth struct {
+		Tokens struct {
+			IDToken      string `json:"id_token"`
+			AccessToken  string `json:"access_token"`
+			RefreshToken string `json:"refresh_token"`
+			AccountID    string `json:"account_id"`
+		} `json:"tokens"`
+	}
+	if err := json.Unmarshal([]byte(cred.Files["~/.codex/auth.json"]), &auth); err != nil || !strings.HasPrefix(auth.Tokens.AccessToken, "at-") ||
+		!strings.HasPrefix(auth.Tokens.RefreshToken, "rt-") || auth.Tokens.IDToken == "" {
+		t.Errorf("auth.json %v: tokens %+v; want the stand-in's", err, auth.Tokens)
+	}
+	t.Logf("stand-in requests: %q", si.requests())
+}
+
+// showsButton reports whether the remote screen shows the stand-in's
+// Authorize button (it fills the page).
+func showsButton(img image.Image) bool {
+	bnd := img.Bounds()
+	want := color.RGBA{0x1b, 0x8a, 0x3a, 0xff}
+	return near(rgba(img, bnd.Dx()/2, bnd.Dy()/4), want, 24) && near(rgba(img, bnd.Dx()/4, bnd.Dy()*3/4), want, 24)
+}
+
+func writeFile(tb testing.TB, path, content string) {
+	tb.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }

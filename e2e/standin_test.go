@@ -1,0 +1,266 @@
+package e2e_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"html"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// standIn is a TLS stand-in of the providers' sign-in and token endpoints,
+// for tests only: a CA made by the test, one certificate for every provider
+// host, reached by the providers' real host names through the machine's
+// test hosts file, trusted by the CLI through SSL_CERT_FILE or
+// NODE_EXTRA_CA_CERTS and by the machine's Chromium through the test-only
+// SPKI flag. Its authorize page is one big "Authorize" button; its token
+// endpoints check PKCE and redirect_uri as the providers do and answer in
+// each provider's shape.
+type standIn struct {
+	tb     testing.TB
+	caFile string // PEM of the test CA, readable by the machine
+	spki   string // base64 SHA-256 of the leaf's public key
+	tlsCfg *tls.Config
+
+	mu     sync.Mutex
+	grants map[string]grant // by code
+	log    []string         // requests, "host path"
+}
+
+// grant is an authorization code's binding.
+type grant struct {
+	challenge, redirect, clientID string
+}
+
+// providerHosts are the names the CLIs and the sign-in pages use.
+var providerHosts = []string{"claude.ai", "claude.com", "platform.claude.com", "api.anthropic.com", "auth.openai.com",
+	"accounts.google.com", "oauth2.googleapis.com", "www.googleapis.com", "cloudcode-pa.googleapis.com", "codeassist.google.com"}
+
+func newStandIn(tb testing.TB, dir string) *standIn {
+	tb.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mc e2e test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "stand-in provider"},
+		DNSNames: providerHosts, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(leafDER)
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	s := &standIn{tb: tb, caFile: filepath.Join(dir, "test-ca.pem"), spki: base64.StdEncoding.EncodeToString(sum[:]),
+		grants: map[string]grant{}}
+	if err := os.WriteFile(s.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	s.tlsCfg = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER, caDER}, PrivateKey: leafKey, Leaf: leaf}},
+		NextProtos: []string{"http/1.1"}}
+	return s
+}
+
+// hostsFile writes the machines' test hosts file: every provider host on
+// the machine's own loopback, where serveIn listens.
+func (s *standIn) hostsFile(dir string) string {
+	var b strings.Builder
+	b.WriteString("127.0.0.1 localhost\n::1 localhost\n")
+	for _, h := range providerHosts {
+		fmt.Fprintf(&b, "127.0.0.1 %s\n", h)
+	}
+	path := filepath.Join(dir, "test-hosts")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		s.tb.Fatal(err)
+	}
+	return path
+}
+
+// serveIn serves the stand-in on port 443 inside the network namespace ns
+// (a machine's): the listening socket is made on a thread that has entered
+// the namespace, and it stays there.
+func (s *standIn) serveIn(ns string) {
+	s.tb.Helper()
+	ln, err := listenInNetns(ns, "tcp4", "0.0.0.0:443")
+	if err != nil {
+		s.tb.Fatalf("stand-in provider: %v", err)
+	}
+	srv := &http.Server{Handler: s, TLSConfig: s.tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: nil}
+	go func() { _ = srv.Serve(tls.NewListener(ln, s.tlsCfg)) }()
+	s.tb.Cleanup(func() { _ = srv.Close() })
+}
+
+// listenInNetns opens a listener inside the named network namespace.
+func listenInNetns(ns, network, addr string) (net.Listener, error) {
+	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer unix.Close(orig)
+	target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter netns %s: %w", ns, err)
+	}
+	ln, lerr := net.Listen(network, addr)
+	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and dies with its goroutine: it must not
+		// serve anything else from inside the machine's namespace.
+		return ln, fmt.Errorf("leave netns %s: %w", ns, err)
+	}
+	runtime.UnlockOSThread()
+	return ln, lerr
+}
+
+// requests returns what the stand-in was asked, "host path" each.
+func (s *standIn) requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.log...)
+}
+
+// ServeHTTP routes by host and path.
+func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, _, _ := strings.Cut(r.Host, ":")
+	s.mu.Lock()
+	s.log = append(s.log, host+" "+r.Method+" "+r.URL.Path)
+	s.mu.Unlock()
+	switch {
+	case r.URL.Path == "/oauth/authorize" && host == "auth.openai.com":
+		s.authorizePage(w, r)
+	case r.URL.Path == "/approve" && r.Method == http.MethodPost:
+		s.approve(w, r)
+	case host == "auth.openai.com" && r.URL.Path == "/oauth/token":
+		s.codexToken(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// buttonColour is the Authorize button's colour, which fills the page.
+const buttonColour = "#1b8a3a"
+
+// authorizePage checks an authorization request and shows the button.
+func (s *standIn) authorizePage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("response_type") != "code" || q.Get("client_id") == "" || q.Get("code_challenge") == "" ||
+		q.Get("code_challenge_method") != "S256" || q.Get("state") == "" || q.Get("redirect_uri") == "" {
+		http.Error(w, "invalid authorization request", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	var hidden strings.Builder
+	for _, k := range []string{"redirect_uri", "state", "code_challenge", "client_id"} {
+		fmt.Fprintf(&hidden, `<input type="hidden" name="%s" value="%s">`, k, html.EscapeString(q.Get(k)))
+	}
+	fmt.Fprintf(w, `<!doctype html><title>Authorize</title>
+<style>html,body{margin:0;height:100%%}button{width:100vw;height:100vh;border:0;background:%s;color:#fff;font:48px sans-serif}</style>
+<form method="post" action="/approve">%s<button type="submit">Authorize</button></form>`, buttonColour, hidden.String())
+}
+
+// approve issues a code bound to the request and sends the browser to the
+// redirect_uri, as the provider does once the user has consented.
+func (s *standIn) approve(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	code := "code-" + randomHex(16)
+	s.mu.Lock()
+	s.grants[code] = grant{challenge: r.PostForm.Get("code_challenge"), redirect: r.PostForm.Get("redirect_uri"), clientID: r.PostForm.Get("client_id")}
+	s.mu.Unlock()
+	u, err := url.Parse(r.PostForm.Get("redirect_uri"))
+	if err != nil {
+		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
+		return
+	}
+	u.RawQuery = url.Values{"code": {code}, "state": {r.PostForm.Get("state")}}.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// redeem checks a code against PKCE and the redirect_uri, once.
+func (s *standIn) redeem(code, verifier, redirect, clientID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.grants[code]
+	delete(s.grants, code)
+	sum := sha256.Sum256([]byte(verifier))
+	return ok && g.challenge == base64.RawURLEncoding.EncodeToString(sum[:]) && g.redirect == redirect &&
+		(clientID == "" || g.clientID == clientID)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// codexToken is auth.openai.com's token endpoint: the code exchange (form,
+// PKCE) and the API-key exchange that follows it.
+func (s *standIn) codexToken(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	f := r.PostForm
+	switch f.Get("grant_type") {
+	case "authorization_code":
+		if !s.redeem(f.Get("code"), f.Get("code_verifier"), f.Get("redirect_uri"), f.Get("client_id")) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"id_token": fakeJWT(map[string]any{"email": "e2e@example.com", "exp": time.Now().Add(time.Hour).Unix(),
+				"https://api.openai.com/auth": map[string]any{"chatgpt_account_id": "acct-e2e", "chatgpt_plan_type": "plus",
+					"chatgpt_user_id": "user-e2e", "user_id": "user-e2e"}}),
+			"access_token":  "at-" + randomHex(24),
+			"refresh_token": "rt-" + randomHex(24),
+			"expires_in":    3600, "token_type": "Bearer",
+		})
+	default: // the API-key exchange (requested_token=openai-api-key)
+		writeJSON(w, http.StatusOK, map[string]any{"access_token": "sk-e2e-" + randomHex(16), "token_type": "Bearer"})
+	}
+}
+
+// fakeJWT is a JWT whose signature nobody checks (the CLIs only read it).
+func fakeJWT(claims map[string]any) string {
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	return enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims) + "." + base64.RawURLEncoding.EncodeToString([]byte("sig"))
+}
