@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"net/url"
@@ -121,65 +122,103 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// TestCLILoginCodex is the real Codex CLI's login end to end, offline: a
-// session through the API, its viewer page in headless Chromium through the
+// TestCLILogin is each real CLI's login end to end, offline: a session
+// through the API, its viewer page in headless Chromium through the
 // gateway, and a click on the stand-in provider's "Authorize" button inside
 // the remote browser with noVNC's pointer events. The provider sends the
-// machine's browser to Codex's own callback on localhost:1455, Codex
-// exchanges the code (PKCE checked) and writes its auth.json, the session
-// completes, and the API returns the file.
-func TestCLILoginCodex(t *testing.T) {
-	dir := cliDir(t, "codex")
-	env := controllerEnv(t, "netns")
-	tmp := shortTempDir(t)
-	si := newStandIn(t, tmp)
-	providers := filepath.Join(tmp, "providers.json")
-	writeFile(t, providers, `{"providers": [{"name": "codex", "env": {"CODEX_HOME": "~/.codex", "SSL_CERT_FILE": "`+si.caFile+`"}}]}`)
-	env["MC_CLI_DIR"] = dir
-	env["MC_PROVIDERS_FILE"] = providers
-	env["MC_TEST_MACHINE_HOSTS"] = si.hostsFile(tmp)
-	env["MC_TEST_TRUST_SPKI"] = si.spki
-	c := startController(t, env)
-	user := "cli-codex"
-	cr := c.api.createSession(t, user, "codex")
-	id := cr.Session.ID
-	waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
-	ns, _ := netpool.Names(id)
-	si.serveIn(ns)
+// machine's browser to the CLI's own callback on localhost, the CLI
+// exchanges the code (PKCE and redirect_uri checked) and writes its real
+// credential file, the session completes, and the API returns the file.
+func TestCLILogin(t *testing.T) {
+	tests := []struct {
+		provider, cli string
+		env           func(ca string) string // the provider's env, as JSON
+		page          string                 // login.url before the click
+		file          string
+		check         func(content string) error
+	}{
+		{provider: "codex", cli: "codex",
+			env:  func(ca string) string { return `{"CODEX_HOME": "~/.codex", "SSL_CERT_FILE": "` + ca + `"}` },
+			page: "https://auth.openai.com/oauth/authorize", file: "~/.codex/auth.json",
+			check: func(content string) error {
+				var auth struct {
+					Tokens struct {
+						IDToken      string `json:"id_token"`
+						AccessToken  string `json:"access_token"`
+						RefreshToken string `json:"refresh_token"`
+					} `json:"tokens"`
+				}
+				if err := json.Unmarshal([]byte(content), &auth); err != nil || !strings.HasPrefix(auth.Tokens.AccessToken, "at-") ||
+					!strings.HasPrefix(auth.Tokens.RefreshToken, "rt-") || auth.Tokens.IDToken == "" {
+					return fmt.Errorf("tokens %+v (%v), want the stand-in's", auth.Tokens, err)
+				}
+				return nil
+			}},
+		{provider: "claude_code", cli: "claude",
+			env:  func(ca string) string { return `{"CLAUDE_CONFIG_DIR": "~/.claude", "NODE_EXTRA_CA_CERTS": "` + ca + `"}` },
+			page: "https://claude.com/cai/oauth/authorize", file: "~/.claude/.credentials.json",
+			check: func(content string) error {
+				var f struct {
+					OAuth struct {
+						AccessToken  string   `json:"accessToken"`
+						RefreshToken string   `json:"refreshToken"`
+						ExpiresAt    int64    `json:"expiresAt"`
+						Scopes       []string `json:"scopes"`
+					} `json:"claudeAiOauth"`
+				}
+				if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.OAuth.AccessToken, "sk-ant-oat01-e2e") ||
+					f.OAuth.ExpiresAt == 0 || len(f.OAuth.Scopes) == 0 {
+					return fmt.Errorf("claudeAiOauth %+v (%v), want the stand-in's", f.OAuth, err)
+				}
+				return nil
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.provider, func(t *testing.T) {
+			dir := cliDir(t, tt.cli)
+			env := controllerEnv(t, "netns")
+			tmp := shortTempDir(t)
+			si := newStandIn(t, tmp)
+			providers := filepath.Join(tmp, "providers.json")
+			writeFile(t, providers, `{"providers": [{"name": "`+tt.provider+`", "env": `+tt.env(si.caFile)+`}]}`)
+			env["MC_CLI_DIR"] = dir
+			env["MC_PROVIDERS_FILE"] = providers
+			env["MC_TEST_MACHINE_HOSTS"] = si.hostsFile(tmp)
+			env["MC_TEST_TRUST_SPKI"] = si.spki
+			c := startController(t, env)
+			user := "cli-" + tt.cli
+			cr := c.api.createSession(t, user, tt.provider)
+			id := cr.Session.ID
+			waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
+			ns, _ := netpool.Names(id)
+			si.serveIn(ns)
 
-	b := browsertest.New(t)
-	b.Timeout = 60 * time.Second
-	b.Open(cr.Viewer.URL)
-	b.WaitState("connected")
-	b.Timeout = 90 * time.Second
-	b.WaitCanvas("the stand-in's Authorize button", showsButton)
-	s := c.api.session(t, id)
-	if s.Login == nil || s.Login.URL != "https://auth.openai.com/oauth/authorize" || s.State != mc.StateCapturing {
-		t.Errorf("before the click: %s, login %+v; want capturing at https://auth.openai.com/oauth/authorize", s.State, loginOf(&s))
+			b := browsertest.New(t)
+			b.Timeout = 60 * time.Second
+			b.Open(cr.Viewer.URL)
+			b.WaitState("connected")
+			b.Timeout = 90 * time.Second
+			b.WaitCanvas("the stand-in's Authorize button", showsButton)
+			s := c.api.session(t, id)
+			if s.Login == nil || s.Login.URL != tt.page || s.State != mc.StateCapturing {
+				t.Errorf("before the click: %s, login %+v; want capturing at %s", s.State, loginOf(&s), tt.page)
+			}
+			w, h := b.CanvasSize()
+			b.ClickCanvas(w/2, h/2)
+			done := waitSession(t, c, id, 90*time.Second, "completed", func(s *mc.Session) bool { return s.State.Final() })
+			if done.State != mc.StateCompleted {
+				t.Fatalf("session ended %s/%s, want completed; stand-in saw %q", done.State, done.Reason, si.requests())
+			}
+			var cred mc.Credential
+			if code := c.api.Do(t, "GET", "/api/v1/credentials/"+user+"/"+tt.provider, nil, &cred); code != 200 {
+				t.Fatalf("GET credential: %d", code)
+			}
+			if err := tt.check(cred.Files[tt.file]); err != nil {
+				t.Errorf("%s: %v", tt.file, err)
+			}
+			t.Logf("stand-in requests: %q", si.requests())
+		})
 	}
-	w, h := b.CanvasSize()
-	b.ClickCanvas(w/2, h/2)
-	done := waitSession(t, c, id, 90*time.Second, "completed", func(s *mc.Session) bool { return s.State.Final() })
-	if done.State != mc.StateCompleted {
-		t.Fatalf("session ended %s/%s, want completed; stand-in saw %q", done.State, done.Reason, si.requests())
-	}
-	var cred mc.Credential
-	if code := c.api.Do(t, "GET", "/api/v1/credentials/"+user+"/codex", nil, &cred); code != 200 {
-		t.Fatalf("GET credential: %d", code)
-	}
-	var auth struct {
-		Tokens struct {
-			IDToken      string `json:"id_token"`
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-			AccountID    string `json:"account_id"`
-		} `json:"tokens"`
-	}
-	if err := json.Unmarshal([]byte(cred.Files["~/.codex/auth.json"]), &auth); err != nil || !strings.HasPrefix(auth.Tokens.AccessToken, "at-") ||
-		!strings.HasPrefix(auth.Tokens.RefreshToken, "rt-") || auth.Tokens.IDToken == "" {
-		t.Errorf("auth.json %v: tokens %+v; want the stand-in's", err, auth.Tokens)
-	}
-	t.Logf("stand-in requests: %q", si.requests())
 }
 
 // showsButton reports whether the remote screen shows the stand-in's

@@ -160,12 +160,28 @@ func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.log = append(s.log, host+" "+r.Method+" "+r.URL.Path)
 	s.mu.Unlock()
 	switch {
-	case r.URL.Path == "/oauth/authorize" && host == "auth.openai.com":
+	case host == "auth.openai.com" && r.URL.Path == "/oauth/authorize",
+		host == "claude.com" && r.URL.Path == "/cai/oauth/authorize",
+		host == "claude.ai" && r.URL.Path == "/oauth/authorize":
 		s.authorizePage(w, r)
 	case r.URL.Path == "/approve" && r.Method == http.MethodPost:
 		s.approve(w, r)
 	case host == "auth.openai.com" && r.URL.Path == "/oauth/token":
 		s.codexToken(w, r)
+	case host == "platform.claude.com" && r.URL.Path == "/v1/oauth/token":
+		s.claudeToken(w, r)
+	case host == "platform.claude.com" && r.URL.Path == "/oauth/code/success":
+		fmt.Fprint(w, "<!doctype html><title>Signed in</title><h1>Signed in to Claude Code</h1>")
+	case host == "api.anthropic.com" && r.URL.Path == "/api/oauth/profile":
+		writeJSON(w, http.StatusOK, map[string]any{
+			"account": map[string]any{"uuid": "11111111-1111-4111-8111-111111111111", "email": "e2e@example.com",
+				"email_address": "e2e@example.com", "display_name": "E2E", "full_name": "E2E Test",
+				"has_claude_max": false, "has_claude_pro": true},
+			"organization": map[string]any{"uuid": "22222222-2222-4222-8222-222222222222", "name": "E2E",
+				"organization_type": "claude_pro", "billing_type": "stripe_subscription", "rate_limit_tier": "default_claude_ai"},
+		})
+	case host == "api.anthropic.com" && r.URL.Path == "/api/oauth/claude_cli/roles":
+		writeJSON(w, http.StatusOK, map[string]any{"organization_role": "admin", "workspace_role": nil, "organization_name": "E2E"})
 	default:
 		http.NotFound(w, r)
 	}
@@ -263,4 +279,24 @@ func fakeJWT(claims map[string]any) string {
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
 	return enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims) + "." + base64.RawURLEncoding.EncodeToString([]byte("sig"))
+}
+
+// claudeToken is platform.claude.com's token endpoint (JSON, PKCE, state).
+func (s *standIn) claudeToken(w http.ResponseWriter, r *http.Request) {
+	var req map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	str := func(k string) string { v, _ := req[k].(string); return v }
+	if str("grant_type") != "authorization_code" || !s.redeem(str("code"), str("code_verifier"), str("redirect_uri"), str("client_id")) {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "invalid_grant"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token_type": "Bearer", "access_token": "sk-ant-oat01-e2e" + randomHex(16), "refresh_token": "sk-ant-ort01-e2e" + randomHex(16),
+		"expires_in": 28800, "scope": "user:inference user:profile user:sessions:claude_code",
+		"account":      map[string]any{"uuid": "11111111-1111-4111-8111-111111111111", "email_address": "e2e@example.com"},
+		"organization": map[string]any{"uuid": "22222222-2222-4222-8222-222222222222", "name": "E2E"},
+	})
 }
