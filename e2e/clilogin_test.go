@@ -155,7 +155,9 @@ func TestCLILogin(t *testing.T) {
 				return nil
 			}},
 		{provider: "claude_code", cli: "claude",
-			env:  func(ca string) string { return `{"CLAUDE_CONFIG_DIR": "~/.claude", "NODE_EXTRA_CA_CERTS": "` + ca + `"}` },
+			env: func(ca string) string {
+				return `{"CLAUDE_CONFIG_DIR": "~/.claude", "NODE_EXTRA_CA_CERTS": "` + ca + `"}`
+			},
 			page: "https://claude.com/cai/oauth/authorize", file: "~/.claude/.credentials.json",
 			check: func(content string) error {
 				var f struct {
@@ -169,6 +171,20 @@ func TestCLILogin(t *testing.T) {
 				if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.OAuth.AccessToken, "sk-ant-oat01-e2e") ||
 					f.OAuth.ExpiresAt == 0 || len(f.OAuth.Scopes) == 0 {
 					return fmt.Errorf("claudeAiOauth %+v (%v), want the stand-in's", f.OAuth, err)
+				}
+				return nil
+			}},
+		{provider: "gemini_cli", cli: "gemini",
+			env:  func(ca string) string { return `{"NODE_EXTRA_CA_CERTS": "` + ca + `"}` },
+			page: "https://accounts.google.com/o/oauth2/v2/auth", file: "~/.gemini/oauth_creds.json",
+			check: func(content string) error {
+				var f struct {
+					AccessToken  string `json:"access_token"`
+					RefreshToken string `json:"refresh_token"`
+					ExpiryDate   int64  `json:"expiry_date"`
+				}
+				if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.AccessToken, "ya29.e2e") || f.ExpiryDate == 0 {
+					return fmt.Errorf("oauth_creds %+v (%v), want the stand-in's", f, err)
 				}
 				return nil
 			}},
@@ -198,6 +214,11 @@ func TestCLILogin(t *testing.T) {
 			b.Open(cr.Viewer.URL)
 			b.WaitState("connected")
 			b.Timeout = 90 * time.Second
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("stand-in requests: %q", si.requests())
+				}
+			})
 			b.WaitCanvas("the stand-in's Authorize button", showsButton)
 			s := c.api.session(t, id)
 			if s.Login == nil || s.Login.URL != tt.page || s.State != mc.StateCapturing {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -157,13 +158,37 @@ func (s *standIn) requests() []string {
 func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host, _, _ := strings.Cut(r.Host, ":")
 	s.mu.Lock()
-	s.log = append(s.log, host+" "+r.Method+" "+r.URL.Path)
+	entry := host + " " + r.Method + " " + r.URL.Path
+	if r.URL.Path == "/o/oauth2/v2/auth" || strings.HasSuffix(r.URL.Path, "/authorize") {
+		var keys []string
+		for k := range r.URL.Query() {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		entry += " " + strings.Join(keys, ",")
+	}
+	s.log = append(s.log, entry)
 	s.mu.Unlock()
 	switch {
 	case host == "auth.openai.com" && r.URL.Path == "/oauth/authorize",
 		host == "claude.com" && r.URL.Path == "/cai/oauth/authorize",
-		host == "claude.ai" && r.URL.Path == "/oauth/authorize":
+		host == "claude.ai" && r.URL.Path == "/oauth/authorize",
+		host == "accounts.google.com" && r.URL.Path == "/o/oauth2/v2/auth":
 		s.authorizePage(w, r)
+	case host == "oauth2.googleapis.com" && r.URL.Path == "/token":
+		s.googleToken(w, r)
+	case host == "www.googleapis.com" && r.URL.Path == "/oauth2/v2/userinfo":
+		writeJSON(w, http.StatusOK, map[string]any{"id": "1234567890", "email": "e2e@example.com", "verified_email": true,
+			"name": "E2E Test", "picture": "https://www.googleapis.com/e2e.png"})
+	case host == "cloudcode-pa.googleapis.com" && strings.HasSuffix(r.URL.Path, ":loadCodeAssist"):
+		tier := map[string]any{"id": "free-tier", "name": "Gemini Code Assist for individuals", "description": "e2e",
+			"userDefinedCloudaicompanionProject": false}
+		writeJSON(w, http.StatusOK, map[string]any{"currentTier": tier, "allowedTiers": []any{tier},
+			"cloudaicompanionProject": "e2e-project"})
+	case host == "cloudcode-pa.googleapis.com" && strings.HasSuffix(r.URL.Path, ":listExperiments"):
+		writeJSON(w, http.StatusOK, map[string]any{"experimentIds": []int{}, "flags": []any{}})
+	case host == "cloudcode-pa.googleapis.com" && strings.HasSuffix(r.URL.Path, ":retrieveUserQuota"):
+		writeJSON(w, http.StatusOK, map[string]any{"buckets": []any{}})
 	case r.URL.Path == "/approve" && r.Method == http.MethodPost:
 		s.approve(w, r)
 	case host == "auth.openai.com" && r.URL.Path == "/oauth/token":
@@ -193,8 +218,10 @@ const buttonColour = "#1b8a3a"
 // authorizePage checks an authorization request and shows the button.
 func (s *standIn) authorizePage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if q.Get("response_type") != "code" || q.Get("client_id") == "" || q.Get("code_challenge") == "" ||
-		q.Get("code_challenge_method") != "S256" || q.Get("state") == "" || q.Get("redirect_uri") == "" {
+	// PKCE is S256 when present (Google's web flow may go without it;
+	// then the token request must not bring a verifier either).
+	if q.Get("response_type") != "code" || q.Get("client_id") == "" || q.Get("state") == "" || q.Get("redirect_uri") == "" ||
+		q.Get("code_challenge") != "" && q.Get("code_challenge_method") != "S256" {
 		http.Error(w, "invalid authorization request", http.StatusBadRequest)
 		return
 	}
@@ -235,7 +262,8 @@ func (s *standIn) redeem(code, verifier, redirect, clientID string) bool {
 	g, ok := s.grants[code]
 	delete(s.grants, code)
 	sum := sha256.Sum256([]byte(verifier))
-	return ok && g.challenge == base64.RawURLEncoding.EncodeToString(sum[:]) && g.redirect == redirect &&
+	pkce := g.challenge == base64.RawURLEncoding.EncodeToString(sum[:]) || g.challenge == "" && verifier == ""
+	return ok && pkce && g.redirect == redirect &&
 		(clientID == "" || g.clientID == clientID)
 }
 
@@ -298,5 +326,24 @@ func (s *standIn) claudeToken(w http.ResponseWriter, r *http.Request) {
 		"expires_in": 28800, "scope": "user:inference user:profile user:sessions:claude_code",
 		"account":      map[string]any{"uuid": "11111111-1111-4111-8111-111111111111", "email_address": "e2e@example.com"},
 		"organization": map[string]any{"uuid": "22222222-2222-4222-8222-222222222222", "name": "E2E"},
+	})
+}
+
+// googleToken is oauth2.googleapis.com's token endpoint (form, PKCE).
+func (s *standIn) googleToken(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	f := r.PostForm
+	if f.Get("grant_type") != "authorization_code" || !s.redeem(f.Get("code"), f.Get("code_verifier"), f.Get("redirect_uri"), f.Get("client_id")) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": "ya29.e2e" + randomHex(16), "refresh_token": "1//e2e" + randomHex(16), "expires_in": 3599,
+		"scope":      "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email openid",
+		"token_type": "Bearer",
+		"id_token":   fakeJWT(map[string]any{"email": "e2e@example.com", "sub": "1234567890", "exp": time.Now().Add(time.Hour).Unix()}),
 	})
 }
