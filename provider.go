@@ -1,6 +1,10 @@
 package mc
 
-import "time"
+import (
+	"encoding/json"
+	"strings"
+	"time"
+)
 
 // Provider describes how one login works, as a complete recipe: what runs in
 // the machine, what it is told, what the agent answers for it, and what it
@@ -68,6 +72,10 @@ type CredentialFile struct {
 	// example "claudeAiOauth.accessToken") that must hold a non-empty value
 	// (not null, "", [] or {}) for the file to count as complete.
 	RequiredKeys []string `json:"required_keys,omitempty"`
+	// ExpiresKey and RefreshExpiresKey name (dotted) the access and refresh
+	// tokens' expiry in the file: epoch milliseconds or seconds, or RFC 3339.
+	ExpiresKey        string `json:"expires_key,omitempty"`
+	RefreshExpiresKey string `json:"refresh_expires_key,omitempty"`
 }
 
 // SeedFile is a file written into the machine user's home before the login
@@ -89,6 +97,10 @@ type Answer struct {
 type OpenURL struct {
 	// Match is a regular expression the URL must match ("" matches any).
 	Match string `json:"match,omitempty"`
+	// InsteadOfBrowser opens the printed URL and never what the command
+	// hands its browser opener: for a flow whose printed link is the one to
+	// follow (Claude's full manual link, which ends in paste-back).
+	InsteadOfBrowser bool `json:"instead_of_browser,omitempty"`
 }
 
 // PasteBack types Template into the terminal when the browser's tab URL
@@ -104,4 +116,50 @@ type PasteBack struct {
 type StdoutCapture struct {
 	Pattern string `json:"pattern"`
 	File    string `json:"file"`
+}
+
+// Meta reads what p's credential files say about the credential: its kind
+// and the expiries their ExpiresKey and RefreshExpiresKey name. It never
+// returns a secret.
+func (p Provider) Meta(files map[string]string) CredentialMeta {
+	m := CredentialMeta{Kind: p.Kind}
+	for _, f := range p.Files {
+		var doc any
+		if json.Unmarshal([]byte(files[f.Path]), &doc) != nil {
+			continue
+		}
+		if t := timeAt(doc, f.ExpiresKey); !t.IsZero() {
+			m.ExpiresAt = t
+		}
+		if t := timeAt(doc, f.RefreshExpiresKey); !t.IsZero() {
+			m.RefreshExpiresAt = t
+		}
+	}
+	return m
+}
+
+// timeAt reads the time at a dotted key: a number of epoch milliseconds
+// (or seconds, below 1e11) or an RFC 3339 string; zero otherwise.
+func timeAt(doc any, key string) time.Time {
+	if key == "" {
+		return time.Time{}
+	}
+	for part := range strings.SplitSeq(key, ".") {
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return time.Time{}
+		}
+		doc = m[part]
+	}
+	switch v := doc.(type) {
+	case float64:
+		if v < 1e11 {
+			return time.Unix(int64(v), 0).UTC()
+		}
+		return time.UnixMilli(int64(v)).UTC()
+	case string:
+		t, _ := time.Parse(time.RFC3339, v)
+		return t.UTC()
+	}
+	return time.Time{}
 }

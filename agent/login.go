@@ -396,6 +396,10 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 				return
 			}
 		case u := <-asked:
+			if p.OpenURL != nil && p.OpenURL.InsteadOfBrowser {
+				log.Info("url from the command's browser opener not opened: the recipe opens the printed one", "url", redactURL(u))
+				continue
+			}
 			launched = true
 			if !open(u, "url from the command's browser opener", false) {
 				return

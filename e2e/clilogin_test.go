@@ -131,15 +131,20 @@ func contains(list []string, s string) bool {
 // credential file, the session completes, and the API returns the file.
 func TestCLILogin(t *testing.T) {
 	tests := []struct {
-		provider, cli string
-		env           func(ca string) string // the provider's env, as JSON
-		page          string                 // login.url before the click
-		file          string
-		check         func(content string) error
+		provider, cli, name string
+		env                 func(ca string) string // the provider's env, as JSON
+		page                string                 // login.url before the click
+		// redirect is the redirect_uri the CLI redeems its code with: a
+		// localhost callback, or the provider's page for paste-back.
+		redirect string
+		// recipe is more of the provider's override, as JSON fields.
+		recipe string
+		file   string
+		check  func(content string) error
 	}{
 		{provider: "codex", cli: "codex",
 			env:  func(ca string) string { return `{"CODEX_HOME": "~/.codex", "SSL_CERT_FILE": "` + ca + `"}` },
-			page: "https://auth.openai.com/oauth/authorize", file: "~/.codex/auth.json",
+			page: "https://auth.openai.com/oauth/authorize", file: "~/.codex/auth.json", redirect: "http://127.0.0.1:1455/auth/callback",
 			check: func(content string) error {
 				var auth struct {
 					Tokens struct {
@@ -158,51 +163,49 @@ func TestCLILogin(t *testing.T) {
 			env: func(ca string) string {
 				return `{"CLAUDE_CONFIG_DIR": "~/.claude", "NODE_EXTRA_CA_CERTS": "` + ca + `"}`
 			},
-			page: "https://claude.com/cai/oauth/authorize", file: "~/.claude/.credentials.json",
-			check: func(content string) error {
-				var f struct {
-					OAuth struct {
-						AccessToken  string   `json:"accessToken"`
-						RefreshToken string   `json:"refreshToken"`
-						ExpiresAt    int64    `json:"expiresAt"`
-						Scopes       []string `json:"scopes"`
-					} `json:"claudeAiOauth"`
-				}
-				if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.OAuth.AccessToken, "sk-ant-oat01-e2e") ||
-					f.OAuth.ExpiresAt == 0 || len(f.OAuth.Scopes) == 0 {
-					return fmt.Errorf("claudeAiOauth %+v (%v), want the stand-in's", f.OAuth, err)
-				}
-				return nil
-			}},
+			page: "https://claude.com/cai/oauth/authorize", file: "~/.claude/.credentials.json", redirect: "http://localhost:",
+			check: checkClaude},
+		// Paste-back: Claude's full manual link, whose provider page shows
+		// the code; the agent types code#state into Claude's prompt.
+		{provider: "claude_code", cli: "claude", name: "paste-back",
+			env: func(ca string) string {
+				return `{"CLAUDE_CONFIG_DIR": "~/.claude", "NODE_EXTRA_CA_CERTS": "` + ca + `", "CLAUDE_CODE_FULL_SIGN_IN_LINK": "1"}`
+			},
+			recipe: `"open_url": {"match": "^https://claude\\.com/cai/oauth/authorize\\?code=true", "instead_of_browser": true}`,
+			page:   "https://claude.com/cai/oauth/authorize", file: "~/.claude/.credentials.json",
+			redirect: "https://platform.claude.com/oauth/code/callback", check: checkClaude},
+		// Paste-back: Gemini without a browser to launch.
+		{provider: "gemini_cli", cli: "gemini", name: "paste-back",
+			env:  func(ca string) string { return `{"NODE_EXTRA_CA_CERTS": "` + ca + `", "NO_BROWSER": "true"}` },
+			page: "https://accounts.google.com/o/oauth2/v2/auth", file: "~/.gemini/oauth_creds.json",
+			redirect: "https://codeassist.google.com/authcode", check: checkGemini},
 		{provider: "gemini_cli", cli: "gemini",
 			env:  func(ca string) string { return `{"NODE_EXTRA_CA_CERTS": "` + ca + `"}` },
 			page: "https://accounts.google.com/o/oauth2/v2/auth", file: "~/.gemini/oauth_creds.json",
-			check: func(content string) error {
-				var f struct {
-					AccessToken  string `json:"access_token"`
-					RefreshToken string `json:"refresh_token"`
-					ExpiryDate   int64  `json:"expiry_date"`
-				}
-				if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.AccessToken, "ya29.e2e") || f.ExpiryDate == 0 {
-					return fmt.Errorf("oauth_creds %+v (%v), want the stand-in's", f, err)
-				}
-				return nil
-			}},
+			redirect: "http://127.0.0.1:", check: checkGemini},
 	}
 	for _, tt := range tests {
-		t.Run(tt.provider, func(t *testing.T) {
+		name := tt.provider
+		if tt.name != "" {
+			name += "/" + tt.name
+		}
+		t.Run(name, func(t *testing.T) {
 			dir := cliDir(t, tt.cli)
 			env := controllerEnv(t, "netns")
 			tmp := shortTempDir(t)
 			si := newStandIn(t, tmp)
 			providers := filepath.Join(tmp, "providers.json")
-			writeFile(t, providers, `{"providers": [{"name": "`+tt.provider+`", "env": `+tt.env(si.caFile)+`}]}`)
+			recipe := ""
+			if tt.recipe != "" {
+				recipe = ", " + tt.recipe
+			}
+			writeFile(t, providers, `{"providers": [{"name": "`+tt.provider+`", "env": `+tt.env(si.caFile)+recipe+`}]}`)
 			env["MC_CLI_DIR"] = dir
 			env["MC_PROVIDERS_FILE"] = providers
 			env["MC_TEST_MACHINE_HOSTS"] = si.hostsFile(tmp)
 			env["MC_TEST_TRUST_SPKI"] = si.spki
 			c := startController(t, env)
-			user := "cli-" + tt.cli
+			user := "cli-" + tt.cli + strings.ReplaceAll(tt.name, "-", "")
 			cr := c.api.createSession(t, user, tt.provider)
 			id := cr.Session.ID
 			waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
@@ -237,9 +240,40 @@ func TestCLILogin(t *testing.T) {
 			if err := tt.check(cred.Files[tt.file]); err != nil {
 				t.Errorf("%s: %v", tt.file, err)
 			}
+			if r := si.redeemed(); len(r) != 1 || !strings.HasPrefix(r[0], tt.redirect) {
+				t.Errorf("codes redeemed with redirect_uri %q, want one with %s…", r, tt.redirect)
+			}
 			t.Logf("stand-in requests: %q", si.requests())
 		})
 	}
+}
+
+func checkClaude(content string) error {
+	var f struct {
+		OAuth struct {
+			AccessToken  string   `json:"accessToken"`
+			RefreshToken string   `json:"refreshToken"`
+			ExpiresAt    int64    `json:"expiresAt"`
+			Scopes       []string `json:"scopes"`
+		} `json:"claudeAiOauth"`
+	}
+	if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.OAuth.AccessToken, "sk-ant-oat01-e2e") ||
+		f.OAuth.ExpiresAt == 0 || len(f.OAuth.Scopes) == 0 {
+		return fmt.Errorf("claudeAiOauth %+v (%v), want the stand-in's", f.OAuth, err)
+	}
+	return nil
+}
+
+func checkGemini(content string) error {
+	var f struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		ExpiryDate   int64  `json:"expiry_date"`
+	}
+	if err := json.Unmarshal([]byte(content), &f); err != nil || !strings.HasPrefix(f.AccessToken, "ya29.e2e") || f.ExpiryDate == 0 {
+		return fmt.Errorf("oauth_creds %+v (%v), want the stand-in's", f, err)
+	}
+	return nil
 }
 
 // showsButton reports whether the remote screen shows the stand-in's

@@ -46,6 +46,8 @@ type standIn struct {
 	mu     sync.Mutex
 	grants map[string]grant // by code
 	log    []string         // requests, "host path"
+	// redirects are the redirect_uri of every code redeemed.
+	redirects []string
 }
 
 // grant is an authorization code's binding.
@@ -154,6 +156,13 @@ func (s *standIn) requests() []string {
 	return append([]string(nil), s.log...)
 }
 
+// redeemed returns the redirect_uri of every code redeemed.
+func (s *standIn) redeemed() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.redirects...)
+}
+
 // ServeHTTP routes by host and path.
 func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host, _, _ := strings.Cut(r.Host, ":")
@@ -189,6 +198,11 @@ func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"experimentIds": []int{}, "flags": []any{}})
 	case host == "cloudcode-pa.googleapis.com" && strings.HasSuffix(r.URL.Path, ":retrieveUserQuota"):
 		writeJSON(w, http.StatusOK, map[string]any{"buckets": []any{}})
+	case host == "platform.claude.com" && r.URL.Path == "/oauth/code/callback",
+		host == "codeassist.google.com" && r.URL.Path == "/authcode":
+		// A provider's page that shows the code to paste into the CLI.
+		fmt.Fprintf(w, "<!doctype html><title>Your code</title><p>Paste this code into the CLI: <code>%s</code></p>",
+			html.EscapeString(r.URL.Query().Get("code")))
 	case r.URL.Path == "/approve" && r.Method == http.MethodPost:
 		s.approve(w, r)
 	case host == "auth.openai.com" && r.URL.Path == "/oauth/token":
@@ -259,6 +273,7 @@ func (s *standIn) approve(w http.ResponseWriter, r *http.Request) {
 func (s *standIn) redeem(code, verifier, redirect, clientID string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.redirects = append(s.redirects, redirect)
 	g, ok := s.grants[code]
 	delete(s.grants, code)
 	sum := sha256.Sum256([]byte(verifier))

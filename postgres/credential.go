@@ -26,11 +26,11 @@ func (s *Store) PutCredential(ctx context.Context, c mc.SealedCredential) error 
 		return storeErr(err, "put credential of %s/%s", c.UserID, c.Provider)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	_, err = tx.Exec(ctx, `INSERT INTO credentials (user_id, provider, session_id, key_id, nonce, ciphertext, captured_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+	_, err = tx.Exec(ctx, `INSERT INTO credentials (user_id, provider, session_id, key_id, nonce, ciphertext, captured_at, meta)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (user_id, provider) DO UPDATE SET session_id = excluded.session_id, key_id = excluded.key_id,
-			nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at`,
-		c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), storekit.UTC(c.CapturedAt))
+			nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at, meta = excluded.meta`,
+		c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), storekit.UTC(c.CapturedAt), storekit.MetaText(c.Meta))
 	if err != nil {
 		return storeErr(err, "put credential of %s/%s", c.UserID, c.Provider)
 	}
@@ -47,12 +47,14 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-const credentialCols = `user_id, provider, session_id, key_id, nonce, ciphertext, captured_at`
+const credentialCols = `user_id, provider, session_id, key_id, nonce, ciphertext, captured_at, meta`
 
 func scanCredential(row pgx.Row) (mc.SealedCredential, error) {
 	var c mc.SealedCredential
-	err := row.Scan(&c.UserID, &c.Provider, &c.SessionID, &c.KeyID, &c.Nonce, &c.Ciphertext, &c.CapturedAt)
+	var meta string
+	err := row.Scan(&c.UserID, &c.Provider, &c.SessionID, &c.KeyID, &c.Nonce, &c.Ciphertext, &c.CapturedAt, &meta)
 	c.CapturedAt = c.CapturedAt.UTC()
+	c.Meta = storekit.ParseMeta(meta)
 	return c, err
 }
 

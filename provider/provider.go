@@ -118,6 +118,7 @@ func Builtins() []mc.Provider {
 				Path: "~/.claude/.credentials.json",
 				RequiredKeys: []string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken",
 					"claudeAiOauth.expiresAt", "claudeAiOauth.scopes"},
+				ExpiresKey: "claudeAiOauth.expiresAt", RefreshExpiresKey: "claudeAiOauth.refreshTokenExpiresAt",
 			}},
 			Kind:         mc.KindOAuth,
 			LoginTimeout: DefaultLoginTimeout,
@@ -173,6 +174,7 @@ func Builtins() []mc.Provider {
 			Files: []mc.CredentialFile{{
 				Path:         "~/.gemini/oauth_creds.json",
 				RequiredKeys: []string{"access_token", "refresh_token", "expiry_date"},
+				ExpiresKey:   "expiry_date",
 			}},
 			Kind:         mc.KindOAuth,
 			LoginTimeout: DefaultLoginTimeout,
@@ -340,7 +342,8 @@ func clone(p mc.Provider) mc.Provider {
 	}
 	files := make([]mc.CredentialFile, len(p.Files))
 	for i, f := range p.Files {
-		files[i] = mc.CredentialFile{Path: f.Path, RequiredKeys: slices.Clone(f.RequiredKeys)}
+		f.RequiredKeys = slices.Clone(f.RequiredKeys)
+		files[i] = f
 	}
 	p.Files = files
 	return p

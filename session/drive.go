@@ -272,7 +272,7 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 		}
 		next.Stop()
 		if st.State == agentproto.StateComplete {
-			return m.capture(ctx, id, agent, log)
+			return m.capture(ctx, id, prov, agent, log)
 		}
 		reason := st.Reason
 		if reason == "" {
@@ -312,7 +312,7 @@ func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err 
 }
 
 // capture fetches the login's result once, seals it and completes the session.
-func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, log *slog.Logger) error {
+func (m *Manager) capture(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
 	s, err := m.store.Session(ctx, id)
 	if err != nil {
 		return err
@@ -333,7 +333,7 @@ func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, lo
 		return failed(mc.ReasonCaptureFailed, errors.New("no vault is configured"))
 	}
 	cred := mc.Credential{UserID: s.UserID, Provider: s.Provider, SessionID: s.ID,
-		CapturedAt: m.clock.Now().UTC(), Files: res.Files}
+		CapturedAt: m.clock.Now().UTC(), Meta: prov.Meta(res.Files), Files: res.Files}
 	if err := m.vault.Put(ctx, cred); err != nil {
 		return failed(mc.ReasonCaptureFailed, fmt.Errorf("seal credential: %w", err))
 	}
@@ -348,7 +348,7 @@ func (m *Manager) capture(ctx context.Context, id string, agent *agentClient, lo
 			return errFinal
 		}
 		_, err = m.store.Transition(ctx, mc.Transition{ID: id, From: mc.StateCapturing, Version: cur.Version,
-			To: mc.StateCompleted, Reason: mc.ReasonSignedIn, Message: "signed in",
+			To: mc.StateCompleted, Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta),
 			Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
 		if mc.ErrorCode(err) == mc.ECONFLICT {
 			continue
@@ -400,4 +400,20 @@ func (m *Manager) teardown(id string, log *slog.Logger) {
 		return
 	}
 	log.Info("machine destroyed", mc.LogMachineID, id, "seconds", time.Since(start).Seconds())
+}
+
+// metaText says what a captured credential is, for the completion event:
+// its kind and expiries, never a secret.
+func metaText(m mc.CredentialMeta) string {
+	parts := []string{"kind " + string(m.Kind)}
+	if m.Kind == "" {
+		parts[0] = "kind unknown"
+	}
+	if !m.ExpiresAt.IsZero() {
+		parts = append(parts, "expires_at "+m.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if !m.RefreshExpiresAt.IsZero() {
+		parts = append(parts, "refresh_expires_at "+m.RefreshExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -26,11 +26,11 @@ func (s *Store) PutCredential(ctx context.Context, c mc.SealedCredential) error 
 		return storeErr(err, "put credential of %s/%s", c.UserID, c.Provider)
 	}
 	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, `INSERT INTO credentials (user_id, provider, session_id, key_id, nonce, ciphertext, captured_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	_, err = tx.ExecContext(ctx, `INSERT INTO credentials (user_id, provider, session_id, key_id, nonce, ciphertext, captured_at, meta)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (user_id, provider) DO UPDATE SET session_id = excluded.session_id, key_id = excluded.key_id,
-			nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at`,
-		c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), micros(c.CapturedAt))
+			nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at, meta = excluded.meta`,
+		c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), micros(c.CapturedAt), storekit.MetaText(c.Meta))
 	if err != nil {
 		return storeErr(err, "put credential of %s/%s", c.UserID, c.Provider)
 	}
@@ -47,15 +47,17 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-const credentialCols = `user_id, provider, session_id, key_id, nonce, ciphertext, captured_at`
+const credentialCols = `user_id, provider, session_id, key_id, nonce, ciphertext, captured_at, meta`
 
 func scanCredential(row scanner) (mc.SealedCredential, error) {
 	var (
-		c  mc.SealedCredential
-		at int64
+		c    mc.SealedCredential
+		at   int64
+		meta string
 	)
-	err := row.Scan(&c.UserID, &c.Provider, &c.SessionID, &c.KeyID, &c.Nonce, &c.Ciphertext, &at)
+	err := row.Scan(&c.UserID, &c.Provider, &c.SessionID, &c.KeyID, &c.Nonce, &c.Ciphertext, &at, &meta)
 	c.CapturedAt = fromMicros(at)
+	c.Meta = storekit.ParseMeta(meta)
 	return c, err
 }
 

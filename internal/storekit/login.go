@@ -39,3 +39,18 @@ func LoginEvent(s *mc.Session, p mc.LoginProgress, replica string) mc.Event {
 	return mc.Event{SessionID: s.ID, From: s.State, State: s.State, Reason: mc.ReasonLoginProgress,
 		Message: msg, Replica: replica, At: p.UpdatedAt}
 }
+
+// MetaText is a credential's metadata as the stores keep it (JSON text).
+func MetaText(m mc.CredentialMeta) string {
+	b, _ := json.Marshal(m) // strings and times: never fails
+	return string(b)
+}
+
+// ParseMeta reads the meta column back; "" is no metadata.
+func ParseMeta(text string) mc.CredentialMeta {
+	var m mc.CredentialMeta
+	if text != "" {
+		_ = json.Unmarshal([]byte(text), &m) // metadata only: a bad value is no metadata
+	}
+	return m
+}

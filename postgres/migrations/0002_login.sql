@@ -9,3 +9,6 @@ CREATE TRIGGER sessions_notify AFTER UPDATE ON sessions FOR EACH ROW
 		OR OLD.viewer IS DISTINCT FROM NEW.viewer
 		OR OLD.login IS DISTINCT FROM NEW.login)
 	EXECUTE FUNCTION mc_notify_session();
+
+-- What a credential's files say (kind, expiries): no secret, so beside the ciphertext.
+ALTER TABLE credentials ADD COLUMN meta text NOT NULL DEFAULT '';
