@@ -1,31 +1,13 @@
 package agent
 
 import (
-	"bytes"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/master-controller/mc/internal/testutil"
 )
-
-// lockedBuffer is what the terminal types into, in tests.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func drain(ch chan string) []string {
 	var out []string
@@ -58,7 +40,7 @@ func TestTerminalURLs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			term := newTerminal(&lockedBuffer{}, nil, nil)
+			term := newTerminal(&testutil.SyncBuffer{}, nil, nil)
 			term.run(strings.NewReader(tt.out))
 			if got := drain(term.ev.urls); !slices.Equal(got, tt.want) {
 				t.Errorf("urls %q, want %q", got, tt.want)
@@ -68,7 +50,7 @@ func TestTerminalURLs(t *testing.T) {
 }
 
 func TestTerminalAnswersAndCapture(t *testing.T) {
-	typed := &lockedBuffer{}
+	typed := &testutil.SyncBuffer{}
 	answers := []answer{
 		{re: regexp.MustCompile(`Sign in with Google`), keys: "\r"},
 		{re: regexp.MustCompile(`Do you want to continue\?`), keys: "y\r"},

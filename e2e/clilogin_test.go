@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -16,6 +15,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/internal/browsertest"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
 )
 
@@ -46,21 +46,7 @@ func cliDir(tb testing.TB, names ...string) string {
 // waitSession waits (through the store's Watch) until ok holds.
 func waitSession(tb testing.TB, c *controller, id string, timeout time.Duration, what string, ok func(*mc.Session) bool) *mc.Session {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(tb.Context(), timeout)
-	defer cancel()
-	ch, err := c.Store.Watch(ctx, id)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var last *mc.Session
-	for s := range ch {
-		last = s
-		if ok(s) {
-			return s
-		}
-	}
-	tb.Fatalf("session %s: %s not reached within %v; last %+v (login %+v)", id, what, timeout, last, loginOf(last))
-	return nil
+	return testutil.WaitSession(tb, c.Store, id, timeout, what, ok)
 }
 
 func loginOf(s *mc.Session) any {

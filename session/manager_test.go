@@ -12,6 +12,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/session"
 	"github.com/master-controller/mc/sqlite"
 )
@@ -94,21 +95,9 @@ func waitState(t *testing.T, st mc.Store, id string, want mc.State) *mc.Session 
 // waitLogin waits (through Watch) until the session's login is in phase.
 func waitLogin(t *testing.T, st mc.Store, id string, phase mc.LoginPhase) *mc.Session {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	ch, err := st.Watch(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var last *mc.Session
-	for s := range ch {
-		last = s
-		if s.Login != nil && s.Login.Phase == phase {
-			return s
-		}
-	}
-	t.Fatalf("session %s: login %+v, want phase %s", id, last.Login, phase)
-	return nil
+	return testutil.WaitSession(t, st, id, 10*time.Second, "login phase "+string(phase), func(s *mc.Session) bool {
+		return s.Login != nil && s.Login.Phase == phase
+	})
 }
 
 func stateOf(s *mc.Session) any {
