@@ -252,9 +252,10 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 			} else if err == nil {
 				log.Info("login progress", "phase", st.Phase, "url", st.URL)
 			}
-			// The sign-in page is in front of the user: the login is
-			// capturing from now on.
-			if st.Phase == mc.PhaseWaitingForUser && !capturing {
+			// A CLI's sign-in page is in front of the user: the login is
+			// capturing from now on. (A page-only login such as demo stays
+			// ready until its files are complete.)
+			if st.Phase == mc.PhaseWaitingForUser && !capturing && len(prov.LoginCommand) > 0 {
 				if _, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil); err != nil {
 					return err
 				}

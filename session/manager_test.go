@@ -23,6 +23,7 @@ func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; retu
 
 var testProviders = providers{
 	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
+	"cli":   {Name: "cli", LoginCommand: []string{"acme", "login"}, LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.acme.json"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
 
@@ -270,7 +271,7 @@ func TestLoginCompletes(t *testing.T) {
 
 func TestLoginProgress(t *testing.T) {
 	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
-	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
 	const page = "https://auth.openai.com/oauth/authorize"
