@@ -334,9 +334,16 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		reply(w, http.StatusOK, req)
 	})
 	mux.HandleFunc("POST "+agentproto.PathLoginStart, func(w http.ResponseWriter, r *http.Request) {
+		var req agentproto.LoginStartRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
 		fm.mu.Lock()
 		if fm.login.State == agentproto.StateIdle {
-			fm.login = agentproto.LoginStatus{State: agentproto.StateRunning, Phase: mc.PhaseStartingCLI}
+			// Like the agent: a CLI login starts in starting_cli; a page
+			// login's progress is the test's to report (ProgressLogin).
+			fm.login = agentproto.LoginStatus{State: agentproto.StateRunning}
+			if len(req.Provider.LoginCommand) > 0 {
+				fm.login.Phase = mc.PhaseStartingCLI
+			}
 			fm.announce()
 		}
 		st := fm.login
