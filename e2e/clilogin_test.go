@@ -16,7 +16,6 @@ import (
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/internal/browsertest"
 	"github.com/master-controller/mc/internal/testutil"
-	"github.com/master-controller/mc/netpool"
 )
 
 // The real provider CLIs (Claude Code, Codex, Gemini CLI at the versions
@@ -195,8 +194,7 @@ func TestCLILogin(t *testing.T) {
 			cr := c.api.createSession(t, user, tt.provider)
 			id := cr.Session.ID
 			waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
-			ns, _ := netpool.Names(id)
-			si.serveIn(ns)
+			si.serveIn(fmt.Sprintf("/proc/%d/ns/net", readMachine(t, c.dataDir, id).PID))
 
 			b := browsertest.New(t)
 			b.Timeout = 60 * time.Second

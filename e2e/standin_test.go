@@ -105,12 +105,12 @@ func (s *standIn) hostsFile(dir string) string {
 	return path
 }
 
-// serveIn serves the stand-in on port 443 inside the network namespace ns
-// (a machine's): the listening socket is made on a thread that has entered
-// the namespace, and it stays there.
-func (s *standIn) serveIn(ns string) {
+// serveIn serves the stand-in on port 443 inside the network namespace at
+// nsPath (a machine's, /proc/<its agent's pid>/ns/net): the listening socket
+// is made on a thread that has entered the namespace, and it stays there.
+func (s *standIn) serveIn(nsPath string) {
 	s.tb.Helper()
-	ln, err := listenInNetns(ns, "tcp4", "0.0.0.0:443")
+	ln, err := listenInNetns(nsPath, "tcp4", "0.0.0.0:443")
 	if err != nil {
 		s.tb.Fatalf("stand-in provider: %v", err)
 	}
@@ -120,8 +120,8 @@ func (s *standIn) serveIn(ns string) {
 	s.tb.Cleanup(func() { _ = srv.Close() })
 }
 
-// listenInNetns opens a listener inside the named network namespace.
-func listenInNetns(ns, network, addr string) (net.Listener, error) {
+// listenInNetns opens a listener inside the network namespace at nsPath.
+func listenInNetns(nsPath, network, addr string) (net.Listener, error) {
 	runtime.LockOSThread()
 	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -129,7 +129,7 @@ func listenInNetns(ns, network, addr string) (net.Listener, error) {
 		return nil, err
 	}
 	defer unix.Close(orig)
-	target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	target, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		runtime.UnlockOSThread()
 		return nil, err
@@ -137,13 +137,13 @@ func listenInNetns(ns, network, addr string) (net.Listener, error) {
 	defer unix.Close(target)
 	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter netns %s: %w", ns, err)
+		return nil, fmt.Errorf("enter netns %s: %w", nsPath, err)
 	}
 	ln, lerr := net.Listen(network, addr)
 	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
 		// The thread stays locked and dies with its goroutine: it must not
 		// serve anything else from inside the machine's namespace.
-		return ln, fmt.Errorf("leave netns %s: %w", ns, err)
+		return ln, fmt.Errorf("leave netns %s: %w", nsPath, err)
 	}
 	runtime.UnlockOSThread()
 	return ln, lerr
