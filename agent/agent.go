@@ -1,23 +1,21 @@
 // Package agent is the machine agent: the supervisor that runs inside each
 // browser machine (a sandbox of local processes, later a VM). It starts Xvnc
-// and Chromium as its children, serves the agent API behind a per-machine
-// Bearer token, runs providers' logins and hands their credential files over
-// once, and serves the demo provider's sign-in page. It exits with an
-// *ExitError when Xvnc or Chromium exits, so that the driver sees the machine
-// as gone.
+// and Chromium as its children, serves the agent API (package agentproto
+// defines it) behind a per-machine Bearer token, runs providers' logins and
+// hands their credential files over once, and serves the demo provider's
+// sign-in page. It exits with an *ExitError when Xvnc or Chromium exits, so
+// that the driver sees the machine as gone.
 //
-// The API (every call needs "Authorization: Bearer <token>", else 401 with an
-// proto.ErrorBody; errors are {"code","reason","message"}):
-//
-//	GET  /health          200 {"vnc":true,"browser":true}; 503, same shape, when either is down
-//	POST /open            {"url"}: http(s), about:blank or local:/path, navigated through DevTools
-//	POST /login/start     {"provider": mc.Provider} → 202 proto.LoginStatus; 409 while one runs
-//	GET  /login/status    proto.LoginStatus; ?wait=30s answers when a running login changes state
-//	GET  /login/result    proto.LoginResult once complete (the agent deletes the files); then 410
-//
-// Login states are idle, running, complete and failed; a failed status
-// carries a reason: login_timeout, command_failed, credentials_missing,
-// browser_error or login_cancelled.
+// A login runs the provider's recipe (see mc.Provider): its seed files and
+// env, its command under a wide pseudo-terminal with BROWSER and an xdg-open
+// first on PATH that reach this agent (the opener: mc-agent under another
+// name, through a Unix socket in the machine's TMPDIR) and open the URL in
+// the visible tab; answers to its prompts, the printed URL to open, the
+// paste-back fallback and the stdout capture. Its status carries the phase
+// (starting_cli, waiting_for_user, completing, captured) and, when it
+// fails, a reason (login_timeout, login_command_failed,
+// credentials_missing, browser_error, login_cancelled) with the command's
+// last lines, redacted.
 package agent
 
 import (
