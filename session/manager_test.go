@@ -22,8 +22,9 @@ type providers map[string]mc.Provider
 func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; return v, ok }
 
 var testProviders = providers{
-	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
-	"cli":   {Name: "cli", LoginCommand: []string{"acme", "login"}, LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.acme.json"}}},
+	"demo": {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
+	"cli": {Name: "cli", LoginCommand: []string{"acme", "login"}, LoginTimeout: time.Minute, Kind: mc.KindOAuth,
+		Files: []mc.CredentialFile{{Path: "~/.acme.json", ExpiresKey: "exp"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
 
@@ -266,6 +267,27 @@ func TestLoginCompletes(t *testing.T) {
 	}
 	if n := len(evs); n != 5 || evs[3].State != mc.StateCapturing {
 		t.Errorf("events %+v, want pending starting ready capturing completed", evs)
+	}
+}
+
+// TestCaptureMeta: the capture records what the files say (kind, expiry)
+// beside the credential and in the completion event, never a secret.
+func TestCaptureMeta(t *testing.T) {
+	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
+	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
+	r.driver.CompleteLogin(s.ID, map[string]string{"~/.acme.json": `{"token":"s3cret-token","exp":1767225600000}`})
+	waitState(t, r.store, s.ID, mc.StateCompleted)
+	r.vault.mu.Lock()
+	got := r.vault.creds[0].Meta
+	r.vault.mu.Unlock()
+	if want := (mc.CredentialMeta{Kind: mc.KindOAuth, ExpiresAt: time.UnixMilli(1767225600000).UTC()}); got != want {
+		t.Errorf("sealed meta %+v, want %+v", got, want)
+	}
+	evs, _ := r.store.Events(t.Context(), s.ID)
+	last := evs[len(evs)-1]
+	if !strings.Contains(last.Message, "kind oauth, expires_at 2026-01-01T00:00:00Z") || strings.Contains(last.Message, "s3cret") {
+		t.Errorf("completion event %q, want the kind and expiry and no secret", last.Message)
 	}
 }
 

@@ -1160,7 +1160,8 @@ func testCredentials(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
 	c1 := mc.SealedCredential{UserID: "u1", Provider: "demo", SessionID: mc.NewID(), KeyID: "k1",
-		Nonce: []byte{0, 1, 2, 255}, Ciphertext: []byte("sealed\x00bytes"), CapturedAt: base}
+		Nonce: []byte{0, 1, 2, 255}, Ciphertext: []byte("sealed\x00bytes"), CapturedAt: base,
+		Meta: mc.CredentialMeta{Kind: mc.KindOAuth, ExpiresAt: base.Add(8 * time.Hour).UTC(), RefreshExpiresAt: base.Add(720 * time.Hour).UTC()}}
 	if err := s.PutCredential(ctx, c1); err != nil {
 		t.Fatal(err)
 	}
@@ -1169,7 +1170,9 @@ func testCredentials(t *testing.T, open Opener) {
 		want.CapturedAt = us(want.CapturedAt)
 		if got.UserID != want.UserID || got.Provider != want.Provider || got.SessionID != want.SessionID ||
 			got.KeyID != want.KeyID || string(got.Nonce) != string(want.Nonce) ||
-			string(got.Ciphertext) != string(want.Ciphertext) || got.CapturedAt != want.CapturedAt {
+			string(got.Ciphertext) != string(want.Ciphertext) || got.CapturedAt != want.CapturedAt ||
+			got.Meta.Kind != want.Meta.Kind || !got.Meta.ExpiresAt.Equal(want.Meta.ExpiresAt) ||
+			!got.Meta.RefreshExpiresAt.Equal(want.Meta.RefreshExpiresAt) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	}
