@@ -204,7 +204,10 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 	if timeout <= 0 {
 		timeout = 15 * time.Minute
 	}
-	deadline := time.NewTimer(timeout)
+	// The agent ends the login at timeout itself, with the command's last
+	// lines; the controller's own deadline comes a little later, for an
+	// agent that does not.
+	deadline := time.NewTimer(timeout + min(timeout/10, 30*time.Second))
 	defer deadline.Stop()
 	lastMsg := ""
 	var last mc.LoginProgress
