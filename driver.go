@@ -49,6 +49,10 @@ type Capabilities struct {
 	PortHi int `json:"port_hi,omitempty"`
 	// MaxMachines is the number of machines the host can hold.
 	MaxMachines int `json:"max_machines"`
+	// Cluster reports machines placed on a cluster that every replica
+	// shares: the session cap then counts every replica's sessions. A host
+	// driver (false) counts only the sessions of its own replica.
+	Cluster bool `json:"cluster,omitempty"`
 	// Snapshots reports fast starts from a snapshot.
 	Snapshots bool `json:"snapshots"`
 }

@@ -140,14 +140,15 @@ func TestImportsPointInward(t *testing.T) {
 	}
 	const mod = "github.com/master-controller/mc"
 	adapters := map[string]bool{}
-	for _, a := range []string{"sqlite", "postgres", "driver/local", "driver/drivertest", "gateway", "agent", "vault",
+	for _, a := range []string{"sqlite", "postgres", "driver/local", "driver/drivertest", "driver/fake", "gateway", "agent", "vault",
 		"httpapi", "web", "session", "provider", "webhook", "netpool"} {
 		adapters[mod+"/"+a] = true
 	}
 	// Small shared libraries any adapter may use.
 	// agentproto is the one definition of the agent's API (agent, session, fake driver).
-	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/token": true, mod + "/internal/storekit": true, mod + "/agentproto": true,
-		mod + "/internal/procfs": true}
+	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true,
+		mod + "/internal/sqlstore": true, mod + "/internal/procfs": true, mod + "/internal/wsproto": true,
+		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true, mod + "/agentproto": true}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
 		pkg, imports := f[0], f[1:]

@@ -42,7 +42,8 @@ type Provider struct {
 	Files []CredentialFile `json:"files"`
 	// Kind is what the credential is: oauth, api_key or token.
 	Kind CredentialKind `json:"kind,omitempty"`
-	// LoginTimeout bounds the login once it has started.
+	// LoginTimeout bounds the login once it has started. JSON carries it as
+	// a Duration string ("15m").
 	LoginTimeout time.Duration `json:"login_timeout"`
 }
 
@@ -63,6 +64,29 @@ func (p Provider) CLI() string {
 		return ""
 	}
 	return p.LoginCommand[0]
+}
+
+// providerJSON is Provider with its durations as Duration, for JSON.
+type providerJSON struct {
+	*providerFields
+	LoginTimeout Duration `json:"login_timeout"`
+}
+
+type providerFields Provider
+
+// MarshalJSON writes p with LoginTimeout as a string ("15m").
+func (p Provider) MarshalJSON() ([]byte, error) {
+	return json.Marshal(providerJSON{(*providerFields)(&p), Duration(p.LoginTimeout)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *Provider) UnmarshalJSON(b []byte) error {
+	v := providerJSON{(*providerFields)(p), Duration(p.LoginTimeout)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	p.LoginTimeout = time.Duration(v.LoginTimeout)
+	return nil
 }
 
 // CredentialFile is one file that holds (part of) a login's result.

@@ -1,6 +1,10 @@
 package mc
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"log/slog"
 	"net/netip"
 	"time"
 )
@@ -40,8 +44,10 @@ type Session struct {
 	// transitions compare it.
 	Version int64 `json:"version"`
 
-	// Secrets are the machine's per-session secrets. They never leave the
-	// controller: not in JSON, not in logs.
+	// Secrets are no longer filled or stored: a machine's secrets are
+	// derived from a MachineKey whenever they are needed. The field stays
+	// until the stores' secret columns are dropped; the manager writes it
+	// empty. Never in JSON, never in logs.
 	Secrets MachineSecrets `json:"-"`
 }
 
@@ -71,9 +77,46 @@ type MachineSecrets struct {
 	AgentToken Secret
 }
 
-// NewMachineSecrets returns fresh random secrets for a machine.
+// NewMachineSecrets returns fresh random secrets for a machine (for drivers'
+// tests; the manager derives them with a MachineKey).
 func NewMachineSecrets() MachineSecrets {
 	return MachineSecrets{VNCPassword: NewSecret(8), AgentToken: NewSecret(24)}
+}
+
+// MachineKey derives each machine's secrets from one key held in
+// configuration, never in the store, keyed by the id of the session whose
+// machine it is. Every replica configured with the same key derives the same
+// secrets, so the store holds none of them and nothing is left to erase
+// when the session ends. A MachineKey prints as REDACTED.
+type MachineKey struct{ key Secret }
+
+// NewMachineKey returns a MachineKey over key (32 random bytes or more).
+func NewMachineKey(key Secret) MachineKey { return MachineKey{key: key} }
+
+// String returns REDACTED.
+func (k MachineKey) String() string { return Redacted }
+
+// GoString returns REDACTED, so %#v hides the key too.
+func (k MachineKey) GoString() string { return "mc.MachineKey(" + Redacted + ")" }
+
+// LogValue makes slog print REDACTED.
+func (k MachineKey) LogValue() slog.Value { return slog.StringValue(Redacted) }
+
+// IsZero reports whether k has no key.
+func (k MachineKey) IsZero() bool { return k.key.IsZero() }
+
+// Secrets returns the secrets of the machine of session sessionID: 8 bytes
+// for the VNC password and 24 for the agent token, URL-safe encoded as
+// NewMachineSecrets makes them, each an HMAC-SHA256 of a label, the purpose
+// and the session id.
+func (k MachineKey) Secrets(sessionID string) MachineSecrets {
+	return MachineSecrets{VNCPassword: k.derive("vnc-password", sessionID, 8), AgentToken: k.derive("agent-token", sessionID, 24)}
+}
+
+func (k MachineKey) derive(purpose, sessionID string, n int) Secret {
+	m := hmac.New(sha256.New, []byte(k.key.Reveal()))
+	m.Write([]byte("mc-machine-secret-v1\x00" + purpose + "\x00" + sessionID))
+	return Secret{base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:n])}
 }
 
 // Event is one entry in a session's event log: a transition, with the replica

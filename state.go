@@ -75,9 +75,12 @@ const (
 	ReasonMachineMissing    Reason = "machine_missing"
 	ReasonControllerRestart Reason = "controller_restart"
 	ReasonControllerStop    Reason = "controller_shutdown"
-	ReasonIdleTimeout       Reason = "idle_timeout"
-	ReasonMaxLifetime       Reason = "max_lifetime"
-	ReasonLoginTimeout      Reason = "login_timeout"
+	// ReasonStoreUnreachable: the store did not answer in time to record a
+	// transition that matters (the session's start, its readiness).
+	ReasonStoreUnreachable Reason = "store_unreachable"
+	ReasonIdleTimeout      Reason = "idle_timeout"
+	ReasonMaxLifetime      Reason = "max_lifetime"
+	ReasonLoginTimeout     Reason = "login_timeout"
 	// ReasonLoginCommandFailed: the provider's login command exited
 	// non-zero (or could not start) before the credentials were complete.
 	ReasonLoginCommandFailed Reason = "login_command_failed"

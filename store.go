@@ -24,14 +24,25 @@ type Store interface {
 
 // SessionStore keeps sessions and their event logs.
 type SessionStore interface {
-	// CreateSession inserts s (state pending, version 1) and its first event.
+	// CreateSession inserts s (state pending, version 1) and its first event,
+	// and takes a slot of capacity c for it, all in one transaction: when it
+	// returns nil the session is within capacity on every replica at once.
 	// s.ID, UserID, Provider, CreatedAt and ExpiresAt must be set; the store
 	// sets State (pending), Replica (from replica), UpdatedAt and ActiveAt
-	// (= CreatedAt) and Version (1), and persists s.Secrets.
+	// (= CreatedAt) and Version (1), and persists s.Secrets. The slot is freed
+	// when the session reaches a final state.
 	// Errors: ECONFLICT (reason "active_session", SessionID set to the existing
 	// session's id) when the user already has an active session for the
-	// provider; EINVALID for a malformed session.
-	CreateSession(ctx context.Context, s *Session, replica string) error
+	// provider, whether or not there is capacity; EUNAVAILABLE (reason
+	// "capacity", with RetryAfter) when c is full; EINVALID for a malformed
+	// session.
+	CreateSession(ctx context.Context, s *Session, replica string, c Capacity) error
+
+	// CountActive returns the number of live (non-final) sessions: of every
+	// replica for "", else of the sessions created by replica. It reads one
+	// counter that CreateSession and Transition keep, whatever the number of
+	// sessions.
+	CountActive(ctx context.Context, replica string) (int, error)
 
 	// Session returns the session with the given id.
 	// Errors: ENOTFOUND.
@@ -85,6 +96,18 @@ type SessionStore interface {
 	// state has been delivered or when ctx ends.
 	// Errors: ENOTFOUND.
 	Watch(ctx context.Context, id string) (<-chan *Session, error)
+}
+
+// Capacity bounds the live sessions that CreateSession may leave. The zero
+// value bounds nothing.
+type Capacity struct {
+	// Max is the most live sessions, the new one included (0: no bound).
+	Max int
+	// PerReplica counts only the live sessions created by the same replica:
+	// a host driver's machines run on the replica's own host. Otherwise
+	// every replica's sessions count, as for a cluster driver whose machines
+	// share one cluster.
+	PerReplica bool
 }
 
 // SessionFilter selects sessions for listing. Zero fields do not filter.

@@ -37,6 +37,7 @@ import (
 
 	"github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/internal/atomicfile"
 )
 
 // Config is the agent's configuration, one field per command-line flag.
@@ -288,7 +289,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	closers = append(closers, closer{"vnc password file", func() { os.Remove(passwdFile) }})
 	authFile := cfg.VNCPasswordFile + ".xauth"
-	if err := writeFileAtomic(authFile, xauthority(cfg.Display, newCookie()), 0o600); err != nil {
+	if err := atomicfile.Write(authFile, xauthority(cfg.Display, newCookie()), 0o600); err != nil {
 		return fmt.Errorf("write x authority %s: %w", authFile, err)
 	}
 	closers = append(closers, closer{"x authority file", func() { os.Remove(authFile) }})

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+
+	"github.com/master-controller/mc/internal/atomicfile"
 )
 
 // DemoCredentialPath is where the demo sign-in writes its credential,
@@ -62,7 +64,7 @@ func writeDemoCredential(home string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write demo credential: %w", err)
 	}
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("write demo credential: %w", err)
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/creack/pty"
 	"github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/internal/atomicfile"
 )
 
 // DefaultLoginTimeout applies when a provider gives none.
@@ -509,7 +510,7 @@ func (l *login) prepare(p mc.Provider) ([]answer, *regexp.Regexp, error) {
 			return nil, nil, fmt.Errorf("seed %s: %w", f.Path, err)
 		}
 		content := strings.ReplaceAll(f.Content, "{home}", l.home)
-		if err := writeFileAtomic(path, []byte(content), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(content), 0o600); err != nil {
 			return nil, nil, fmt.Errorf("seed %s: %w", f.Path, err)
 		}
 	}

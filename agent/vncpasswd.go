@@ -2,9 +2,8 @@ package agent
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
+	"github.com/master-controller/mc/internal/atomicfile"
 	"github.com/master-controller/mc/rfb"
 )
 
@@ -26,35 +25,8 @@ func ObfuscateVNCPassword(password string) []byte {
 // writeVNCPasswordFile writes password in vncpasswd format to path with mode
 // 0600, atomically.
 func writeVNCPasswordFile(path, password string) error {
-	if err := writeFileAtomic(path, ObfuscateVNCPassword(password), 0o600); err != nil {
+	if err := atomicfile.Write(path, ObfuscateVNCPassword(password), 0o600); err != nil {
 		return fmt.Errorf("write vnc password file %s: %w", path, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it
-// over path, so that a reader sees the old file or the whole new one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

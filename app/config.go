@@ -72,6 +72,13 @@ type Config struct {
 	WebhookSecret string
 
 	ShutdownTimeout time.Duration
+
+	MaxConnections       int
+	MaxViewerConnections int
+	HTTPHeaderTimeout    time.Duration
+	HTTPBodyTimeout      time.Duration
+	HTTPIdleTimeout      time.Duration
+	MetricsListen        string
 }
 
 // setting describes one configuration field for flags, env and help.
@@ -90,8 +97,8 @@ func (c *Config) settings() []setting {
 		{"data-dir", "MC_DATA_DIR", "directory for the SQLite database, generated keys and machine files", &c.DataDir, "./data", false},
 		{"database-url", "MC_DATABASE_URL", "SQLite file path, or a postgres:// URL for several replicas (default: <data-dir>/mc.db)", &c.DatabaseURL, "", true},
 		{"replica", "MC_REPLICA", "name of this replica; must be stable across restarts and unique among replicas (default: the host name)", &c.Replica, "", false},
-		{"api-keys", "MC_API_KEYS", "comma-separated API keys for backends (default: one generated into <data-dir>/api-keys)", &c.APIKeys, "", true},
-		{"api-keys-file", "MC_API_KEYS_FILE", "file with one API key per line", &c.APIKeysFile, "", false},
+		{"api-keys", "MC_API_KEYS", "comma-separated API keys for backends, 16 characters or more (default: one generated into <data-dir>/api-keys, and again if that file holds none)", &c.APIKeys, "", true},
+		{"api-keys-file", "MC_API_KEYS_FILE", "file with one API key per line; a file with no key stops the start", &c.APIKeysFile, "", false},
 		{"log-level", "MC_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel, "info", false},
 		{"log-format", "MC_LOG_FORMAT", "text or json", &c.LogFormat, "text", false},
 
@@ -115,7 +122,7 @@ func (c *Config) settings() []setting {
 		{"destroy-grace", "MC_DESTROY_GRACE", "keep a completed session's machine this long before destroying it", &c.DestroyGrace, "3s", false},
 		{"reconcile-interval", "MC_RECONCILE_INTERVAL", "period of the reconcile pass (also run at start-up)", &c.ReconcileEvery, "1m", false},
 
-		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket (same origin is always allowed)", &c.AllowedOrigins, "", false},
+		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket besides MC_PUBLIC_URL's (host or scheme://host, * wildcards)", &c.AllowedOrigins, "", false},
 		{"viewer-token-ttl", "MC_VIEWER_TOKEN_TTL", "lifetime of viewer tokens", &c.ViewerTokenTTL, "10m", false},
 		{"ready-wait", "MC_READY_WAIT", "how long a viewer WebSocket waits for its machine to become ready", &c.ReadyWait, "90s", false},
 		{"ping-interval", "MC_PING_INTERVAL", "WebSocket ping period", &c.PingInterval, "20s", false},
@@ -129,6 +136,13 @@ func (c *Config) settings() []setting {
 		{"webhook-secret", "MC_WEBHOOK_SECRET", "HMAC-SHA256 key for webhook signatures", &c.WebhookSecret, "", true},
 
 		{"shutdown-timeout", "MC_SHUTDOWN_TIMEOUT", "bound on a graceful stop (requests in flight, machines)", &c.ShutdownTimeout, "20s", false},
+
+		{"max-connections", "MC_MAX_CONNECTIONS", "cap on open HTTP connections (a viewer's leaves it once a WebSocket); at it the longest idle one is closed, and with none idle a new one gets 503 too_many_connections (default: from the open-file limit, raised to its hard limit at start)", &c.MaxConnections, "0", false},
+		{"max-viewer-connections", "MC_MAX_VIEWER_CONNECTIONS", "cap on open viewer WebSockets (each also holds its machine's stream); past it 503 too_many_viewers (default: from the open-file limit)", &c.MaxViewerConnections, "0", false},
+		{"http-header-timeout", "MC_HTTP_HEADER_TIMEOUT", "bound on reading a request's header", &c.HTTPHeaderTimeout, "10s", false},
+		{"http-body-timeout", "MC_HTTP_BODY_TIMEOUT", "bound on reading a request's body; past it 400 body_timeout", &c.HTTPBodyTimeout, "30s", false},
+		{"http-idle-timeout", "MC_HTTP_IDLE_TIMEOUT", "close a keep-alive connection idle this long", &c.HTTPIdleTimeout, "2m", false},
+		{"metrics-listen", "MC_METRICS_LISTEN", "serve GET /metrics without an API key on this address only (host:port, for a trusted network); unset, /metrics is on the main address and needs the API key", &c.MetricsListen, "", false},
 	}
 }
 
@@ -285,13 +299,26 @@ func (c *Config) Validate() []string {
 		v   time.Duration
 	}{{"MC_START_TIMEOUT", c.StartTimeout}, {"MC_IDLE_TIMEOUT", c.IdleTimeout}, {"MC_MAX_LIFETIME", c.MaxLifetime},
 		{"MC_RECONCILE_INTERVAL", c.ReconcileEvery}, {"MC_VIEWER_TOKEN_TTL", c.ViewerTokenTTL},
-		{"MC_READY_WAIT", c.ReadyWait}, {"MC_PING_INTERVAL", c.PingInterval}, {"MC_SHUTDOWN_TIMEOUT", c.ShutdownTimeout}} {
+		{"MC_READY_WAIT", c.ReadyWait}, {"MC_PING_INTERVAL", c.PingInterval}, {"MC_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"MC_HTTP_HEADER_TIMEOUT", c.HTTPHeaderTimeout}, {"MC_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout},
+		{"MC_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout}} {
 		if d.v <= 0 {
 			bad(d.env, "must be positive")
 		}
 	}
 	if c.DestroyGrace < 0 {
 		bad("MC_DESTROY_GRACE", "must not be negative")
+	}
+	if c.MaxConnections < 0 {
+		bad("MC_MAX_CONNECTIONS", "must not be negative")
+	}
+	if c.MaxViewerConnections < 0 {
+		bad("MC_MAX_VIEWER_CONNECTIONS", "must not be negative")
+	}
+	if c.MetricsListen != "" {
+		if _, port, err := splitHostPort(c.MetricsListen); err != nil || port < 0 || port > 65535 {
+			bad("MC_METRICS_LISTEN", "%q is not host:port", c.MetricsListen)
+		}
 	}
 	if c.MaxViewers < 1 {
 		bad("MC_MAX_VIEWERS", "must be at least 1")

@@ -20,6 +20,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/httpapi"
+	"github.com/master-controller/mc/internal/atomicfile"
 	"github.com/master-controller/mc/postgres"
 	"github.com/master-controller/mc/provider"
 	"github.com/master-controller/mc/session"
@@ -40,14 +41,24 @@ type Main struct {
 
 	// URL is the base URL the server listens on (with the real port).
 	URL string
+	// MachineKey derives the machines' VNC passwords and agent tokens (from
+	// the vault keys); tests use it to reach a machine directly.
+	MachineKey mc.MachineKey
+	// MetricsURL is the base URL of the metrics listener (MetricsListen),
+	// when there is one.
+	MetricsURL string
 	// GeneratedAPIKey is set when no key was configured and one was made
 	// on this start (it is printed once).
 	GeneratedAPIKey mc.Secret
 
 	listener net.Listener
 	server   *http.Server
-	closers  []closer
-	out      io.Writer
+	// metricsListener and metricsServer serve /metrics alone without an
+	// API key, when MetricsListen is set.
+	metricsListener net.Listener
+	metricsServer   *http.Server
+	closers         []closer
+	out             io.Writer
 }
 
 // closer is one named step of shutdown; they run in reverse order of creation.
@@ -95,11 +106,15 @@ func RotateVault(ctx context.Context, cfg Config, log *slog.Logger) (int, error)
 		return 0, err
 	}
 	defer st.Close()
-	kr, _, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	kr, _, err := vault.Load(ctx, vaultConfig(cfg), st)
 	if err != nil {
 		return 0, err
 	}
 	return vault.NewService(vault.New(kr), st, vault.Options{Logger: log}).Rotate(ctx)
+}
+
+func vaultConfig(cfg Config) vault.Config {
+	return vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir}
 }
 
 // New builds a controller from cfg (which must have passed Validate) and
@@ -128,13 +143,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		return nil, err
 	}
 
-	kr, created, err := vault.Load(vault.Config{Keys: mc.SecretOf(cfg.VaultKeys), KeyFile: cfg.VaultKeyFile, DataDir: cfg.DataDir})
+	// The keys are checked against the sealed records: a server that could
+	// not open them refuses to start, naming the key ids they need.
+	kr, created, err := vault.Load(ctx, vaultConfig(cfg), st)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vault keys: %w", err)
 	}
 	if created {
 		m.Log.Warn("generated a vault key; back it up, credentials cannot be opened without it",
 			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary())
+	}
+	if cfg.Postgres() && cfg.VaultKeys == "" && cfg.VaultKeyFile == "" {
+		m.Log.Warn("the vault keys are in this replica's data directory; every replica on this database needs the same keys "+
+			"(MC_VAULT_KEYS): credentials, viewer tokens and machine secrets depend on them",
+			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary(), mc.LogReason, "vault_keys_local")
 	}
 	m.Vault = vault.NewService(vault.New(kr), st, vault.Options{Logger: m.Log, Registerer: m.Registry})
 
@@ -157,20 +179,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		m.onClose("webhooks", notifier.Close)
 	}
 
+	// The machines' secrets and the viewer-token signing key are derived
+	// from the vault keys: every replica with the same keys derives the
+	// same ones, and the store holds none of them.
+	machineKey := mc.NewMachineKey(kr.Derive(vault.PurposeMachineSecrets))
+	m.MachineKey = machineKey
 	w, h, _ := cfg.ScreenSize()
 	m.Manager = session.New(session.Config{
 		Replica: cfg.Replica, StartTimeout: cfg.StartTimeout, IdleTimeout: cfg.IdleTimeout,
 		MaxLifetime: cfg.MaxLifetime, ReconcileInterval: cfg.ReconcileEvery, DestroyGrace: cfg.DestroyGrace,
 		MaxMachines: cfg.MaxMachines, Width: w, Height: h,
 	}, session.Deps{Store: st, Driver: drv, Providers: providers, Vault: m.Vault, Notifier: notifier,
-		Logger: m.Log, Registry: m.Registry})
+		Logger: m.Log, Registry: m.Registry, MachineKey: machineKey})
 	m.onClose("session manager", func(context.Context) error { return m.Manager.Close() })
-
-	gw, tokens, err := newGateway(ctx, cfg, st, drv, m.Log, m.Registry)
-	if err != nil {
-		return nil, err
-	}
-	m.onClose("viewer gateway", gw.Shutdown)
 
 	webHandler, err := newWeb(cfg)
 	if err != nil {
@@ -194,21 +215,39 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		m.Config.PublicURL = m.URL
 	}
 
+	// The gateway admits browsers on the public URL's origin: built once
+	// the URL carries the real port.
+	gw, tokens, err := newGateway(m.Config, st, drv, kr, machineKey, m.Log, m.Registry)
+	if err != nil {
+		return nil, err
+	}
+	m.onClose("viewer gateway", gw.Shutdown)
+
+	metrics := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+	apiMetrics := metrics
+	if cfg.MetricsListen != "" {
+		apiMetrics = nil // only on the metrics listener
+		if err := m.listenMetrics(metrics); err != nil {
+			return nil, err
+		}
+	}
+	m.connectionLimits()
 	m.API, err = httpapi.New(httpapi.Config{
 		PublicURL: m.Config.PublicURL, APIKeys: keys, ViewerTokenTTL: cfg.ViewerTokenTTL, Replica: cfg.Replica,
+		HeaderTimeout: cfg.HTTPHeaderTimeout, BodyTimeout: cfg.HTTPBodyTimeout, IdleTimeout: cfg.HTTPIdleTimeout,
+		MaxConnections: m.Config.MaxConnections, MaxViewerConnections: m.Config.MaxViewerConnections,
 	}, httpapi.Deps{
 		Sessions: m.Manager, Store: st, Tokens: tokens, Providers: providers, Credentials: m.Vault,
 		ProviderCheck: providerCheck(drv, providers.All(), m.Log),
 		Checks:        []httpapi.Check{{Name: "driver", Check: drv.Check}},
 		VNC:           gw, Web: webHandler,
-		Metrics: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
+		Metrics: apiMetrics,
 	}, m.Log, m.Registry)
 	if err != nil {
 		return nil, err
 	}
 
-	m.server = &http.Server{Handler: m.API, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
+	m.server, m.listener = m.API.HTTPServer(m.listener, slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn))
 	m.onClose("http server", func(ctx context.Context) error {
 		m.API.Drain()
 		return m.server.Shutdown(ctx)
@@ -216,36 +255,112 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 	return m, nil
 }
 
-// apiKeys returns the hashes of the configured API keys; with none
-// configured it loads or generates <data-dir>/api-keys.
+// listenMetrics listens on MetricsListen for GET /metrics alone, without
+// an API key; Run serves it.
+func (m *Main) listenMetrics(h http.Handler) error {
+	l, err := net.Listen("tcp", m.Config.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (MC_METRICS_LISTEN): %w", m.Config.MetricsListen, err)
+	}
+	m.metricsListener = l
+	m.MetricsURL = "http://" + l.Addr().String()
+	m.metricsServer = &http.Server{Handler: httpapi.MetricsOnly(h), ReadHeaderTimeout: m.Config.HTTPHeaderTimeout,
+		IdleTimeout: m.Config.HTTPIdleTimeout, ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
+	m.onClose("metrics server", func(ctx context.Context) error {
+		err := m.metricsServer.Shutdown(ctx)
+		if cerr := l.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = cerr
+		}
+		return err
+	})
+	return nil
+}
+
+// connectionLimits raises the open-file limit to its hard limit and sets
+// the caps on connections and viewers that are not configured from it
+// (ConnectionLimits), in m.Config; it warns when configured caps exceed
+// what the limit can hold.
+func (m *Main) connectionLimits() {
+	nofile, err := RaiseFileLimit()
+	if err != nil {
+		m.Log.Warn("open-file limit", "error", err, mc.LogReason, "rlimit")
+	}
+	if nofile == 0 { // unknown: assume the common default
+		nofile = 1024
+	}
+	conns, viewers := ConnectionLimits(nofile)
+	c := &m.Config
+	if c.MaxConnections == 0 {
+		c.MaxConnections = conns
+	}
+	if c.MaxViewerConnections == 0 {
+		c.MaxViewerConnections = viewers
+	}
+	attrs := []any{"open_files", nofile, "max_connections", c.MaxConnections,
+		"max_viewer_connections", c.MaxViewerConnections}
+	if uint64(c.MaxConnections+2*c.MaxViewerConnections) > nofile {
+		m.Log.Warn("connection caps above the open-file limit: the process may run out of file descriptors",
+			append(attrs, mc.LogReason, "rlimit")...)
+		return
+	}
+	m.Log.Info("connection limits", attrs...)
+}
+
+// APIKeysFileName is the file under the data directory that holds the API
+// keys when none are configured: generated on first start.
+const APIKeysFileName = "api-keys"
+
+// apiKeys returns the hashes of the configured API keys. A server with no
+// key would answer 401 to every request, so it never starts with none:
+//   - keys given in MC_API_KEYS or MC_API_KEYS_FILE are used; a setting or
+//     a file that is given but holds no key is an error (the operator meant
+//     to set keys and did not);
+//   - with neither, <data-dir>/api-keys is read; when it is missing, or
+//     holds no key (emptied, or cut short before this version wrote it
+//     atomically), a key is generated into it as on first start, printed
+//     once, and the log says which of the two happened.
 func (m *Main) apiKeys() ([]httpapi.KeyHash, error) {
 	var raw []string
-	add := func(s string) {
-		for _, k := range strings.Split(s, ",") {
+	add := func(s string) int {
+		n := 0
+		for _, k := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' }) {
 			if k = strings.TrimSpace(k); k != "" && !strings.HasPrefix(k, "#") {
 				raw = append(raw, k)
+				n++
 			}
 		}
+		return n
 	}
-	add(m.Config.APIKeys)
+	if m.Config.APIKeys != "" && add(m.Config.APIKeys) == 0 {
+		return nil, errors.New("MC_API_KEYS holds no API key; give at least one, or unset it to use " +
+			filepath.Join(m.Config.DataDir, APIKeysFileName))
+	}
 	if f := m.Config.APIKeysFile; f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("read API keys file: %w", err)
 		}
-		add(strings.ReplaceAll(string(b), "\n", ","))
+		if add(string(b)) == 0 {
+			return nil, fmt.Errorf("MC_API_KEYS_FILE %s holds no API key (one per line); "+
+				"refusing to start a server that would refuse every request", f)
+		}
 	}
 	if len(raw) == 0 {
-		path := filepath.Join(m.Config.DataDir, "api-keys")
+		path := filepath.Join(m.Config.DataDir, APIKeysFileName)
 		b, err := os.ReadFile(path)
 		switch {
-		case err == nil:
-			add(strings.ReplaceAll(string(b), "\n", ","))
-		case errors.Is(err, os.ErrNotExist):
+		case err == nil && add(string(b)) > 0:
+		case err == nil || errors.Is(err, os.ErrNotExist):
 			key := "mc_" + mc.NewSecret(32).Reveal()
-			if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			if err := atomicfile.Write(path, []byte(key+"\n"), 0o600); err != nil {
 				return nil, fmt.Errorf("write generated API key: %w", err)
 			}
+			why := "first start"
+			if err == nil {
+				why = "the file held no key"
+			}
+			m.Log.Warn("generated an API key", "file", path, mc.LogReason, why,
+				"key_id", httpapi.HashAPIKey(key).ID())
 			m.GeneratedAPIKey = mc.SecretOf(key)
 			raw = append(raw, key)
 		default:
@@ -272,14 +387,18 @@ func (m *Main) Run(ctx context.Context) error {
 		fmt.Fprintf(w, "  dashboard: %s/\n", m.Config.PublicURL)
 		if !m.GeneratedAPIKey.IsZero() {
 			fmt.Fprintf(w, "  API key (generated, shown once; also in %s): %s\n",
-				filepath.Join(m.Config.DataDir, "api-keys"), m.GeneratedAPIKey.Reveal())
+				filepath.Join(m.Config.DataDir, APIKeysFileName), m.GeneratedAPIKey.Reveal())
 		} else if m.Config.APIKeys == "" && m.Config.APIKeysFile == "" {
-			fmt.Fprintf(w, "  API key: in %s\n", filepath.Join(m.Config.DataDir, "api-keys"))
+			fmt.Fprintf(w, "  API key: in %s\n", filepath.Join(m.Config.DataDir, APIKeysFileName))
 		}
 		w.Flush()
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- m.server.Serve(m.listener) }()
+	if m.metricsServer != nil {
+		m.Log.Info("serving metrics", "url", m.MetricsURL+"/metrics")
+		go func() { errc <- m.metricsServer.Serve(m.metricsListener) }()
+	}
 	select {
 	case <-ctx.Done():
 		m.Log.Info("shutting down", mc.LogReason, "signal")

@@ -2,11 +2,13 @@ package app_test
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"maps"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/master-controller/mc/internal/testutil"
 )
@@ -27,17 +29,18 @@ func startProcess(t testing.TB, env map[string]string) *proc {
 	return &proc{Server: s, api: testutil.Client{URL: s.URL, Key: env["MC_API_KEYS"]}}
 }
 
-// metricValue returns the sum of a metric's samples on a server's /metrics
-// (0 when absent).
-func metricValue(t testing.TB, base, name string) float64 {
+// metricValue returns the sum of a metric's samples on a server's /metrics,
+// which needs the API key (0 when absent).
+func metricValue(t testing.TB, api testutil.Client, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, body := testutil.Request(ctx, t, "GET", api.URL, "/metrics", api.Key, nil)
+	if code != 200 {
+		t.Fatalf("GET /metrics: got %d %s", code, body)
 	}
-	defer resp.Body.Close()
 	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()

@@ -16,7 +16,8 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/internal/testutil"
-	"github.com/master-controller/mc/rfb"
+	"github.com/master-controller/mc/rfb/rfbtest"
+	"github.com/master-controller/mc/vault"
 )
 
 // fakeBlue is the fake machine's screen colour.
@@ -39,7 +40,7 @@ func openViewer(ctx context.Context, base, id, tok string) (*viewer, error) {
 	}
 	c.SetReadLimit(1 << 24)
 	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
-	img, err := rfb.Capture(nc, mc.Secret{})
+	img, err := rfbtest.Capture(nc, mc.Secret{})
 	if err != nil {
 		c.CloseNow()
 		return nil, fmt.Errorf("rfb handshake: %w", err)
@@ -143,8 +144,9 @@ func TestViewerRaceSQLite(t *testing.T) {
 // not start them and holds nothing of them in memory.
 func TestViewerRacePostgresTwoReplicas(t *testing.T) {
 	db := pgtest.Shared(t)
+	keys := sharedVaultKeys(t)
 	env := func(replica string) map[string]string {
-		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica,
+		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica, "MC_VAULT_KEYS": keys,
 			"MC_DATA_DIR": t.TempDir(), "MC_API_KEYS": "race-key-0123456789abcdef", "MC_FAKE_START_DELAY": "300ms",
 			"MC_LOG_LEVEL": "warn", "MC_MAX_MACHINES": "1000"}
 	}
@@ -162,8 +164,9 @@ func TestViewerRacePostgresTwoReplicas(t *testing.T) {
 // NOTIFY) must close the viewer with 4410 within milliseconds.
 func TestCrossReplicaWatch(t *testing.T) {
 	db := pgtest.Shared(t)
+	keys := sharedVaultKeys(t)
 	env := func(replica string) map[string]string {
-		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica,
+		return map[string]string{"MC_DATABASE_URL": db, "MC_DRIVER": "fake", "MC_REPLICA": replica, "MC_VAULT_KEYS": keys,
 			"MC_DATA_DIR": t.TempDir(), "MC_API_KEYS": "watch-key-0123456789abcdef", "MC_FAKE_START_DELAY": "1h",
 			"MC_START_TIMEOUT": "2h", "MC_LOG_LEVEL": "warn"}
 	}
@@ -210,13 +213,25 @@ func TestCrossReplicaWatch(t *testing.T) {
 	}
 }
 
+// sharedVaultKeys returns MC_VAULT_KEYS for replicas that share a store:
+// they must share the vault keys, from which the viewer-token signing key
+// and the machines' secrets are derived.
+func sharedVaultKeys(t *testing.T) string {
+	t.Helper()
+	kr, err := vault.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(kr.Encode())
+}
+
 // waitWatching waits until replica p reports a viewer waiting for session id
 // (its mc_gateway_waiting gauge, or the debug line), bounded.
 func waitWatching(t *testing.T, p *proc, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if metricValue(t, p.URL, "mc_gateway_waiting_viewers") >= 1 {
+		if metricValue(t, p.api, "mc_gateway_waiting_viewers") >= 1 {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -12,10 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/gateway"
 	"github.com/master-controller/mc/token"
+	"github.com/master-controller/mc/vault"
 	"github.com/master-controller/mc/web"
 	"github.com/master-controller/mc/webhook"
 )
@@ -26,7 +26,7 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 	var d mc.Driver
 	switch cfg.Driver {
 	case "fake":
-		d = drivertest.NewFake(drivertest.FakeConfig{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
+		d = fake.New(fake.Config{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
 		mode := cfg.LocalMode
 		if mode == "auto" {
@@ -88,17 +88,15 @@ func newWeb(cfg Config) (http.Handler, error) {
 }
 
 // newGateway builds the viewer gateway and the viewer-token signer. The
-// signing key lives in the store, so every replica verifies every token.
-func newGateway(ctx context.Context, cfg Config, st mc.Store, drv mc.Driver, log *slog.Logger,
-	reg prometheus.Registerer) (*gateway.Gateway, *token.Signer, error) {
-	key, err := st.EnsureSecret(ctx, "viewer_token_key", mc.NewSecret(32))
-	if err != nil {
-		return nil, nil, fmt.Errorf("viewer token key: %w", err)
-	}
-	signer := token.NewSigner(key, nil)
+// signing key is derived from the vault keys, so every replica verifies every
+// token; tokens signed under an earlier primary key are still accepted.
+func newGateway(cfg Config, st mc.Store, drv mc.Driver, kr *vault.Keyring, machineKey mc.MachineKey,
+	log *slog.Logger, reg prometheus.Registerer) (*gateway.Gateway, *token.Signer, error) {
+	keys := kr.DeriveAll(vault.PurposeViewerTokens)
+	signer := token.NewSigner(keys[0], nil, keys[1:]...)
 	caps := drv.Capabilities()
 	gcfg := gateway.Config{
-		AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
+		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
 		MaxViewers: cfg.MaxViewers,
 	}
 	if caps.Network.Addr().IsLoopback() {
@@ -106,16 +104,11 @@ func newGateway(ctx context.Context, cfg Config, st mc.Store, drv mc.Driver, log
 	} else if caps.Network.IsValid() {
 		gcfg.Networks = []netip.Prefix{caps.Network}
 	}
-	gw, err := gateway.New(gcfg, gateway.Deps{Store: st, Tokens: signer, Logger: log, Registry: reg})
+	gw, err := gateway.New(gcfg, gateway.Deps{Store: st, Tokens: signer, Logger: log, Registry: reg, MachineKey: machineKey})
 	if err != nil {
 		return nil, nil, err
 	}
 	return gw, signer, nil
-}
-
-// Websockify runs the websockify-compatible mode.
-func Websockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return gateway.RunWebsockify(ctx, args, stdout, stderr)
 }
 
 // cliChecker is a driver that can say whether a provider's CLI can run in

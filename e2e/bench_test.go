@@ -48,7 +48,7 @@ func benchStartToReady(b *testing.B, mode string) {
 		s := testutil.WaitState(b, c.Store, id, mc.StateReady, 60*time.Second)
 		ready = append(ready, time.Since(start))
 
-		waitDemoPage(b, c.Store, id, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
+		waitDemoPage(b, c.Store, id, s.Machine.VNCAddr().String(), c.MachineKey.Secrets(id).VNCPassword, 30*time.Second)
 		ms := readMachine(b, c.dataDir, id)
 		p, n := procfs.PSS(machineProcs(ms))
 		mem = append(mem, float64(p)/(1<<20))

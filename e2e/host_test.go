@@ -20,7 +20,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/netpool"
-	"github.com/master-controller/mc/rfb"
+	"github.com/master-controller/mc/rfb/rfbtest"
 )
 
 // machineState is what the tests read of the local driver's machine.json:
@@ -231,7 +231,7 @@ func vncCapture(addr string, password mc.Secret) (*image.RGBA, error) {
 	if err := conn.SetDeadline(time.Now().Add(15 * time.Second)); err != nil {
 		return nil, err
 	}
-	return rfb.Capture(conn, password)
+	return rfbtest.Capture(conn, password)
 }
 
 // waitDemoPage takes screenshots through VNC until one shows the demo

@@ -70,10 +70,10 @@ func TestLocalSession(t *testing.T) {
 
 			// A screenshot through VNC with the session's password shows the
 			// provider's start page; a wrong password is refused.
-			if s.Secrets.VNCPassword.IsZero() {
-				t.Fatal("the store holds no VNC password for the session")
+			if !s.Secrets.VNCPassword.IsZero() {
+				t.Fatal("the store holds the session's VNC password")
 			}
-			waitDemoPage(t, c.Store, id, m.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
+			waitDemoPage(t, c.Store, id, m.VNCAddr().String(), c.MachineKey.Secrets(id).VNCPassword, 30*time.Second)
 			if _, err := vncCapture(m.VNCAddr().String(), mc.SecretOf("wrong-pw")); err == nil {
 				t.Error("VNC capture with a wrong password succeeded")
 			}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/master-controller/mc/internal/wsproto"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,14 +46,14 @@ func (e *viewerErr) Unwrap() error { return e.err }
 // wsStream reads a WebSocket's data messages as one byte stream and writes
 // each Write as one binary message.
 type wsStream struct {
-	c    *wsConn
+	c    *wsproto.Conn
 	open bool // a message is being read
 }
 
 // next blocks until a message is available. It needs no buffer, so a
 // connection idles without one.
 func (s *wsStream) next() error {
-	if err := s.c.next(); err != nil {
+	if err := s.c.Next(); err != nil {
 		return err
 	}
 	s.open = true
@@ -81,7 +82,7 @@ func (s *wsStream) Read(p []byte) (int, error) {
 
 // Write sends p as one binary message.
 func (s *wsStream) Write(p []byte) (int, error) {
-	if err := s.c.writeMessage(p); err != nil {
+	if err := s.c.WriteMessage(p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -111,7 +112,7 @@ func copyToUpstream(s *wsStream, up net.Conn, pool *bufPool, n *atomic.Int64, co
 			} else if err != nil {
 				rerr = &viewerErr{err}
 			}
-			if rerr == nil && fill < len(*buf) && s.c.buffered() {
+			if rerr == nil && fill < len(*buf) && s.c.Buffered() {
 				if !s.open {
 					if err := s.next(); err != nil {
 						rerr = &viewerErr{err}
@@ -158,7 +159,7 @@ const spliceMin = 16 << 10
 const smallRead = 2 << 10
 
 // copyToViewer copies up's bytes to the viewer until either side fails.
-func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count func(int)) error {
+func copyToViewer(up net.Conn, c *wsproto.Conn, pool *bufPool, n *atomic.Int64, count func(int)) error {
 	sc, ok := up.(syscall.Conn)
 	if !ok {
 		return copyToViewerPlain(up, c, pool, n, count)
@@ -168,7 +169,7 @@ func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count 
 		return &upstreamErr{err}
 	}
 	tcpUp, _ := up.(*net.TCPConn)
-	splice := useSplice && tcpUp != nil && c.tcp != nil
+	splice := useSplice && tcpUp != nil && c.TCP() != nil
 	small := make([]byte, smallRead)
 	hot := false // the last batch was large: look at the queue before blocking
 	for {
@@ -184,8 +185,11 @@ func copyToViewer(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count 
 			}
 			if queued >= spliceMin {
 				k := min(int64(queued), maxFrame)
-				if err := c.spliceFrom(tcpUp, k); err != nil {
-					return err
+				if err := c.SpliceFrom(tcpUp, k); err != nil {
+					if errors.Is(err, wsproto.ErrIncompleteFrame) {
+						return &upstreamErr{err}
+					}
+					return &viewerErr{err}
 				}
 				n.Add(k)
 				count(int(k))
@@ -241,7 +245,7 @@ func waitQueued(rc syscall.RawConn) (int, error) {
 }
 
 // copyToViewerPlain is copyToViewer for an upstream that is not a socket.
-func copyToViewerPlain(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, count func(int)) error {
+func copyToViewerPlain(up net.Conn, c *wsproto.Conn, pool *bufPool, n *atomic.Int64, count func(int)) error {
 	for {
 		buf := pool.get()
 		_, err := relay(up, c, *buf, n, count)
@@ -255,10 +259,10 @@ func copyToViewerPlain(up net.Conn, c *wsConn, pool *bufPool, n *atomic.Int64, c
 // relay reads once from up into buf and sends what it read to the viewer as
 // one message, counting it in n and count. It returns how many bytes it
 // read; the error says which side failed (*viewerErr or *upstreamErr).
-func relay(up net.Conn, c *wsConn, buf []byte, n *atomic.Int64, count func(int)) (int, error) {
+func relay(up net.Conn, c *wsproto.Conn, buf []byte, n *atomic.Int64, count func(int)) (int, error) {
 	k, err := up.Read(buf)
 	if k > 0 {
-		if werr := c.writeMessage(buf[:k]); werr != nil {
+		if werr := c.WriteMessage(buf[:k]); werr != nil {
 			return k, &viewerErr{werr}
 		}
 		n.Add(int64(k))
@@ -273,13 +277,13 @@ func relay(up net.Conn, c *wsConn, buf []byte, n *atomic.Int64, count func(int))
 // startPinger pings c every interval from a timer (no goroutine while idle).
 // A ping that gets no pong within interval calls fail. The returned func
 // stops it.
-func startPinger(c *wsConn, interval time.Duration, fail func()) (stop func()) {
+func startPinger(c *wsproto.Conn, interval time.Duration, fail func()) (stop func()) {
 	var mu sync.Mutex
 	stopped := false
 	var t *time.Timer
 	t = time.AfterFunc(interval, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		err := c.ping(ctx)
+		err := c.Ping(ctx)
 		cancel()
 		mu.Lock()
 		defer mu.Unlock()
@@ -300,4 +304,16 @@ func startPinger(c *wsConn, interval time.Duration, fail func()) (stop func()) {
 		mu.Unlock()
 		t.Stop()
 	}
+}
+
+// queuedBytes returns how many bytes wait in the socket's receive queue.
+func queuedBytes(rc syscall.RawConn) (int, error) {
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	}); err != nil {
+		return 0, err
+	}
+	return n, ierr
 }

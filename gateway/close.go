@@ -3,25 +3,29 @@ package gateway
 import (
 	"errors"
 
-	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/master-controller/mc/token"
 )
 
-// The close codes of DESIGN.md's gateway contract.
+// The close codes of DESIGN.md's gateway contract. They are untyped, so
+// that they compare with any WebSocket library's status code type.
 const (
-	CodeCompleted     websocket.StatusCode = 1000
-	CodeShutdown      websocket.StatusCode = 1001
-	CodeInternal      websocket.StatusCode = 1011
-	CodeNotReady      websocket.StatusCode = 1013
-	CodeUnauthorized  websocket.StatusCode = 4401
-	CodeForbidden     websocket.StatusCode = 4403
-	CodeNotFound      websocket.StatusCode = 4404
-	CodeTakenOver     websocket.StatusCode = 4409
-	CodeEnded         websocket.StatusCode = 4410
-	CodeUnreachable   websocket.StatusCode = 4502
-	CodeMachineGone   websocket.StatusCode = 4503
-	codeProtocolError websocket.StatusCode = 1002
+	CodeCompleted    = 1000
+	CodeShutdown     = 1001
+	CodeInternal     = 1011
+	CodeNotReady     = 1013
+	CodeUnauthorized = 4401
+	CodeForbidden    = 4403
+	CodeNotFound     = 4404
+	// CodePingTimeout closes a viewer that stopped answering pings: its
+	// network or its tab is gone (1001 would say the replica is stopping).
+	CodePingTimeout   = 4408
+	CodeTakenOver     = 4409
+	CodeEnded         = 4410
+	CodeUnreachable   = 4502
+	CodeMachineGone   = 4503
+	codeProtocolError = 1002
 )
 
 // Reason codes of connection outcomes (log "reason" and the outcome label of
@@ -43,80 +47,100 @@ const (
 	ReasonPingTimeout       mc.Reason = "ping_timeout"
 	ReasonBadClient         mc.Reason = "bad_client"
 	ReasonClientGone        mc.Reason = "client_gone"
+	ReasonMessageTooBig     mc.Reason = "message_too_big"
+	ReasonTokenInvalid      mc.Reason = "token_invalid"
+	ReasonBadUpgrade        mc.Reason = "bad_upgrade"
+	// The websockify mode's own.
+	ReasonTokenUnknown mc.Reason = "token_unknown"
+	ReasonTargetClosed mc.Reason = "target_closed"
+	ReasonTargetError  mc.Reason = "target_error"
 )
 
-// closeErr is the decision of how a connection ends: the close frame's code
-// and text, and the reason code for logs and metrics. A zero code means that
-// no close frame is sent (the viewer closed first).
-type closeErr struct {
-	code   websocket.StatusCode
+// outcome is how a connection ends, decided by the phase that ends it and
+// returned as a value: the close frame's code and text, the reason code for
+// the log line and the outcome label of the metric, and the cause for the
+// log line (nil when the reason says it all). A zero code means that no
+// close frame is sent (the viewer went first, or the WebSocket layer sent
+// it already).
+type outcome struct {
+	code   wsproto.StatusCode
 	reason mc.Reason
 	text   string
+	err    error
 }
 
-func (e *closeErr) Error() string { return string(e.reason) + ": " + e.text }
+// because returns a copy of o with the cause err.
+func (o *outcome) because(err error) *outcome {
+	c := *o
+	c.err = err
+	return &c
+}
 
+// The outcomes of the contract's table. Never modified: use because.
 var (
-	errOrigin      = &closeErr{CodeForbidden, ReasonOriginNotAllowed, "origin not allowed"}
-	errNotFound    = &closeErr{CodeNotFound, ReasonSessionNotFound, "no such session"}
-	errTakenOver   = &closeErr{CodeTakenOver, ReasonTakenOver, "another viewer took over this session"}
-	errCompleted   = &closeErr{CodeCompleted, ReasonSessionCompleted, "signed in"}
-	errShutdown    = &closeErr{CodeShutdown, ReasonShutdown, "the server is shutting down; reconnect"}
-	errInternal    = &closeErr{CodeInternal, ReasonInternal, "internal error"}
-	errNotReady    = &closeErr{CodeNotReady, ReasonReadyTimeout, "the machine did not become ready in time; try again later"}
-	errAddr        = &closeErr{CodeUnreachable, ReasonAddressNotAllowed, "the machine's VNC server could not be reached"}
-	errUnreachable = &closeErr{CodeUnreachable, ReasonVNCUnreachable, "the machine's VNC server could not be reached"}
-	errNotRFB      = &closeErr{CodeUnreachable, ReasonNotRFB, "the machine's VNC server did not answer as a VNC server"}
-	errVNCAuth     = &closeErr{CodeUnreachable, ReasonVNCAuthFailed, "the machine's VNC server refused the connection"}
-	errMachineGone = &closeErr{CodeMachineGone, ReasonMachineGone, "the machine went away"}
-	errPingTimeout = &closeErr{CodeShutdown, ReasonPingTimeout, "the viewer stopped answering pings"}
-	errBadClient   = &closeErr{codeProtocolError, ReasonBadClient, "not an RFB client"}
+	endOrigin      = &outcome{code: CodeForbidden, reason: ReasonOriginNotAllowed, text: "origin not allowed"}
+	endNotFound    = &outcome{code: CodeNotFound, reason: ReasonSessionNotFound, text: "no such session"}
+	endTakenOver   = &outcome{code: CodeTakenOver, reason: ReasonTakenOver, text: "another viewer took over this session"}
+	endCompleted   = &outcome{code: CodeCompleted, reason: ReasonSessionCompleted, text: "signed in"}
+	endShutdown    = &outcome{code: CodeShutdown, reason: ReasonShutdown, text: "the server is shutting down; reconnect"}
+	endInternal    = &outcome{code: CodeInternal, reason: ReasonInternal, text: "internal error"}
+	endNotReady    = &outcome{code: CodeNotReady, reason: ReasonReadyTimeout, text: "the machine did not become ready in time; try again later"}
+	endAddr        = &outcome{code: CodeUnreachable, reason: ReasonAddressNotAllowed, text: "the machine's VNC server could not be reached"}
+	endUnreachable = &outcome{code: CodeUnreachable, reason: ReasonVNCUnreachable, text: "the machine's VNC server could not be reached"}
+	endNotRFB      = &outcome{code: CodeUnreachable, reason: ReasonNotRFB, text: "the machine's VNC server did not answer as a VNC server"}
+	endVNCAuth     = &outcome{code: CodeUnreachable, reason: ReasonVNCAuthFailed, text: "the machine's VNC server refused the connection"}
+	endMachineGone = &outcome{code: CodeMachineGone, reason: ReasonMachineGone, text: "the machine went away"}
+	endPingTimeout = &outcome{code: CodePingTimeout, reason: ReasonPingTimeout, text: "the viewer stopped answering pings"}
+	endBadClient   = &outcome{code: codeProtocolError, reason: ReasonBadClient, text: "not an RFB client"}
+	// The WebSocket layer has sent its close frame (1009, 1002 or 1007).
+	endTooBig     = &outcome{reason: ReasonMessageTooBig}
+	endBadFrames  = &outcome{reason: ReasonBadClient}
+	endClientGone = &outcome{reason: ReasonClientGone}
 )
 
-// ended returns the close decision for a session in final state s.
-func ended(s *mc.Session) *closeErr {
+// endStoreUnreachable: this replica cannot reach the store, so it cannot
+// learn whether the machine becomes ready.
+var endStoreUnreachable = &outcome{code: CodeNotReady, reason: mc.ReasonStoreUnreachable, text: "the session store cannot be reached; try again later"}
+
+// ended returns the outcome for a session in final state s.
+func ended(s *mc.Session) *outcome {
 	if s.State == mc.StateCompleted {
-		return errCompleted
+		return endCompleted
 	}
-	return &closeErr{CodeEnded, ReasonSessionEnded, "the session has ended (" + string(s.State) + ")"}
+	return &outcome{code: CodeEnded, reason: ReasonSessionEnded, text: "the session has ended (" + string(s.State) + ")"}
 }
 
-// tokenClose maps a token verification error to its close decision.
-func tokenClose(err error) *closeErr {
+// tokenOutcome maps a token verification error to its outcome.
+func tokenOutcome(err error) *outcome {
 	r := mc.ErrorReason(err)
-	if mc.ErrorCode(err) == mc.EFORBIDDEN {
-		return &closeErr{CodeForbidden, r, "viewer token is not for this session"}
+	o := &outcome{code: CodeUnauthorized, reason: ReasonTokenInvalid, text: "viewer token invalid", err: err}
+	switch {
+	case mc.ErrorCode(err) == mc.EFORBIDDEN:
+		o.code, o.reason, o.text = CodeForbidden, r, "viewer token is not for this session"
+	case r == token.ReasonMissing:
+		o.reason, o.text = r, "viewer token missing"
+	case r == token.ReasonExpired:
+		o.reason, o.text = r, "viewer token expired"
+	case r == token.ReasonMalformed, r == token.ReasonBadSignature:
+		o.reason = r
 	}
-	switch r {
-	case token.ReasonMissing:
-		return &closeErr{CodeUnauthorized, r, "viewer token missing"}
-	case token.ReasonExpired:
-		return &closeErr{CodeUnauthorized, r, "viewer token expired"}
-	case token.ReasonMalformed, token.ReasonBadSignature:
-		return &closeErr{CodeUnauthorized, r, "viewer token invalid"}
-	}
-	return &closeErr{CodeUnauthorized, "token_invalid", "viewer token invalid"}
+	return o
 }
 
-// bridgeClose maps the causes both bridges (Gateway and Websockify) share to
-// their close decision: a *closeErr as it is; a WebSocket message too big or a
-// protocol error (the close frame is already sent) and a failed viewer side
-// (no frame is sent). It records the cause in o.err where the log wants it.
-// ok is false for any other error, which the caller decides on.
-func bridgeClose(err error, o *outcome) (ce *closeErr, ok bool) {
+// viewerOutcome maps an error of the viewer's side, which both bridges
+// (Gateway and Websockify) share, to its outcome: a message too big or a
+// protocol error (the WebSocket layer sent the close frame), else a viewer
+// that went away (no frame is sent). ok is false for an error that is not
+// the viewer's.
+func viewerOutcome(err error) (o *outcome, ok bool) {
 	var ve *viewerErr
 	switch {
-	case errors.As(err, &ce):
-		return ce, true
-	case errors.Is(err, errTooBig):
-		o.err = err
-		return &closeErr{0, "message_too_big", ""}, true // 1009 already sent
-	case errors.Is(err, errProtocol):
-		o.err = err
-		return &closeErr{0, ReasonBadClient, ""}, true // 1002 already sent
+	case errors.Is(err, wsproto.ErrTooBig):
+		return endTooBig.because(err), true
+	case errors.Is(err, wsproto.ErrProtocol):
+		return endBadFrames.because(err), true
 	case errors.As(err, &ve):
-		o.err = err
-		return &closeErr{0, ReasonClientGone, ""}, true
+		return endClientGone.because(err), true
 	}
 	return nil, false
 }

@@ -17,11 +17,17 @@ import (
 
 // Config configures a Gateway. The zero value of each field means its default.
 type Config struct {
-	// AllowedOrigins are extra Origins allowed to open the WebSocket. Each is
-	// matched case-insensitively with path.Match against the Origin's host
-	// ("app.example.com", "*.example.com"), or against "scheme://host" when
-	// the pattern contains "://". A request's own host (same origin) and a
-	// request without an Origin header (not a browser) are always allowed.
+	// PublicURL is the server's external base URL (MC_PUBLIC_URL): browsers
+	// on its origin (scheme, host, port) may open the WebSocket. On a
+	// loopback or unspecified address it also admits the loopback names
+	// (localhost, 127.0.0.1, [::1]) with the same scheme and port. The
+	// request's own Host header is never trusted for this.
+	PublicURL string
+	// AllowedOrigins are the other Origins allowed to open the WebSocket.
+	// Each is matched case-insensitively with path.Match against the
+	// Origin's host ("app.example.com", "*.example.com"), or against
+	// "scheme://host" when the pattern contains "://". A request without an
+	// Origin header (not a browser) is always allowed.
 	AllowedOrigins []string
 
 	// Networks are the machine networks the gateway may dial (for example
@@ -60,6 +66,10 @@ type Config struct {
 	// replicas are not counted and not taken over), and the N+1th viewer on a
 	// replica takes over from that replica's oldest.
 	MaxViewers int
+	// StoreProbeInterval is how often a viewer that waits for readiness
+	// checks that the store answers; one that does not closes the viewer
+	// with 1013 (store_unreachable). Default 2 s.
+	StoreProbeInterval time.Duration
 	// TouchInterval is how often a connected viewer records activity on its
 	// session (also once on connect). Default 30 s.
 	TouchInterval time.Duration
@@ -76,6 +86,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DialTimeout, 2*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.TouchInterval, 30*time.Second)
+	def(&c.StoreProbeInterval, 2*time.Second)
 	if c.DialTries <= 0 {
 		c.DialTries = 5
 	}

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image/color"
@@ -19,8 +21,9 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
-	"github.com/master-controller/mc/rfb"
+	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/master-controller/mc/rfb/rfbtest"
+	"github.com/master-controller/mc/rfb/xvnctest"
 	"github.com/master-controller/mc/sqlite"
 	"github.com/master-controller/mc/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,9 +92,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // fakeVNC starts a FakeServer on loopback.
-func fakeVNC(tb testing.TB, pw mc.Secret) (*rfb.FakeServer, netip.AddrPort) {
+func fakeVNC(tb testing.TB, pw mc.Secret) (*rfbtest.FakeServer, netip.AddrPort) {
 	tb.Helper()
-	f := &rfb.FakeServer{Password: pw, Width: 32, Height: 24, Colour: blue}
+	f := &rfbtest.FakeServer{Password: pw, Width: 32, Height: 24, Colour: blue}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -108,7 +111,7 @@ func (e *env) session(tb testing.TB, state mc.State, addr netip.AddrPort, pw mc.
 	now := time.Now()
 	s := &mc.Session{ID: mc.NewID(), UserID: "u-" + mc.NewID(), Provider: "demo", State: mc.StatePending,
 		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if err := e.store.CreateSession(ctx, s, "test"); err != nil {
+	if err := e.store.CreateSession(ctx, s, "test", mc.Capacity{}); err != nil {
 		tb.Fatal(err)
 	}
 	s, err := e.store.Session(ctx, s.ID)
@@ -223,7 +226,7 @@ func capture(tb testing.TB, c *websocket.Conn) {
 	tb.Helper()
 	nc := websocket.NetConn(tb.Context(), c, websocket.MessageBinary)
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	img, err := rfb.Capture(nc, mc.Secret{})
+	img, err := rfbtest.Capture(nc, mc.Secret{})
 	if err != nil {
 		tb.Fatalf("capture through the gateway: %v", err)
 	}
@@ -461,21 +464,21 @@ func TestEndsWhileBridging(t *testing.T) {
 	pw := mc.NewSecret(8)
 	tests := []struct {
 		name   string
-		end    func(e *env, s *mc.Session, fake *rfb.FakeServer)
+		end    func(e *env, s *mc.Session, fake *rfbtest.FakeServer)
 		code   websocket.StatusCode
 		reason string
 	}{
-		{"completed", func(e *env, s *mc.Session, _ *rfb.FakeServer) {
+		{"completed", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			s = e.transition(t, s, mc.StateCapturing)
 			e.transition(t, s, mc.StateCompleted)
 		}, 1000, "signed in"},
-		{"cancelled", func(e *env, s *mc.Session, _ *rfb.FakeServer) {
+		{"cancelled", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			e.transition(t, s, mc.StateCancelled)
 		}, 4410, "the session has ended (cancelled)"},
-		{"machine gone", func(e *env, s *mc.Session, fake *rfb.FakeServer) {
+		{"machine gone", func(e *env, s *mc.Session, fake *rfbtest.FakeServer) {
 			fake.CloseConns()
 		}, 4503, "the machine went away"},
-		{"shutdown", func(e *env, s *mc.Session, _ *rfb.FakeServer) {
+		{"shutdown", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			go e.gw.Shutdown(context.Background())
 		}, 1001, "the server is shutting down; reconnect"},
 	}
@@ -615,20 +618,108 @@ func TestInternalError(t *testing.T) {
 	wantClose(t, c, 1011, "internal error")
 }
 
-func TestPingTimeout(t *testing.T) {
-	e := newEnv(t, Config{PingInterval: 100 * time.Millisecond})
-	s := e.session(t, mc.StateStarting, netip.AddrPort{}, mc.Secret{})
-	// A raw client that completes the upgrade and then never reads: no pong.
+// rawUpgrade opens the viewer WebSocket of session id with a request
+// written by hand (extra: more header lines, each ending in CRLF; a Host
+// line there replaces the real one) and returns the reader after the 101.
+func rawUpgrade(tb testing.TB, e *env, id, extra string) *bufio.Reader {
+	tb.Helper()
 	u := strings.TrimPrefix(e.srv.URL, "http://")
 	conn, err := net.Dial("tcp", u)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer conn.Close()
-	req := "GET /api/v1/sessions/" + s.ID + "/vnc?token=" + e.token(s.ID) + " HTTP/1.1\r\nHost: " + u +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	tb.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	host := "Host: " + u + "\r\n"
+	if strings.Contains(extra, "Host:") {
+		host = ""
+	}
+	req := "GET /api/v1/sessions/" + id + "/vnc?token=" + e.token(id) + " HTTP/1.1\r\n" + host + extra +
+		"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		tb.Fatalf("got %v, %v; want 101", resp, err)
+	}
+	return br
+}
+
+// rawClose reads frames until the close frame and returns its code and text.
+func rawClose(tb testing.TB, br *bufio.Reader) (int, string) {
+	tb.Helper()
+	for {
+		op, p := readMessage(tb, br)
+		if op == wsproto.OpClose {
+			if len(p) < 2 {
+				return 1005, ""
+			}
+			return int(binary.BigEndian.Uint16(p)), string(p[2:])
+		}
+	}
+}
+
+// TestOriginIsNotTheHost checks that the Origin is compared with the public
+// URL and the allow-list, never with the request's Host: a page on
+// evil.example that reaches the server under that name is refused.
+func TestOriginIsNotTheHost(t *testing.T) {
+	e := newEnv(t, Config{PublicURL: "https://mc.example.com/base", AllowedOrigins: []string{"app.example.org"}})
+	tests := []struct {
+		name, headers string
+		code          int
+	}{
+		{"origin and host both evil", "Host: evil.example\r\nOrigin: https://evil.example\r\n", 4403},
+		{"origin equal to the real host", "Origin: " + e.srv.URL + "\r\n", 4403},
+		{"public origin, any host", "Host: evil.example\r\nOrigin: https://mc.example.com\r\n", 4410},
+		{"public origin, default port spelled", "Origin: https://MC.example.com:443\r\n", 4410},
+		{"public host, other scheme", "Origin: http://mc.example.com\r\n", 4403},
+		{"allow-listed", "Host: evil.example\r\nOrigin: https://app.example.org\r\n", 4410},
+		{"no origin: not a browser", "", 4410},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := e.session(t, mc.StateCancelled, netip.AddrPort{}, mc.Secret{})
+			code, text := rawClose(t, rawUpgrade(t, e, s.ID, tt.headers))
+			if code != tt.code {
+				t.Fatalf("got close %d %q, want %d", code, text, tt.code)
+			}
+		})
+	}
+}
+
+// TestPingTimeout checks that a viewer whose pongs stop is closed with its
+// own code, 4408 ping_timeout (1001 would tell it the replica is stopping),
+// without waiting for its close frame.
+func TestPingTimeout(t *testing.T) {
+	e := newEnv(t, Config{PingInterval: 100 * time.Millisecond})
+	s := e.session(t, mc.StateStarting, netip.AddrPort{}, mc.Secret{})
+	// A raw client that completes the upgrade and then reads, but never
+	// answers a ping.
+	br := rawUpgrade(t, e, s.ID, "")
+	pings := 0
+	for {
+		op, p := readMessage(t, br)
+		if op == wsproto.OpPing {
+			pings++
+			continue
+		}
+		if op != wsproto.OpClose || len(p) < 2 {
+			t.Fatalf("got frame %#x %q, want pings then a close", op, p)
+		}
+		if code, text := binary.BigEndian.Uint16(p), string(p[2:]); code != 4408 || text != "the viewer stopped answering pings" {
+			t.Fatalf("got close %d %q, want 4408 %q", code, text, "the viewer stopped answering pings")
+		}
+		break
+	}
+	if pings == 0 {
+		t.Error("got no ping before the close")
+	}
+	// The gateway does not wait for the close frame of a viewer that does
+	// not answer: it has closed the socket.
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("got %v after the close frame, want EOF", err)
 	}
 	waitFor(t, func() bool {
 		return testutil.ToFloat64(e.gw.m.upgrades.WithLabelValues(string(ReasonPingTimeout))) == 1
@@ -640,12 +731,12 @@ func TestPingTimeout(t *testing.T) {
 func TestBridgeXvnc(t *testing.T) {
 	e := newEnv(t, Config{})
 	pw := mc.NewSecret(8)
-	addr := rfbtest.StartXvnc(t, pw, 320, 200)
+	addr := xvnctest.StartXvnc(t, pw, 320, 200)
 	s := e.session(t, mc.StateReady, addr, pw)
 	c := dial(t, e.url(s.ID, e.token(s.ID)), dialOpt{})
 	nc := websocket.NetConn(t.Context(), c, websocket.MessageBinary)
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	img, err := rfb.Capture(nc, mc.Secret{})
+	img, err := rfbtest.Capture(nc, mc.Secret{})
 	if err != nil {
 		t.Fatalf("capture through the gateway: %v", err)
 	}
@@ -657,7 +748,7 @@ func TestBridgeXvnc(t *testing.T) {
 	wantClose(t, c, 4409, "another viewer took over this session")
 	nc2 := websocket.NetConn(t.Context(), c2, websocket.MessageBinary)
 	nc2.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := rfb.Capture(nc2, mc.Secret{}); err != nil {
+	if _, err := rfbtest.Capture(nc2, mc.Secret{}); err != nil {
 		t.Fatalf("capture after take-over: %v", err)
 	}
 }
@@ -688,7 +779,7 @@ func TestManyViewersWhileStarting(t *testing.T) {
 			defer c.CloseNow()
 			nc := websocket.NetConn(t.Context(), c, websocket.MessageBinary)
 			nc.SetDeadline(time.Now().Add(60 * time.Second))
-			if _, err := rfb.Capture(nc, mc.Secret{}); err != nil {
+			if _, err := rfbtest.Capture(nc, mc.Secret{}); err != nil {
 				errs <- fmt.Errorf("session %s: %w (close status %d)", s.ID, err, websocket.CloseStatus(err))
 				return
 			}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,8 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -58,7 +57,7 @@ type Websockify struct {
 
 	mu      sync.Mutex
 	closing bool
-	conns   map[*wsConn]context.CancelCauseFunc
+	conns   map[*stopper]struct{}
 	wg      sync.WaitGroup
 }
 
@@ -80,7 +79,7 @@ func (w *Websockify) init() error {
 			w.Logger = slog.New(slog.DiscardHandler)
 		}
 		w.pool = newBufPool(w.BufferSize)
-		w.conns = map[*wsConn]context.CancelCauseFunc{}
+		w.conns = map[*stopper]struct{}{}
 		if w.Web != "" {
 			w.files = http.FileServer(http.Dir(w.Web))
 		}
@@ -89,7 +88,12 @@ func (w *Websockify) init() error {
 	return w.initErr
 }
 
-var errTargetUnknown = &closeErr{CodeUnreachable, "token_unknown", "unknown token"}
+// Outcomes of the websockify mode only.
+var (
+	endTargetUnknown = &outcome{code: CodeUnreachable, reason: ReasonTokenUnknown, text: "unknown token"}
+	endTargetClosed  = &outcome{code: wsproto.StatusNormalClosure, reason: ReasonTargetClosed, text: "target closed the connection"}
+	endTargetError   = &outcome{code: CodeMachineGone, reason: ReasonTargetError, text: "target connection failed"}
+)
 
 // ServeHTTP bridges a WebSocket upgrade or serves a static file.
 func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -107,32 +111,26 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	// websockify does not check Origin either.
-	c, err := acceptWS(rw, r, chooseSubprotocol(subprotocols(r)), w.MaxMessageSize)
+	c, err := wsproto.Accept(rw, r, chooseSubprotocol(subprotocols(r)), w.MaxMessageSize)
 	if err != nil {
-		w.m.upgrades.WithLabelValues("bad_upgrade").Inc()
+		w.m.upgrades.WithLabelValues(string(ReasonBadUpgrade)).Inc()
 		return
 	}
-	o := &outcome{}
-	ce := w.serve(c, r, o)
-	w.m.upgrades.WithLabelValues(string(ce.reason)).Inc()
-	if ce.code != 0 {
-		_ = c.close(ce.code, ce.text, ce != errPingTimeout) // an unresponsive peer gets no wait
-	} else {
-		_ = c.closeNow()
-	}
-	if o.readerDone != nil {
-		<-o.readerDone
-	}
+	rec := &record{}
+	o, reader := w.serve(c, r, rec)
+	w.m.upgrades.WithLabelValues(string(o.reason)).Inc()
+	closeWith(c, o)
+	<-reader
 	if !w.Logger.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
 	attrs := []slog.Attr{
 		slog.String("remote", r.RemoteAddr),
-		slog.Int64("bytes_to_target", o.toMachine.Load()),
-		slog.Int64("bytes_to_client", o.toViewer.Load()),
+		slog.Int64("bytes_to_target", rec.toMachine.Load()),
+		slog.Int64("bytes_to_client", rec.toViewer.Load()),
 		slog.Duration("duration", time.Since(start)),
-		slog.Int("close_code", int(ce.code)),
-		slog.String(mc.LogReason, string(ce.reason)),
+		slog.Int("close_code", int(o.code)),
+		slog.String(mc.LogReason, string(o.reason)),
 	}
 	if o.err != nil {
 		attrs = append(attrs, slog.String("error", o.err.Error()))
@@ -140,21 +138,25 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.Logger.LogAttrs(r.Context(), slog.LevelInfo, "websockify connection", attrs...)
 }
 
-func (w *Websockify) serve(c *wsConn, r *http.Request, o *outcome) *closeErr {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
+// serve bridges one connection to its target and returns how it ends, and
+// a channel closed when its reader ends (once the WebSocket is closed).
+func (w *Websockify) serve(c *wsproto.Conn, r *http.Request, rec *record) (*outcome, <-chan struct{}) {
+	readerDone := make(chan struct{})
+	st := newStopper()
+	defer st.cancel()
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		return errShutdown
+		close(readerDone)
+		return endShutdown, readerDone
 	}
-	w.conns[c] = cancel
+	w.conns[st] = struct{}{}
 	w.wg.Add(1)
 	w.mu.Unlock()
 	w.m.active.Inc()
 	defer func() {
 		w.mu.Lock()
-		delete(w.conns, c)
+		delete(w.conns, st)
 		w.mu.Unlock()
 		w.m.active.Dec()
 		w.wg.Done()
@@ -164,50 +166,51 @@ func (w *Websockify) serve(c *wsConn, r *http.Request, o *outcome) *closeErr {
 	if w.TokenFile != "" {
 		t, err := lookupToken(w.TokenFile, r.URL.Query().Get("token"))
 		if err != nil {
-			o.err = err
-			return errTargetUnknown
+			close(readerDone)
+			return endTargetUnknown.because(err), readerDone
 		}
 		target = t
 	}
 	d := net.Dialer{Timeout: w.DialTimeout}
-	up, err := d.DialContext(ctx, "tcp", target)
+	up, err := d.DialContext(st.ctx, "tcp", target)
 	if err != nil {
-		o.err = err
-		return errUnreachable
+		close(readerDone)
+		return st.or(endUnreachable.because(err)), readerDone
 	}
 	defer up.Close()
-	stop := context.AfterFunc(ctx, func() { up.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(st.ctx, func() { up.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if w.PingInterval > 0 {
-		stopPing := startPinger(c, w.PingInterval, func() { cancel(errPingTimeout) })
+		stopPing := startPinger(c, w.PingInterval, func() { st.stop(endPingTimeout) })
 		defer stopPing()
 	}
 
-	readerDone := make(chan struct{})
-	o.readerDone = readerDone
 	go func() {
 		defer close(readerDone)
-		err := copyToUpstream(&wsStream{c: c}, up, w.pool, &o.toMachine, w.m.countToMachine)
+		err := copyToUpstream(&wsStream{c: c}, up, w.pool, &rec.toMachine, w.m.countToMachine)
 		// Wake copyToViewer from here: through the AfterFunc, every
 		// connection's end would start one more goroutine (measured: a
 		// thread wake-up and about 2 context switches per connection).
 		if stop() {
 			up.SetDeadline(time.Unix(1, 0))
 		}
-		cancel(err)
+		st.stop(targetOutcome(err))
+		st.cancel()
 	}()
-	err = copyToViewer(up, c, w.pool, &o.toViewer, w.m.countToViewer)
-	if cause := context.Cause(ctx); cause != nil {
-		err = cause
-	}
-	if ce, ok := bridgeClose(err, o); ok {
-		return ce
+	err = copyToViewer(up, c, w.pool, &rec.toViewer, w.m.countToViewer)
+	return st.or(targetOutcome(err)), readerDone
+}
+
+// targetOutcome is the outcome of a websockify bridge whose copy ended with
+// err.
+func targetOutcome(err error) *outcome {
+	if o, ok := viewerOutcome(err); ok {
+		return o
 	}
 	if errors.Is(err, io.EOF) {
-		return &closeErr{websocket.StatusNormalClosure, "target_closed", "target closed the connection"}
+		return endTargetClosed
 	}
-	o.err = err
-	return &closeErr{CodeMachineGone, "target_error", "target connection failed"}
+	return endTargetError.because(err)
 }
 
 // Shutdown closes every connection with 1001 and waits for them or ctx.
@@ -217,8 +220,8 @@ func (w *Websockify) Shutdown(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	w.closing = true
-	for _, cancel := range w.conns {
-		cancel(errShutdown)
+	for st := range w.conns {
+		st.stop(endShutdown)
 	}
 	w.mu.Unlock()
 	done := make(chan struct{})
@@ -281,75 +284,43 @@ func scanTokenFile(name, tok string) (string, bool, error) {
 	return "", false, sc.Err()
 }
 
-// RunWebsockify runs `websockify [--web DIR] [--token-file F] LISTEN [TARGET]`
-// until ctx ends: LISTEN is [host:]port, TARGET host:port (required without
-// --token-file). It logs to stderr and returns after closing every
-// connection with 1001.
-func RunWebsockify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("websockify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	web := fs.String("web", "", "serve static files from `DIR` for plain HTTP requests")
-	tokenFile := fs.String("token-file", "", "websockify token `FILE` or directory (lines \"token: host:port\")")
-	fs.StringVar(tokenFile, "token-source", "", "alias of --token-file")
-	ping := fs.Duration("ping", 20*time.Second, "WebSocket ping interval (0 disables)")
-	verbose := fs.Bool("v", false, "log every connection")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: master-controller websockify [--web DIR] [--token-file F] [host:]port [host:port]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	rest := fs.Args()
-	if len(rest) < 1 || len(rest) > 2 || (len(rest) == 1 && *tokenFile == "") {
-		fs.Usage()
-		return errors.New("websockify: need LISTEN and TARGET (or --token-file)")
-	}
-	listen := rest[0]
-	if !strings.Contains(listen, ":") {
-		listen = ":" + listen
-	}
-	h := &Websockify{Web: *web, TokenFile: *tokenFile, PingInterval: *ping}
-	if *ping == 0 {
-		h.PingInterval = -1
-	}
-	if len(rest) == 2 {
-		h.Target = rest[1]
-	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelInfo
-	}
-	h.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	// Pings find a dead viewer; TCP keepalive would only add four
-	// setsockopt(2) calls to every accepted connection.
+// Listen listens on addr (host:port, as net.Listen) for Serve. While pings
+// run it turns TCP keepalive off: pings find a dead client, and keepalive
+// would only add four setsockopt(2) calls to every accepted connection.
+func (w *Websockify) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{}
-	if h.PingInterval > 0 {
+	if w.PingInterval >= 0 {
 		lc.KeepAlive = -1
 	}
-	l, err := lc.Listen(ctx, "tcp", listen)
+	l, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("websockify: listen %s: %w", listen, err)
+		return nil, fmt.Errorf("websockify: listen %s: %w", addr, err)
 	}
-	fmt.Fprintf(stdout, "websockify: listening on %s, proxying to %s\n", l.Addr(), cmpOr(h.Target, "token targets"))
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return l, nil
+}
+
+// Serve serves connections on l until ctx ends or l fails: each
+// connection's first request is read here and a WebSocket upgrade is
+// bridged on that goroutine; any other request goes to net/http (static
+// files from Web). When ctx ends it closes l and every connection (1001)
+// and returns nil; when l fails it returns the error.
+func (w *Websockify) Serve(ctx context.Context, l net.Listener) error {
+	if err := w.init(); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: w, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(w.Logger.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
-	go func() { errc <- h.serveFast(l, srv) }()
+	go func() { errc <- w.serveFast(l, srv) }()
+	var err error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("websockify: serve: %w", err)
+	case err = <-errc:
+		err = fmt.Errorf("websockify: serve: %w", err)
 	case <-ctx.Done():
 	}
 	l.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	return h.Shutdown(sctx)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return errors.Join(err, w.Shutdown(sctx))
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,53 +173,49 @@ func TestWebsockifyShutdown(t *testing.T) {
 	}
 }
 
-func TestRunWebsockify(t *testing.T) {
-	target := echoServer(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- RunWebsockify(ctx, []string{"--ping", "5s", "127.0.0.1:0", target}, pw, io.Discard) }()
-	line, err := bufio.NewReader(pr).ReadString('\n')
+// serveWebsockify runs w.Serve on a loopback port until the test ends and
+// returns its address and the function that ends it (waiting for Serve).
+func serveWebsockify(tb testing.TB, w *Websockify) (addr string, stop func() error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := w.Listen(ctx, "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	go io.Copy(io.Discard, pr)
-	// "websockify: listening on 127.0.0.1:PORT, proxying to ..."
-	addr := strings.TrimSuffix(strings.Fields(line)[3], ",")
+	done := make(chan error, 1)
+	go func() { done <- w.Serve(ctx, l) }()
+	var once sync.Once
+	var serr error
+	stop = func() error {
+		once.Do(func() { cancel(); serr = <-done })
+		return serr
+	}
+	tb.Cleanup(func() { stop() })
+	return l.Addr().String(), stop
+}
+
+// TestServe checks that Serve bridges, and that the end of its context
+// closes every connection with 1001 and makes it return.
+func TestServe(t *testing.T) {
+	addr, stop := serveWebsockify(t, &Websockify{Target: echoServer(t), PingInterval: 5 * time.Second})
 	c := dial(t, "ws://"+addr+"/", dialOpt{})
 	if got := roundTrip(t, c, []byte("ping")); string(got) != "ping" {
 		t.Fatalf("got %q", got)
 	}
-	cancel()
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
 	wantClose(t, c, 1001, "the server is shutting down; reconnect")
 	if err := <-done; err != nil {
-		t.Fatalf("RunWebsockify: %v", err)
+		t.Fatalf("Serve: %v", err)
 	}
-	if err := RunWebsockify(t.Context(), []string{"127.0.0.1:0"}, io.Discard, io.Discard); err == nil {
-		t.Fatal("got nil error without a target, want usage error")
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Fatal("the listener still accepts after Serve returned")
 	}
 }
 
-// startRunWebsockify runs RunWebsockify with args (LISTEN appended) until
-// the test ends and returns its address.
-func startRunWebsockify(tb testing.TB, args ...string) string {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- RunWebsockify(ctx, append(args, "127.0.0.1:0"), pw, io.Discard) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go io.Copy(io.Discard, pr)
-	return strings.TrimSuffix(strings.Fields(line)[3], ",")
-}
-
-// TestRunWebsockifyHTTP covers the requests that RunWebsockify's own
-// request reader hands to net/http or answers itself.
-func TestRunWebsockifyHTTP(t *testing.T) {
+// TestServeHTTP covers the requests that Serve's own request reader hands
+// to net/http or answers itself.
+func TestServeHTTP(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "vnc.html"), []byte("<title>noVNC</title>"), 0o644); err != nil {
 		t.Fatal(err)
@@ -227,7 +224,7 @@ func TestRunWebsockifyHTTP(t *testing.T) {
 	if err := os.WriteFile(tokens, []byte("a: "+echoServer(t)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := startRunWebsockify(t, "--web", dir, "--token-file", tokens)
+	addr, _ := serveWebsockify(t, &Websockify{Web: dir, TokenFile: tokens})
 	upgrade := "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
 	tests := []struct {
 		name     string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -120,6 +121,14 @@ func TestBadInput(t *testing.T) {
 		{"audit bad user", "GET", "/api/v1/audit?user_id=a%20b", "", nil, 400, mc.EINVALID, "bad_user_id"},
 		{"audit bad limit", "GET", "/api/v1/audit?limit=x", "", nil, 400, mc.EINVALID, "bad_limit"},
 
+		{"duplicate key", "POST", "/api/v1/sessions", `{"user_id":"a","provider":"demo","user_id":"b"}`, nil, 400, mc.EINVALID, "duplicate_key"},
+		{"keys differing in case", "POST", "/api/v1/sessions", `{"user_id":"a","provider":"demo","USER_ID":"b"}`, nil, 400, mc.EINVALID, "duplicate_key"},
+		{"compat keys differing in case", "POST", "/api/auth/start", `{"userId":"a","userid":"b","provider":"demo"}`, nil, 400, mc.EINVALID, "duplicate_key"},
+		{"bad query escape", "GET", "/api/v1/sessions?state=%zz", "", nil, 400, mc.EINVALID, "bad_query"},
+		{"query with semicolon", "GET", "/api/v1/sessions?limit=1;state=ready", "", nil, 400, mc.EINVALID, "bad_query"},
+		{"audit bad query", "GET", "/api/v1/audit?user_id=alice&limit=%", "", nil, 400, mc.EINVALID, "bad_query"},
+		{"readyz bad query", "GET", "/readyz?x=%g0", "", nil, 400, mc.EINVALID, "bad_query"},
+
 		{"method not allowed", "DELETE", "/api/v1/sessions/" + live.ID, "", nil, 405, mc.EINVALID, "method_not_allowed"},
 		{"method not allowed on list", "PUT", "/api/v1/sessions", "", nil, 405, mc.EINVALID, "method_not_allowed"},
 		{"unknown api route", "GET", "/api/v1/nothing", "", nil, 404, mc.ENOTFOUND, "no_route"},
@@ -189,7 +198,7 @@ func TestAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, hdr, body := e.do(t, "GET", tt.path, "", "Authorization", tt.auth)
+			status, hdr, body := e.do(t, "GET", tt.path, "", append([]string{"Authorization", tt.auth}, upgrade...)...)
 			if status != tt.wantStatus {
 				t.Fatalf("got status %d, want %d (body %s)", status, tt.wantStatus, body)
 			}
@@ -207,13 +216,6 @@ func TestAuth(t *testing.T) {
 	if vncCalls != 2 {
 		t.Errorf("got %d calls of the VNC handler, want 2", vncCalls)
 	}
-
-	t.Run("no keys configured", func(t *testing.T) {
-		e := newEnv(t, options{cfg: func(c *httpapi.Config) { c.APIKeys = nil }})
-		if status, _, _ := e.do(t, "GET", "/api/v1/providers", ""); status != 401 {
-			t.Errorf("got status %d, want 401", status)
-		}
-	})
 }
 
 func TestCreateSession(t *testing.T) {
@@ -356,6 +358,10 @@ func TestSessionRoutes(t *testing.T) {
 		got := decode[httpapi.ProvidersResponse](t, body)
 		if status != 200 || len(got.Providers) != 2 || got.Providers[0].Name != "demo" {
 			t.Errorf("got %d %s, want the two providers", status, body)
+		}
+		// Durations are strings across the API, never nanoseconds.
+		if !strings.Contains(string(body), `"login_timeout":"15m"`) {
+			t.Errorf("got %s, want login_timeout \"15m\"", body)
 		}
 	})
 }
@@ -570,6 +576,8 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+// TestReadyz checks readiness: the status for everyone, what is wrong only
+// for a caller with the API key (it may name the database's user and host).
 func TestReadyz(t *testing.T) {
 	var driverErr error
 	e := newEnv(t, options{deps: func(d *httpapi.Deps) {
@@ -577,17 +585,23 @@ func TestReadyz(t *testing.T) {
 	}})
 	check := func(wantStatus int, want httpapi.HealthResponse) {
 		t.Helper()
-		status, _, body := e.do(t, "GET", "/readyz", "", "Authorization", "")
-		got := decode[httpapi.HealthResponse](t, body)
-		if status != wantStatus || fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("got %d %+v, want %d %+v", status, got, wantStatus, want)
+		for _, auth := range []string{"", "Bearer wrong-key", "Bearer " + testAPIKey} {
+			status, _, body := e.do(t, "GET", "/readyz", "", "Authorization", auth)
+			got := decode[httpapi.HealthResponse](t, body)
+			w := want
+			if auth != "Bearer "+testAPIKey {
+				w.Checks = nil
+			}
+			if status != wantStatus || fmt.Sprint(got) != fmt.Sprint(w) {
+				t.Errorf("%q: got %d %+v, want %d %+v", auth, status, got, wantStatus, w)
+			}
 		}
 	}
 	check(200, httpapi.HealthResponse{Status: "ok", Checks: map[string]string{"store": "ok", "driver": "ok"}})
 	driverErr = fmt.Errorf("Xvnc not found (apt-get install tigervnc-standalone-server)")
-	e.store.pingErr = fmt.Errorf("database is locked")
+	e.store.pingErr = fmt.Errorf("dial postgres://mc@db.internal:5432/mc: connection refused")
 	check(503, httpapi.HealthResponse{Status: "unavailable", Checks: map[string]string{
-		"store": "database is locked", "driver": driverErr.Error()}})
+		"store": e.store.pingErr.Error(), "driver": driverErr.Error()}})
 	driverErr, e.store.pingErr = nil, nil
 	e.api.Drain()
 	check(503, httpapi.HealthResponse{Status: "draining", Checks: map[string]string{"store": "ok", "driver": "ok"}})
@@ -635,7 +649,7 @@ func TestMounts(t *testing.T) {
 		{"/sessions/" + id + "/view?token=abc", 200, "web"},
 		{"/static/app.js", 200, "web"},
 		{"/novnc/core/rfb.js", 200, "web"},
-		{"/metrics", 200, "metrics"},
+		{"/metrics", 401, ""},
 		{"/index.html", 404, ""},
 	}
 	for _, tt := range tests {
@@ -644,21 +658,77 @@ func TestMounts(t *testing.T) {
 			t.Errorf("%s: got %d from %q (%s), want %d from %q", tt.path, status, hdr.Get("X-Handler"), body, tt.wantStatus, tt.wantHandler)
 		}
 	}
-	// A non-canonical path is redirected, as the mux does, not turned into a 404.
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.srv.URL+"/static", nil)
-	resp, err := e.srv.Client().Transport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
+	// /metrics needs the API key.
+	if status, hdr, body := e.do(t, "GET", "/metrics", ""); status != 200 || hdr.Get("X-Handler") != "metrics" {
+		t.Errorf("/metrics with the key: got %d from %q (%s), want 200 from metrics", status, hdr.Get("X-Handler"), body)
 	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/static/" {
-		t.Errorf("/static: got %d to %q, want a redirect to /static/", resp.StatusCode, resp.Header.Get("Location"))
+	// MetricsOnly serves /metrics alone, for a listener of its own.
+	only := httptest.NewServer(httpapi.MetricsOnly(metrics))
+	defer only.Close()
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{{"GET", "/metrics", 200}, {"GET", "/", 404}, {"GET", "/api/v1/sessions", 404}, {"POST", "/metrics", 405}} {
+		req, _ := http.NewRequestWithContext(t.Context(), tt.method, only.URL+tt.path, nil)
+		resp, err := only.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("metrics only %s %s: got %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+		}
+		if tt.want != 200 {
+			decodeError(t, b)
+		}
+	}
+	// A non-canonical path is redirected, as the mux does, not turned into
+	// a 404; the answer is JSON like every other.
+	for _, tt := range []struct {
+		method, path, wantLoc string
+		wantStatus            int
+	}{
+		{"GET", "/static", "/static/", 307},
+		{"GET", "/api/v1//sessions", "/api/v1/sessions", 307},
+		{"POST", "/api/v1/sessions/../sessions", "/api/v1/sessions", 307},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), tt.method, e.srv.URL+tt.path, nil)
+		req.URL.Opaque = tt.path // as written, not cleaned by the client
+		resp, err := e.srv.Client().Transport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.wantStatus || resp.Header.Get("Location") != tt.wantLoc ||
+			resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: got %d to %q (%s), want a JSON %d to %q", tt.method, tt.path, resp.StatusCode,
+				resp.Header.Get("Location"), resp.Header.Get("Content-Type"), tt.wantStatus, tt.wantLoc)
+		}
+		if d := decodeError(t, b); d.Code != mc.ENOTFOUND || d.Reason != httpapi.ReasonRedirect {
+			t.Errorf("%s %s: got %+v, want not_found redirect", tt.method, tt.path, d)
+		}
+	}
+
+	// A plain request on a viewer route is 426 with Upgrade: websocket.
+	ve := newEnv(t, options{deps: func(d *httpapi.Deps) {
+		d.VNC = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	}})
+	for _, p := range []string{"/api/v1/sessions/" + id + "/vnc?token=t", "/api/auth/session/" + id + "/novnc/websock?token=t"} {
+		status, hdr, body := ve.do(t, "GET", p, "", "Authorization", "")
+		if d := decodeError(t, body); status != http.StatusUpgradeRequired || hdr.Get("Upgrade") != "websocket" ||
+			d.Code != mc.EINVALID || d.Reason != httpapi.ReasonUpgradeRequired {
+			t.Errorf("%s: got %d %v %s, want 426 upgrade_required with Upgrade: websocket", p, status, hdr, body)
+		}
 	}
 }
 
 func TestNewRefuses(t *testing.T) {
 	store := newFakeStore()
 	full := httpapi.Deps{Sessions: &fakeSessions{store: store}, Store: store, Tokens: &fakeTokens{}, Providers: testProviders}
+	keys := []httpapi.KeyHash{httpapi.HashAPIKey(testAPIKey)}
+	var cfg httpapi.Config
 	tests := []struct {
 		name string
 		edit func(*httpapi.Deps)
@@ -667,6 +737,7 @@ func TestNewRefuses(t *testing.T) {
 		{"no store", func(d *httpapi.Deps) { d.Store = nil }},
 		{"no tokens", func(d *httpapi.Deps) { d.Tokens = nil }},
 		{"no providers", func(d *httpapi.Deps) { d.Providers = nil }},
+		{"no API key", func(d *httpapi.Deps) { cfg.APIKeys = nil }},
 		{"check without function", func(d *httpapi.Deps) { d.Checks = []httpapi.Check{{Name: "driver"}} }},
 		{"check named store", func(d *httpapi.Deps) {
 			d.Checks = []httpapi.Check{{Name: "store", Check: func(context.Context) error { return nil }}}
@@ -674,16 +745,17 @@ func TestNewRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		d := full
+		cfg = httpapi.Config{APIKeys: keys}
 		tt.edit(&d)
-		if _, err := httpapi.New(httpapi.Config{}, d, nil, nil); err == nil {
+		if _, err := httpapi.New(cfg, d, nil, nil); err == nil {
 			t.Errorf("%s: got no error", tt.name)
 		}
 	}
 	reg := prometheus.NewRegistry()
-	if _, err := httpapi.New(httpapi.Config{}, full, nil, reg); err != nil {
+	if _, err := httpapi.New(httpapi.Config{APIKeys: keys}, full, nil, reg); err != nil {
 		t.Fatalf("first: %v", err)
 	}
-	if _, err := httpapi.New(httpapi.Config{}, full, nil, reg); err == nil {
+	if _, err := httpapi.New(httpapi.Config{APIKeys: keys}, full, nil, reg); err == nil {
 		t.Errorf("second on one registry: got no error, want the metrics conflict")
 	}
 }
@@ -715,5 +787,55 @@ func TestProviderUnavailable(t *testing.T) {
 	}
 	if status, _, body = e.do(t, "POST", "/api/v1/sessions", `{"user_id":"alice","provider":"demo"}`); status != 201 {
 		t.Errorf("start demo: got %d %s, want 201", status, body)
+	}
+}
+
+// TestForeignErrors checks that the error answers of the handlers the API
+// mounts (pages, gateway) are JSON with a code like the API's own, while
+// their other answers pass as they are.
+func TestForeignErrors(t *testing.T) {
+	web := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/static/missing.js":
+			http.NotFound(w, r)
+		case "/static/broken.js":
+			http.Error(w, "internal error: /srv/secret/path", http.StatusInternalServerError)
+		default:
+			w.Header().Set("Content-Type", "text/javascript")
+			_, _ = w.Write([]byte("ok();"))
+		}
+	})
+	vnc := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "unsupported WebSocket version", http.StatusBadRequest)
+	})
+	e := newEnv(t, options{deps: func(d *httpapi.Deps) { d.Web, d.VNC = web, vnc }})
+	tests := []struct {
+		path       string
+		hdr        []string
+		wantStatus int
+		wantCode   mc.Code
+		wantReason mc.Reason
+	}{
+		{"/static/missing.js", nil, 404, mc.ENOTFOUND, "no_route"},
+		{"/static/broken.js", nil, 500, mc.EINTERNAL, ""},
+		{"/api/v1/sessions/" + mc.NewID() + "/vnc?token=t", upgrade, 400, mc.EINVALID, "bad_request"},
+	}
+	for _, tt := range tests {
+		status, hdr, body := e.do(t, "GET", tt.path, "", tt.hdr...)
+		d := decodeError(t, body)
+		if status != tt.wantStatus || hdr.Get("Content-Type") != "application/json" || d.Code != tt.wantCode || d.Reason != tt.wantReason {
+			t.Errorf("%s: got %d %s %s, want %d %s %s", tt.path, status, hdr.Get("Content-Type"), body, tt.wantStatus, tt.wantCode, tt.wantReason)
+		}
+		if strings.Contains(string(body), "secret") {
+			t.Errorf("%s: the handler's own text leaked: %s", tt.path, body)
+		}
+	}
+	status, hdr, body := e.do(t, "GET", "/static/app.js", "")
+	if status != 200 || hdr.Get("Content-Type") != "text/javascript" || string(body) != "ok();" {
+		t.Errorf("a page's own answer: got %d %s %q", status, hdr.Get("Content-Type"), body)
+	}
+	if !strings.Contains(e.logs.String(), `"reason":"no_route"`) {
+		t.Errorf("the access log holds no reason for the page's 404: %s", e.logs.String())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/master-controller/mc"
 )
@@ -20,6 +21,38 @@ var statuses = map[mc.Code]int{
 	mc.ECONFLICT:     http.StatusConflict,
 	mc.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	mc.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// Reasons of the API's own refusals.
+const (
+	// ReasonNoRoute: no route has this path (404 not_found).
+	ReasonNoRoute mc.Reason = "no_route"
+	// ReasonRedirect: the path is not clean; the answer is a redirect to the
+	// clean one (307, which keeps the method), with Location and a
+	// not_found body.
+	ReasonRedirect mc.Reason = "redirect"
+	// ReasonBadQuery: the query string cannot be decoded (400 invalid).
+	ReasonBadQuery mc.Reason = "bad_query"
+	// ReasonDuplicateKey: a JSON body holds a key twice, or two keys that
+	// differ only in case (400 invalid).
+	ReasonDuplicateKey mc.Reason = "duplicate_key"
+)
+
+// Reasons whose HTTP status is not their code's.
+const (
+	// ReasonMethodNotAllowed: the route exists, not with this method (405,
+	// with Allow).
+	ReasonMethodNotAllowed mc.Reason = "method_not_allowed"
+	// ReasonUpgradeRequired: a plain request on a WebSocket route (426,
+	// with Upgrade: websocket).
+	ReasonUpgradeRequired mc.Reason = "upgrade_required"
+)
+
+// reasonStatuses overrides statuses for reasons that HTTP has a status of
+// its own for; their code stays invalid.
+var reasonStatuses = map[mc.Reason]int{
+	ReasonMethodNotAllowed: http.StatusMethodNotAllowed,
+	ReasonUpgradeRequired:  http.StatusUpgradeRequired,
 }
 
 // ErrorBody is the JSON body of every error response:
@@ -81,22 +114,117 @@ func writeError(w http.ResponseWriter, err error) {
 			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 		}
 	}
-	writeJSON(w, statuses[d.Code], ErrorBody{Error: d})
+	status := statuses[d.Code]
+	if st, ok := reasonStatuses[d.Reason]; ok {
+		status = st
+	}
+	writeJSON(w, status, ErrorBody{Error: d})
 }
 
 // writeJSON writes v as the JSON response with the given status. API
 // responses may hold tokens and credentials, so they are never cached.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := jsonBody(v)
 	if err != nil {
 		// Only a programming error gets here: every response type marshals.
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(ErrorBody{Error: ErrorDetail{Code: mc.EINTERNAL, Message: "internal error"}})
+		b, _ = jsonBody(ErrorBody{Error: ErrorDetail{Code: mc.EINTERNAL, Message: "internal error"}})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
+}
+
+// jsonBody is v as a response body: JSON and a newline.
+func jsonBody(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// foreignErrors makes the error answers of a handler that is not the API's
+// own (the pages, the gateway before its upgrade) JSON like the API's: a
+// status of 400 or more written without a JSON Content-Type is answered
+// with the API's error body for that status, and what the handler writes
+// after it is dropped. Hijack and Flush pass through (Unwrap).
+func (s *Server) foreignErrors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&foreignWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+type foreignWriter struct {
+	http.ResponseWriter
+	r        *http.Request
+	replaced bool // the handler's error body is dropped
+	wrote    bool
+}
+
+func (w *foreignWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	if code < 200 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.wrote = true
+	ct := w.Header().Get("Content-Type")
+	if code < 400 || strings.HasPrefix(ct, "application/json") {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.replaced = true
+	err := statusError(code)
+	reqState(w.r.Context()).err = err
+	d := errorDetail(err)
+	w.Header().Del("Content-Length")
+	w.Header().Del("X-Content-Type-Options")
+	writeJSON(w.ResponseWriter, code, ErrorBody{Error: d})
+}
+
+func (w *foreignWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *foreignWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// statusError is the API's error for an HTTP status that another handler
+// chose: the code of the table whose status it is, and a reason named after
+// the status.
+func statusError(status int) *mc.Error {
+	code := mc.EINVALID
+	for c, st := range statuses {
+		if st == status {
+			code = c
+		}
+	}
+	if status >= 500 && status != http.StatusServiceUnavailable {
+		code = mc.EINTERNAL
+	}
+	reason := mc.Reason(strings.ReplaceAll(strings.ToLower(http.StatusText(status)), " ", "_"))
+	for rs, st := range reasonStatuses {
+		if st == status {
+			reason = rs
+		}
+	}
+	if status == http.StatusNotFound {
+		reason = ReasonNoRoute
+	}
+	msg := http.StatusText(status)
+	if msg == "" {
+		msg = "error " + strconv.Itoa(status)
+	}
+	return &mc.Error{Code: code, Reason: reason, Message: msg}
 }

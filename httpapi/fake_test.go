@@ -210,7 +210,8 @@ func (p fakeProviders) All() []mc.Provider { return p }
 
 var testProviders = fakeProviders{
 	{Name: "demo", DisplayName: "Demo", StartURL: "local:/demo/signin",
-		Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json", RequiredKeys: []string{"access_token"}}}},
+		Files:        []mc.CredentialFile{{Path: "~/.demo/credentials.json", RequiredKeys: []string{"access_token"}}},
+		LoginTimeout: 15 * time.Minute},
 	{Name: "codex", DisplayName: "Codex", Files: []mc.CredentialFile{{Path: "~/.codex/auth.json"}}},
 }
 
@@ -308,6 +309,9 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
+// upgrade are the headers of a WebSocket upgrade, as e.do takes them.
+var upgrade = []string{"Connection", "Upgrade", "Upgrade", "websocket"}
+
 // testAPIKey is the key the test clients use.
 const testAPIKey = "mc_test_key_0123456789abcdefSECRET"
 
@@ -348,7 +352,8 @@ func newEnv(tb testing.TB, opts options) *env {
 	if opts.deps != nil {
 		opts.deps(&deps)
 	}
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// The caller's logger carries the replica, as app's does.
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With(mc.LogReplica, cfg.Replica)
 	api, err := httpapi.New(cfg, deps, log, e.reg)
 	if err != nil {
 		tb.Fatalf("new api: %v", err)

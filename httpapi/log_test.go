@@ -11,13 +11,19 @@ import (
 
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/httpapi"
+	"github.com/master-controller/mc/internal/jsonkey"
 )
 
-// logLines parses JSON log output into one map per line.
+// logLines parses JSON log output into one map per line. A line that holds
+// a key twice (the replica once from the caller's logger and once more from
+// the API's) fails the test: a JSON reader would keep only one of them.
 func logLines(tb testing.TB, s string) []map[string]any {
 	tb.Helper()
 	var out []map[string]any
 	for line := range strings.Lines(s) {
+		if k, dup := jsonkey.Duplicate([]byte(line)); dup {
+			tb.Errorf("log line holds key %q twice: %s", k, line)
+		}
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			tb.Fatalf("log line %q: %v", line, err)
@@ -43,7 +49,7 @@ func TestAccessLog(t *testing.T) {
 	e.do(t, "POST", "/api/v1/sessions/"+id+"/viewer-token", "")
 	e.do(t, "POST", "/api/auth/start", `{"userId":"bob","provider":"demo"}`)
 	e.do(t, "GET", "/api/auth/session/"+id, "")
-	e.do(t, "GET", "/api/v1/sessions/"+id+"/vnc?token="+created.Viewer.Token, "", "Authorization", "")
+	e.do(t, "GET", "/api/v1/sessions/"+id+"/vnc?token="+created.Viewer.Token, "", append([]string{"Authorization", ""}, upgrade...)...)
 	e.do(t, "GET", "/api/v1/sessions/"+id, "", "Authorization", "Bearer "+testAPIKey+"x")
 	e.do(t, "GET", "/api/v1/sessions?cursor=SECRETCURSOR", "")
 	e.do(t, "GET", "/sessions/"+id+"/view?token="+created.Viewer.Token, "")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"runtime/debug"
 	"strconv"
@@ -43,7 +44,8 @@ func reqState(ctx context.Context) *state {
 }
 
 // Logger returns the logger of the request that ctx belongs to: it carries the
-// request id (and the replica) on every line. Outside a request it returns
+// request id and the attributes of the API's logger (the replica) on every
+// line, each key once. Outside a request it returns
 // slog.Default().
 func Logger(ctx context.Context) *slog.Logger { return reqState(ctx).log }
 
@@ -76,8 +78,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	h, pattern := s.mux.Handler(r)
 	route := pattern
-	if !s.routes[pattern] {
-		route = routeUnmatched
+	if !s.routes[pattern] || reflect.TypeOf(h) == redirectHandlerType {
+		route = routeUnmatched // a redirect to the clean path is not the route's
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !s.streams[pattern] {
+		// The body must arrive within BodyTimeout; an answer given before
+		// it has all arrived closes the connection, rather than wait for
+		// the rest to discard it (a client that announces a body and sends
+		// none still gets its 401 at once).
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		br := &bodyReader{ReadCloser: r.Body, rc: rc}
+		r.Body, sw.body = br, br
 	}
 	defer func() {
 		p := recover()
@@ -104,21 +116,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 }
 
-// unmatched answers a request that matched no route: the mux's own 404 and
-// 405 become JSON errors (405 keeps its Allow header); anything else the mux
-// decides (a redirect to a canonical path) is passed on as it is.
+// redirectHandlerType is the type of the handler that the mux returns for a
+// path it redirects to its clean form.
+var redirectHandlerType = reflect.TypeOf(http.RedirectHandler("/", http.StatusTemporaryRedirect))
+
+// unmatched answers a request that matched no route: the mux's own 404,
+// 405 (with its Allow header) and redirects to a clean path become JSON
+// answers; anything else the mux decides is passed on as it is.
 func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
 	rec := &recorder{header: make(http.Header)}
 	h.ServeHTTP(rec, r)
 	switch rec.status {
 	case http.StatusNotFound:
-		s.fail(w, r, mc.Errorf(mc.ENOTFOUND, "no_route", "no such route"))
+		s.fail(w, r, mc.Errorf(mc.ENOTFOUND, ReasonNoRoute, "no such route"))
 	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", rec.header.Get("Allow"))
-		err := mc.Errorf(mc.EINVALID, "method_not_allowed", "method %s is not allowed here", r.Method)
+		s.fail(w, r, mc.Errorf(mc.EINVALID, ReasonMethodNotAllowed, "method %s is not allowed here", r.Method))
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		// The mux's redirect to the clean path ("/static" → "/static/",
+		// "/api/v1//sessions" → "/api/v1/sessions"; 307, which keeps the
+		// method and body), with a JSON body.
+		loc := rec.header.Get("Location")
+		w.Header().Set("Location", loc)
+		err := mc.Errorf(mc.ENOTFOUND, ReasonRedirect, "this path is %s", truncate(loc, 256))
 		reqState(r.Context()).err = err
-		d := errorDetail(err)
-		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: d})
+		writeJSON(w, rec.status, ErrorBody{Error: errorDetail(err)})
 	default:
 		for k, v := range rec.header {
 			w.Header()[k] = v
@@ -231,6 +253,7 @@ func MaskIP(a netip.Addr) string {
 // for http.ResponseController.
 type statusWriter struct {
 	http.ResponseWriter
+	body        *bodyReader // the request body, when it has one
 	status      int
 	bytes       int64
 	wroteHeader bool
@@ -242,6 +265,9 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status = code
 		if code >= 200 {
 			w.wroteHeader = true
+			if w.body != nil && !w.body.eof.Load() {
+				w.Header().Set("Connection", "close")
+			}
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -301,9 +327,14 @@ func (r *recorder) Write(b []byte) (int, error) {
 // metrics are the API's Prometheus collectors. Labels are route patterns and
 // status codes: never a session or user id.
 type metrics struct {
-	requests *prometheus.CounterVec
-	seconds  *prometheus.HistogramVec
-	errors   *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	seconds   *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+	conns     prometheus.Gauge
+	idle      prometheus.Gauge
+	connLimit prometheus.Gauge
+	evicted   prometheus.Counter
+	refused   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -321,8 +352,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "mc_http_errors_total",
 			Help: "Refused or failed HTTP requests by route pattern and reason code.",
 		}, []string{"route", "reason"}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mc_http_connections",
+			Help: "Open HTTP connections (a viewer's leaves the count when it becomes a WebSocket).",
+		}),
+		idle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mc_http_idle_connections",
+			Help: "Open HTTP connections that are idle: between requests, or before a whole request header.",
+		}),
+		connLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mc_http_connections_max",
+			Help: "The cap on open HTTP connections (0: none).",
+		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mc_http_idle_connections_evicted_total",
+			Help: "Idle HTTP connections closed to make room for a new one at the cap.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mc_http_connections_refused_total",
+			Help: "Connections refused at a cap, by reason (too_many_connections, too_many_viewers).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.errors} {
+	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.errors, m.conns, m.idle, m.connLimit, m.evicted, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register http metrics: %w", err)
 		}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/jsonkey"
 )
 
 // decode reads r's body as exactly one JSON object into v. Every way a body
@@ -29,21 +31,24 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 				"the body must be JSON (Content-Type: application/json)")
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	dec := json.NewDecoder(body)
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		return bodyError(err, s.cfg.MaxBodyBytes)
+	}
+	// encoding/json keeps the last of two equal keys and matches keys to
+	// fields regardless of case: {"user_id":"a","USER_ID":"b"} would mean
+	// "b" here and maybe "a" to whatever checked the body before.
+	if k, dup := jsonkey.Duplicate(b); dup {
+		return mc.Errorf(mc.EINVALID, ReasonDuplicateKey, "the body holds key %q more than once (keys are matched regardless of case)", truncate(k, 64))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return bodyError(err, s.cfg.MaxBodyBytes)
 	}
-	// Only the end of the body may follow (white space aside); reading it
-	// also catches a body that grows past the limit after a valid object.
-	_, err := dec.Token()
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.Is(err, io.EOF):
+	// Only the end of the body may follow (white space aside).
+	if _, err := dec.Token(); errors.Is(err, io.EOF) {
 		return nil
-	case errors.As(err, &tooLarge):
-		return bodyError(err, s.cfg.MaxBodyBytes)
 	}
 	return mc.Errorf(mc.EINVALID, "trailing_data", "the body must hold one JSON object and nothing after it")
 }
@@ -54,6 +59,9 @@ func bodyError(err error, limit int64) error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case isTimeout(err):
+		return &mc.Error{Code: mc.EINVALID, Reason: ReasonBodyTimeout, Err: err,
+			Message: "the request body did not arrive in time"}
 	case errors.As(err, &tooLarge):
 		return &mc.Error{Code: mc.EINVALID, Reason: "body_too_large", Err: err,
 			Message: fmt.Sprintf("the body is larger than %d bytes", limit)}
@@ -144,6 +152,28 @@ func pathID(r *http.Request) (string, error) {
 	}
 	reqState(r.Context()).sessionID = id
 	return id, nil
+}
+
+// checkQuery refuses a query string that cannot be decoded (bad_query),
+// which r.URL.Query() would silently drop a part of.
+func checkQuery(r *http.Request) error {
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		return mc.Errorf(mc.EINVALID, ReasonBadQuery, "the query string cannot be decoded (%s)", queryProblem(err))
+	}
+	return nil
+}
+
+// queryProblem says what is wrong with a query without quoting it (it may
+// hold a token).
+func queryProblem(err error) string {
+	var esc url.EscapeError
+	switch {
+	case errors.As(err, &esc):
+		return "a bad %-escape"
+	case strings.Contains(err.Error(), "semicolon"):
+		return "a semicolon; separate parameters with &"
+	}
+	return "not name=value&…"
 }
 
 // queryLimit parses the limit parameter: absent is 0 (the store's default),

@@ -11,8 +11,9 @@
 // mc_http_requests_total{route,code}, mc_http_request_seconds{route} and
 // mc_http_errors_total{route,reason}.
 //
-// Routes (all under /api/ need "Authorization: Bearer <API key>", except the
-// two WebSocket routes, which the gateway authenticates by viewer token):
+// Routes (all under /api/ and /metrics need "Authorization: Bearer <API
+// key>", except the two WebSocket routes, which the gateway authenticates by
+// viewer token):
 //
 //	POST   /api/v1/sessions                      {"user_id","provider"} → 201 {"session","viewer":{"url","token","expires_at"}}
 //	GET    /api/v1/sessions                      ?user_id=&provider=&state=&limit=&cursor= → {"sessions":[…],"next_cursor"?}
@@ -30,21 +31,30 @@
 //	GET    /api/auth/session/{id}                → {"sessionId","status","userId","provider","viewerUrl"?}
 //	GET    /api/auth/session/{id}/novnc/websock  the gateway (WebSocket)
 //	GET    /healthz                              always 200 {"status":"ok"}
-//	GET    /readyz                               200 or 503 {"status","checks":{name:"ok"|what is wrong}}
-//	GET    /metrics, GET /, GET /sessions/{id}/view, GET /static/…, GET /novnc/…  the handlers in Deps
+//	GET    /readyz                               200 or 503 {"status"}; with the API key also "checks":{name:"ok"|what is wrong}
+//	GET    /metrics                              Deps.Metrics, with the API key
+//	GET /, GET /sessions/{id}/view, GET /static/…, GET /novnc/…  Deps.Web
 //
 // Errors are {"error":{"code","message"[,"reason"][,"session_id"]}} with the
 // status from one table (invalid 400, unauthorized 401, forbidden 403,
 // not_found 404, conflict 409, unavailable 503 with Retry-After, internal
 // 500); an internal error's cause goes to the log, never to the client. Bad
 // input is always 400 invalid, with a reason: bad_json, unknown_field,
-// trailing_data, body_too_large (over 64 KiB: 400, not 413),
-// bad_content_type (a Content-Type that is not JSON; none is accepted),
-// bad_user_id, unknown_provider, bad_id (an {id} that is not an id, refused
-// before any look-up), bad_state (state is a state or "active"), bad_limit
-// (1 to 500), bad_cursor. An unknown route is 404 not_found (no_route); a
-// known route with another method is 405 invalid (method_not_allowed), with
-// Allow.
+// duplicate_key (a key twice, or two keys that differ only in case),
+// trailing_data, body_too_large (over 64 KiB: 400, not 413), body_timeout
+// (the body did not arrive within Config.BodyTimeout), bad_content_type (a
+// Content-Type that is not JSON; none is accepted), bad_query (a query
+// string that cannot be decoded), bad_user_id, unknown_provider, bad_id (an
+// {id} that is not an id, refused before any look-up), bad_state (state is
+// a state or "active"), bad_limit (1 to 500), bad_cursor. An unknown route
+// is 404 not_found (no_route); a known route with another method is 405
+// invalid (method_not_allowed), with Allow; a plain request on a viewer route
+// is 426 invalid (upgrade_required), with Upgrade: websocket; a path that is
+// not clean is redirected (307, Location) with a not_found (redirect) body.
+// Past the caps on connections and viewers: 503 unavailable
+// (too_many_connections, too_many_viewers). The API key is checked before
+// any body is read, and an answer given before the whole body has arrived
+// closes the connection rather than wait for the rest.
 package httpapi
 
 import (
@@ -71,8 +81,8 @@ type Config struct {
 	// empty, viewer URLs are relative to the server root.
 	PublicURL string
 	// APIKeys are the SHA-256 hashes of the accepted API keys (see HashAPIKey
-	// and ParseKeyHash); the keys themselves are never held. With none, every
-	// authenticated route answers 401.
+	// and ParseKeyHash); the keys themselves are never held. At least one is
+	// required: New refuses a server that would answer 401 to everything.
 	APIKeys []KeyHash
 	// ViewerTokenTTL is the lifetime of the viewer tokens the API issues
 	// (default 10 minutes).
@@ -80,11 +90,30 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (default 64 KiB); a larger body is
 	// refused with 400, code invalid, reason body_too_large.
 	MaxBodyBytes int64
-	// Replica names this process: it is on every log line and in the
-	// X-MC-Replica response header.
+	// Replica names this process in the X-MC-Replica response header. The
+	// logger given to New is expected to carry it already (app's does), so
+	// the API does not add it again: a log line holds each key once.
 	Replica string
 	// ReadyTimeout bounds each readiness check of GET /readyz (default 2 s).
 	ReadyTimeout time.Duration
+
+	// HeaderTimeout bounds reading a request's header (default 10 s).
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds reading a request's body, from the start of its
+	// handler (default 30 s); past it the request is refused with 400,
+	// reason body_timeout.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long between
+	// requests (default 2 minutes).
+	IdleTimeout time.Duration
+	// MaxConnections caps the HTTP connections that HTTPServer's listener
+	// holds at once (0: no cap); a viewer's leaves the count once it is a
+	// WebSocket. See HTTPServer.
+	MaxConnections int
+	// MaxViewerConnections caps the viewer WebSockets open at once (0: no
+	// cap); past it a viewer is answered 503, reason too_many_viewers,
+	// before the upgrade.
+	MaxViewerConnections int
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +125,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 2 * time.Second
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 10 * time.Second
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 }
@@ -187,7 +225,10 @@ type Deps struct {
 	// Web serves the viewer page GET /sessions/{id}/view, the dashboard GET /
 	// and the static files under /static/ and /novnc/.
 	Web http.Handler
-	// Metrics serves GET /metrics (no API key: keep it on a trusted network).
+	// Metrics serves GET /metrics, behind the API key like the REST API
+	// (Prometheus sends it with authorization.credentials_file). To scrape
+	// without a key, leave it nil and serve MetricsOnly on an address of a
+	// trusted network instead.
 	Metrics http.Handler
 }
 
@@ -199,8 +240,10 @@ type Server struct {
 	keys     []KeyHash
 	mux      *http.ServeMux
 	routes   map[string]bool
+	streams  map[string]bool // the routes of WebSockets: no body deadline
 	metrics  *metrics
 	draining atomic.Bool
+	viewers  atomic.Int64 // viewer WebSockets open, when capped
 }
 
 var (
@@ -209,7 +252,8 @@ var (
 )
 
 // New returns the API. log may be nil (nothing is logged) and reg may be nil
-// (metrics are kept but not exported).
+// (metrics are kept but not exported). Every line the API logs carries log's
+// attributes and the request id.
 func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	cfg.setDefaults()
 	switch {
@@ -221,6 +265,8 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		return nil, errors.New("new http api: no token issuer")
 	case deps.Providers == nil:
 		return nil, errors.New("new http api: no provider registry")
+	case len(cfg.APIKeys) == 0:
+		return nil, errors.New("new http api: no API key (every request would be refused)")
 	}
 	for _, c := range deps.Checks {
 		if c.Name == "" || c.Name == "store" || c.Check == nil {
@@ -229,9 +275,6 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Replica != "" {
-		log = log.With(mc.LogReplica, cfg.Replica)
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -247,6 +290,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		keys:    append([]KeyHash(nil), cfg.APIKeys...),
 		mux:     http.NewServeMux(),
 		routes:  make(map[string]bool),
+		streams: make(map[string]bool),
 		metrics: m,
 	}
 	s.register()
@@ -279,17 +323,24 @@ func (s *Server) register() {
 	s.open("GET /healthz", s.healthz)
 	s.open("GET /readyz", s.readyz)
 	if h := s.deps.VNC; h != nil {
-		s.handle("GET /api/v1/sessions/{id}/vnc", h)
-		s.handle("GET /api/auth/session/{id}/novnc/websock", h)
+		h = s.viewerLimit(s.foreignErrors(h))
+		for _, p := range []string{"GET /api/v1/sessions/{id}/vnc", "GET /api/auth/session/{id}/novnc/websock"} {
+			s.handle(p, h)
+			s.streams[p] = true
+		}
 	}
 	if h := s.deps.Web; h != nil {
+		h = s.foreignErrors(h)
 		s.handle("GET /{$}", h)
 		s.handle("GET /sessions/{id}/view", h)
 		s.handle("GET /static/", h)
 		s.handle("GET /novnc/", h)
 	}
 	if h := s.deps.Metrics; h != nil {
-		s.handle("GET /metrics", h)
+		s.api("GET /metrics", func(w http.ResponseWriter, r *http.Request) error {
+			h.ServeHTTP(w, r)
+			return nil
+		})
 	}
 }
 
@@ -313,6 +364,10 @@ func (s *Server) api(pattern string, f handlerFunc) {
 			return
 		}
 		reqState(r.Context()).actor = actor
+		if err := checkQuery(r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		if err := f(w, r); err != nil {
 			s.fail(w, r, err)
 		}
@@ -322,6 +377,10 @@ func (s *Server) api(pattern string, f handlerFunc) {
 // open mounts f without authentication.
 func (s *Server) open(pattern string, f handlerFunc) {
 	s.handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := checkQuery(r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		if err := f(w, r); err != nil {
 			s.fail(w, r, err)
 		}

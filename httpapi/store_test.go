@@ -46,7 +46,7 @@ func (m storeSessions) Start(ctx context.Context, userID, provider string) (*mc.
 	now := time.Now().UTC()
 	s := &mc.Session{ID: mc.NewID(), UserID: userID, Provider: provider, CreatedAt: now,
 		ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-	if err := m.st.CreateSession(ctx, s, "test"); err != nil {
+	if err := m.st.CreateSession(ctx, s, "test", mc.Capacity{}); err != nil {
 		return nil, err
 	}
 	return m.st.Session(ctx, s.ID)

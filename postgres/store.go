@@ -1,5 +1,7 @@
-// Package postgres is the store for several replicas: PostgreSQL through a
-// pgx connection pool.
+// Package postgres is the store for several replicas: PostgreSQL through
+// pgx's database/sql driver. Its queries are internal/sqlstore's; this
+// package opens the database, adds its part of the schema (the notify
+// trigger), classifies PostgreSQL's errors and carries the change feed.
 //
 // Watch uses LISTEN/NOTIFY: a trigger on sessions announces every change of
 // state, version or viewer on channel mc_session when its transaction
@@ -11,15 +13,13 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,8 +27,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/master-controller/mc"
-	"github.com/master-controller/mc/internal/storekit"
+	"github.com/master-controller/mc/internal/sqlstore"
 )
 
 var _ mc.Store = (*Store)(nil)
@@ -59,27 +60,61 @@ type Options struct {
 
 // Store is an mc.Store on PostgreSQL.
 type Store struct {
-	pool  *pgxpool.Pool
-	lcfg  *pgx.ConnConfig
-	clock mc.Clock
-	log   *slog.Logger
-	hub   *storekit.Hub
+	*sqlstore.Store
+	db   *sql.DB
+	lcfg *pgx.ConnConfig
+	log  *slog.Logger
 
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
 }
 
+// migrationLock is the advisory lock key of Migrate ("mc" in ASCII).
+const migrationLock = "27747"
+
+// dialect is PostgreSQL's SQL: numbered placeholders, timestamptz, bytewise
+// ids, advisory locks for migrations and leases; the trigger publishes.
+func dialect() sqlstore.Dialect {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory exists
+	}
+	return sqlstore.Dialect{
+		Name:     "postgres",
+		Numbered: true,
+		Time:     sqlstore.NativeTime,
+		Types: map[string]string{
+			"time": "timestamptz", "int64": "bigint", "bytes": "bytea", "id": `text COLLATE "C"`,
+			"serial": "bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "strict": "",
+		},
+		Migrations:  sub,
+		MigrateLock: "SELECT pg_advisory_xact_lock(" + migrationLock + ")",
+		LeaseLock:   "SELECT pg_advisory_xact_lock(hashtextextended('mc_lease:' || ?, 0))",
+		Classify:    classify,
+		// A new relation's first page is a new block of the default
+		// tablespace: it fails as inserts do while the disk is full. The
+		// transaction is rolled back, so nothing stays.
+		Probe: func(ctx context.Context, db *sql.DB) error {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			_, err = tx.ExecContext(ctx, `CREATE TABLE mc_probe (b bytea); INSERT INTO mc_probe VALUES ('\x00')`)
+			return err
+		},
+	}
+}
+
 // Open connects to the database at url, brings its schema up to date (unless
 // opts.NoMigrate) and starts listening for session changes. The URL is never
 // logged or put in an error: it may hold a password.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
-	if opts.Clock == nil {
-		opts.Clock = mc.SystemClock{}
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// pgxpool's parser knows the pool_* parameters of the URL.
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's message can quote the URL; keep it out.
@@ -91,28 +126,31 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	lcfg := cfg.ConnConfig.Copy()
 	lcfg.RuntimeParams["application_name"] = ListenerApplicationName
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, storeErr(err, "open postgres")
+	db := stdlib.OpenDB(*cfg.ConnConfig)
+	db.SetMaxOpenConns(int(cfg.MaxConns))
+	db.SetMaxIdleConns(int(cfg.MaxConns))
+	db.SetConnMaxLifetime(cfg.MaxConnLifetime)
+	db.SetConnMaxIdleTime(cfg.MaxConnIdleTime)
+	s := &Store{db: db, lcfg: lcfg, log: opts.Logger, done: make(chan struct{})}
+	s.Store = sqlstore.New(dialect(), db, db, sqlstore.Options{Clock: opts.Clock, Logger: opts.Logger})
+	fail := func(err error) (*Store, error) {
+		s.Store.Close()
+		db.Close()
+		return nil, err
 	}
-	s := &Store{pool: pool, lcfg: lcfg, clock: opts.Clock, log: opts.Logger, done: make(chan struct{})}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, storeErr(err, "open postgres")
+	if err := db.PingContext(ctx); err != nil {
+		return fail(sqlstore.MapErr(classify, err, "open postgres"))
 	}
 	if !opts.NoMigrate {
 		if err := s.Migrate(ctx); err != nil {
-			pool.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
-	s.hub = storekit.NewHub(s.Session, s.log)
 	// Listen before returning, so that every change committed after Open
 	// reaches this Store's watchers.
 	conn, err := s.connectListener(ctx)
 	if err != nil {
-		pool.Close()
-		return nil, storeErr(err, "listen on postgres")
+		return fail(sqlstore.MapErr(classify, err, "listen on postgres"))
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -122,21 +160,14 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 
 // Close stops the listener and every watcher and closes the pool.
 func (s *Store) Close() error {
+	var err error
 	s.once.Do(func() {
 		s.cancel()
 		<-s.done
-		s.hub.Close()
-		s.pool.Close()
+		s.Store.Close()
+		err = s.db.Close()
 	})
-	return nil
-}
-
-// Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return storeErr(err, "ping postgres")
-	}
-	return nil
+	return err
 }
 
 func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
@@ -182,7 +213,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn) {
 			s.log.Warn("postgres listener reconnect", mc.LogReason, "listener_reconnect", "attempt", attempt+1, "err", err)
 		}
 		s.log.Info("postgres listener reconnected")
-		s.hub.NotifyAll()
+		s.Hub().NotifyAll()
 	}
 }
 
@@ -193,122 +224,29 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 		if n.Channel == channel {
-			s.hub.Notify(n.Payload)
+			s.Hub().Notify(n.Payload)
 		}
 	}
 }
 
-// Migrate applies the embedded migrations that the database has not had yet
-// and records them in schema_migrations, in one transaction under an advisory
-// lock, so replicas that start together apply each migration once. It is
-// idempotent.
-func (s *Store) Migrate(ctx context.Context) error {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return storeErr(err, "migrate")
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if err := migrate(ctx, tx, s.now(), s.log); err != nil {
-		return storeErr(err, "migrate")
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return storeErr(err, "migrate")
-	}
-	return nil
-}
-
-// migrationLock is the advisory lock key of Migrate ("mc" in ASCII).
-const migrationLock = 0x6d63
-
-func migrate(ctx context.Context, tx pgx.Tx, now time.Time, log *slog.Logger) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer     PRIMARY KEY,
-		name       text        NOT NULL,
-		applied_at timestamptz NOT NULL
-	)`); err != nil {
-		return err
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := filepath.Base(name)
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a number: %w", base, err)
-		}
-		var n int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, v).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			continue
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		// No arguments: the simple protocol, which runs several statements.
-		if _, err := tx.Exec(ctx, string(body)); err != nil {
-			return fmt.Errorf("apply migration %s: %w", base, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`, v, base, now); err != nil {
-			return err
-		}
-		log.Info("applied migration", "migration", base)
-	}
-	return nil
-}
-
-func (s *Store) now() time.Time { return storekit.UTC(s.clock.Now()) }
-
-// storeErr turns a storage error into a domain error: an *mc.Error passes
-// through; an unreachable or busy database is EUNAVAILABLE; anything else is
-// EINTERNAL, with the cause kept for the log only.
-func storeErr(err error, format string, args ...any) error {
-	var me *mc.Error
-	if errors.As(err, &me) {
-		return err
-	}
-	cause := fmt.Errorf(format+": %w", append(args, err)...)
+// classify sorts PostgreSQL's errors: a full disk (53100), a serialization
+// failure, deadlock, lock timeout, lack of resources or a server shutting
+// down (busy), a connection that cannot be made or was lost (unreachable).
+func classify(err error) sqlstore.Class {
 	var (
 		pe *pgconn.PgError
 		ne net.Error
 		ce *pgconn.ConnectError
 	)
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_timeout", Message: "The store did not answer in time.", Err: cause}
+	case errors.As(err, &pe) && pe.Code == "53100":
+		return sqlstore.ClassFull
 	case errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "55P03" ||
 		strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "53") || strings.HasPrefix(pe.Code, "57")):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_busy", Message: "The store is busy; try again.",
-			RetryAfter: time.Second, Err: cause}
-	case errors.As(err, &ce), errors.As(err, &ne), pgconn.SafeToRetry(err), pgconn.Timeout(err):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_unreachable", Message: "The store cannot be reached.",
-			RetryAfter: time.Second, Err: cause}
-	case strings.Contains(err.Error(), "closed pool"):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_closed", Message: "The store is closed.", Err: cause}
+		return sqlstore.ClassBusy
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, driver.ErrBadConn),
+		pgconn.SafeToRetry(err), pgconn.Timeout(err):
+		return sqlstore.ClassUnreachable
 	}
-	return &mc.Error{Code: mc.EINTERNAL, Reason: "store_error", Message: "internal error", Err: cause}
-}
-
-// uniqueViolation returns the constraint of a unique violation, or "".
-func uniqueViolation(err error) (string, bool) {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" {
-		return pe.ConstraintName, true
-	}
-	return "", false
-}
-
-func fromNullTime(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.UTC()
+	return sqlstore.ClassOther
 }

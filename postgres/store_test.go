@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -66,10 +67,10 @@ func TestMigrate(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	var n int
-	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("got %d migrations recorded, %v, want 2", n, err)
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("got %d migrations recorded, %v, want 3", n, err)
 	}
-	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets"} {
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots"} {
 		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = $1`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
 		}
@@ -83,7 +84,7 @@ func TestListenerReconnect(t *testing.T) {
 	url := pgtest.Shared(t)
 	a, b := open(t, url, postgres.Options{}), open(t, url, postgres.Options{})
 	sess := storetest.NewSession("u1", "demo", time.Time{})
-	if err := b.CreateSession(t.Context(), sess, "r1"); err != nil {
+	if err := b.CreateSession(t.Context(), sess, "r1", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := a.Watch(t.Context(), sess.ID)
@@ -150,4 +151,22 @@ func BenchmarkSession(b *testing.B) {
 
 func BenchmarkTransition(b *testing.B) {
 	storetest.BenchmarkTransition(b, open(b, pgtest.Shared(b), postgres.Options{}))
+}
+
+// TestOpenUnreachable: a server that does not answer is EUNAVAILABLE
+// store_unreachable, and the error does not show the URL's password.
+func TestOpenUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, err = postgres.Open(t.Context(), "postgres://mc:hunter2@"+addr+"/mc?sslmode=disable&connect_timeout=5", postgres.Options{})
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != "store_unreachable" {
+		t.Fatalf("got %v, want unavailable (store_unreachable)", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %q shows the password", err)
+	}
 }

@@ -29,7 +29,7 @@ func FuzzClientHandshake(f *testing.F) {
 		}{r, &w}, mc.SecretOf("password"))
 		if err != nil {
 			var ae *AuthError
-			if errors.As(err, &ae) && len(ae.Reason) > maxReasonLen {
+			if errors.As(err, &ae) && len(ae.Reason) > MaxReasonLen {
 				t.Fatalf("reason of %d bytes", len(ae.Reason))
 			}
 			return

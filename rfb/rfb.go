@@ -1,8 +1,8 @@
 // Package rfb implements the parts of the RFB (VNC) protocol, versions 3.3,
 // 3.7 and 3.8, that the gateway needs: the client side of the version and
-// security handshake toward a machine's VNC server (with VNC authentication),
-// the server side toward a browser (security type None), a fake VNC server for
-// tests and a minimal framebuffer client for screenshots.
+// security handshake toward a machine's VNC server (with VNC authentication)
+// and the server side toward a browser (security type None). A fake VNC
+// server and a framebuffer client for screenshots are in rfb/rfbtest.
 //
 // The handshake functions read exactly the bytes of the handshake and nothing
 // more (no buffering), so that after both handshakes the caller can splice the
@@ -27,9 +27,9 @@ const (
 	SecVNCAuth = 2
 )
 
-// maxReasonLen bounds a failure reason string read from a peer, so a hostile
+// MaxReasonLen bounds a failure reason string read from a peer, so a hostile
 // peer cannot make us allocate without limit.
-const maxReasonLen = 4096
+const MaxReasonLen = 4096
 
 // Version is a protocol version, for example {3, 8}.
 type Version struct{ Major, Minor int }
@@ -249,7 +249,7 @@ func readReason(r io.Reader) (string, error) {
 		return "", fmt.Errorf("read failure reason: %w", err)
 	}
 	n := binary.BigEndian.Uint32(b[:])
-	if n > maxReasonLen {
+	if n > MaxReasonLen {
 		return "", fmt.Errorf("failure reason of %d bytes: %w", n, ErrNotRFB)
 	}
 	s := make([]byte, n)
@@ -311,7 +311,7 @@ func ServerHandshakeNone(conn io.ReadWriter) (Version, error) {
 // ServerHandshakeNoneAfterBanner is ServerHandshakeNone for a caller that has
 // already sent the "RFB 003.008\n" banner itself.
 func ServerHandshakeNoneAfterBanner(conn io.ReadWriter) (Version, error) {
-	v, err := readClientVersion(conn)
+	v, err := ReadClientVersion(conn)
 	if err != nil {
 		return v, err
 	}
@@ -330,7 +330,7 @@ func ServerHandshakeNoneAfterBanner(conn io.ReadWriter) (Version, error) {
 	}
 	if choice[0] != SecNone {
 		if v == V38 {
-			_ = writeFailure(conn, "security type not offered")
+			_ = WriteFailure(conn, "security type not offered")
 		}
 		return v, fmt.Errorf("client chose security type %d: %w", choice[0], ErrNoClient)
 	}
@@ -342,9 +342,9 @@ func ServerHandshakeNoneAfterBanner(conn io.ReadWriter) (Version, error) {
 	return v, nil
 }
 
-// readClientVersion reads a client's version message and maps it onto the
+// ReadClientVersion reads a client's version message and maps it onto the
 // version the server then speaks.
-func readClientVersion(conn io.Reader) (Version, error) {
+func ReadClientVersion(conn io.Reader) (Version, error) {
 	var b [12]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -363,8 +363,8 @@ func readClientVersion(conn io.Reader) (Version, error) {
 	return v, nil
 }
 
-// writeFailure writes a failed SecurityResult with a reason (3.8).
-func writeFailure(w io.Writer, reason string) error {
+// WriteFailure writes a failed SecurityResult with a reason (3.8).
+func WriteFailure(w io.Writer, reason string) error {
 	b := make([]byte, 8+len(reason))
 	binary.BigEndian.PutUint32(b[0:], 1)
 	binary.BigEndian.PutUint32(b[4:], uint32(len(reason)))

@@ -1,4 +1,4 @@
-package rfb
+package rfb_test
 
 import (
 	"bytes"
@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/rfb"
 	"github.com/master-controller/mc/rfb/rfbtest"
+	"github.com/master-controller/mc/rfb/xvnctest"
 )
 
 // pipeServer runs serve on one end of a loopback TCP pair and returns the other.
@@ -40,22 +42,22 @@ func pipeServer(tb testing.TB, serve func(net.Conn)) net.Conn {
 
 func TestClientHandshakeVNCAuth(t *testing.T) {
 	pw := mc.SecretOf("s3cretpw-and-more")
-	for _, v := range []Version{V33, V37, V38, {3, 889}, {3, 5}} {
+	for _, v := range []rfb.Version{rfb.V33, rfb.V37, rfb.V38, {3, 889}, {3, 5}} {
 		t.Run(v.String(), func(t *testing.T) {
 			done := make(chan error, 1)
 			c := pipeServer(t, func(c net.Conn) {
-				_, err := ServeVNCAuth(c, pw, v)
+				_, err := rfbtest.ServeVNCAuth(c, pw, v)
 				done <- err
 			})
-			h, err := ClientHandshake(c, pw)
+			h, err := rfb.ClientHandshake(c, pw)
 			if err != nil {
 				t.Fatalf("ClientHandshake: %v", err)
 			}
 			if err := <-done; err != nil {
 				t.Fatalf("server: %v", err)
 			}
-			if h.Security != SecVNCAuth {
-				t.Errorf("got security %d, want %d", h.Security, SecVNCAuth)
+			if h.Security != rfb.SecVNCAuth {
+				t.Errorf("got security %d, want %d", h.Security, rfb.SecVNCAuth)
 			}
 			if h.Server != v {
 				t.Errorf("got server version %v, want %v", h.Server, v)
@@ -65,18 +67,18 @@ func TestClientHandshakeVNCAuth(t *testing.T) {
 }
 
 func TestClientHandshakeWrongPassword(t *testing.T) {
-	for _, v := range []Version{V33, V37, V38} {
+	for _, v := range []rfb.Version{rfb.V33, rfb.V37, rfb.V38} {
 		t.Run(v.String(), func(t *testing.T) {
-			c := pipeServer(t, func(c net.Conn) { ServeVNCAuth(c, mc.SecretOf("right"), v) })
-			_, err := ClientHandshake(c, mc.SecretOf("wrong"))
-			var ae *AuthError
+			c := pipeServer(t, func(c net.Conn) { rfbtest.ServeVNCAuth(c, mc.SecretOf("right"), v) })
+			_, err := rfb.ClientHandshake(c, mc.SecretOf("wrong"))
+			var ae *rfb.AuthError
 			if !errors.As(err, &ae) {
 				t.Fatalf("got %v, want *AuthError", err)
 			}
 			if ae.Stage != "result" {
 				t.Errorf("got stage %q, want result", ae.Stage)
 			}
-			if v == V38 && ae.Reason != "Authentication failed" {
+			if v == rfb.V38 && ae.Reason != "Authentication failed" {
 				t.Errorf("got reason %q, want the server's", ae.Reason)
 			}
 		})
@@ -90,14 +92,14 @@ func TestClientHandshakeRefusals(t *testing.T) {
 		want   error
 		reason string
 	}{
-		{"http", []byte("HTTP/1.1 400 Bad Request\r\n\r\n"), ErrNotRFB, ""},
-		{"ssh", []byte("SSH-2.0-OpenSSH_9.2p1\r\n"), ErrNotRFB, ""},
-		{"short", []byte("RFB 003"), ErrNotRFB, ""},
-		{"old", []byte("RFB 002.000\n"), ErrUnsupportedVersion, ""},
+		{"http", []byte("HTTP/1.1 400 Bad Request\r\n\r\n"), rfb.ErrNotRFB, ""},
+		{"ssh", []byte("SSH-2.0-OpenSSH_9.2p1\r\n"), rfb.ErrNotRFB, ""},
+		{"short", []byte("RFB 003"), rfb.ErrNotRFB, ""},
+		{"old", []byte("RFB 002.000\n"), rfb.ErrUnsupportedVersion, ""},
 		{"refused38", append([]byte("RFB 003.008\n\x00\x00\x00\x00\x05"), "busy!"...), nil, "busy!"},
 		{"refused33", append([]byte("RFB 003.003\n\x00\x00\x00\x00\x00\x00\x00\x02"), "no"...), nil, "no"},
-		{"onlytight", []byte("RFB 003.008\n\x01\x10"), ErrUnsupportedSecurity, ""},
-		{"hugereason", []byte("RFB 003.008\n\x00\xff\xff\xff\xff"), ErrNotRFB, ""},
+		{"onlytight", []byte("RFB 003.008\n\x01\x10"), rfb.ErrUnsupportedSecurity, ""},
+		{"hugereason", []byte("RFB 003.008\n\x00\xff\xff\xff\xff"), rfb.ErrNotRFB, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,16 +107,16 @@ func TestClientHandshakeRefusals(t *testing.T) {
 				io.Reader
 				io.Writer
 			}{bytes.NewReader(tt.server), io.Discard}
-			_, err := ClientHandshake(rw, mc.SecretOf("pw"))
+			_, err := rfb.ClientHandshake(rw, mc.SecretOf("pw"))
 			if tt.want != nil {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("got %v, want %v", err, tt.want)
 				}
 				return
 			}
-			var ae *AuthError
+			var ae *rfb.AuthError
 			if !errors.As(err, &ae) || ae.Reason != tt.reason {
-				t.Fatalf("got %v, want *AuthError with reason %q", err, tt.reason)
+				t.Fatalf("got %v, want *rfb.AuthError with reason %q", err, tt.reason)
 			}
 		})
 	}
@@ -122,20 +124,20 @@ func TestClientHandshakeRefusals(t *testing.T) {
 
 func TestServerHandshakeNone(t *testing.T) {
 	tests := []struct {
-		v          Version
+		v          rfb.Version
 		want       string // bytes after the banner
 		choose     bool
 		wantResult bool
 	}{
-		{V33, "\x00\x00\x00\x01", false, false},
-		{V37, "\x01\x01", true, false},
-		{V38, "\x01\x01", true, true},
+		{rfb.V33, "\x00\x00\x00\x01", false, false},
+		{rfb.V37, "\x01\x01", true, false},
+		{rfb.V38, "\x01\x01", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.v.String(), func(t *testing.T) {
 			done := make(chan error, 1)
 			c := pipeServer(t, func(c net.Conn) {
-				_, err := ServerHandshakeNone(c)
+				_, err := rfb.ServerHandshakeNone(c)
 				done <- err
 			})
 			var b [12]byte
@@ -148,7 +150,7 @@ func TestServerHandshakeNone(t *testing.T) {
 				t.Fatalf("got %q (%v), want %q", got, err, tt.want)
 			}
 			if tt.choose {
-				c.Write([]byte{SecNone})
+				c.Write([]byte{rfb.SecNone})
 			}
 			if tt.wantResult {
 				var r [4]byte
@@ -165,17 +167,17 @@ func TestServerHandshakeNone(t *testing.T) {
 	for _, pw := range []mc.Secret{{}, mc.SecretOf("ignored")} {
 		done := make(chan error, 1)
 		c := pipeServer(t, func(c net.Conn) {
-			_, err := ServerHandshakeNone(c)
+			_, err := rfb.ServerHandshakeNone(c)
 			done <- err
 		})
-		h, err := ClientHandshake(c, pw)
+		h, err := rfb.ClientHandshake(c, pw)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		if h.Security != SecNone || h.Version != V38 {
+		if h.Security != rfb.SecNone || h.Version != rfb.V38 {
 			t.Errorf("got %+v, want None on 3.8", h)
 		}
 	}
@@ -186,7 +188,7 @@ func TestServerHandshakeNoneNotRFB(t *testing.T) {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader([]byte("GET / HTTP/1.1\r\n")), io.Discard}
-	if _, err := ServerHandshakeNone(rw); !errors.Is(err, ErrNoClient) {
+	if _, err := rfb.ServerHandshakeNone(rw); !errors.Is(err, rfb.ErrNoClient) {
 		t.Fatalf("got %v, want ErrNoClient", err)
 	}
 }
@@ -194,7 +196,7 @@ func TestServerHandshakeNoneNotRFB(t *testing.T) {
 func TestCaptureFake(t *testing.T) {
 	pw := mc.SecretOf("pw123456")
 	want := color.RGBA{0x1e, 0x6f, 0xd9, 0xff}
-	fake := &FakeServer{Password: pw, Width: 40, Height: 30, Colour: want}
+	fake := &rfbtest.FakeServer{Password: pw, Width: 40, Height: 30, Colour: want}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +209,7 @@ func TestCaptureFake(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	img, err := Capture(c, pw)
+	img, err := rfbtest.Capture(c, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,18 +221,18 @@ func TestCaptureFake(t *testing.T) {
 	}
 }
 
-// TestCaptureXvnc checks the handshake and DES response against the real
+// TestCaptureXvnc checks the handshake and rfb.DES response against the real
 // TigerVNC server.
 func TestCaptureXvnc(t *testing.T) {
 	pw := mc.NewSecret(6)
-	addr := rfbtest.StartXvnc(t, pw, 320, 200)
+	addr := xvnctest.StartXvnc(t, pw, 320, 200)
 	c, err := net.Dial("tcp", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	img, err := Capture(c, pw)
+	img, err := rfbtest.Capture(c, pw)
 	if err != nil {
 		t.Fatalf("capture from Xvnc: %v", err)
 	}
@@ -245,8 +247,8 @@ func TestCaptureXvnc(t *testing.T) {
 	}
 	defer c2.Close()
 	c2.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = ClientHandshake(c2, mc.SecretOf("nottheone"))
-	var ae *AuthError
+	_, err = rfb.ClientHandshake(c2, mc.SecretOf("nottheone"))
+	var ae *rfb.AuthError
 	if !errors.As(err, &ae) {
 		t.Fatalf("got %v, want *AuthError", err)
 	}

@@ -16,8 +16,9 @@ import (
 // teardownTimeout bounds destroying one machine.
 const teardownTimeout = 30 * time.Second
 
-// drive starts the goroutine that takes session id through its life.
-func (m *Manager) drive(id string) {
+// drive starts the goroutine that takes session id through its life;
+// expires is the end of its maximum lifetime.
+func (m *Manager) drive(id string, expires time.Time) {
 	ctx, cancel := context.WithCancel(m.life)
 	m.mu.Lock()
 	m.driven[id] = cancel
@@ -31,7 +32,7 @@ func (m *Manager) drive(id string) {
 			m.mu.Unlock()
 			cancel()
 		}()
-		m.run(ctx, id)
+		m.run(ctx, id, expires)
 	}()
 }
 
@@ -50,29 +51,37 @@ func failed(reason mc.Reason, err error) error {
 }
 
 // run is one session's life on this replica.
-func (m *Manager) run(life context.Context, id string) {
+func (m *Manager) run(life context.Context, id string, expires time.Time) {
 	log := m.log.With(mc.LogSessionID, id)
 	// ctx ends when the session reaches a final state (from any replica),
 	// when the machine exits, or when this process stops.
 	ctx, cancel := context.WithCancelCause(life)
 	defer cancel(nil)
-	watch, err := m.store.Watch(ctx, id)
-	if err != nil {
-		log.Error("watch session", "error", err, mc.LogReason, "store_error")
-		return
-	}
+	// sctx bounds the start: creating the machine, its readiness, and
+	// recording them while the store may be unreachable.
+	sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
+	defer scancel()
 	endedc := make(chan *mc.Session, 1)
-	go func() {
-		for s := range watch {
-			if s.State.Final() {
-				endedc <- s
-				cancel(errFinal)
-				return
+	var watch <-chan *mc.Session
+	err := m.persist(sctx, id, "watch session", func(c context.Context) (err error) {
+		watch, err = m.store.Watch(ctx, id)
+		return err
+	})
+	if err != nil {
+		err = storeFailed(ctx, "watch session", err)
+	} else {
+		go func() {
+			for s := range watch {
+				if s.State.Final() {
+					endedc <- s
+					cancel(errFinal)
+					return
+				}
 			}
-		}
-	}()
+		}()
+		err = m.lifecycle(ctx, sctx, id, expires, log)
+	}
 
-	err = m.lifecycle(ctx, id, log)
 	var final *mc.Session
 	switch {
 	case err == nil:
@@ -81,19 +90,20 @@ func (m *Manager) run(life context.Context, id string) {
 		case <-time.After(m.cfg.DestroyGrace):
 		case <-life.Done():
 		}
+		m.teardown(id, log)
 	case errors.Is(err, errFinal) || errors.Is(context.Cause(ctx), errFinal):
 		// Ended elsewhere (cancelled, expired, failed by another replica).
+		m.teardown(id, log)
 	case life.Err() != nil:
-		final, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonControllerStop,
-			"the controller is shutting down")
+		final = m.finish(ctx, id, expires, mc.StateFailed, mc.ReasonControllerStop,
+			"the controller is shutting down", log)
 	default:
 		var st *stage
 		if !errors.As(err, &st) {
 			st = &stage{state: mc.StateFailed, reason: "internal", err: err}
 		}
-		final, _ = m.end(context.WithoutCancel(ctx), id, st.state, st.reason, st.err.Error())
+		final = m.finish(ctx, id, expires, st.state, st.reason, st.err.Error(), log)
 	}
-	m.teardown(id, log)
 	if final == nil {
 		select {
 		case final = <-endedc:
@@ -106,46 +116,145 @@ func (m *Manager) run(life context.Context, id string) {
 	}
 }
 
-// lifecycle runs start, readiness and login; it returns nil once the
-// session is completed.
-func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) error {
-	s, err := m.advance(ctx, id, mc.StatePending, mc.StateStarting, nil)
-	if err != nil {
+// Store writes that matter (the start, readiness, the credential, a final
+// state) are retried while the store is unavailable, after a pause of
+// Config.StoreRetry that doubles up to storeRetryMax, until they succeed or
+// the session's own deadline passes; during shutdown only shutdownAttempts
+// times.
+const (
+	storeRetryMax    = 5 * time.Second
+	shutdownAttempts = 3
+)
+
+// persist runs op, a store write that matters, until it succeeds, fails for
+// a reason other than the store's being unavailable (mc.EUNAVAILABLE), or
+// ctx ends (the session's deadline). It returns op's last error.
+func (m *Manager) persist(ctx context.Context, id, what string, op func(context.Context) error) error {
+	backoff := m.cfg.StoreRetry
+	for attempt := 1; ; attempt++ {
+		err := op(ctx)
+		if err == nil || mc.ErrorCode(err) != mc.EUNAVAILABLE {
+			if attempt > 1 {
+				m.log.Info("store write recorded after retries", mc.LogSessionID, id, "what", what, "attempts", attempt)
+			}
+			return err
+		}
+		if attempt == 1 {
+			m.log.Warn("store unavailable; retrying", mc.LogSessionID, id, "what", what,
+				mc.LogReason, mc.ReasonStoreUnreachable, "error", err)
+			m.metrics.refused.WithLabelValues(string(mc.ReasonStoreUnreachable)).Inc()
+		}
+		if m.life.Err() != nil && attempt >= shutdownAttempts {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(backoff*2, storeRetryMax)
+	}
+}
+
+// endDurable ends the session like end, retrying while the store is
+// unavailable until the session's maximum lifetime (expires) plus a start
+// timeout has passed, whatever happens to ctx. It logs a failure to record
+// the end and returns the final session, or nil.
+func (m *Manager) endDurable(ctx context.Context, id string, expires time.Time, to mc.State, reason mc.Reason, msg string) *mc.Session {
+	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), expires.Add(m.cfg.StartTimeout))
+	defer cancel()
+	var final *mc.Session
+	err := m.persist(dctx, id, "end session", func(c context.Context) (err error) {
+		final, err = m.end(c, id, to, reason, msg)
 		return err
+	})
+	if err != nil && !errors.Is(err, errFinal) {
+		m.log.Error("record session end", mc.LogSessionID, id, "state", to, "end_reason", reason,
+			"error", err, mc.LogReason, mc.ErrorReason(err))
+		return nil
+	}
+	return final
+}
+
+// finish ends the session and destroys its machine: the end first, so that
+// its viewers learn why before the machine goes; but when the store cannot
+// record the end at once, the machine is destroyed first and the end is
+// retried after (endDurable). It returns the final session, or nil.
+func (m *Manager) finish(ctx context.Context, id string, expires time.Time, to mc.State, reason mc.Reason, msg string, log *slog.Logger) *mc.Session {
+	final, err := m.end(context.WithoutCancel(ctx), id, to, reason, msg)
+	m.teardown(id, log)
+	if err == nil || errors.Is(err, errFinal) {
+		return final
+	}
+	return m.endDurable(ctx, id, expires, to, reason, msg)
+}
+
+// storeFailed classifies a store write that could not be made: the session
+// ends with store_unreachable when the store was unavailable until the
+// deadline of the write (the start timeout, or the session's lifetime).
+func storeFailed(ctx context.Context, what string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, errFinal):
+		return err
+	case mc.ErrorCode(err) == mc.EUNAVAILABLE:
+		return failed(mc.ReasonStoreUnreachable, fmt.Errorf("%s: the store did not answer in time: %w", what, err))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// lifecycle runs start, readiness and login; it returns nil once the
+// session is completed. sctx is ctx bounded by the start timeout.
+func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.Time, log *slog.Logger) error {
+	var s *mc.Session
+	err := m.persist(sctx, id, "record start", func(c context.Context) (err error) {
+		s, err = m.advance(c, id, mc.StatePending, mc.StateStarting, nil)
+		return err
+	})
+	if err != nil {
+		return storeFailed(ctx, "record start", err)
 	}
 	prov, ok := m.providers.Get(s.Provider)
 	if !ok {
 		return failed("unknown_provider", fmt.Errorf("provider %q is no longer configured", s.Provider))
 	}
 	started := m.clock.Now()
-	sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
-	defer scancel()
+	// The machine's secrets are derived, never stored: any replica with
+	// the same machine key derives them again from the session id.
+	secrets := m.machineKey.Secrets(s.ID)
 	mach, err := m.driver.Create(sctx, mc.MachineSpec{
 		ID: s.ID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
-		Secrets: s.Secrets, Width: m.cfg.Width, Height: m.cfg.Height,
+		Secrets: secrets, Width: m.cfg.Width, Height: m.cfg.Height,
 	})
 	if err != nil {
 		return startErr(ctx, sctx, "create machine", err)
 	}
-	if _, err := m.store.SetMachine(ctx, id, s.Version, mach, s.Secrets); err != nil {
-		return fmt.Errorf("record machine: %w", err)
+	if err := m.persist(sctx, id, "record machine", func(c context.Context) error {
+		return m.recordMachine(c, s, mach)
+	}); err != nil {
+		return storeFailed(ctx, "record machine", err)
 	}
 	// The machine is gone when its processes exit: end the session at once.
 	gone := make(chan struct{})
 	go func() {
 		if err := m.driver.Wait(ctx, mach.ID); err == nil && ctx.Err() == nil {
 			close(gone)
-			_, _ = m.end(context.WithoutCancel(ctx), id, mc.StateFailed, mc.ReasonMachineExited,
-				"the machine's processes exited")
+			m.endDurable(ctx, id, expires, mc.StateFailed, mc.ReasonMachineExited, "the machine's processes exited")
 		}
 	}()
-	agent := newAgentClient(m.http, mach, s.Secrets.AgentToken)
+	agent := newAgentClient(m.http, mach, secrets.AgentToken)
 	agent.gone = gone
 	if err := m.waitReady(sctx, mach, agent); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)
 	}
-	if _, err := m.advance(ctx, id, mc.StateStarting, mc.StateReady, &mach); err != nil {
+	if err := m.persist(sctx, id, "record ready", func(c context.Context) error {
+		_, err := m.advance(c, id, mc.StateStarting, mc.StateReady, &mach)
 		return err
+	}); err != nil {
+		return storeFailed(ctx, "record ready", err)
 	}
 	m.metrics.startSeconds.Observe(m.clock.Now().Sub(started).Seconds())
 	log.Info("machine ready", mc.LogMachineID, mach.ID, "start_seconds", m.clock.Now().Sub(started).Seconds())
@@ -153,7 +262,28 @@ func (m *Manager) lifecycle(ctx context.Context, id string, log *slog.Logger) er
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
 	go m.watchLifetime(lctx, id)
-	return m.login(ctx, id, prov, agent, log)
+	dctx, dcancel := context.WithDeadline(ctx, expires.Add(m.cfg.StartTimeout))
+	defer dcancel()
+	return m.login(ctx, dctx, id, prov, agent, log)
+}
+
+// recordMachine records the machine of s, which is starting at s.Version. A
+// retry after a write whose answer was lost finds the machine recorded.
+func (m *Manager) recordMachine(ctx context.Context, s *mc.Session, mach mc.Machine) error {
+	_, err := m.store.SetMachine(ctx, s.ID, s.Version, mach, mc.MachineSecrets{}) // the store keeps no secret
+	if mc.ErrorCode(err) != mc.ECONFLICT {
+		return err
+	}
+	cur, gerr := m.store.Session(ctx, s.ID)
+	switch {
+	case gerr != nil:
+		return gerr
+	case cur.State.Final():
+		return errFinal
+	case cur.Machine.ID == mach.ID:
+		return nil
+	}
+	return err
 }
 
 // startErr classifies a failure to start: the start timeout, or a failure.
@@ -194,8 +324,9 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 }
 
 // login starts the provider's login in the agent, waits for its result,
-// seals it into the vault and completes the session.
-func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
+// seals it into the vault and completes the session. dctx is ctx bounded by
+// the session's deadline, for the store writes that are retried.
+func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
 	if _, err := agent.StartLogin(ctx, prov); err != nil {
 		return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
 	}
@@ -276,7 +407,7 @@ func (m *Manager) login(ctx context.Context, id string, prov mc.Provider, agent 
 		}
 		next.Stop()
 		if st.State == agentproto.StateComplete {
-			return m.capture(ctx, id, prov, agent, log)
+			return m.capture(ctx, dctx, id, prov, agent, log)
 		}
 		reason := st.Reason
 		if reason == "" {
@@ -315,15 +446,20 @@ func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err 
 	}
 }
 
-// capture fetches the login's result once, seals it and completes the session.
-func (m *Manager) capture(ctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
+// capture fetches the login's result once, seals it and completes the
+// session. The store writes are retried until dctx ends.
+func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
 	s, err := m.store.Session(ctx, id)
 	if err != nil {
 		return err
 	}
-	if s.State != mc.StateCapturing { // not yet: the login had no page
-		if s, err = m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil); err != nil {
+	// A CLI's session is capturing since its sign-in page was shown.
+	if s.State != mc.StateCapturing {
+		if err := m.persist(dctx, id, "record capturing", func(c context.Context) (err error) {
+			s, err = m.advance(c, id, mc.StateReady, mc.StateCapturing, nil)
 			return err
+		}); err != nil {
+			return storeFailed(ctx, "record capturing", err)
 		}
 	}
 	res, err := agent.LoginResult(ctx)
@@ -338,32 +474,25 @@ func (m *Manager) capture(ctx context.Context, id string, prov mc.Provider, agen
 	}
 	cred := mc.Credential{UserID: s.UserID, Provider: s.Provider, SessionID: s.ID,
 		CapturedAt: m.clock.Now().UTC(), Meta: prov.Meta(res.Files), Files: res.Files}
-	if err := m.vault.Put(ctx, cred); err != nil {
+	if err := m.persist(dctx, id, "seal credential", func(c context.Context) error {
+		return m.vault.Put(c, cred)
+	}); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return failed(mc.ReasonCaptureFailed, fmt.Errorf("seal credential: %w", err))
 	}
 	clear(res.Files)
 	log.Info("credential sealed", mc.LogUserID, s.UserID, mc.LogProvider, s.Provider, "files", len(cred.Files))
-	for range 10 {
-		cur, err := m.store.Session(ctx, id)
-		if err != nil {
-			return err
-		}
-		if cur.State != mc.StateCapturing {
-			return errFinal
-		}
-		_, err = m.store.Transition(ctx, mc.Transition{ID: id, From: mc.StateCapturing, Version: cur.Version,
-			To: mc.StateCompleted, Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta),
-			Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
-		if mc.ErrorCode(err) == mc.ECONFLICT {
-			continue
-		}
-		if err == nil {
-			m.transitions(mc.StateCompleted, mc.ReasonSignedIn)
-			log.Info("session completed", mc.LogReason, mc.ReasonSignedIn)
-		}
+	err = m.persist(dctx, id, "record completed", func(c context.Context) error {
+		_, err := m.advanceWith(c, mc.Transition{ID: id, From: mc.StateCapturing, To: mc.StateCompleted,
+			Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta)})
 		return err
+	})
+	if err != nil {
+		return storeFailed(ctx, "record completed", err)
 	}
-	return fmt.Errorf("complete session %s: too many concurrent changes", id)
+	return nil
 }
 
 // watchLifetime expires the session at its maximum lifetime or after the
@@ -371,24 +500,35 @@ func (m *Manager) capture(ctx context.Context, id string, prov mc.Provider, agen
 func (m *Manager) watchLifetime(ctx context.Context, id string) {
 	for {
 		s, err := m.store.Session(ctx, id)
-		if err != nil || s.State.Final() {
+		var next time.Duration
+		switch {
+		case mc.ErrorCode(err) == mc.ENOTFOUND || ctx.Err() != nil:
 			return
-		}
-		now := m.clock.Now()
-		if !now.Before(s.ExpiresAt) {
-			_, _ = m.end(ctx, id, mc.StateExpired, mc.ReasonMaxLifetime, "the session reached its maximum lifetime")
+		case err != nil:
+			// The store is unavailable: look again soon rather than stop
+			// watching, so that an outage does not make a session immortal.
+			next = m.cfg.StoreRetry
+		case s.State.Final():
 			return
+		default:
+			now := m.clock.Now()
+			if !now.Before(s.ExpiresAt) {
+				m.endDurable(ctx, id, s.ExpiresAt, mc.StateExpired, mc.ReasonMaxLifetime, "the session reached its maximum lifetime")
+				return
+			}
+			idleAt := s.ActiveAt.Add(m.cfg.IdleTimeout)
+			if !now.Before(idleAt) {
+				m.endDurable(ctx, id, s.ExpiresAt, mc.StateExpired, mc.ReasonIdleTimeout, "no viewer or activity within the idle timeout")
+				return
+			}
+			next = min(s.ExpiresAt.Sub(now), idleAt.Sub(now)) + 10*time.Millisecond
 		}
-		idleAt := s.ActiveAt.Add(m.cfg.IdleTimeout)
-		if !now.Before(idleAt) {
-			_, _ = m.end(ctx, id, mc.StateExpired, mc.ReasonIdleTimeout, "no viewer or activity within the idle timeout")
-			return
-		}
-		next := min(s.ExpiresAt.Sub(now), idleAt.Sub(now)) + 10*time.Millisecond
+		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(next):
+		case <-t.C:
 		}
 	}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	LoginPoll time.Duration
 	// Width and Height are the machines' screen geometry (default 1280×800).
 	Width, Height int
+	// StoreRetry is the first pause before a store write that matters (the
+	// start, readiness, the credential, a final state) is tried again while
+	// the store is unavailable; pauses double up to 5 s (default 100 ms).
+	StoreRetry time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -57,6 +61,7 @@ func (c *Config) setDefaults() {
 	def(&c.ReconcileInterval, time.Minute)
 	def(&c.DestroyGrace, 3*time.Second)
 	def(&c.LoginPoll, 250*time.Millisecond)
+	def(&c.StoreRetry, 100*time.Millisecond)
 	if c.Width <= 0 || c.Height <= 0 {
 		c.Width, c.Height = 1280, 800
 	}
@@ -85,17 +90,21 @@ type Notifier interface {
 // the only source of truth; what the manager holds in memory is which
 // sessions this process is driving (goroutines), nothing else.
 type Manager struct {
-	cfg       Config
-	store     mc.Store
-	driver    mc.Driver
-	providers Providers
-	vault     Vault
-	notifier  Notifier
-	log       *slog.Logger
-	clock     mc.Clock
-	http      *http.Client
-	metrics   *metrics
+	cfg        Config
+	store      mc.Store
+	driver     mc.Driver
+	providers  Providers
+	vault      Vault
+	notifier   Notifier
+	log        *slog.Logger
+	clock      mc.Clock
+	machineKey mc.MachineKey
+	http       *http.Client
+	metrics    *metrics
 
+	// began is when the manager was made: sessions of this replica created
+	// before it were left by an earlier process.
+	began  time.Time
 	life   context.Context
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -113,6 +122,10 @@ type Deps struct {
 	Logger    *slog.Logger
 	Clock     mc.Clock
 	Registry  prometheus.Registerer
+	// MachineKey derives each machine's VNC password and agent token; the
+	// gateway must derive with the same key. Zero: a random key of this
+	// process (enough for one process that also serves the viewers).
+	MachineKey mc.MachineKey
 }
 
 // New returns a manager. Call Run to start its background loops and Close to
@@ -131,11 +144,15 @@ func New(cfg Config, d Deps) *Manager {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if d.MachineKey.IsZero() {
+		d.MachineKey = mc.NewMachineKey(mc.NewSecret(32))
+	}
 	life, stop := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
-		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock,
+		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock, machineKey: d.MachineKey,
 		http:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
+		began:  d.Clock.Now(),
 		life:   life,
 		stop:   stop,
 		driven: make(map[string]context.CancelFunc),
@@ -155,21 +172,6 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	if _, ok := m.providers.Get(provider); !ok {
 		return nil, mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", provider)
 	}
-	active, err := m.activeSessions(ctx, m.cfg.MaxMachines)
-	if err != nil {
-		return nil, fmt.Errorf("count active sessions: %w", err)
-	}
-	if len(active) >= m.cfg.MaxMachines {
-		for _, s := range active {
-			if s.UserID == userID && s.Provider == provider {
-				return nil, &mc.Error{Code: mc.ECONFLICT, Reason: "active_session", SessionID: s.ID,
-					Message: "an active session exists for this user and provider"}
-			}
-		}
-		m.metrics.refused.WithLabelValues("capacity").Inc()
-		return nil, &mc.Error{Code: mc.EUNAVAILABLE, Reason: "capacity", RetryAfter: 30 * time.Second,
-			Message: fmt.Sprintf("all %d machines are in use; try again later", m.cfg.MaxMachines)}
-	}
 	now := m.clock.Now().UTC()
 	s := &mc.Session{
 		ID:        mc.NewID(),
@@ -177,34 +179,20 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 		Provider:  provider,
 		CreatedAt: now,
 		ExpiresAt: now.Add(m.cfg.MaxLifetime),
-		Secrets:   mc.NewMachineSecrets(),
 	}
-	if err := m.store.CreateSession(ctx, s, m.cfg.Replica); err != nil {
+	// The capacity check and the insert are one transaction in the store, so
+	// a session that is created always has a machine slot.
+	c := mc.Capacity{Max: m.cfg.MaxMachines, PerReplica: !m.driver.Capabilities().Cluster}
+	if err := m.store.CreateSession(ctx, s, m.cfg.Replica, c); err != nil {
+		if mc.ErrorReason(err) == "capacity" {
+			m.metrics.refused.WithLabelValues("capacity").Inc()
+		}
 		return nil, err
 	}
 	m.transitions(mc.StatePending, "")
 	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider)
-	m.drive(s.ID)
+	m.drive(s.ID, s.ExpiresAt)
 	return s, nil
-}
-
-// activeSessions returns up to limit live sessions, paging through the
-// store (whose pages hold at most 500).
-func (m *Manager) activeSessions(ctx context.Context, limit int) ([]*mc.Session, error) {
-	var out []*mc.Session
-	cursor := ""
-	for len(out) < limit {
-		page, next, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: min(500, limit-len(out)), Cursor: cursor})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page...)
-		if next == "" {
-			break
-		}
-		cursor = next
-	}
-	return out, nil
 }
 
 // Cancel moves a live session to cancelled; the replica driving it tears its
@@ -253,30 +241,44 @@ func (m *Manager) end(ctx context.Context, id string, to mc.State, reason mc.Rea
 
 // advance moves a session one step forward from the state it must be in.
 func (m *Manager) advance(ctx context.Context, id string, from, to mc.State, mach *mc.Machine) (*mc.Session, error) {
+	return m.advanceWith(ctx, mc.Transition{ID: id, From: from, To: to, Machine: mach})
+}
+
+// advanceWith makes transition t (its Version, Replica and At are filled
+// in), retrying when another change slips in between read and write. A
+// session already in t.To is returned as it is: the answer to an earlier
+// attempt was lost, but the write was made.
+func (m *Manager) advanceWith(ctx context.Context, t mc.Transition) (*mc.Session, error) {
 	for range 10 {
-		s, err := m.store.Session(ctx, id)
+		s, err := m.store.Session(ctx, t.ID)
 		if err != nil {
 			return nil, err
 		}
-		if s.State != from {
-			if s.State.Final() {
-				return s, errFinal
-			}
-			return s, fmt.Errorf("advance session %s to %s: state is %s, not %s", id, to, s.State, from)
+		switch {
+		case s.State == t.To:
+			return s, nil
+		case s.State.Final():
+			return s, errFinal
+		case s.State != t.From:
+			return s, fmt.Errorf("advance session %s to %s: state is %s, not %s", t.ID, t.To, s.State, t.From)
 		}
-		ns, err := m.store.Transition(ctx, mc.Transition{ID: id, From: from, Version: s.Version,
-			To: to, Replica: m.cfg.Replica, At: m.clock.Now().UTC(), Machine: mach})
+		t.Version, t.Replica, t.At = s.Version, m.cfg.Replica, m.clock.Now().UTC()
+		ns, err := m.store.Transition(ctx, t)
 		if mc.ErrorCode(err) == mc.ECONFLICT {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		m.transitions(to, "")
-		m.log.Info("session "+string(to), mc.LogSessionID, id)
+		m.transitions(t.To, t.Reason)
+		if t.Reason != "" {
+			m.log.Info("session "+string(t.To), mc.LogSessionID, t.ID, mc.LogReason, t.Reason)
+		} else {
+			m.log.Info("session "+string(t.To), mc.LogSessionID, t.ID)
+		}
 		return ns, nil
 	}
-	return nil, fmt.Errorf("advance session %s: too many concurrent changes", id)
+	return nil, fmt.Errorf("advance session %s: too many concurrent changes", t.ID)
 }
 
 func (m *Manager) transitions(to mc.State, reason mc.Reason) {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
-	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/session"
 	"github.com/master-controller/mc/sqlite"
@@ -26,6 +26,7 @@ var testProviders = providers{
 	"cli": {Name: "cli", LoginCommand: []string{"acme", "login"}, LoginTimeout: time.Minute, Kind: mc.KindOAuth,
 		Files: []mc.CredentialFile{{Path: "~/.acme.json", ExpiresKey: "exp"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
+	"long":  {Name: "long", StartURL: "local:/demo/signin", LoginTimeout: time.Hour, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
 
 type recordingVault struct {
@@ -47,12 +48,12 @@ func (v *recordingVault) Put(_ context.Context, c mc.Credential) error {
 
 type rig struct {
 	store  mc.Store
-	driver *drivertest.Fake
+	driver *fake.Driver
 	vault  *recordingVault
 	mgr    *session.Manager
 }
 
-func newRig(t *testing.T, cfg session.Config, fc drivertest.FakeConfig) *rig {
+func newRig(t *testing.T, cfg session.Config, fc fake.Config) *rig {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
 	if err != nil {
@@ -68,7 +69,7 @@ func newRig(t *testing.T, cfg session.Config, fc drivertest.FakeConfig) *rig {
 	if cfg.LoginPoll == 0 {
 		cfg.LoginPoll = 10 * time.Millisecond
 	}
-	r := &rig{store: st, driver: drivertest.NewFake(fc), vault: &recordingVault{}}
+	r := &rig{store: st, driver: fake.New(fc), vault: &recordingVault{}}
 	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault})
 	t.Cleanup(func() { r.mgr.Close() })
 	return r
@@ -110,7 +111,7 @@ func stateOf(s *mc.Session) any {
 }
 
 // waitGone waits until the driver has no trace of the machine.
-func waitGone(t *testing.T, d *drivertest.Fake, id string) {
+func waitGone(t *testing.T, d *fake.Driver, id string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -123,7 +124,7 @@ func waitGone(t *testing.T, d *drivertest.Fake, id string) {
 }
 
 func TestStartReachesReady(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +159,7 @@ func TestStartReachesReady(t *testing.T) {
 }
 
 func TestStartRefusals(t *testing.T) {
-	r := newRig(t, session.Config{MaxMachines: 2}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{MaxMachines: 2}, fake.Config{})
 	if _, err := r.mgr.Start(t.Context(), "alice", "nope"); mc.ErrorCode(err) != mc.EINVALID || mc.ErrorReason(err) != "unknown_provider" {
 		t.Errorf("unknown provider: %v", err)
 	}
@@ -181,7 +182,7 @@ func TestStartRefusals(t *testing.T) {
 }
 
 func TestCancelDestroysMachine(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +202,7 @@ func TestCancelDestroysMachine(t *testing.T) {
 }
 
 func TestCancelWhileStarting(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{StartDelay: 200 * time.Millisecond})
+	r := newRig(t, session.Config{}, fake.Config{StartDelay: 200 * time.Millisecond})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +219,7 @@ func TestCancelWhileStarting(t *testing.T) {
 }
 
 func TestMachineExitFailsSession(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	r.driver.Kill(s.ID)
@@ -230,7 +231,7 @@ func TestMachineExitFailsSession(t *testing.T) {
 }
 
 func TestStartTimeout(t *testing.T) {
-	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, drivertest.FakeConfig{StartDelay: 5 * time.Second})
+	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, fake.Config{StartDelay: 5 * time.Second})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
 	if got.Reason != mc.ReasonStartTimeout {
@@ -240,7 +241,7 @@ func TestStartTimeout(t *testing.T) {
 }
 
 func TestLoginCompletes(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	files := map[string]string{"~/.demo/credentials.json": `{"access_token":"demo-x"}`}
@@ -273,7 +274,7 @@ func TestLoginCompletes(t *testing.T) {
 // TestCaptureMeta: the capture records what the files say (kind, expiry)
 // beside the credential and in the completion event, never a secret.
 func TestCaptureMeta(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
 	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
 	r.driver.CompleteLogin(s.ID, map[string]string{"~/.acme.json": `{"token":"s3cret-token","exp":1767225600000}`})
@@ -292,7 +293,7 @@ func TestCaptureMeta(t *testing.T) {
 }
 
 func TestLoginProgress(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
@@ -327,7 +328,7 @@ func TestLoginProgress(t *testing.T) {
 }
 
 func TestLoginFailsAndTimesOut(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	r.driver.FailLogin(s.ID, mc.ReasonLoginCommandFailed)
@@ -344,7 +345,7 @@ func TestLoginFailsAndTimesOut(t *testing.T) {
 
 func TestLifetimes(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
-		r := newRig(t, session.Config{IdleTimeout: 200 * time.Millisecond}, drivertest.FakeConfig{})
+		r := newRig(t, session.Config{IdleTimeout: 200 * time.Millisecond}, fake.Config{})
 		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
 			t.Errorf("reason %s, want idle_timeout", got.Reason)
@@ -353,7 +354,7 @@ func TestLifetimes(t *testing.T) {
 	})
 	t.Run("activity postpones idle", func(t *testing.T) {
 		// Generous margins: a touch every 50 ms against a 1 s idle timeout.
-		r := newRig(t, session.Config{IdleTimeout: time.Second}, drivertest.FakeConfig{})
+		r := newRig(t, session.Config{IdleTimeout: time.Second}, fake.Config{})
 		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 		ready := waitState(t, r.store, s.ID, mc.StateReady)
 		// Keep touching (as a connected viewer does) past two idle periods.
@@ -373,7 +374,7 @@ func TestLifetimes(t *testing.T) {
 		}
 	})
 	t.Run("max lifetime", func(t *testing.T) {
-		r := newRig(t, session.Config{MaxLifetime: 300 * time.Millisecond}, drivertest.FakeConfig{})
+		r := newRig(t, session.Config{MaxLifetime: 300 * time.Millisecond}, fake.Config{})
 		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonMaxLifetime {
 			t.Errorf("reason %s, want max_lifetime", got.Reason)
@@ -382,7 +383,7 @@ func TestLifetimes(t *testing.T) {
 }
 
 func TestCloseEndsDrivenSessions(t *testing.T) {
-	r := newRig(t, session.Config{}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
 	r.mgr.Close()
@@ -399,13 +400,15 @@ func TestCloseEndsDrivenSessions(t *testing.T) {
 // sessions of this replica that nothing drives, machines on the host, and
 // leases; a new manager's first reconcile pass leaves nothing behind.
 func TestReconcileAfterCrash(t *testing.T) {
-	r := newRig(t, session.Config{Replica: "r1"}, drivertest.FakeConfig{})
+	r := newRig(t, session.Config{Replica: "r1"}, fake.Config{})
 	ctx := t.Context()
-	now := time.Now().UTC()
+	// Created before the manager began, by the process that crashed: they
+	// are ended at once, however young.
+	now := time.Now().UTC().Add(-time.Second)
 	var ids []string
 	for i, u := range []string{"u1", "u2", "u3"} {
 		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-		if err := r.store.CreateSession(ctx, s, "r1"); err != nil {
+		if err := r.store.CreateSession(ctx, s, "r1", mc.Capacity{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.store.Lease(ctx, "test/pool", s.ID, 0, 10); err != nil {
@@ -425,7 +428,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	}
 	// Another replica's live session must be left alone.
 	other := &mc.Session{ID: mc.NewID(), UserID: "u9", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
-	if err := r.store.CreateSession(ctx, other, "r2"); err != nil {
+	if err := r.store.CreateSession(ctx, other, "r2", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 

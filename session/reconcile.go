@@ -45,37 +45,54 @@ func (m *Manager) Run(ctx context.Context) {
 // Reconcile compares what the driver finds on the host with the sessions in
 // the store: it destroys machines that no live session owns, ends this
 // replica's live sessions that no goroutine drives (left by a crash: reason
-// controller_restart) or whose machine is gone (machine_missing), and
-// reclaims leases whose owner ended.
+// controller_restart, or max_lifetime past their lifetime) or whose machine
+// is gone (machine_missing), and reclaims leases whose owner ended.
+//
+// The view is consistent: the live sessions are read first and the host's
+// machines after, so a session seen ready had its machine before the host
+// was listed; a session is ended only at the version that was read (a
+// session that changed meanwhile is left to the next pass); and a session
+// younger than the start timeout is never ended if this process may be
+// starting it (created, not yet driven; driven, machine not yet listed).
+// Sessions created before this manager began are no one's start in flight:
+// an earlier process left them, and they end at once.
 func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	var rep Report
+	var live []*mc.Session
+	cursor := ""
+	for {
+		page, next, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: 500, Cursor: cursor})
+		if err != nil {
+			return rep, fmt.Errorf("list active sessions: %w", err)
+		}
+		live = append(live, page...)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
 	machines, err := m.driver.List(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("list machines: %w", err)
 	}
-	onHost := make(map[string]mc.MachineStatus, len(machines))
+
+	onHost := make(map[string]bool, len(machines))
 	for _, ms := range machines {
-		onHost[ms.ID] = ms
+		onHost[ms.ID] = true
 		owner := ms.SessionID
 		if owner == "" {
 			owner = ms.ID
+		}
+		if m.Driving(owner) {
+			continue // its own goroutine tears it down
 		}
 		s, err := m.store.Session(ctx, owner)
 		switch {
 		case mc.ErrorCode(err) == mc.ENOTFOUND:
 		case err != nil:
 			return rep, fmt.Errorf("look up owner of machine %s: %w", ms.ID, err)
-		case s.State.Active() && (s.Replica != m.cfg.Replica || m.Driving(s.ID)):
-			continue // owned by a live session that someone drives
 		case s.State.Active():
-			// Ours, live, but nothing drives it: left by a crash.
-			if _, err := m.end(ctx, s.ID, mc.StateFailed, mc.ReasonControllerRestart,
-				"the controller restarted while the session was live"); err == nil {
-				rep.Failed = append(rep.Failed, s.ID)
-			}
-		}
-		if m.Driving(owner) {
-			continue // its own goroutine tears it down
+			continue // a live session owns it; the sessions below are checked next
 		}
 		if err := m.driver.Destroy(ctx, ms.ID); err != nil {
 			m.log.Error("destroy orphaned machine", mc.LogMachineID, ms.ID, "error", err, mc.LogReason, "destroy_failed")
@@ -85,36 +102,32 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, "orphaned_machine")
 	}
 
-	cursor := ""
-	for {
-		page, next, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: 500, Cursor: cursor})
-		if err != nil {
-			return rep, fmt.Errorf("list active sessions: %w", err)
+	now := m.clock.Now()
+	for _, s := range live {
+		if s.Replica != m.cfg.Replica || (s.CreatedAt.After(m.began) && now.Sub(s.CreatedAt) < m.cfg.StartTimeout) {
+			continue
 		}
-		for _, s := range page {
-			if s.Replica != m.cfg.Replica {
-				continue
+		switch {
+		case !m.Driving(s.ID):
+			// Ours, live, but nothing drives it: left by a crash.
+			to, reason, msg := mc.StateFailed, mc.ReasonControllerRestart, "the controller restarted while the session was live"
+			if !now.Before(s.ExpiresAt) {
+				to, reason, msg = mc.StateExpired, mc.ReasonMaxLifetime, "the session reached its maximum lifetime"
 			}
-			switch {
-			case !m.Driving(s.ID):
-				if _, err := m.end(ctx, s.ID, mc.StateFailed, mc.ReasonControllerRestart,
-					"the controller restarted while the session was live"); err == nil {
-					rep.Failed = append(rep.Failed, s.ID)
-					_ = m.driver.Destroy(ctx, s.ID)
-				}
-			case s.Machine.ID != "" && (s.State == mc.StateReady || s.State == mc.StateCapturing):
-				if _, ok := onHost[s.Machine.ID]; !ok {
-					if _, err := m.end(ctx, s.ID, mc.StateFailed, mc.ReasonMachineMissing,
-						"the machine is no longer on the host"); err == nil {
-						rep.Failed = append(rep.Failed, s.ID)
-					}
+			if m.endAt(ctx, s, to, reason, msg) {
+				rep.Failed = append(rep.Failed, s.ID)
+				// The machine is named after the session; Destroy is idempotent.
+				if err := m.driver.Destroy(ctx, s.ID); err != nil {
+					m.log.Error("destroy machine", mc.LogMachineID, s.ID, "error", err, mc.LogReason, "destroy_failed")
+				} else if onHost[s.ID] {
+					rep.Destroyed = append(rep.Destroyed, s.ID)
 				}
 			}
+		case s.Machine.ID != "" && (s.State == mc.StateReady || s.State == mc.StateCapturing) && !onHost[s.Machine.ID]:
+			if m.endAt(ctx, s, mc.StateFailed, mc.ReasonMachineMissing, "the machine is no longer on the host") {
+				rep.Failed = append(rep.Failed, s.ID)
+			}
 		}
-		if next == "" {
-			break
-		}
-		cursor = next
 	}
 
 	leases, err := m.store.ReclaimLeases(ctx)
@@ -126,4 +139,21 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		m.log.Info("reconciled", "destroyed", len(rep.Destroyed), "failed", len(rep.Failed), "reclaimed", rep.Reclaimed)
 	}
 	return rep, nil
+}
+
+// endAt ends s only if it is still at the state and version that were read
+// (compare-and-set, no retry): a session that changed meanwhile is someone
+// else's to decide. It reports whether it ended the session.
+func (m *Manager) endAt(ctx context.Context, s *mc.Session, to mc.State, reason mc.Reason, msg string) bool {
+	_, err := m.store.Transition(ctx, mc.Transition{ID: s.ID, From: s.State, Version: s.Version,
+		To: to, Reason: reason, Message: msg, Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
+	if err != nil {
+		if mc.ErrorCode(err) != mc.ECONFLICT && ctx.Err() == nil {
+			m.log.Error("reconcile end session", mc.LogSessionID, s.ID, "error", err, mc.LogReason, mc.ErrorReason(err))
+		}
+		return false
+	}
+	m.transitions(to, reason)
+	m.log.Warn("session ended", mc.LogSessionID, s.ID, "state", to, mc.LogReason, reason, "message", msg)
+	return true
 }

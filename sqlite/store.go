@@ -1,5 +1,7 @@
 // Package sqlite is the embedded store: a single SQLite file in WAL mode,
-// pure Go (modernc.org/sqlite), for one host and one process.
+// pure Go (modernc.org/sqlite), for one host and one process. Its queries
+// are internal/sqlstore's; this package opens the file, classifies SQLite's
+// errors and carries the change feed.
 //
 // Writes go through a pool of one connection (SQLite allows one writer at a
 // time; serializing them in Go avoids lock contention and SQLITE_BUSY), reads
@@ -16,30 +18,24 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/url"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/sqlstore"
 	"github.com/master-controller/mc/internal/storekit"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
 var _ mc.Store = (*Store)(nil)
-
-//go:embed migrations/*.sql
-var migrations embed.FS
 
 // Options configure a Store. The zero value is usable.
 type Options struct {
@@ -59,18 +55,45 @@ type Options struct {
 
 // Store is an mc.Store on a SQLite file.
 type Store struct {
-	w, r  *sql.DB
-	clock mc.Clock
-	log   *slog.Logger
-	hub   *storekit.Hub
-	key   string // the file's absolute path, the key of the shared broadcaster
-	once  sync.Once
+	*sqlstore.Store
+	w, r *sql.DB
+	key  string // the file's absolute path, the key of the shared broadcaster
+	once sync.Once
+}
 
-	// getStmt is the prepared read of one session, the hottest query (every
-	// API read, every Watch delivery); prepared on first use, since the
-	// schema may not exist at Open with NoMigrate.
-	getMu   sync.Mutex
-	getStmt *sql.Stmt
+// dialect is SQLite's SQL: ? placeholders, times as Unix microseconds in
+// STRICT tables, and the in-process broadcaster of the file key.
+func dialect(key string) sqlstore.Dialect {
+	return sqlstore.Dialect{
+		Name: "sqlite",
+		Time: sqlstore.MicrosTime,
+		Types: map[string]string{
+			"time": "INTEGER", "int64": "INTEGER", "bytes": "BLOB", "id": "TEXT",
+			"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "strict": " STRICT",
+		},
+		Classify: classify,
+		Publish:  func(id string) { publish(key, id) },
+		Probe:    probe,
+	}
+}
+
+// probe commits a write of 256 KiB (a row written and deleted again), more
+// than the WAL can hold in pages left over from a write that failed: it
+// succeeds when the disk has room for many ordinary writes again.
+func probe(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at)
+		VALUES ('mc_probe', hex(zeroblob(131072)), 0) ON CONFLICT (name) DO NOTHING`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM secrets WHERE name = 'mc_probe'`); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // Open opens (creating if needed) the SQLite database at path and, unless
@@ -81,16 +104,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, storeErr(err, "open sqlite %s", path)
+		return nil, openErr(err, path)
 	}
 	if d, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
 		abs = filepath.Join(d, filepath.Base(abs))
-	}
-	if opts.Clock == nil {
-		opts.Clock = mc.SystemClock{}
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 5 * time.Second
@@ -98,8 +115,6 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.ReadConns <= 0 {
 		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
 	}
-	s := &Store{clock: opts.Clock, log: opts.Logger, key: abs}
-
 	dsn := func(extra ...string) string {
 		q := url.Values{}
 		q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
@@ -111,11 +126,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 		return "file:" + (&url.URL{Path: abs}).EscapedPath() + "?" + q.Encode()
 	}
+	s := &Store{key: abs}
 	// The writer takes its lock at BEGIN (IMMEDIATE), so a transaction never
 	// fails half-way on upgrading a read lock.
-	s.w, err = sql.Open("sqlite", dsn("_txlock", "immediate"))
-	if err != nil {
-		return nil, storeErr(err, "open sqlite %s", path)
+	if s.w, err = sql.Open("sqlite", dsn("_txlock", "immediate")); err != nil {
+		return nil, openErr(err, path)
 	}
 	s.w.SetMaxOpenConns(1)
 	s.w.SetMaxIdleConns(1)
@@ -123,153 +138,60 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.w.SetConnMaxIdleTime(0)
 	if err := s.w.PingContext(ctx); err != nil {
 		s.w.Close()
-		return nil, storeErr(err, "open sqlite %s", path)
+		return nil, openErr(err, path)
 	}
-	if !opts.NoMigrate {
-		if err := s.Migrate(ctx); err != nil {
-			s.w.Close()
-			return nil, err
-		}
-	}
-	s.r, err = sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
-	if err != nil {
+	if s.r, err = sql.Open("sqlite", dsn("_pragma", "query_only(1)")); err != nil {
 		s.w.Close()
-		return nil, storeErr(err, "open sqlite %s", path)
+		return nil, openErr(err, path)
 	}
 	s.r.SetMaxOpenConns(opts.ReadConns)
 	s.r.SetMaxIdleConns(opts.ReadConns)
 	s.r.SetConnMaxIdleTime(0)
-	s.hub = storekit.NewHub(s.session, s.log)
-	joinBus(s.key, s.hub)
+	s.Store = sqlstore.New(dialect(abs), s.w, s.r, sqlstore.Options{Clock: opts.Clock, Logger: opts.Logger})
+	if !opts.NoMigrate {
+		if err := s.Migrate(ctx); err != nil {
+			s.Store.Close()
+			s.r.Close()
+			s.w.Close()
+			return nil, err
+		}
+	}
+	joinBus(s.key, s.Hub())
 	return s, nil
+}
+
+// openErr maps an error of opening the file.
+func openErr(err error, path string) error {
+	return sqlstore.MapErr(classify, err, "open sqlite %s", path)
 }
 
 // Close stops every watcher and closes the database.
 func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
-		leaveBus(s.key, s.hub)
-		s.hub.Close()
-		s.getMu.Lock()
-		if s.getStmt != nil {
-			s.getStmt.Close()
-		}
-		s.getMu.Unlock()
+		leaveBus(s.key, s.Hub())
+		s.Store.Close()
 		err = errors.Join(s.r.Close(), s.w.Close())
 	})
 	return err
 }
 
-// Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.r.PingContext(ctx); err != nil {
-		return storeErr(err, "ping sqlite")
-	}
-	return nil
-}
-
-// Migrate applies the embedded migrations that the database has not had yet,
-// each in its own transaction, and records them in schema_migrations. It is
-// idempotent.
-func (s *Store) Migrate(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER PRIMARY KEY,
-		name       TEXT    NOT NULL,
-		applied_at INTEGER NOT NULL
-	) STRICT`); err != nil {
-		return storeErr(err, "create schema_migrations")
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return storeErr(err, "list migrations")
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := filepath.Base(name)
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return storeErr(err, "migration %s: name must start with a number", base)
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return storeErr(err, "read migration %s", base)
-		}
-		if err := s.migrate(ctx, v, base, string(body)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Store) migrate(ctx context.Context, version int, name, body string) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return storeErr(err, "migrate %s", name)
-	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-		return storeErr(err, "migrate %s", name)
-	}
-	if n > 0 {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, body); err != nil {
-		return storeErr(err, "migrate %s", name)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-		version, name, micros(s.now())); err != nil {
-		return storeErr(err, "migrate %s", name)
-	}
-	if err := tx.Commit(); err != nil {
-		return storeErr(err, "migrate %s", name)
-	}
-	s.log.Info("applied migration", "migration", name)
-	return nil
-}
-
-func (s *Store) now() time.Time { return storekit.UTC(s.clock.Now()) }
-
-// storeErr turns a storage error into a domain error: an *mc.Error passes
-// through; a busy database is EUNAVAILABLE; anything else is EINTERNAL, with
-// the cause kept for the log only.
-func storeErr(err error, format string, args ...any) error {
-	var me *mc.Error
-	if errors.As(err, &me) {
-		return err
-	}
-	cause := fmt.Errorf(format+": %w", append(args, err)...)
+// classify sorts SQLite's errors: a full disk (or database at its page
+// limit), a lock held by another connection, a closed handle.
+func classify(err error) sqlstore.Class {
 	var se *sqlite.Error
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_timeout", Message: "The store did not answer in time.", Err: cause}
-	case errors.As(err, &se) && (se.Code()&0xff == sqlite3.SQLITE_BUSY || se.Code()&0xff == sqlite3.SQLITE_LOCKED):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_busy", Message: "The store is busy; try again.",
-			RetryAfter: time.Second, Err: cause}
-	case errors.Is(err, sql.ErrConnDone), strings.Contains(err.Error(), "database is closed"),
-		strings.Contains(err.Error(), "statement is closed"):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_closed", Message: "The store is closed.", Err: cause}
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_FULL:
+			return sqlstore.ClassFull
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return sqlstore.ClassBusy
+		}
 	}
-	return &mc.Error{Code: mc.EINTERNAL, Reason: "store_error", Message: "internal error", Err: cause}
-}
-
-// isUnique reports whether err is a violation of a UNIQUE or PRIMARY KEY
-// constraint.
-func isUnique(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
-}
-
-// Times are stored as Unix microseconds, UTC; NULL for a zero time.
-func micros(t time.Time) int64 { return storekit.UTC(t).UnixMicro() }
-
-func fromMicros(n int64) time.Time { return time.UnixMicro(n).UTC() }
-
-func fromNullMicros(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
+	if strings.Contains(err.Error(), "statement is closed") {
+		return sqlstore.ClassClosed
 	}
-	return fromMicros(n.Int64)
+	return sqlstore.ClassOther
 }
 
 // bus connects the hubs of the Stores opened on one file in this process.
@@ -297,10 +219,10 @@ func leaveBus(key string, h *storekit.Hub) {
 }
 
 // publish announces a change of session id to every Store on the file.
-func (s *Store) publish(id string) {
+func publish(key, id string) {
 	bus.mu.Lock()
-	hs := make([]*storekit.Hub, 0, len(bus.hubs[s.key]))
-	for h := range bus.hubs[s.key] {
+	hs := make([]*storekit.Hub, 0, len(bus.hubs[key]))
+	for h := range bus.hubs[key] {
 		hs = append(hs, h)
 	}
 	bus.mu.Unlock()

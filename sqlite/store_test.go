@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -52,10 +53,10 @@ func TestMigrate(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("got %d migrations recorded, %v, want 2", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("got %d migrations recorded, %v, want 3", n, err)
 	}
-	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets"} {
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots"} {
 		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
 		}
@@ -81,7 +82,7 @@ func TestClosedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess := storetest.NewSession("u1", "demo", time.Time{})
-	if err := s.CreateSession(t.Context(), sess, "r1"); err != nil {
+	if err := s.CreateSession(t.Context(), sess, "r1", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := s.Watch(t.Context(), sess.ID)
@@ -107,4 +108,41 @@ func BenchmarkSession(b *testing.B) {
 
 func BenchmarkTransition(b *testing.B) {
 	storetest.BenchmarkTransition(b, open(b, filepath.Join(b.TempDir(), "mc.db"), sqlite.Options{}))
+}
+
+// TestMigrateCountsLiveSessions: a database made before the slots table
+// (version 1) gets its live sessions counted, per replica, by migration 2.
+func TestMigrateCountsLiveSessions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mc.db")
+	s := open(t, path, sqlite.Options{})
+	for i, replica := range []string{"r1", "r1", "r2", "r2"} {
+		sess := storetest.NewSession(fmt.Sprint("u", i), "demo", time.Time{})
+		if err := s.CreateSession(t.Context(), sess, replica, mc.Capacity{}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			if _, err := s.Transition(t.Context(), mc.Transition{ID: sess.ID, From: mc.StatePending, Version: 1,
+				To: mc.StateCancelled, Replica: replica}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DROP TABLE slots; DELETE FROM schema_migrations WHERE version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = open(t, path, sqlite.Options{})
+	for replica, want := range map[string]int{"": 3, "r1": 2, "r2": 1} {
+		if got, err := s.CountActive(t.Context(), replica); err != nil || got != want {
+			t.Errorf("CountActive(%q) after migrating: got %d, %v, want %d", replica, got, err, want)
+		}
+	}
 }

@@ -44,6 +44,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"CreateInvalid", testCreateInvalid},
 		{"OneActivePerUserProvider", testOneActive},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"Capacity", testCapacity},
+		{"CapacityPerReplica", testCapacityPerReplica},
 		{"List", testList},
 		{"ListFilters", testListFilters},
 		{"ListBadInput", testListBadInput},
@@ -107,7 +109,7 @@ func NewSession(userID, provider string, created time.Time) *mc.Session {
 func create(tb testing.TB, s mc.Store, userID, provider string) *mc.Session {
 	tb.Helper()
 	sess := NewSession(userID, provider, time.Time{})
-	if err := s.CreateSession(context.Background(), sess, "r1"); err != nil {
+	if err := s.CreateSession(context.Background(), sess, "r1", mc.Capacity{}); err != nil {
 		tb.Fatalf("create session: %v", err)
 	}
 	return sess
@@ -191,7 +193,7 @@ func events(tb testing.TB, s mc.Store, id string) []mc.Event {
 func testCreateAndGet(t *testing.T, open Opener) {
 	s := open(t)
 	in := NewSession("u1", "demo", base)
-	if err := s.CreateSession(t.Context(), in, "replica-a"); err != nil {
+	if err := s.CreateSession(t.Context(), in, "replica-a", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 	if in.State != mc.StatePending || in.Version != 1 || in.Replica != "replica-a" {
@@ -221,7 +223,7 @@ func testCreateAndGet(t *testing.T, open Opener) {
 
 	dup := NewSession("u2", "demo", base)
 	dup.ID = in.ID
-	wantErr(t, s.CreateSession(t.Context(), dup, "r1"), mc.ECONFLICT, "")
+	wantErr(t, s.CreateSession(t.Context(), dup, "r1", mc.Capacity{}), mc.ECONFLICT, "")
 }
 
 func testCreateInvalid(t *testing.T, open Opener) {
@@ -240,16 +242,16 @@ func testCreateInvalid(t *testing.T, open Opener) {
 		t.Run(tt.name, func(t *testing.T) {
 			sess := NewSession("u1", "demo", time.Time{})
 			tt.change(sess)
-			wantErr(t, s.CreateSession(t.Context(), sess, "r1"), mc.EINVALID, "")
+			wantErr(t, s.CreateSession(t.Context(), sess, "r1", mc.Capacity{}), mc.EINVALID, "")
 		})
 	}
-	wantErr(t, s.CreateSession(t.Context(), nil, "r1"), mc.EINVALID, "")
+	wantErr(t, s.CreateSession(t.Context(), nil, "r1", mc.Capacity{}), mc.EINVALID, "")
 }
 
 func testOneActive(t *testing.T, open Opener) {
 	s := open(t)
 	first := create(t, s, "u1", "demo")
-	err := s.CreateSession(t.Context(), NewSession("u1", "demo", time.Time{}), "r1")
+	err := s.CreateSession(t.Context(), NewSession("u1", "demo", time.Time{}), "r1", mc.Capacity{})
 	e := wantErr(t, err, mc.ECONFLICT, "active_session")
 	if e.SessionID != first.ID {
 		t.Errorf("got SessionID %q, want the existing session %q", e.SessionID, first.ID)
@@ -260,7 +262,7 @@ func testOneActive(t *testing.T, open Opener) {
 	// Any live state counts as active.
 	for _, st := range []mc.State{mc.StateStarting, mc.StateReady, mc.StateCapturing} {
 		first = reach(t, s, first, st)
-		e := wantErr(t, s.CreateSession(t.Context(), NewSession("u1", "demo", time.Time{}), "r1"), mc.ECONFLICT, "active_session")
+		e := wantErr(t, s.CreateSession(t.Context(), NewSession("u1", "demo", time.Time{}), "r1", mc.Capacity{}), mc.ECONFLICT, "active_session")
 		if e.SessionID != first.ID {
 			t.Errorf("in %s: got SessionID %q, want %q", st, e.SessionID, first.ID)
 		}
@@ -279,7 +281,7 @@ func testConcurrentCreate(t *testing.T, open Opener) {
 	var wg sync.WaitGroup
 	for i := range n {
 		sessions[i] = NewSession("u1", "demo", time.Time{})
-		wg.Go(func() { errs[i] = s.CreateSession(context.Background(), sessions[i], "r1") })
+		wg.Go(func() { errs[i] = s.CreateSession(context.Background(), sessions[i], "r1", mc.Capacity{}) })
 	}
 	wg.Wait()
 	winner := -1
@@ -313,7 +315,7 @@ func testConcurrentCreate(t *testing.T, open Opener) {
 func createdAt(tb testing.TB, s mc.Store, user, provider string, at time.Time) *mc.Session {
 	tb.Helper()
 	sess := NewSession(user, provider, at)
-	if err := s.CreateSession(context.Background(), sess, "r1"); err != nil {
+	if err := s.CreateSession(context.Background(), sess, "r1", mc.Capacity{}); err != nil {
 		tb.Fatalf("create session: %v", err)
 	}
 	return sess

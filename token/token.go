@@ -2,8 +2,9 @@
 // to one session id, with an expiry. The format is
 // "v1.<base64url payload>.<base64url mac>", where the payload is the JSON
 // {"sid":"<session id>","exp":<unix seconds>} and the MAC covers
-// "v1.<base64url payload>". Every replica shares the signing key through
-// mc.Store.EnsureSecret, so any replica verifies any replica's token.
+// "v1.<base64url payload>". Every replica derives the signing key from the
+// vault keys of its configuration (it is never in the store), so any replica
+// verifies any replica's token.
 package token
 
 import (
@@ -46,19 +47,26 @@ var (
 
 const prefix = "v1."
 
-// Signer issues and verifies tokens with one key.
+// Signer issues tokens with one key and verifies them with that key and any
+// earlier ones.
 type Signer struct {
 	key   []byte
+	older [][]byte
 	clock mc.Clock
 }
 
-// NewSigner returns a Signer keyed by key (for example the store's
-// "viewer_token_key" secret). clock may be nil for the system clock.
-func NewSigner(key mc.Secret, clock mc.Clock) *Signer {
+// NewSigner returns a Signer that issues with key and also accepts tokens
+// issued with the older keys (a replica whose vault keys have another
+// primary). clock may be nil for the system clock.
+func NewSigner(key mc.Secret, clock mc.Clock, older ...mc.Secret) *Signer {
 	if clock == nil {
 		clock = mc.SystemClock{}
 	}
-	return &Signer{key: []byte(key.Reveal()), clock: clock}
+	s := &Signer{key: []byte(key.Reveal()), clock: clock}
+	for _, k := range older {
+		s.older = append(s.older, []byte(k.Reveal()))
+	}
+	return s
 }
 
 type payload struct {
@@ -78,13 +86,23 @@ func (s *Signer) Issue(sessionID string, ttl time.Duration) (string, time.Time) 
 		panic("marshal token payload: " + err.Error()) // a string and an int
 	}
 	signed := prefix + base64.RawURLEncoding.EncodeToString(p)
-	return signed + "." + base64.RawURLEncoding.EncodeToString(s.mac(signed)), exp
+	return signed + "." + base64.RawURLEncoding.EncodeToString(mac(s.key, signed)), exp
 }
 
-func (s *Signer) mac(signed string) []byte {
-	m := hmac.New(sha256.New, s.key)
+func mac(key []byte, signed string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(signed))
 	return m.Sum(nil)
+}
+
+// signedByUs reports whether sum is the MAC of signed under the key or one
+// of the older keys.
+func (s *Signer) signedByUs(sum []byte, signed string) bool {
+	ok := hmac.Equal(sum, mac(s.key, signed))
+	for _, k := range s.older {
+		ok = hmac.Equal(sum, mac(k, signed)) || ok // every key is tried: no timing hint of which one
+	}
+	return ok
 }
 
 // Verify checks that tok is a token this Signer issued for sessionID and that
@@ -107,11 +125,11 @@ func (s *Signer) Verify(tok, sessionID string, now time.Time) error {
 	if strings.IndexByte(signed[len(prefix):], '.') >= 0 {
 		return ErrMalformed
 	}
-	mac, err := base64.RawURLEncoding.Strict().DecodeString(macPart)
-	if err != nil || len(mac) != sha256.Size {
+	sum, err := base64.RawURLEncoding.Strict().DecodeString(macPart)
+	if err != nil || len(sum) != sha256.Size {
 		return ErrMalformed
 	}
-	if !hmac.Equal(mac, s.mac(signed)) {
+	if !s.signedByUs(sum, signed) {
 		return ErrBadSignature
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(signed[len(prefix):])

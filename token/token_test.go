@@ -94,3 +94,24 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestOlderKeys: a replica whose primary vault key changed still accepts the
+// tokens issued under the earlier one, and only those.
+func TestOlderKeys(t *testing.T) {
+	oldKey, newKey := mc.NewSecret(32), mc.NewSecret(32)
+	sid := mc.NewID()
+	oldTok, _ := NewSigner(oldKey, fixedClock{t0}).Issue(sid, time.Minute)
+	rotated := NewSigner(newKey, fixedClock{t0}, oldKey)
+	newTok, _ := rotated.Issue(sid, time.Minute)
+	for name, tok := range map[string]string{"old": oldTok, "new": newTok} {
+		if err := rotated.Verify(tok, sid, t0); err != nil {
+			t.Errorf("%s token: %v", name, err)
+		}
+	}
+	if err := NewSigner(newKey, fixedClock{t0}).Verify(oldTok, sid, t0); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("old token without the old key: %v, want ErrBadSignature", err)
+	}
+	if err := NewSigner(oldKey, fixedClock{t0}).Verify(newTok, sid, t0); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("new token under the old key alone: %v, want ErrBadSignature", err)
+	}
+}

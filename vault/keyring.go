@@ -3,16 +3,22 @@ package vault
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	mc "github.com/master-controller/mc"
@@ -21,8 +27,8 @@ import (
 // KeySize is the length of a vault key: AES-256.
 const KeySize = 32
 
-// KeyFileName is the name of the key file that LoadOrCreate keeps in the data
-// directory.
+// KeyFileName is the name of the key file that Load keeps in the data
+// directory when no key is configured.
 const KeyFileName = "vault.keys"
 
 // Reasons of the vault's errors.
@@ -63,25 +69,89 @@ type Config struct {
 	DataDir string
 }
 
-// Load returns the keyring that c describes. created reports that no key was
-// configured and a new key was generated into DataDir/vault.keys; the caller
-// should log that (with Keyring.Primary, never the key).
-// Errors: EINVALID (reason "bad_vault_key" or "no_vault_keys").
-func Load(c Config) (kr *Keyring, created bool, err error) {
+// Load returns the keyring that c describes and checks it against the
+// sealed records in store: every key id that a record names must be
+// configured, and each such key must open a record sealed under it. A key is
+// generated (into DataDir/vault.keys, with an id derived from the key) only
+// when no key is configured and the store holds no sealed record; created
+// reports that, and the caller should log it (with Keyring.Primary, never
+// the key).
+// Errors: EINVALID (reason "bad_vault_key" or "no_vault_keys"); EINVALID
+// (reason "vault_key_missing") naming the key ids that the records need and
+// no configured key opens; the store's errors.
+func Load(ctx context.Context, c Config, store mc.CredentialStore) (kr *Keyring, created bool, err error) {
+	need, err := keysInUse(ctx, store)
+	if err != nil {
+		return nil, false, err
+	}
 	switch {
 	case !c.Keys.IsZero():
 		kr, err = ParseKeys(c.Keys)
 		if err != nil {
 			return nil, false, fmt.Errorf("parse MC_VAULT_KEYS: %w", err)
 		}
-		return kr, false, nil
 	case c.KeyFile != "":
 		kr, err = ReadKeyFile(c.KeyFile)
-		return kr, false, err
 	case c.DataDir != "":
-		return LoadOrCreate(c.DataDir)
+		kr, created, err = loadOrCreate(c.DataDir, slices.Sorted(maps.Keys(need)))
+	default:
+		return nil, false, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
 	}
-	return nil, false, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
+	if err != nil {
+		return nil, false, err
+	}
+	if err := kr.check(need); err != nil {
+		return nil, false, err
+	}
+	return kr, created, nil
+}
+
+// ReasonKeyMissing is the reason of the refusal to start when the store
+// holds records sealed with keys that are not configured.
+const ReasonKeyMissing mc.Reason = "vault_key_missing"
+
+// keysInUse returns, for each key id that the store's sealed records name,
+// one record sealed under it.
+func keysInUse(ctx context.Context, store mc.CredentialStore) (map[string]mc.SealedCredential, error) {
+	recs, err := store.Credentials(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("list sealed credentials to check the vault keys: %w", err)
+	}
+	need := make(map[string]mc.SealedCredential)
+	for _, r := range recs {
+		if _, ok := need[r.KeyID]; !ok {
+			need[r.KeyID] = r
+		}
+	}
+	return need, nil
+}
+
+// check verifies that kr opens one record of each key id in need.
+func (kr *Keyring) check(need map[string]mc.SealedCredential) error {
+	var missing, wrong []string
+	v := New(kr)
+	for id, rec := range need {
+		if _, ok := kr.lookup(id); !ok {
+			missing = append(missing, id)
+		} else if _, err := v.Open(rec); errors.Is(err, ErrAuthentication) {
+			wrong = append(wrong, id)
+		}
+	}
+	if len(missing)+len(wrong) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	slices.Sort(wrong)
+	var parts []string
+	if len(missing) > 0 {
+		parts = append(parts, fmt.Sprintf("records sealed with vault key id(s) %s, which no configured key has", strings.Join(missing, ", ")))
+	}
+	if len(wrong) > 0 {
+		parts = append(parts, fmt.Sprintf("records sealed with vault key id(s) %s, which the configured key(s) of that id do not open", strings.Join(wrong, ", ")))
+	}
+	return mc.Errorf(mc.EINVALID, ReasonKeyMissing,
+		"the store holds %s (configured: %s); configure those keys (MC_VAULT_KEYS or MC_VAULT_KEY_FILE, or restore the data directory's %s)",
+		strings.Join(parts, "; and "), strings.Join(kr.IDs(), ", "), KeyFileName)
 }
 
 // ParseKeys parses "id:base64key,id2:base64key". The first key seals new
@@ -214,10 +284,37 @@ func NewKeyring(id string) (*Keyring, error) {
 	return &Keyring{keys: []key{k}}, nil
 }
 
-// LoadOrCreate reads dataDir/vault.keys, or, when it does not exist, generates
-// one key into it (mode 0600, the directory created 0700 if needed) and
-// reports created. The caller logs that a key was generated, and where.
-func LoadOrCreate(dataDir string) (kr *Keyring, created bool, err error) {
+// GenerateKeyring returns a keyring of one freshly generated key whose id is
+// derived from the key (KeyID), so that no two keys ever share an id.
+func GenerateKeyring() (*Keyring, error) {
+	raw := make([]byte, KeySize)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("generate vault key: %w", err)
+	}
+	k, err := newKey(KeyID(raw), raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Keyring{keys: []key{k}}, nil
+}
+
+// KeyID derives a key id from a raw key: "k-" and 16 hex digits of a
+// labelled SHA-256 of the key. It reveals nothing usable of the key and
+// differs for different keys.
+func KeyID(raw []byte) string {
+	h := sha256.New()
+	h.Write([]byte("mc-vault-key-id-v1\x00"))
+	h.Write(raw)
+	return "k-" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// loadOrCreate reads dataDir/vault.keys, or, when it does not exist and no
+// stored record needs a key (need, the key ids the records name, is empty),
+// generates one key into it (mode 0600, the directory created 0700 if
+// needed) and reports created.
+// Errors: EINVALID (reason "vault_key_missing", naming the ids in need) when
+// the file does not exist and need is not empty.
+func loadOrCreate(dataDir string, need []string) (kr *Keyring, created bool, err error) {
 	path := filepath.Join(dataDir, KeyFileName)
 	kr, err = ReadKeyFile(path)
 	if err == nil {
@@ -226,10 +323,16 @@ func LoadOrCreate(dataDir string) (kr *Keyring, created bool, err error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err
 	}
+	if len(need) > 0 {
+		return nil, false, &mc.Error{Code: mc.EINVALID, Reason: ReasonKeyMissing, Err: err,
+			Message: fmt.Sprintf("no vault key is configured and %s does not exist, but the store holds records sealed with "+
+				"vault key id(s) %s: configure those keys (MC_VAULT_KEYS or MC_VAULT_KEY_FILE) or restore the file; "+
+				"no key is generated over sealed records", path, strings.Join(need, ", "))}
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("create vault key file %s: %w", path, err)
 	}
-	kr, err = NewKeyring("k1")
+	kr, err = GenerateKeyring()
 	if err != nil {
 		return nil, false, err
 	}
@@ -261,6 +364,38 @@ func LoadOrCreate(dataDir string) (kr *Keyring, created bool, err error) {
 		return nil, false, fmt.Errorf("write vault key file %s: %w", path, err)
 	}
 	return kr, true, nil
+}
+
+// Purposes of the keys that Derive makes from the vault keys.
+const (
+	// PurposeMachineSecrets derives the mc.MachineKey of machine secrets.
+	PurposeMachineSecrets = "machine-secrets"
+	// PurposeViewerTokens derives the viewer-token signing key.
+	PurposeViewerTokens = "viewer-tokens"
+)
+
+// Derive returns a 32-byte key for purpose, derived (HKDF-SHA256) from the
+// primary key: every replica configured with the same keys derives the same
+// key, and it is never stored. Keys for different purposes are independent.
+func (kr *Keyring) Derive(purpose string) mc.Secret { return kr.keys[0].derive(purpose) }
+
+// DeriveAll returns the key for purpose derived from each vault key, the
+// primary's first, so that what a replica made under an earlier primary
+// (a viewer token) is still accepted while the primary changes.
+func (kr *Keyring) DeriveAll(purpose string) []mc.Secret {
+	out := make([]mc.Secret, len(kr.keys))
+	for i, k := range kr.keys {
+		out[i] = k.derive(purpose)
+	}
+	return out
+}
+
+func (k key) derive(purpose string) mc.Secret {
+	b, err := hkdf.Key(sha256.New, []byte(k.raw.Reveal()), nil, "mc-vault-derive-v1\x00"+purpose, KeySize)
+	if err != nil {
+		panic("hkdf: " + err.Error()) // only for a length HKDF cannot make
+	}
+	return mc.SecretOf(string(b))
 }
 
 // Primary returns the id of the key that seals new records.

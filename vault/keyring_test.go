@@ -152,9 +152,15 @@ func TestReadKeyFile(t *testing.T) {
 
 func TestLoadOrCreate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	kr, created, err := LoadOrCreate(dir)
+	if _, _, err := loadOrCreate(dir, []string{"k7"}); mc.ErrorReason(err) != ReasonKeyMissing || !strings.Contains(mc.ErrorMessage(err), "key id(s) k7") {
+		t.Fatalf("got %v, want %s naming k7 when records need a key", err, ReasonKeyMissing)
+	}
+	if _, err := os.Stat(filepath.Join(dir, KeyFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a key file was made although creating was not allowed: %v", err)
+	}
+	kr, created, err := loadOrCreate(dir, nil)
 	if err != nil {
-		t.Fatalf("LoadOrCreate: %v", err)
+		t.Fatalf("loadOrCreate: %v", err)
 	}
 	if !created {
 		t.Errorf("got created false on an empty directory, want true")
@@ -167,9 +173,9 @@ func TestLoadOrCreate(t *testing.T) {
 		t.Errorf("got key file mode %v, want %v", got, want)
 	}
 
-	again, created, err := LoadOrCreate(dir)
+	again, created, err := loadOrCreate(dir, nil)
 	if err != nil {
-		t.Fatalf("LoadOrCreate again: %v", err)
+		t.Fatalf("loadOrCreate again: %v", err)
 	}
 	if created {
 		t.Errorf("got created true with an existing key file, want false")
@@ -185,6 +191,27 @@ func TestLoadOrCreate(t *testing.T) {
 	}
 	if _, err := New(again).Open(sealed); err != nil {
 		t.Errorf("open with reloaded key: %v", err)
+	}
+}
+
+// TestGeneratedKeyIDsAreNeverReused: a generated key's id is derived from
+// the key, so two generated keys never share one (the old generator named
+// every key "k1").
+func TestGeneratedKeyIDsAreNeverReused(t *testing.T) {
+	seen := map[string]bool{}
+	for range 20 {
+		kr, err := GenerateKeyring()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := kr.Primary()
+		if seen[id] || !keyIDPattern.MatchString(id) {
+			t.Fatalf("generated key id %q: reused or malformed", id)
+		}
+		seen[id] = true
+		if got := KeyID([]byte(kr.keys[0].raw.Reveal())); got != id {
+			t.Errorf("id %q, want the one derived from the key, %q", id, got)
+		}
 	}
 }
 
@@ -204,13 +231,13 @@ func TestLoad(t *testing.T) {
 	}{
 		{name: "env wins", cfg: Config{Keys: mc.SecretOf("e:" + k1), KeyFile: file, DataDir: data}, wantPrimary: "e"},
 		{name: "file next", cfg: Config{KeyFile: file, DataDir: data}, wantPrimary: "f"},
-		{name: "data dir last", cfg: Config{DataDir: data}, wantPrimary: "k1", wantCreated: true},
+		{name: "data dir last", cfg: Config{DataDir: data}, wantPrimary: "k-", wantCreated: true},
 		{name: "bad env is an error, not a fallback", cfg: Config{Keys: mc.SecretOf("e:short"), DataDir: data}, wantErr: true},
 		{name: "nothing", cfg: Config{}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kr, created, err := Load(tt.cfg)
+			kr, created, err := Load(t.Context(), tt.cfg, newTestStore(t))
 			if tt.wantErr {
 				if err == nil {
 					t.Fatalf("got keyring %v, want error", kr)
@@ -220,13 +247,56 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			if got := kr.Primary(); got != tt.wantPrimary {
+			if got := kr.Primary(); !strings.HasPrefix(got, tt.wantPrimary) {
 				t.Errorf("got primary %q, want %q", got, tt.wantPrimary)
 			}
 			if created != tt.wantCreated {
 				t.Errorf("got created %v, want %v", created, tt.wantCreated)
 			}
 		})
+	}
+}
+
+// TestLoadRefusesMissingKeys: with sealed records in the store, a keyring
+// that cannot open them is refused with the key ids the records need, and
+// no key is generated over them.
+func TestLoadRefusesMissingKeys(t *testing.T) {
+	ka, kb := newKeyB64(t), newKeyB64(t)
+	store := newTestStore(t)
+	svc, _ := newService(t, store, mustKeys(t, "a:"+ka))
+	if err := svc.Put(t.Context(), testCredential("alice", "demo")); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string // "" for success
+	}{
+		{name: "no key, empty data dir: nothing generated", cfg: Config{DataDir: data}, wantErr: "does not exist, but the store holds records sealed with vault key id(s) a"},
+		{name: "another key", cfg: Config{Keys: mc.SecretOf("b:" + kb)}, wantErr: "key id(s) a, which no configured key has"},
+		{name: "another key under the same id", cfg: Config{Keys: mc.SecretOf("a:" + kb)}, wantErr: "key id(s) a, which the configured key(s) of that id do not open"},
+		{name: "the key among others", cfg: Config{Keys: mc.SecretOf("b:" + kb + ",a:" + ka)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kr, _, err := Load(t.Context(), tt.cfg, store)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				return
+			}
+			if mc.ErrorReason(err) != ReasonKeyMissing || !strings.Contains(mc.ErrorMessage(err), tt.wantErr) {
+				t.Fatalf("got keyring %v, error %v; want %s mentioning %q", kr, err, ReasonKeyMissing, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), ka) || strings.Contains(err.Error(), kb) {
+				t.Error("the error reveals a key")
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(data, KeyFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a key was generated over sealed records: %v", err)
 	}
 }
 
@@ -273,5 +343,25 @@ func TestKeyringWithWithout(t *testing.T) {
 	}
 	if got, want := back.Encode(), ab.Encode(); got != want {
 		t.Errorf("Encode does not round-trip")
+	}
+}
+
+func TestDerive(t *testing.T) {
+	ka, kb := newKeyB64(t), newKeyB64(t)
+	ab, same, ba := mustKeys(t, "a:"+ka+",b:"+kb), mustKeys(t, "a:"+ka), mustKeys(t, "b:"+kb+",a:"+ka)
+	m, v := ab.Derive(PurposeMachineSecrets), ab.Derive(PurposeViewerTokens)
+	if len(m.Reveal()) != KeySize || m.Reveal() == v.Reveal() {
+		t.Error("derived keys are not 32 bytes, or two purposes share one")
+	}
+	if same.Derive(PurposeMachineSecrets).Reveal() != m.Reveal() {
+		t.Error("one primary key derives different keys")
+	}
+	raw, _ := base64.StdEncoding.DecodeString(ka)
+	if m.Reveal() == string(raw) {
+		t.Error("the derived key is the vault key")
+	}
+	all := ba.DeriveAll(PurposeViewerTokens)
+	if len(all) != 2 || all[0].Reveal() == v.Reveal() || all[1].Reveal() != v.Reveal() {
+		t.Error("DeriveAll: want the new primary's key first and the earlier primary's after")
 	}
 }

@@ -64,14 +64,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	case "websockify":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := app.Websockify(ctx, rest, stdout, stderr); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			fmt.Fprintln(stderr, "websockify:", err)
-			return 1
-		}
-		return 0
+		return websockify(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "master-controller", version)
 		return 0

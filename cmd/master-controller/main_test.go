@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -60,5 +61,24 @@ func TestUnknownCommand(t *testing.T) {
 	}
 	if code, out, _ := runCmd([]string{"version"}, nil); code != 0 || !strings.HasPrefix(out, "master-controller ") {
 		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+// TestNoTestCodeInBinary checks that the binary links no test code: neither
+// the testing package nor a package that imports it (the fake driver and its
+// RFB fakes ship in the binary, for MC_DRIVER=fake, and must stay free of it).
+func TestNoTestCodeInBinary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps printed %d packages, want the whole graph: %q", len(deps), out)
+	}
+	for _, p := range deps {
+		if p == "testing" || strings.HasPrefix(p, "testing/") {
+			t.Errorf("master-controller links %s", p)
+		}
 	}
 }

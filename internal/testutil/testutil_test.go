@@ -143,7 +143,7 @@ func TestWaitState(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	s := storetest.NewSession("u", "demo", time.Time{})
-	if err := st.CreateSession(t.Context(), s, "r1"); err != nil {
+	if err := st.CreateSession(t.Context(), s, "r1", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}
 	step := func(from, to mc.State, version int64) {

@@ -1,6 +1,7 @@
 // Command mcwebsockify is master-controller's websockify mode on its own
-// (gateway.RunWebsockify, the code behind `master-controller websockify`),
-// for benchmarks on a tree where the main command is not built.
+// (gateway.Websockify, the bridge behind `master-controller websockify`),
+// for benchmarks on a tree where the main command is not built:
+// mcwebsockify LISTEN TARGET.
 package main
 
 import (
@@ -15,6 +16,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: mcwebsockify LISTEN TARGET")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// MC_CPUPROFILE=FILE writes a CPU profile of the run (for bench analysis).
@@ -25,7 +30,12 @@ func main() {
 			defer func() { pprof.StopCPUProfile(); out.Close() }()
 		}
 	}
-	if err := gateway.RunWebsockify(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	h := &gateway.Websockify{Target: os.Args[2]}
+	l, err := h.Listen(ctx, os.Args[1])
+	if err == nil {
+		err = h.Serve(ctx, l)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		stop()
 		os.Exit(1)

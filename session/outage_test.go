@@ -1,0 +1,168 @@
+package session_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/driver/fake"
+	"github.com/master-controller/mc/session"
+	"github.com/master-controller/mc/sqlite"
+)
+
+// outageStore is a store that can be taken down: while down, every call
+// fails with EUNAVAILABLE (store_unreachable), as PostgreSQL does when it is
+// stopped. It comes back when up is called, or by itself after upAfter
+// failed calls.
+type outageStore struct {
+	mc.Store
+	mu      sync.Mutex
+	down    bool
+	upAfter int
+	failed  int
+}
+
+func (o *outageStore) takeDown(upAfter int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.down, o.upAfter, o.failed = true, upAfter, 0
+}
+
+func (o *outageStore) up() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.down = false
+}
+
+func (o *outageStore) check() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.down {
+		return nil
+	}
+	o.failed++
+	if o.upAfter > 0 && o.failed >= o.upAfter {
+		o.down = false
+	}
+	return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonStoreUnreachable, Message: "The store cannot be reached."}
+}
+
+func (o *outageStore) Session(ctx context.Context, id string) (*mc.Session, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return o.Store.Session(ctx, id)
+}
+
+func (o *outageStore) Sessions(ctx context.Context, f mc.SessionFilter) ([]*mc.Session, string, error) {
+	if err := o.check(); err != nil {
+		return nil, "", err
+	}
+	return o.Store.Sessions(ctx, f)
+}
+
+func (o *outageStore) Transition(ctx context.Context, t mc.Transition) (*mc.Session, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return o.Store.Transition(ctx, t)
+}
+
+func (o *outageStore) SetMachine(ctx context.Context, id string, version int64, m mc.Machine, s mc.MachineSecrets) (*mc.Session, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return o.Store.SetMachine(ctx, id, version, m, s)
+}
+
+func (o *outageStore) Touch(ctx context.Context, id string, at time.Time) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	return o.Store.Touch(ctx, id, at)
+}
+
+func (o *outageStore) Watch(ctx context.Context, id string) (<-chan *mc.Session, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return o.Store.Watch(ctx, id)
+}
+
+// hookDriver calls onCreate after each machine is created and onDestroy
+// before each is destroyed.
+type hookDriver struct {
+	*fake.Driver
+	onCreate, onDestroy func()
+}
+
+func (d *hookDriver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
+	m, err := d.Driver.Create(ctx, spec)
+	if err == nil && d.onCreate != nil {
+		d.onCreate()
+	}
+	return m, err
+}
+
+func (d *hookDriver) Destroy(ctx context.Context, id string) error {
+	if d.onDestroy != nil {
+		d.onDestroy()
+	}
+	return d.Driver.Destroy(ctx, id)
+}
+
+func newOutageRig(t *testing.T, cfg session.Config) (*outageStore, *hookDriver, *session.Manager, mc.Store) {
+	t.Helper()
+	inner, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inner.Close() })
+	st := &outageStore{Store: inner}
+	drv := &hookDriver{Driver: fake.New(fake.Config{})}
+	cfg.Replica, cfg.StoreRetry, cfg.DestroyGrace = "r1", time.Millisecond, time.Millisecond
+	mgr := session.New(cfg, session.Deps{Store: st, Driver: drv, Providers: testProviders, Vault: &recordingVault{}})
+	t.Cleanup(func() { mgr.Close() })
+	return st, drv, mgr, inner
+}
+
+// TestStoreOutageDuringStartRecovers: the store goes away just as the
+// machine has been created and comes back before the start deadline; the
+// writes of the start are retried and the session becomes ready.
+func TestStoreOutageDuringStartRecovers(t *testing.T) {
+	st, drv, mgr, inner := newOutageRig(t, session.Config{})
+	drv.onCreate = func() { st.takeDown(6) }
+	s, err := mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, inner, s.ID, mc.StateReady)
+	if got.Machine.ID != s.ID {
+		t.Errorf("machine %q, want %q", got.Machine.ID, s.ID)
+	}
+	if _, err := drv.Inspect(t.Context(), s.ID); err != nil {
+		t.Errorf("machine of a ready session: %v", err)
+	}
+}
+
+// TestStoreOutagePastStartDeadline: the store stays away past the start
+// deadline. The machine is destroyed, and once the store answers again the
+// session ends failed with the true reason, store_unreachable (not left
+// starting for reconcile to call controller_restart).
+func TestStoreOutagePastStartDeadline(t *testing.T) {
+	st, drv, mgr, inner := newOutageRig(t, session.Config{StartTimeout: 200 * time.Millisecond})
+	drv.onCreate = func() { st.takeDown(0) }
+	drv.onDestroy = st.up // the store is back only once the machine is gone
+	s, err := mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, inner, s.ID, mc.StateFailed)
+	if got.Reason != mc.ReasonStoreUnreachable {
+		t.Errorf("reason %s, want %s", got.Reason, mc.ReasonStoreUnreachable)
+	}
+	waitGone(t, drv.Driver, s.ID)
+}
