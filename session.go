@@ -61,6 +61,9 @@ type Machine struct {
 	IP        netip.Addr `json:"ip,omitzero"`
 	VNCPort   int        `json:"vnc_port,omitempty"`
 	AgentPort int        `json:"agent_port,omitempty"`
+	// Pooled reports a machine that was started for the warm pool before
+	// the session asked for it.
+	Pooled bool `json:"pooled,omitempty"`
 }
 
 // VNCAddr is the machine's VNC server address (host:port).

@@ -12,6 +12,7 @@ type Store interface {
 	SessionStore
 	LeaseStore
 	CredentialStore
+	PoolStore
 	// EnsureSecret returns the secret stored under name, storing value first
 	// when there is none; the first writer wins, so every replica shares one
 	// value (the viewer-token signing key, for example).
@@ -150,7 +151,7 @@ type LeaseStore interface {
 	// Leases lists the leases of a pool ("" for every pool).
 	Leases(ctx context.Context, pool string) ([]Lease, error)
 	// ReclaimLeases frees leases whose owner is a final session or no session
-	// at all, and returns them.
+	// at all (and no pooled machine), and returns them.
 	ReclaimLeases(ctx context.Context) ([]Lease, error)
 }
 

@@ -57,6 +57,8 @@ type Config struct {
 	MaxLifetime    time.Duration
 	DestroyGrace   time.Duration
 	ReconcileEvery time.Duration
+	Pool           string
+	PoolMaxAge     time.Duration
 
 	AllowedOrigins string
 	ViewerTokenTTL time.Duration
@@ -121,6 +123,8 @@ func (c *Config) settings() []setting {
 		{"max-lifetime", "MC_MAX_LIFETIME", "end any session this long after it was created", &c.MaxLifetime, "30m", false},
 		{"destroy-grace", "MC_DESTROY_GRACE", "keep a completed session's machine this long before destroying it", &c.DestroyGrace, "3s", false},
 		{"reconcile-interval", "MC_RECONCILE_INTERVAL", "period of the reconcile pass (also run at start-up)", &c.ReconcileEvery, "1m", false},
+		{"pool", "MC_POOL", "warm pool: pre-started machines per provider, like demo=2,claude_code=4 (default: demo=1 with the local driver, else none; a provider's \"pool\" in the providers file sets it too; this wins)", &c.Pool, "", false},
+		{"pool-max-age", "MC_POOL_MAX_AGE", "recycle a pooled machine this old", &c.PoolMaxAge, "30m", false},
 
 		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket besides MC_PUBLIC_URL's (host or scheme://host, * wildcards)", &c.AllowedOrigins, "", false},
 		{"viewer-token-ttl", "MC_VIEWER_TOKEN_TTL", "lifetime of viewer tokens", &c.ViewerTokenTTL, "10m", false},
@@ -301,7 +305,7 @@ func (c *Config) Validate() []string {
 		{"MC_RECONCILE_INTERVAL", c.ReconcileEvery}, {"MC_VIEWER_TOKEN_TTL", c.ViewerTokenTTL},
 		{"MC_READY_WAIT", c.ReadyWait}, {"MC_PING_INTERVAL", c.PingInterval}, {"MC_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"MC_HTTP_HEADER_TIMEOUT", c.HTTPHeaderTimeout}, {"MC_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout},
-		{"MC_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout}} {
+		{"MC_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout}, {"MC_POOL_MAX_AGE", c.PoolMaxAge}} {
 		if d.v <= 0 {
 			bad(d.env, "must be positive")
 		}
@@ -320,6 +324,9 @@ func (c *Config) Validate() []string {
 			bad("MC_METRICS_LISTEN", "%q is not host:port", c.MetricsListen)
 		}
 	}
+	if _, err := ParsePool(c.Pool); err != nil {
+		bad("MC_POOL", "%v", err)
+	}
 	if c.MaxViewers < 1 {
 		bad("MC_MAX_VIEWERS", "must be at least 1")
 	}
@@ -337,6 +344,50 @@ func (c *Config) Validate() []string {
 		}
 	}
 	return p
+}
+
+// ParsePool parses "provider=N,…" (N ≥ 0; "" is none).
+func ParsePool(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, num, ok := strings.Cut(item, "=")
+		n, err := strconv.Atoi(strings.TrimSpace(num))
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || err != nil || n < 0 || n > 1000 {
+			return nil, fmt.Errorf("%q is not provider=N (N from 0 to 1000)", item)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("provider %q is listed twice", name)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+// PoolTargets returns the pool size of each provider: the default (demo=1
+// with the local driver), then the providers file's settings, then
+// MC_POOL's, each overriding the one before.
+func (c *Config) PoolTargets(fromFile map[string]int) map[string]int {
+	out := map[string]int{}
+	if c.Driver == "local" {
+		out["demo"] = 1
+	}
+	for k, v := range fromFile {
+		out[k] = v
+	}
+	set, _ := ParsePool(c.Pool)
+	for k, v := range set {
+		out[k] = v
+	}
+	for k, v := range out {
+		if v == 0 {
+			delete(out, k)
+		}
+	}
+	return out
 }
 
 // Postgres reports whether the database is PostgreSQL.

@@ -185,10 +185,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 	machineKey := mc.NewMachineKey(kr.Derive(vault.PurposeMachineSecrets))
 	m.MachineKey = machineKey
 	w, h, _ := cfg.ScreenSize()
+	pool := cfg.PoolTargets(providers.Pools())
+	for name := range pool {
+		if _, ok := providers.Get(name); !ok {
+			return nil, fmt.Errorf("MC_POOL: no provider %q", name)
+		}
+	}
 	m.Manager = session.New(session.Config{
 		Replica: cfg.Replica, StartTimeout: cfg.StartTimeout, IdleTimeout: cfg.IdleTimeout,
 		MaxLifetime: cfg.MaxLifetime, ReconcileInterval: cfg.ReconcileEvery, DestroyGrace: cfg.DestroyGrace,
-		MaxMachines: cfg.MaxMachines, Width: w, Height: h,
+		MaxMachines: cfg.MaxMachines, Width: w, Height: h, Pool: pool, PoolMaxAge: cfg.PoolMaxAge,
 	}, session.Deps{Store: st, Driver: drv, Providers: providers, Vault: m.Vault, Notifier: notifier,
 		Logger: m.Log, Registry: m.Registry, MachineKey: machineKey})
 	m.onClose("session manager", func(context.Context) error { return m.Manager.Close() })
@@ -242,6 +248,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		Checks:        []httpapi.Check{{Name: "driver", Check: drv.Check}},
 		VNC:           gw, Web: webHandler,
 		Metrics: apiMetrics,
+		Pool:    m.Manager,
 	}, m.Log, m.Registry)
 	if err != nil {
 		return nil, err

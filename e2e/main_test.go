@@ -141,6 +141,7 @@ func controllerEnv(tb testing.TB, mode string) map[string]string {
 		"MC_LOG_LEVEL":     "debug",
 		"MC_LOG_FORMAT":    "json",
 		"MC_MAX_MACHINES":  "8",
+		"MC_POOL":          "demo=0", // tests that want a warm pool set it
 	}
 }
 

@@ -230,6 +230,15 @@ type Deps struct {
 	// without a key, leave it nil and serve MetricsOnly on an address of a
 	// trusted network instead.
 	Metrics http.Handler
+	// Pool reports the warm pool for GET /api/v1/pool; nil answers an
+	// empty pool.
+	Pool Pool
+}
+
+// Pool is the session manager's warm pool as the API shows it.
+type Pool interface {
+	// Pool returns the pool's targets and machines from the store.
+	Pool(ctx context.Context) (mc.PoolStatus, error)
 }
 
 // Server is the API; it implements http.Handler.
@@ -314,6 +323,7 @@ func (s *Server) register() {
 	s.api("GET /api/v1/credentials/{user_id}/{provider}", s.getCredential)
 	s.api("DELETE /api/v1/credentials/{user_id}/{provider}", s.deleteCredential)
 	s.api("GET /api/v1/audit", s.listAudit)
+	s.api("GET /api/v1/pool", s.getPool)
 
 	// The earlier controller's endpoints, on the same code paths.
 	s.api("POST /api/auth/start", s.compatStart)

@@ -91,6 +91,7 @@ func dialect() sqlstore.Dialect {
 		Migrations:  sub,
 		MigrateLock: "SELECT pg_advisory_xact_lock(" + migrationLock + ")",
 		LeaseLock:   "SELECT pg_advisory_xact_lock(hashtextextended('mc_lease:' || ?, 0))",
+		SkipLocked:  " FOR UPDATE SKIP LOCKED",
 		Classify:    classify,
 		// A new relation's first page is a new block of the default
 		// tablespace: it fails as inserts do while the disk is full. The

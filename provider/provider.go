@@ -36,7 +36,7 @@
 //
 //	{
 //	  "providers": [
-//	    {"name": "claude_code", "login_command": ["claude", "/login"]},
+//	    {"name": "claude_code", "login_command": ["claude", "/login"], "pool": 2},
 //	    {"name": "gemini_cli", "disabled": true},
 //	    {"name": "acme", "display_name": "Acme CLI",
 //	     "login_command": ["acme", "login"], "login_timeout": "5m",
@@ -55,8 +55,9 @@
 // empty string or list clears one; null clears open_url, paste_back and
 // stdout_capture); "disabled": true removes the provider.
 // Any other name adds a provider (display_name defaults to the name,
-// login_timeout to 15 minutes). Unknown fields are errors. Every provider,
-// built-in or not, must then pass Validate.
+// login_timeout to 15 minutes). "pool": N keeps N pre-started machines for
+// the provider (MC_POOL overrides it). Unknown fields are errors. Every
+// provider, built-in or not, must then pass Validate.
 package provider
 
 import (

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -17,11 +18,13 @@ import (
 // safe for concurrent use; it hands out copies.
 type Registry struct {
 	byName map[string]mc.Provider
+	// pools are the warm pool sizes that the file sets.
+	pools map[string]int
 }
 
 // New returns a registry of the built-in providers.
 func New() *Registry {
-	r := &Registry{byName: map[string]mc.Provider{}}
+	r := &Registry{byName: map[string]mc.Provider{}, pools: map[string]int{}}
 	for _, p := range Builtins() {
 		r.byName[p.Name] = p
 	}
@@ -72,6 +75,8 @@ type entry struct {
 	// LoginTimeout is a Go duration ("10m", "1h30m").
 	LoginTimeout *string `json:"login_timeout"`
 	Disabled     bool    `json:"disabled"`
+	// Pool is the number of pre-started machines to keep for it.
+	Pool *int `json:"pool"`
 }
 
 // Parse returns the built-in providers overridden and extended by a
@@ -162,6 +167,13 @@ func Parse(data []byte) (*Registry, error) {
 			}
 			p.LoginTimeout = d
 		}
+		if e.Pool != nil {
+			if *e.Pool < 0 || *e.Pool > 1000 {
+				probs = append(probs, fmt.Sprintf("provider %q: pool %d is outside 0–1000", e.Name, *e.Pool))
+				continue
+			}
+			r.pools[e.Name] = *e.Pool
+		}
 		r.byName[e.Name] = clone(p)
 	}
 	for _, p := range r.All() {
@@ -189,6 +201,12 @@ func jsonProblem(err error) string {
 		return "empty file"
 	}
 	return err.Error() // "json: unknown field \"x\"" and the like
+}
+
+// Pools returns the warm pool sizes that the configuration file sets, by
+// provider name (a copy).
+func (r *Registry) Pools() map[string]int {
+	return maps.Clone(r.pools)
 }
 
 // Get returns a copy of the provider of the given name.

@@ -104,6 +104,7 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 		}
 		final = m.finish(ctx, id, expires, st.state, st.reason, st.err.Error(), log)
 	}
+	m.pool.kick() // a slot is free
 	if final == nil {
 		select {
 		case final = <-endedc:
@@ -209,6 +210,9 @@ func storeFailed(ctx context.Context, what string, err error) error {
 // lifecycle runs start, readiness and login; it returns nil once the
 // session is completed. sctx is ctx bounded by the start timeout.
 func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.Time, log *slog.Logger) error {
+	if s, err := m.store.Session(ctx, id); err == nil && s.Machine.Pooled && s.State == mc.StateReady {
+		return m.claimed(ctx, s, expires, log)
+	}
 	var s *mc.Session
 	err := m.persist(sctx, id, "record start", func(c context.Context) (err error) {
 		s, err = m.advance(c, id, mc.StatePending, mc.StateStarting, nil)
@@ -237,16 +241,8 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.T
 	}); err != nil {
 		return storeFailed(ctx, "record machine", err)
 	}
-	// The machine is gone when its processes exit: end the session at once.
-	gone := make(chan struct{})
-	go func() {
-		if err := m.driver.Wait(ctx, mach.ID); err == nil && ctx.Err() == nil {
-			close(gone)
-			m.endDurable(ctx, id, expires, mc.StateFailed, mc.ReasonMachineExited, "the machine's processes exited")
-		}
-	}()
 	agent := newAgentClient(m.http, mach, secrets.AgentToken)
-	agent.gone = gone
+	agent.gone = m.watchGone(ctx, id, mach.ID, expires)
 	if err := m.waitReady(sctx, mach, agent); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)
 	}
@@ -258,7 +254,24 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.T
 	}
 	m.metrics.startSeconds.Observe(m.clock.Now().Sub(started).Seconds())
 	log.Info("machine ready", mc.LogMachineID, mach.ID, "start_seconds", m.clock.Now().Sub(started).Seconds())
+	return m.serve(ctx, id, expires, prov, agent, log)
+}
 
+// watchGone ends the session at once when its machine's processes exit; the
+// channel it returns is closed then.
+func (m *Manager) watchGone(ctx context.Context, id, machineID string, expires time.Time) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		if err := m.driver.Wait(ctx, machineID); err == nil && ctx.Err() == nil {
+			close(gone)
+			m.endDurable(ctx, id, expires, mc.StateFailed, mc.ReasonMachineExited, "the machine's processes exited")
+		}
+	}()
+	return gone
+}
+
+// serve runs a ready session: its lifetime limits, and the login.
+func (m *Manager) serve(ctx context.Context, id string, expires time.Time, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
 	go m.watchLifetime(lctx, id)

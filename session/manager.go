@@ -47,6 +47,15 @@ type Config struct {
 	// start, readiness, the credential, a final state) is tried again while
 	// the store is unavailable; pauses double up to 5 s (default 100 ms).
 	StoreRetry time.Duration
+	// Pool is the number of pooled machines kept ready per provider (none
+	// by default). Pooled machines count against MaxMachines.
+	Pool map[string]int
+	// PoolMaxAge recycles a pooled machine this old (default 30 min), so
+	// that no browser runs stale.
+	PoolMaxAge time.Duration
+	// PoolCheck is the period of the pool's refill pass, which also
+	// recycles; a claim or a lost machine wakes it early (default 5 s).
+	PoolCheck time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -62,6 +71,8 @@ func (c *Config) setDefaults() {
 	def(&c.DestroyGrace, 3*time.Second)
 	def(&c.LoginPoll, 250*time.Millisecond)
 	def(&c.StoreRetry, 100*time.Millisecond)
+	def(&c.PoolMaxAge, 30*time.Minute)
+	def(&c.PoolCheck, 5*time.Second)
 	if c.Width <= 0 || c.Height <= 0 {
 		c.Width, c.Height = 1280, 800
 	}
@@ -101,6 +112,7 @@ type Manager struct {
 	machineKey mc.MachineKey
 	http       *http.Client
 	metrics    *metrics
+	pool       *pool
 
 	// began is when the manager was made: sessions of this replica created
 	// before it were left by an earlier process.
@@ -158,6 +170,7 @@ func New(cfg Config, d Deps) *Manager {
 		driven: make(map[string]context.CancelFunc),
 	}
 	m.metrics = newMetrics(d.Registry, d.Store)
+	m.pool = newPool(d.Registry, d.Store, func() string { return m.cfg.Replica })
 	return m
 }
 
@@ -180,17 +193,18 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 		CreatedAt: now,
 		ExpiresAt: now.Add(m.cfg.MaxLifetime),
 	}
-	// The capacity check and the insert are one transaction in the store, so
-	// a session that is created always has a machine slot.
-	c := mc.Capacity{Max: m.cfg.MaxMachines, PerReplica: !m.driver.Capabilities().Cluster}
-	if err := m.store.CreateSession(ctx, s, m.cfg.Replica, c); err != nil {
+	// The capacity check, the claim of a pooled machine and the insert are
+	// one transaction in the store, so a session that is created always has
+	// a machine slot.
+	pooled, err := m.create(ctx, s)
+	if err != nil {
 		if mc.ErrorReason(err) == "capacity" {
 			m.metrics.refused.WithLabelValues("capacity").Inc()
 		}
 		return nil, err
 	}
 	m.transitions(mc.StatePending, "")
-	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider)
+	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider, "pooled", pooled)
 	m.drive(s.ID, s.ExpiresAt)
 	return s, nil
 }

@@ -51,6 +51,8 @@ type rig struct {
 	driver *fake.Driver
 	vault  *recordingVault
 	mgr    *session.Manager
+	// key derives the machines' secrets, as the manager does.
+	key mc.MachineKey
 }
 
 func newRig(t *testing.T, cfg session.Config, fc fake.Config) *rig {
@@ -69,8 +71,9 @@ func newRig(t *testing.T, cfg session.Config, fc fake.Config) *rig {
 	if cfg.LoginPoll == 0 {
 		cfg.LoginPoll = 10 * time.Millisecond
 	}
-	r := &rig{store: st, driver: fake.New(fc), vault: &recordingVault{}}
-	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault})
+	r := &rig{store: st, driver: fake.New(fc), vault: &recordingVault{}, key: mc.NewMachineKey(mc.NewSecret(32))}
+	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault,
+		MachineKey: r.key})
 	t.Cleanup(func() { r.mgr.Close() })
 	return r
 }

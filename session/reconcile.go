@@ -17,6 +17,9 @@ type Report struct {
 	Failed []string `json:"failed"`
 	// Reclaimed counts leases freed because their owner had ended.
 	Reclaimed int `json:"reclaimed"`
+	// Adopted are pooled machines left running by an earlier process that
+	// the pool keeps.
+	Adopted []string `json:"adopted,omitempty"`
 }
 
 // Run reconciles once at once, then every ReconcileInterval, until ctx ends
@@ -27,9 +30,16 @@ func (m *Manager) Run(ctx context.Context) {
 		defer m.wg.Done()
 		t := time.NewTicker(m.cfg.ReconcileInterval)
 		defer t.Stop()
+		first := true
 		for {
 			if _, err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				m.log.Error("reconcile", "error", err, mc.LogReason, "reconcile_failed")
+			}
+			if first {
+				// The pool fills once the first pass has adopted what an
+				// earlier process left.
+				first = false
+				m.runPool(ctx)
 			}
 			select {
 			case <-ctx.Done():
@@ -76,9 +86,18 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("list machines: %w", err)
 	}
 
-	onHost := make(map[string]bool, len(machines))
+	onHost := make(map[string]mc.MachineStatus, len(machines))
 	for _, ms := range machines {
-		onHost[ms.ID] = true
+		onHost[ms.ID] = ms
+	}
+	pooled, err := m.reconcilePool(ctx, onHost, &rep)
+	if err != nil {
+		return rep, err
+	}
+	for _, ms := range machines {
+		if m.pool.tracks(ms.ID) || pooled[ms.ID] {
+			continue // pooled: looked after by this process, or another replica's
+		}
 		owner := ms.SessionID
 		if owner == "" {
 			owner = ms.ID
@@ -116,14 +135,19 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			}
 			if m.endAt(ctx, s, to, reason, msg) {
 				rep.Failed = append(rep.Failed, s.ID)
-				// The machine is named after the session; Destroy is idempotent.
-				if err := m.driver.Destroy(ctx, s.ID); err != nil {
-					m.log.Error("destroy machine", mc.LogMachineID, s.ID, "error", err, mc.LogReason, "destroy_failed")
-				} else if onHost[s.ID] {
-					rep.Destroyed = append(rep.Destroyed, s.ID)
+				// The machine recorded, else one named after the session (a
+				// crash before it was recorded); Destroy is idempotent.
+				mid := s.Machine.ID
+				if mid == "" {
+					mid = s.ID
+				}
+				if err := m.driver.Destroy(ctx, mid); err != nil {
+					m.log.Error("destroy machine", mc.LogMachineID, mid, "error", err, mc.LogReason, "destroy_failed")
+				} else if has(onHost, mid) {
+					rep.Destroyed = append(rep.Destroyed, mid)
 				}
 			}
-		case s.Machine.ID != "" && (s.State == mc.StateReady || s.State == mc.StateCapturing) && !onHost[s.Machine.ID]:
+		case s.Machine.ID != "" && (s.State == mc.StateReady || s.State == mc.StateCapturing) && !has(onHost, s.Machine.ID):
 			if m.endAt(ctx, s, mc.StateFailed, mc.ReasonMachineMissing, "the machine is no longer on the host") {
 				rep.Failed = append(rep.Failed, s.ID)
 			}
@@ -135,8 +159,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("reclaim leases: %w", err)
 	}
 	rep.Reclaimed = len(leases)
-	if len(rep.Destroyed)+len(rep.Failed)+rep.Reclaimed > 0 {
-		m.log.Info("reconciled", "destroyed", len(rep.Destroyed), "failed", len(rep.Failed), "reclaimed", rep.Reclaimed)
+	if len(rep.Destroyed)+len(rep.Failed)+rep.Reclaimed+len(rep.Adopted) > 0 {
+		m.log.Info("reconciled", "destroyed", len(rep.Destroyed), "failed", len(rep.Failed), "reclaimed", rep.Reclaimed,
+			"adopted", len(rep.Adopted))
 	}
 	return rep, nil
 }
@@ -156,4 +181,10 @@ func (m *Manager) endAt(ctx context.Context, s *mc.Session, to mc.State, reason 
 	m.transitions(to, reason)
 	m.log.Warn("session ended", mc.LogSessionID, s.ID, "state", to, mc.LogReason, reason, "message", msg)
 	return true
+}
+
+// has reports whether the host has machine id.
+func has(onHost map[string]mc.MachineStatus, id string) bool {
+	_, ok := onHost[id]
+	return ok
 }

@@ -74,6 +74,11 @@ func Run(t *testing.T, newDB NewDB) {
 		{"Audit", testAudit},
 		{"EnsureSecret", testEnsureSecret},
 		{"Ping", testPing},
+		{"PoolClaim", testPoolClaim},
+		{"PoolCapacity", testPoolCapacity},
+		{"PoolEvict", testPoolEvict},
+		{"PoolConcurrentClaims", testPoolConcurrentClaims},
+		{"PoolLeases", testPoolLeases},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

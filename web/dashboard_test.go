@@ -40,6 +40,13 @@ func (a *fakeAPI) authorized(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (a *fakeAPI) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/pool", func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(w, r) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(mc.PoolStatus{Replica: "r1", Providers: []mc.PoolProvider{{Provider: "demo", Target: 2, Ready: 1, Starting: 1}}})
+	})
 	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(w, r) {
 			return
@@ -120,6 +127,7 @@ func TestDashboard(t *testing.T) {
 	b.SetValue("#api-key", "key-123")
 	b.Click("#key-form button[type=submit]")
 	b.WaitJS(`document.getElementById('rows').textContent.includes('No sessions.')`)
+	b.WaitJS(`document.querySelector('#pool-rows tr[data-provider=demo]').textContent === 'demo211'`)
 	var stored string
 	b.MustEval(`sessionStorage.getItem('mc.apiKey') + '|' + document.getElementById('api-key').value`, &stored)
 	if stored != "key-123|" {

@@ -75,12 +75,13 @@ func (s *Store) Leases(ctx context.Context, pool string) ([]mc.Lease, error) {
 }
 
 // ReclaimLeases frees the leases whose owner is a final session or no
-// session at all.
+// session at all; a pooled machine's leases stay.
 func (s *Store) ReclaimLeases(ctx context.Context) ([]mc.Lease, error) {
 	var leases []mc.Lease
 	err := s.write(ctx, func(t tx) (err error) {
 		leases, err = queryAll(ctx, t, scanLease, `DELETE FROM leases WHERE owner NOT IN
-			(SELECT id FROM sessions WHERE state NOT IN `+finalStates+`) RETURNING pool, value, owner, at`)
+			(SELECT id FROM sessions WHERE state NOT IN `+finalStates+`)
+			AND owner NOT IN (SELECT id FROM pool_machines) RETURNING pool, value, owner, at`)
 		return err
 	}, "reclaim leases")
 	return leases, err

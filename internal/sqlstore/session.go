@@ -34,6 +34,7 @@ var sessionColumns = []column{
 	{"machine_ip", func(_ *Dialect, s *mc.Session) any { return ipText(s.Machine.IP) }, func(s *mc.Session) any { return ipOf{&s.Machine.IP} }},
 	{"vnc_port", func(_ *Dialect, s *mc.Session) any { return s.Machine.VNCPort }, func(s *mc.Session) any { return &s.Machine.VNCPort }},
 	{"agent_port", func(_ *Dialect, s *mc.Session) any { return s.Machine.AgentPort }, func(s *mc.Session) any { return &s.Machine.AgentPort }},
+	{"machine_pooled", func(_ *Dialect, s *mc.Session) any { return boolInt(s.Machine.Pooled) }, func(s *mc.Session) any { return &s.Machine.Pooled }},
 	{"vnc_password", func(_ *Dialect, s *mc.Session) any { return s.Secrets.VNCPassword.Reveal() }, func(s *mc.Session) any { return secretOf{&s.Secrets.VNCPassword} }},
 	{"agent_token", func(_ *Dialect, s *mc.Session) any { return s.Secrets.AgentToken.Reveal() }, func(s *mc.Session) any { return secretOf{&s.Secrets.AgentToken} }},
 	{"created_at", func(d *Dialect, s *mc.Session) any { return d.Time(s.CreatedAt) }, func(s *mc.Session) any { return timeOf{&s.CreatedAt} }},
@@ -154,10 +155,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *mc.Session, replica str
 		return err
 	}
 	row := *sess
-	row.State, row.Reason, row.Version, row.Viewer, row.Replica = mc.StatePending, "", 1, "", replica
-	row.CreatedAt, row.ExpiresAt = storekit.UTC(row.CreatedAt), storekit.UTC(row.ExpiresAt)
-	row.ReadyAt, row.EndedAt = time.Time{}, time.Time{}
-	row.UpdatedAt, row.ActiveAt = row.CreatedAt, row.CreatedAt
+	prepareRow(&row, replica)
 	err := s.write(ctx, func(t tx) error { return s.createSession(ctx, t, &row, c) }, "create session %s", sess.ID)
 	if err != nil {
 		return err
@@ -166,11 +164,30 @@ func (s *Store) CreateSession(ctx context.Context, sess *mc.Session, replica str
 	return nil
 }
 
-// createSession settles a conflict inside the transaction: the insert does
-// nothing on a unique violation (which would abort a PostgreSQL
-// transaction), and the conflicting row is looked up. When that row has
-// ended in between, the insert is tried again.
+// prepareRow sets what the store sets on a new session: state pending at
+// version 1, of replica, times in UTC.
+func prepareRow(row *mc.Session, replica string) {
+	row.State, row.Reason, row.Version, row.Viewer, row.Replica = mc.StatePending, "", 1, "", replica
+	row.CreatedAt, row.ExpiresAt = storekit.UTC(row.CreatedAt), storekit.UTC(row.ExpiresAt)
+	row.ReadyAt, row.EndedAt = time.Time{}, time.Time{}
+	row.UpdatedAt, row.ActiveAt = row.CreatedAt, row.CreatedAt
+}
+
+// createSession inserts a pending session with its first event and takes
+// its slot.
 func (s *Store) createSession(ctx context.Context, t tx, sess *mc.Session, c mc.Capacity) error {
+	err := s.insertSession(ctx, t, sess, []mc.Event{{SessionID: sess.ID, State: sess.State, Replica: sess.Replica, At: sess.CreatedAt}})
+	if err != nil {
+		return err
+	}
+	return s.takeSlot(ctx, t, sess.Replica, c)
+}
+
+// insertSession inserts sess and its first events. It settles a conflict
+// inside the transaction: the insert does nothing on a unique violation
+// (which would abort a PostgreSQL transaction), and the conflicting row is
+// looked up. When that row has ended in between, the insert is tried again.
+func (s *Store) insertSession(ctx context.Context, t tx, sess *mc.Session, first []mc.Event) error {
 	args := make([]any, len(sessionColumns))
 	for i, col := range sessionColumns {
 		args[i] = col.val(&s.d, sess)
@@ -204,10 +221,12 @@ func (s *Store) createSession(ctx context.Context, t tx, sess *mc.Session, c mc.
 				Message: "The user already has an active session for this provider."}
 		}
 	}
-	if err := appendEvent(ctx, t, mc.Event{SessionID: sess.ID, State: sess.State, Replica: sess.Replica, At: sess.CreatedAt}); err != nil {
-		return err
+	for _, e := range first {
+		if err := appendEvent(ctx, t, e); err != nil {
+			return err
+		}
 	}
-	return s.takeSlot(ctx, t, sess.Replica, c)
+	return nil
 }
 
 func appendEvent(ctx context.Context, t tx, e mc.Event) error {

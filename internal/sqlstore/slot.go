@@ -60,14 +60,16 @@ func freeSlot(ctx context.Context, t tx, replica string) error {
 }
 
 // CountActive returns the number of live sessions of every replica ("") or
-// of one: one row read, whatever the number of sessions.
+// of one: one row read, whatever the number of sessions, less the pooled
+// machines (a few rows) that hold slots too.
 func (s *Store) CountActive(ctx context.Context, replica string) (int, error) {
 	scope := allScope
 	if replica != "" {
 		scope = replicaScope(replica)
 	}
 	var n int64
-	err := s.r.QueryRowContext(ctx, s.q(`SELECT active FROM slots WHERE scope = ?`), scope).Scan(&n)
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT active - (SELECT count(*) FROM pool_machines WHERE ? = '' OR replica = ?)
+		FROM slots WHERE scope = ?`), replica, replica, scope).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

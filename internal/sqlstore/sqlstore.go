@@ -76,6 +76,10 @@ type Dialect struct {
 	// name as its one argument (serializing leases of a pool across
 	// connections; SQLite's single writer needs none).
 	LeaseLock string
+	// SkipLocked, when set, ends a SELECT of rows to claim (" FOR UPDATE
+	// SKIP LOCKED"), so that concurrent claims of pooled machines pick
+	// different rows; SQLite's single writer needs none.
+	SkipLocked string
 	// Classify sorts a driver error into a Class.
 	Classify func(error) Class
 	// Publish announces a change of session id after its commit; nil when

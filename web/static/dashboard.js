@@ -96,8 +96,30 @@ function render(list) {
   }
 }
 
+function renderPool(p) {
+  const body = $('pool-rows');
+  body.replaceChildren();
+  const list = (p && p.providers) || [];
+  if (!list.length) {
+    const tr = document.createElement('tr');
+    tr.append(cell('No pooled machines: every session starts cold.'));
+    tr.firstChild.colSpan = 4;
+    body.append(tr);
+    return;
+  }
+  for (const x of list) {
+    const tr = document.createElement('tr');
+    tr.dataset.provider = x.provider;
+    tr.append(cell(x.provider), cell(x.target), cell(x.ready), cell(x.starting));
+    body.append(tr);
+  }
+}
+
 async function refresh() {
   if (!apiKey()) return;
+  // The pool is shown beside the sessions; a controller without it
+  // (an older one) still lists sessions.
+  api('GET', 'api/v1/pool').then(renderPool, () => {});
   try {
     const d = await api('GET', 'api/v1/sessions?limit=100');
     const list = Array.isArray(d) ? d : (d && (d.sessions || d.items)) || [];

@@ -1,4 +1,4 @@
--- PostgreSQL's part of version 3 (the login column is internal/sqlstore's):
+-- PostgreSQL's part of version 4 (the login column is internal/sqlstore's):
 -- a change of login progress is announced like a change of state.
 DROP TRIGGER sessions_notify ON sessions;
 CREATE TRIGGER sessions_notify AFTER UPDATE ON sessions FOR EACH ROW
