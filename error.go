@@ -86,7 +86,7 @@ func ErrorReason(err error) Reason {
 	case errors.As(err, &e):
 		return Reason(e.Code)
 	}
-	return "internal"
+	return ReasonInternal
 }
 
 // ErrorMessage returns the client-safe message of err: an *Error's Message, or

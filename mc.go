@@ -21,6 +21,7 @@ const (
 	LogUserID    = "user_id"
 	LogProvider  = "provider"
 	LogReplica   = "replica"
+	LogError     = "error" // an error's text: this key, never "err"
 )
 
 // NewID returns a random, unguessable, URL-safe identifier of 128 bits

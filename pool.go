@@ -16,10 +16,6 @@ const (
 	PoolReady    PoolState = "ready"
 )
 
-// ReasonPooled is the reason of the event that makes a session ready on a
-// pooled machine (a pool hit); a cold start has none.
-const ReasonPooled Reason = "pooled"
-
 // PooledMachine is a machine started ahead of any session for one provider:
 // its browser runs on a blank page with no login and no user data. One
 // session claims it and it is destroyed with that session, never returned.

@@ -61,31 +61,3 @@ func CanTransition(from, to State) bool {
 	}
 	return forward[from] == to
 }
-
-// Reason is a machine-readable code that says why something was refused or
-// failed. The same code appears in the log line (key "reason"), the metric
-// label, the API error and the WebSocket close frame.
-type Reason string
-
-// Reasons a session ends other than by completing.
-const (
-	ReasonStartTimeout      Reason = "start_timeout"
-	ReasonStartFailed       Reason = "start_failed"
-	ReasonMachineExited     Reason = "machine_exited"
-	ReasonMachineMissing    Reason = "machine_missing"
-	ReasonControllerRestart Reason = "controller_restart"
-	ReasonControllerStop    Reason = "controller_shutdown"
-	// ReasonStoreUnreachable: the store did not answer in time to record a
-	// transition that matters (the session's start, its readiness).
-	ReasonStoreUnreachable Reason = "store_unreachable"
-	ReasonIdleTimeout      Reason = "idle_timeout"
-	ReasonMaxLifetime      Reason = "max_lifetime"
-	ReasonLoginTimeout     Reason = "login_timeout"
-	// ReasonLoginCommandFailed: the provider's login command exited
-	// non-zero (or could not start) before the credentials were complete.
-	ReasonLoginCommandFailed Reason = "login_command_failed"
-	ReasonAgentError         Reason = "agent_error"
-	ReasonCaptureFailed      Reason = "capture_failed"
-	ReasonCancelledByAPI     Reason = "cancelled_by_api"
-	ReasonSignedIn           Reason = "signed_in"
-)

@@ -192,7 +192,7 @@ func (a *api) handleLoginStatus(w http.ResponseWriter, r *http.Request) error {
 	if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return mc.Errorf(mc.EINVALID, "bad_since", "since must be a status seq such as 3")
+			return mc.Errorf(mc.EINVALID, mc.ReasonBadSince, "since must be a status seq such as 3")
 		}
 		since = n
 	}

@@ -20,15 +20,6 @@ import (
 	"github.com/master-controller/mc/internal/testutil"
 )
 
-// requireCI fails under CI=true and skips otherwise, with one line.
-func requireCI(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf(format, args...)
-	}
-	tb.Skipf(format, args...)
-}
-
 // testLogger writes to the test log.
 func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -50,11 +50,11 @@ func requireMachine(tb testing.TB) (xvnc, chromium string) {
 	tb.Helper()
 	xvnc, err := exec.LookPath("Xvnc")
 	if err != nil {
-		requireCI(tb, "Xvnc not installed (package tigervnc-standalone-server); skipping")
+		testutil.SkipOrFail(tb, "Xvnc not installed (package tigervnc-standalone-server)")
 	}
 	chromium, err = exec.LookPath("chromium")
 	if err != nil {
-		requireCI(tb, "chromium not installed (package chromium); skipping")
+		testutil.SkipOrFail(tb, "chromium not installed (package chromium)")
 	}
 	return xvnc, chromium
 }
@@ -189,8 +189,7 @@ func filterLog(s string) string {
 // waitHealthy waits for /health 200 and returns how long it took from start.
 func (a *realAgent) waitHealthy(tb testing.TB) time.Duration {
 	tb.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.WaitFor(tb, 60*time.Second, "agent healthy", func() error {
 		select {
 		case <-a.exited:
 			tb.Fatalf("agent exited before healthy: %v", a.exitErr)
@@ -198,16 +197,17 @@ func (a *realAgent) waitHealthy(tb testing.TB) time.Duration {
 		}
 		req, _ := http.NewRequest("GET", a.base+"/health", nil)
 		req.Header.Set("Authorization", "Bearer "+a.token)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(a.startedAt)
-			}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatal("agent not healthy within 60s")
-	return 0
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/health: status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return time.Since(a.startedAt)
 }
 
 func (a *realAgent) do(tb testing.TB, method, path string, body any) (int, []byte) {
@@ -224,20 +224,19 @@ func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() (boo
 // waitForOr is waitFor with a diagnosis run before failing.
 func waitForOr(tb testing.TB, what string, timeout time.Duration, cond func() (bool, string), diagnose func()) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, detail := cond()
-		if ok {
-			return
+	err := testutil.Poll(tb.Context(), timeout, func() error {
+		if ok, detail := cond(); !ok {
+			return errors.New(detail)
 		}
-		last = detail
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err == nil {
+		return
 	}
 	if diagnose != nil {
 		diagnose()
 	}
-	tb.Fatalf("%s: not within %v (last: %s)", what, timeout, last)
+	tb.Fatalf("%s: %v", what, err)
 }
 
 // groupProcesses lists the processes of process group pgid.
@@ -578,10 +577,10 @@ func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential
 func TestAgentInNetns(t *testing.T) {
 	requireMachine(t)
 	if os.Geteuid() != 0 {
-		t.Skip("not root: network namespaces need root; skipping")
+		testutil.SkipOrFail(t, "not root: network namespaces need root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		requireCI(t, "ip not installed (package iproute2); skipping")
+		testutil.SkipOrFail(t, "ip not installed (package iproute2)")
 	}
 	suffix := strconv.FormatUint(rand.Uint64()%(1<<24), 16)
 	ns, hostIf, nsIf := "mcagt-"+suffix, "mcah"+suffix, "mcan"+suffix
@@ -632,12 +631,7 @@ func BenchmarkAgentStart(b *testing.B) {
 	var banner, health, stop time.Duration
 	for b.Loop() {
 		a := startRealAgent(b, nil)
-		for {
-			if err := rfb.Probe(b.Context(), a.vncAddr); err == nil {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), a.vncAddr) })
 		banner += time.Since(a.startedAt)
 		health += a.waitHealthy(b)
 		t0 := time.Now()

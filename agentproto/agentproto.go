@@ -66,11 +66,11 @@ const (
 // Reasons of a failed login. The controller ends the session with the same
 // reason (login_timeout as expired, the others as failed).
 const (
-	ReasonLoginTimeout                 = mc.ReasonLoginTimeout
-	ReasonCommandFailed                = mc.ReasonLoginCommandFailed
-	ReasonCredentialsMissing mc.Reason = "credentials_missing"
-	ReasonBrowserError       mc.Reason = "browser_error"
-	ReasonCancelled          mc.Reason = "login_cancelled"
+	ReasonLoginTimeout       = mc.ReasonLoginTimeout
+	ReasonCommandFailed      = mc.ReasonLoginCommandFailed
+	ReasonCredentialsMissing = mc.ReasonCredentialsMissing
+	ReasonBrowserError       = mc.ReasonBrowserError
+	ReasonCancelled          = mc.ReasonLoginCancelled
 )
 
 // LoginStatus is the body of GET /login/status.

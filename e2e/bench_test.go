@@ -49,7 +49,7 @@ func benchStartToReady(b *testing.B, mode string) {
 		ready = append(ready, time.Since(start))
 
 		waitDemoPage(b, c.Store, id, s.Machine.VNCAddr().String(), c.MachineKey.Secrets(id).VNCPassword, 30*time.Second)
-		ms := readMachine(b, c.dataDir, id)
+		ms := readMachine(b, c.dataDir, s.Machine.ID)
 		p, n := procfs.PSS(machineProcs(ms))
 		mem = append(mem, float64(p)/(1<<20))
 		procs = append(procs, n)
@@ -58,7 +58,7 @@ func benchStartToReady(b *testing.B, mode string) {
 			b.Fatalf("cancel: status %d", code)
 		}
 		var left []string
-		_ = eventually(time.Now().Add(10*time.Second), 20*time.Millisecond, func() error {
+		_ = testutil.Poll(b.Context(), 10*time.Second, func() error {
 			if left = leftovers(b, c.Store, ms); len(left) > 0 {
 				return errLeft
 			}

@@ -193,8 +193,8 @@ func TestCLILogin(t *testing.T) {
 			user := "cli-" + tt.cli + strings.ReplaceAll(tt.name, "-", "")
 			cr := c.api.createSession(t, user, tt.provider)
 			id := cr.Session.ID
-			waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
-			si.serveIn(fmt.Sprintf("/proc/%d/ns/net", readMachine(t, c.dataDir, id).PID))
+			withMachine := waitSession(t, c, id, 60*time.Second, "a machine", func(s *mc.Session) bool { return s.Machine.ID != "" || s.State.Final() })
+			si.serveIn(fmt.Sprintf("/proc/%d/ns/net", readMachine(t, c.dataDir, withMachine.Machine.ID).PID))
 
 			b := browsertest.New(t)
 			b.Timeout = 60 * time.Second

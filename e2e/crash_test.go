@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/sqlite"
 )
 
@@ -29,10 +30,11 @@ func TestCrashRestart(t *testing.T) {
 	for i := range ids {
 		ids[i] = first.api.createSession(t, fmt.Sprintf("crash-user-%d", i), "demo").Session.ID
 	}
+	machineIDs := make([]string, n)
 	deadline := time.Now().Add(90 * time.Second)
-	for _, id := range ids {
+	for i, id := range ids {
 		var s mc.Session
-		err := eventually(deadline, 50*time.Millisecond, func() error {
+		err := testutil.Poll(t.Context(), time.Until(deadline), func() error {
 			s = first.api.session(t, id)
 			if s.State == mc.StateReady || s.State.Final() {
 				return nil
@@ -42,6 +44,7 @@ func TestCrashRestart(t *testing.T) {
 		if err != nil || s.State != mc.StateReady {
 			t.Fatalf("session %s: %s (reason %q), want ready (%v)", id, s.State, s.Reason, err)
 		}
+		machineIDs[i] = s.Machine.ID
 	}
 
 	// The test's own view of the store: the same SQLite file.
@@ -52,7 +55,7 @@ func TestCrashRestart(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 
 	machines := make([]machineState, n)
-	for i, id := range ids {
+	for i, id := range machineIDs {
 		machines[i] = readMachine(t, env["MC_DATA_DIR"], id)
 	}
 

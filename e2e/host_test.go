@@ -19,6 +19,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/rfb/rfbtest"
 )
@@ -105,14 +106,15 @@ func namespaces(tb testing.TB) map[string]bool {
 	return ns
 }
 
-// leaseOf returns machine id's lease in the store ("" when it has none).
-func leaseOf(ctx context.Context, st mc.LeaseStore, id string) (string, error) {
+// leaseOf returns the lease that owner (a machine's session) holds in the
+// store ("" when it has none).
+func leaseOf(ctx context.Context, st mc.LeaseStore, owner string) (string, error) {
 	leases, err := st.Leases(ctx, "")
 	if err != nil {
 		return "", fmt.Errorf("list leases: %w", err)
 	}
 	for _, l := range leases {
-		if l.Owner == id {
+		if l.Owner == owner {
 			return fmt.Sprintf("%s/%d", l.Pool, l.Value), nil
 		}
 	}
@@ -145,7 +147,7 @@ func leftovers(tb testing.TB, st mc.LeaseStore, ms machineState) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := leaseOf(ctx, st, ms.ID)
+	l, err := leaseOf(ctx, st, ms.SessionID)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -241,7 +243,7 @@ func waitDemoPage(tb testing.TB, st mc.Store, id, addr string, password mc.Secre
 	tb.Helper()
 	var img *image.RGBA
 	var ended *mc.Session
-	err := eventually(time.Now().Add(timeout), 100*time.Millisecond, func() error {
+	err := testutil.Poll(tb.Context(), timeout, func() error {
 		if s, err := st.Session(context.Background(), id); err == nil && s.State.Final() {
 			ended = s
 			return nil

@@ -78,10 +78,7 @@ func requireMachines(tb testing.TB, mode string) {
 	if len(missing) == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("e2e needs: %s (CI=true: not skipping)", strings.Join(missing, "; "))
-	}
-	tb.Skipf("e2e needs: %s", strings.Join(missing, "; "))
+	testutil.SkipOrFail(tb, "e2e needs: %s", strings.Join(missing, "; "))
 }
 
 // defaultMode is the local driver's mode when nothing forces one: netns as
@@ -235,19 +232,6 @@ func (c client) session(tb testing.TB, id string) mc.Session {
 		tb.Fatalf("GET session %s: status %d", id, code)
 	}
 	return got.Session
-}
-
-// eventually calls cond until it returns nil or the deadline passes, and
-// returns its last error. It waits on a condition, not for a time: the
-// interval only paces the polling.
-func eventually(deadline time.Time, interval time.Duration, cond func() error) error {
-	for {
-		err := cond()
-		if err == nil || !time.Now().Before(deadline) {
-			return err
-		}
-		time.Sleep(min(interval, time.Until(deadline)))
-	}
 }
 
 // errLeft says that a machine still has something on the host.

@@ -34,7 +34,7 @@ func (c client) demoPool(tb testing.TB) mc.PoolProvider {
 func (c client) waitPoolReady(tb testing.TB, n int) {
 	tb.Helper()
 	var last mc.PoolProvider
-	err := eventually(time.Now().Add(120*time.Second), 50*time.Millisecond, func() error {
+	err := testutil.Poll(tb.Context(), 120*time.Second, func() error {
 		if last = c.demoPool(tb); last.Ready == n && last.Starting == 0 {
 			return nil
 		}
@@ -95,7 +95,7 @@ func TestPoolFreshMachine(t *testing.T) {
 		}
 		return nil
 	})
-	err := eventually(time.Now().Add(30*time.Second), 50*time.Millisecond, func() error {
+	err := testutil.Poll(t.Context(), 30*time.Second, func() error {
 		if _, err := os.Stat(first.Dir); os.IsNotExist(err) {
 			return nil
 		}

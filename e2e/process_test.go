@@ -31,7 +31,7 @@ func startServer(tb testing.TB, env map[string]string) *server {
 func (s *server) waitLog(tb testing.TB, msg string, timeout time.Duration) map[string]any {
 	tb.Helper()
 	var found map[string]any
-	err := eventually(time.Now().Add(timeout), 20*time.Millisecond, func() error {
+	err := testutil.Poll(tb.Context(), timeout, func() error {
 		for _, l := range strings.Split(s.Logs.String(), "\n") {
 			var rec map[string]any
 			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == msg {

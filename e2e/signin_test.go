@@ -59,10 +59,11 @@ func TestSignIn(t *testing.T) {
 			b.WaitState("connected")
 			b.Timeout = 30 * time.Second
 			b.WaitCanvas("the demo sign-in page", showsDemoPage)
-			ms := readMachine(t, c.dataDir, id)
-			if s, err := c.Store.Session(t.Context(), id); err != nil || s.State != mc.StateReady {
-				t.Fatalf("before the click: %+v, %v; want ready", s, err)
+			before, err := c.Store.Session(t.Context(), id)
+			if err != nil || before.State != mc.StateReady {
+				t.Fatalf("before the click: %+v, %v; want ready", before, err)
 			}
+			ms := readMachine(t, c.dataDir, before.Machine.ID)
 
 			// A click at the remote screen's centre, where the button is,
 			// sent by noVNC as RFB pointer events.
@@ -108,7 +109,7 @@ func TestSignIn(t *testing.T) {
 			// The machine, its namespace and its files are gone (after the
 			// destroy grace).
 			var left []string
-			_ = eventually(time.Now().Add(10*time.Second), 50*time.Millisecond, func() error {
+			_ = testutil.Poll(t.Context(), 10*time.Second, func() error {
 				if left = leftovers(t, c.Store, ms); len(left) > 0 {
 					return errLeft
 				}

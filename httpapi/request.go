@@ -135,7 +135,7 @@ func (s *Server) checkProvider(name string) error {
 	}
 	if s.deps.ProviderCheck != nil {
 		if err := s.deps.ProviderCheck(p); err != nil {
-			e := mc.Errorf(mc.EUNAVAILABLE, "provider_unavailable", "provider %q cannot run here: %v", name, err)
+			e := mc.Errorf(mc.EUNAVAILABLE, mc.ReasonProviderUnavailable, "provider %q cannot run here: %v", name, err)
 			e.Err = err
 			return e
 		}

@@ -84,10 +84,10 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Pool, error) {
 	}
 	cfg.Network = cfg.Network.Masked()
 	if !cfg.Network.Addr().Is4() || cfg.Network.Bits() < 8 || cfg.Network.Bits() > 29 {
-		return nil, mc.Errorf(mc.EINVALID, "bad_network", "machine network %s must be IPv4, /8 to /29", cfg.Network)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadNetwork, "machine network %s must be IPv4, /8 to /29", cfg.Network)
 	}
 	if len(cfg.Bridge) > 15 || strings.ContainsAny(cfg.Bridge, " /\t\n") {
-		return nil, mc.Errorf(mc.EINVALID, "bad_bridge", "bridge name %q is not a valid interface name", cfg.Bridge)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadBridge, "bridge name %q is not a valid interface name", cfg.Bridge)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -165,7 +165,7 @@ func (p *Pool) Setup(ctx context.Context) error {
 			return fmt.Errorf("create bridge %s: %w", br, err)
 		}
 	} else if _, err := os.Stat("/sys/class/net/" + br + "/bridge"); err != nil {
-		return mc.Errorf(mc.EINVALID, "bad_bridge", "interface %s exists and is not a bridge", br)
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadBridge, "interface %s exists and is not a bridge", br)
 	}
 	gw := netip.PrefixFrom(p.Gateway(), p.cfg.Network.Bits()).String()
 	if _, err := p.run(ctx, "addr", "replace", gw, "dev", br); err != nil {
@@ -202,7 +202,7 @@ func (p *Pool) Attach(ctx context.Context, id string, slot int) (Attachment, err
 	ns, veth := Names(id)
 	a := Attachment{Namespace: ns, Veth: veth, IP: p.Addr(slot)}
 	if slot < 0 || slot >= p.Size() {
-		return a, mc.Errorf(mc.EINVALID, "bad_slot", "slot %d is outside the machine network", slot)
+		return a, mc.Errorf(mc.EINVALID, mc.ReasonBadSlot, "slot %d is outside the machine network", slot)
 	}
 	if err := Detach(ctx, id); err != nil {
 		return a, err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/netpool/netpooltest"
 )
@@ -258,17 +259,15 @@ func TestPids(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	// ip execs sleep after entering the namespace; wait for that.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		pids, err = netpool.Pids(a.Namespace)
-		if err != nil {
+	_ = testutil.Poll(t.Context(), 5*time.Second, func() error {
+		if pids, err = netpool.Pids(a.Namespace); err != nil {
 			t.Fatal(err)
 		}
-		if slices.Contains(pids, cmd.Process.Pid) || time.Now().After(deadline) {
-			break
+		if !slices.Contains(pids, cmd.Process.Pid) {
+			return errors.New("sleep not in the namespace yet")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if !slices.Equal(pids, []int{cmd.Process.Pid}) {
 		t.Errorf("Pids = %v, want [%d]", pids, cmd.Process.Pid)
 	}

@@ -62,6 +62,9 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 	sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
 	defer scancel()
 	endedc := make(chan *mc.Session, 1)
+	// The machine's id is chosen before it is asked for, so that teardown
+	// can destroy whatever a Create that failed halfway left.
+	machineID := mc.NewMachineID()
 	var watch <-chan *mc.Session
 	err := m.persist(sctx, id, "watch session", func(c context.Context) (err error) {
 		watch, err = m.store.Watch(ctx, id)
@@ -79,7 +82,7 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 				}
 			}
 		}()
-		err = m.lifecycle(ctx, sctx, id, expires, log)
+		err = m.lifecycle(ctx, sctx, id, &machineID, expires, log)
 	}
 
 	var final *mc.Session
@@ -90,19 +93,19 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 		case <-time.After(m.cfg.DestroyGrace):
 		case <-life.Done():
 		}
-		m.teardown(id, log)
+		m.teardown(machineID, log)
 	case errors.Is(err, errFinal) || errors.Is(context.Cause(ctx), errFinal):
 		// Ended elsewhere (cancelled, expired, failed by another replica).
-		m.teardown(id, log)
+		m.teardown(machineID, log)
 	case life.Err() != nil:
-		final = m.finish(ctx, id, expires, mc.StateFailed, mc.ReasonControllerStop,
+		final = m.finish(ctx, id, machineID, expires, mc.StateFailed, mc.ReasonControllerStop,
 			"the controller is shutting down", log)
 	default:
 		var st *stage
 		if !errors.As(err, &st) {
-			st = &stage{state: mc.StateFailed, reason: "internal", err: err}
+			st = &stage{state: mc.StateFailed, reason: mc.ReasonInternal, err: err}
 		}
-		final = m.finish(ctx, id, expires, st.state, st.reason, st.err.Error(), log)
+		final = m.finish(ctx, id, machineID, expires, st.state, st.reason, st.err.Error(), log)
 	}
 	m.pool.kick() // a slot is free
 	if final == nil {
@@ -142,7 +145,7 @@ func (m *Manager) persist(ctx context.Context, id, what string, op func(context.
 		}
 		if attempt == 1 {
 			m.log.Warn("store unavailable; retrying", mc.LogSessionID, id, "what", what,
-				mc.LogReason, mc.ReasonStoreUnreachable, "error", err)
+				mc.LogReason, mc.ReasonStoreUnreachable, mc.LogError, err)
 			m.metrics.refused.WithLabelValues(string(mc.ReasonStoreUnreachable)).Inc()
 		}
 		if m.life.Err() != nil && attempt >= shutdownAttempts {
@@ -173,7 +176,7 @@ func (m *Manager) endDurable(ctx context.Context, id string, expires time.Time, 
 	})
 	if err != nil && !errors.Is(err, errFinal) {
 		m.log.Error("record session end", mc.LogSessionID, id, "state", to, "end_reason", reason,
-			"error", err, mc.LogReason, mc.ErrorReason(err))
+			mc.LogError, err, mc.LogReason, mc.ErrorReason(err))
 		return nil
 	}
 	return final
@@ -183,9 +186,9 @@ func (m *Manager) endDurable(ctx context.Context, id string, expires time.Time, 
 // its viewers learn why before the machine goes; but when the store cannot
 // record the end at once, the machine is destroyed first and the end is
 // retried after (endDurable). It returns the final session, or nil.
-func (m *Manager) finish(ctx context.Context, id string, expires time.Time, to mc.State, reason mc.Reason, msg string, log *slog.Logger) *mc.Session {
+func (m *Manager) finish(ctx context.Context, id, machineID string, expires time.Time, to mc.State, reason mc.Reason, msg string, log *slog.Logger) *mc.Session {
 	final, err := m.end(context.WithoutCancel(ctx), id, to, reason, msg)
-	m.teardown(id, log)
+	m.teardown(machineID, log)
 	if err == nil || errors.Is(err, errFinal) {
 		return final
 	}
@@ -209,8 +212,11 @@ func storeFailed(ctx context.Context, what string, err error) error {
 
 // lifecycle runs start, readiness and login; it returns nil once the
 // session is completed. sctx is ctx bounded by the start timeout.
-func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.Time, log *slog.Logger) error {
+// machineID names the machine to create; a session that claimed a pooled
+// machine sets it to that machine's id, so that run tears that one down.
+func (m *Manager) lifecycle(ctx, sctx context.Context, id string, machineID *string, expires time.Time, log *slog.Logger) error {
 	if s, err := m.store.Session(ctx, id); err == nil && s.Machine.Pooled && s.State == mc.StateReady {
+		*machineID = s.Machine.ID
 		return m.claimed(ctx, s, expires, log)
 	}
 	var s *mc.Session
@@ -223,14 +229,14 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, expires time.T
 	}
 	prov, ok := m.providers.Get(s.Provider)
 	if !ok {
-		return failed("unknown_provider", fmt.Errorf("provider %q is no longer configured", s.Provider))
+		return failed(mc.ReasonUnknownProvider, fmt.Errorf("provider %q is no longer configured", s.Provider))
 	}
 	started := m.clock.Now()
 	// The machine's secrets are derived, never stored: any replica with
 	// the same machine key derives them again from the session id.
 	secrets := m.machineKey.Secrets(s.ID)
 	mach, err := m.driver.Create(sctx, mc.MachineSpec{
-		ID: s.ID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
+		ID: *machineID, SessionID: s.ID, Provider: s.Provider, StartURL: prov.StartURL,
 		Secrets: secrets, Width: m.cfg.Width, Height: m.cfg.Height,
 	})
 	if err != nil {
@@ -536,24 +542,22 @@ func (m *Manager) watchLifetime(ctx context.Context, id string) {
 			}
 			next = min(s.ExpiresAt.Sub(now), idleAt.Sub(now)) + 10*time.Millisecond
 		}
-		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
+		case <-m.clock.After(next):
 		}
 	}
 }
 
-// teardown destroys a session's machine, bounded, whatever ctx the session had.
+// teardown destroys machine id, bounded, whatever ctx the session had.
 func (m *Manager) teardown(id string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	defer cancel()
 	start := time.Now()
 	if err := m.driver.Destroy(ctx, id); err != nil {
-		log.Error("destroy machine", mc.LogMachineID, id, "error", err, mc.LogReason, "destroy_failed")
-		m.metrics.refused.WithLabelValues("destroy_failed").Inc()
+		log.Error("destroy machine", mc.LogMachineID, id, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
+		m.metrics.refused.WithLabelValues(string(mc.ReasonDestroyFailed)).Inc()
 		return
 	}
 	log.Info("machine destroyed", mc.LogMachineID, id, "seconds", time.Since(start).Seconds())

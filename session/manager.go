@@ -108,7 +108,7 @@ type Manager struct {
 	vault      Vault
 	notifier   Notifier
 	log        *slog.Logger
-	clock      mc.Clock
+	clock      mc.TimerClock
 	machineKey mc.MachineKey
 	http       *http.Client
 	metrics    *metrics
@@ -132,8 +132,10 @@ type Deps struct {
 	Vault     Vault
 	Notifier  Notifier
 	Logger    *slog.Logger
-	Clock     mc.Clock
-	Registry  prometheus.Registerer
+	// Clock tells the time and times the idle timeout and the maximum
+	// lifetime (mc.SystemClock when nil); tests drive it by hand.
+	Clock    mc.TimerClock
+	Registry prometheus.Registerer
 	// MachineKey derives each machine's VNC password and agent token; the
 	// gateway must derive with the same key. Zero: a random key of this
 	// process (enough for one process that also serves the viewers).
@@ -183,7 +185,7 @@ func (m *Manager) Config() Config { return m.cfg }
 // existing session's id), EUNAVAILABLE (capacity, with RetryAfter).
 func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Session, error) {
 	if _, ok := m.providers.Get(provider); !ok {
-		return nil, mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", provider)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonUnknownProvider, "unknown provider %q", provider)
 	}
 	now := m.clock.Now().UTC()
 	s := &mc.Session{
@@ -198,8 +200,8 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	// a machine slot.
 	pooled, err := m.create(ctx, s)
 	if err != nil {
-		if mc.ErrorReason(err) == "capacity" {
-			m.metrics.refused.WithLabelValues("capacity").Inc()
+		if mc.ErrorReason(err) == mc.ReasonCapacity {
+			m.metrics.refused.WithLabelValues(string(mc.ReasonCapacity)).Inc()
 		}
 		return nil, err
 	}
@@ -215,7 +217,7 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 func (m *Manager) Cancel(ctx context.Context, id string) (*mc.Session, error) {
 	s, err := m.end(ctx, id, mc.StateCancelled, mc.ReasonCancelledByAPI, "cancelled through the API")
 	if errors.Is(err, errFinal) {
-		return s, &mc.Error{Code: mc.ECONFLICT, Reason: "session_ended", SessionID: id,
+		return s, &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonSessionEnded, SessionID: id,
 			Message: fmt.Sprintf("the session has already ended (%s)", s.State)}
 	}
 	return s, err

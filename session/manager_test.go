@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -57,6 +58,13 @@ type rig struct {
 
 func newRig(t *testing.T, cfg session.Config, fc fake.Config) *rig {
 	t.Helper()
+	return newRigWithClock(t, cfg, fc, nil)
+}
+
+// newRigWithClock is newRig with the manager on clock (the system clock when
+// nil).
+func newRigWithClock(t *testing.T, cfg session.Config, fc fake.Config, clock mc.TimerClock) *rig {
+	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +81,7 @@ func newRig(t *testing.T, cfg session.Config, fc fake.Config) *rig {
 	}
 	r := &rig{store: st, driver: fake.New(fc), vault: &recordingVault{}, key: mc.NewMachineKey(mc.NewSecret(32))}
 	r.mgr = session.New(cfg, session.Deps{Store: st, Driver: r.driver, Providers: testProviders, Vault: r.vault,
-		MachineKey: r.key})
+		MachineKey: r.key, Clock: clock})
 	t.Cleanup(func() { r.mgr.Close() })
 	return r
 }
@@ -113,20 +121,25 @@ func stateOf(s *mc.Session) any {
 	return string(s.State) + "/" + string(s.Reason)
 }
 
-// waitGone waits until the driver has no trace of the machine.
+// waitGone waits until the driver has no machine of session id.
 func waitGone(t *testing.T, d *fake.Driver, id string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := d.Inspect(t.Context(), id); mc.ErrorCode(err) == mc.ENOTFOUND {
-			return
+	testutil.WaitFor(t, 5*time.Second, "the machine of session "+id+" gone", func() error {
+		ms, err := d.List(t.Context())
+		if err != nil {
+			return err
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("machine %s still there", id)
+		for _, m := range ms {
+			if m.SessionID == id {
+				return fmt.Errorf("machine %s still there", m.ID)
+			}
+		}
+		return nil
+	})
 }
 
 func TestStartReachesReady(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
@@ -138,6 +151,13 @@ func TestStartReachesReady(t *testing.T) {
 	got := waitState(t, r.store, s.ID, mc.StateReady)
 	if !got.Machine.IP.IsLoopback() || got.Machine.VNCPort == 0 || got.Machine.Driver != "fake" {
 		t.Errorf("machine = %+v", got.Machine)
+	}
+	// The machine has an id of its own, and the driver knows its session.
+	if got.Machine.ID == "" || got.Machine.ID == s.ID {
+		t.Errorf("machine id %q, want one of its own (session %s)", got.Machine.ID, s.ID)
+	}
+	if st, err := r.driver.Inspect(t.Context(), got.Machine.ID); err != nil || st.SessionID != s.ID {
+		t.Errorf("driver: machine %s of session %q (%v), want session %s", got.Machine.ID, st.SessionID, err, s.ID)
 	}
 	if got.ReadyAt.IsZero() || got.Replica != "r1" {
 		t.Errorf("ready_at %v replica %q", got.ReadyAt, got.Replica)
@@ -162,6 +182,7 @@ func TestStartReachesReady(t *testing.T) {
 }
 
 func TestStartRefusals(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{MaxMachines: 2}, fake.Config{})
 	if _, err := r.mgr.Start(t.Context(), "alice", "nope"); mc.ErrorCode(err) != mc.EINVALID || mc.ErrorReason(err) != "unknown_provider" {
 		t.Errorf("unknown provider: %v", err)
@@ -185,6 +206,7 @@ func TestStartRefusals(t *testing.T) {
 }
 
 func TestCancelDestroysMachine(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
@@ -205,7 +227,8 @@ func TestCancelDestroysMachine(t *testing.T) {
 }
 
 func TestCancelWhileStarting(t *testing.T) {
-	r := newRig(t, session.Config{}, fake.Config{StartDelay: 200 * time.Millisecond})
+	t.Parallel()
+	r := newRig(t, session.Config{}, fake.Config{StartDelay: time.Hour})
 	s, err := r.mgr.Start(t.Context(), "alice", "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -222,10 +245,10 @@ func TestCancelWhileStarting(t *testing.T) {
 }
 
 func TestMachineExitFailsSession(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	waitState(t, r.store, s.ID, mc.StateReady)
-	r.driver.Kill(s.ID)
+	r.driver.Kill(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID)
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
 	if got.Reason != mc.ReasonMachineExited {
 		t.Errorf("reason %s, want machine_exited", got.Reason)
@@ -234,7 +257,8 @@ func TestMachineExitFailsSession(t *testing.T) {
 }
 
 func TestStartTimeout(t *testing.T) {
-	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, fake.Config{StartDelay: 5 * time.Second})
+	t.Parallel()
+	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, fake.Config{StartDelay: time.Hour})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	got := waitState(t, r.store, s.ID, mc.StateFailed)
 	if got.Reason != mc.ReasonStartTimeout {
@@ -244,11 +268,12 @@ func TestStartTimeout(t *testing.T) {
 }
 
 func TestLoginCompletes(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	waitState(t, r.store, s.ID, mc.StateReady)
+	ready := waitState(t, r.store, s.ID, mc.StateReady)
 	files := map[string]string{"~/.demo/credentials.json": `{"access_token":"demo-x"}`}
-	if !r.driver.CompleteLogin(s.ID, files) {
+	if !r.driver.CompleteLogin(ready.Machine.ID, files) {
 		t.Fatal("no machine")
 	}
 	got := waitState(t, r.store, s.ID, mc.StateCompleted)
@@ -279,8 +304,8 @@ func TestLoginCompletes(t *testing.T) {
 func TestCaptureMeta(t *testing.T) {
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
-	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
-	r.driver.CompleteLogin(s.ID, map[string]string{"~/.acme.json": `{"token":"s3cret-token","exp":1767225600000}`})
+	mid := waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI).Machine.ID
+	r.driver.CompleteLogin(mid, map[string]string{"~/.acme.json": `{"token":"s3cret-token","exp":1767225600000}`})
 	waitState(t, r.store, s.ID, mc.StateCompleted)
 	r.vault.mu.Lock()
 	got := r.vault.creds[0].Meta
@@ -299,9 +324,9 @@ func TestLoginProgress(t *testing.T) {
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
 	waitState(t, r.store, s.ID, mc.StateReady)
-	waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI)
+	mid := waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI).Machine.ID
 	const page = "https://auth.openai.com/oauth/authorize"
-	if !r.driver.ProgressLogin(s.ID, mc.PhaseWaitingForUser, page) {
+	if !r.driver.ProgressLogin(mid, mc.PhaseWaitingForUser, page) {
 		t.Fatal("no machine")
 	}
 	got := waitLogin(t, r.store, s.ID, mc.PhaseWaitingForUser)
@@ -310,7 +335,7 @@ func TestLoginProgress(t *testing.T) {
 	}
 	// The sign-in page is in front of the user: the session is capturing.
 	waitState(t, r.store, s.ID, mc.StateCapturing)
-	r.driver.FailLogin(s.ID, mc.ReasonLoginCommandFailed, "Error: network unreachable", "code=[redacted]")
+	r.driver.FailLogin(mid, mc.ReasonLoginCommandFailed, "Error: network unreachable", "code=[redacted]")
 	failed := waitState(t, r.store, s.ID, mc.StateFailed)
 	if failed.Reason != mc.ReasonLoginCommandFailed {
 		t.Errorf("reason %s, want login_command_failed", failed.Reason)
@@ -331,10 +356,10 @@ func TestLoginProgress(t *testing.T) {
 }
 
 func TestLoginFailsAndTimesOut(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	waitState(t, r.store, s.ID, mc.StateReady)
-	r.driver.FailLogin(s.ID, mc.ReasonLoginCommandFailed)
+	r.driver.FailLogin(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID, mc.ReasonLoginCommandFailed)
 	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != mc.ReasonLoginCommandFailed {
 		t.Errorf("reason %s, want login_command_failed", got.Reason)
 	}
@@ -346,46 +371,106 @@ func TestLoginFailsAndTimesOut(t *testing.T) {
 	waitGone(t, r.driver, s2.ID)
 }
 
-func TestLifetimes(t *testing.T) {
-	t.Run("idle", func(t *testing.T) {
-		r := newRig(t, session.Config{IdleTimeout: 200 * time.Millisecond}, fake.Config{})
-		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
-			t.Errorf("reason %s, want idle_timeout", got.Reason)
+// lifetimeRig is a ready session whose manager runs on a fake clock, with its
+// lifetime watch waiting on that clock.
+type lifetimeRig struct {
+	*rig
+	clock *testutil.Clock
+	id    string
+}
+
+func newLifetimeRig(t *testing.T, cfg session.Config) *lifetimeRig {
+	t.Helper()
+	// The fake clock starts at the real time: the manager also derives real
+	// deadlines (contexts) from the session's expiry.
+	clock := testutil.NewClock(time.Now())
+	r := &lifetimeRig{rig: newRigWithClock(t, cfg, fake.Config{}, clock), clock: clock}
+	s, err := r.mgr.Start(t.Context(), "alice", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.id = s.ID
+	machineID := waitState(t, r.store, s.ID, mc.StateReady).Machine.ID
+	clock.WaitForWaiters(t, 1)
+	// The login touches the session when it starts, before it first asks
+	// for the login's status; after that, only a change of status would.
+	testutil.WaitFor(t, 10*time.Second, "the login to start", func() error {
+		if r.driver.LoginPolls(machineID) == 0 {
+			return errors.New("no login status request yet")
 		}
-		waitGone(t, r.driver, s.ID)
+		return nil
+	})
+	return r
+}
+
+// advance moves the clock by d and returns the session once the lifetime
+// watch has looked at it: it waits on the clock again, or the session ended.
+func (r *lifetimeRig) advance(t *testing.T, d time.Duration) *mc.Session {
+	t.Helper()
+	r.clock.Advance(d)
+	var s *mc.Session
+	testutil.WaitFor(t, 10*time.Second, "the lifetime watch to look", func() error {
+		var err error
+		if s, err = r.store.Session(t.Context(), r.id); err != nil {
+			return err
+		}
+		if n := r.clock.Waiters(); n != 1 && !s.State.Final() {
+			return fmt.Errorf("session %s, %d waits on the clock", s.State, n)
+		}
+		return nil
+	})
+	return s
+}
+
+// TestLifetimes runs the idle timeout and the maximum lifetime on a fake
+// clock: nothing waits for them to pass.
+func TestLifetimes(t *testing.T) {
+	t.Parallel()
+	const idle, life = 10 * time.Minute, 30 * time.Minute
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		r := newLifetimeRig(t, session.Config{IdleTimeout: idle, MaxLifetime: 24 * time.Hour})
+		if s := r.advance(t, idle-time.Second); s.State != mc.StateReady {
+			t.Errorf("a second before the idle timeout: %s, want ready", stateOf(s))
+		}
+		if s := r.advance(t, 2*time.Second); s.State != mc.StateExpired || s.Reason != mc.ReasonIdleTimeout {
+			t.Errorf("a second past the idle timeout: %s, want expired/idle_timeout", stateOf(s))
+		}
+		waitGone(t, r.driver, r.id)
 	})
 	t.Run("activity postpones idle", func(t *testing.T) {
-		// Generous margins: a touch every 50 ms against a 1 s idle timeout.
-		r := newRig(t, session.Config{IdleTimeout: time.Second}, fake.Config{})
-		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-		ready := waitState(t, r.store, s.ID, mc.StateReady)
-		// Keep touching (as a connected viewer does) past two idle periods.
-		until := ready.ReadyAt.Add(2500 * time.Millisecond)
-		for time.Now().Before(until) {
-			if err := r.store.Touch(t.Context(), s.ID, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		t.Parallel()
+		r := newLifetimeRig(t, session.Config{IdleTimeout: idle, MaxLifetime: 24 * time.Hour})
+		r.advance(t, idle-time.Minute)
+		// A viewer's activity a minute before the idle timeout.
+		if err := r.store.Touch(t.Context(), r.id, r.clock.Now()); err != nil {
+			t.Fatal(err)
 		}
-		got, _ := r.store.Session(t.Context(), s.ID)
-		if got.State != mc.StateReady {
-			t.Errorf("state %s/%s while active, want ready", got.State, got.Reason)
+		if s := r.advance(t, 2*time.Minute); s.State != mc.StateReady {
+			t.Errorf("a minute past the idle timeout, 1 min after activity: %s, want ready", stateOf(s))
 		}
-		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonIdleTimeout {
-			t.Errorf("reason %s, want idle_timeout", got.Reason)
+		if s := r.advance(t, idle); s.State != mc.StateExpired || s.Reason != mc.ReasonIdleTimeout {
+			t.Errorf("idle timeout after the activity: %s, want expired/idle_timeout", stateOf(s))
 		}
 	})
 	t.Run("max lifetime", func(t *testing.T) {
-		r := newRig(t, session.Config{MaxLifetime: 300 * time.Millisecond}, fake.Config{})
-		s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-		if got := waitState(t, r.store, s.ID, mc.StateExpired); got.Reason != mc.ReasonMaxLifetime {
-			t.Errorf("reason %s, want max_lifetime", got.Reason)
+		t.Parallel()
+		r := newLifetimeRig(t, session.Config{IdleTimeout: time.Hour, MaxLifetime: life})
+		r.advance(t, life/2)
+		if err := r.store.Touch(t.Context(), r.id, r.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if s := r.advance(t, life/2-time.Second); s.State != mc.StateReady {
+			t.Errorf("a second before the maximum lifetime: %s, want ready", stateOf(s))
+		}
+		if s := r.advance(t, 2*time.Second); s.State != mc.StateExpired || s.Reason != mc.ReasonMaxLifetime {
+			t.Errorf("past the maximum lifetime: %s, want expired/max_lifetime", stateOf(s))
 		}
 	})
 }
 
 func TestCloseEndsDrivenSessions(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
 	waitState(t, r.store, s.ID, mc.StateReady)
@@ -403,6 +488,7 @@ func TestCloseEndsDrivenSessions(t *testing.T) {
 // sessions of this replica that nothing drives, machines on the host, and
 // leases; a new manager's first reconcile pass leaves nothing behind.
 func TestReconcileAfterCrash(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, session.Config{Replica: "r1"}, fake.Config{})
 	ctx := t.Context()
 	// Created before the manager began, by the process that crashed: they
@@ -418,15 +504,14 @@ func TestReconcileAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < 2 {
-			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: s.ID, SessionID: s.ID, Secrets: s.Secrets}); err != nil {
+			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mc.NewMachineID(), SessionID: s.ID, Secrets: s.Secrets}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		ids = append(ids, s.ID)
 	}
 	// A machine whose session does not exist at all.
-	stray := mc.NewID()
-	if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: stray, SessionID: stray, Secrets: mc.NewMachineSecrets()}); err != nil {
+	if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mc.NewMachineID(), SessionID: mc.NewID(), Secrets: mc.NewMachineSecrets()}); err != nil {
 		t.Fatal(err)
 	}
 	// Another replica's live session must be left alone.

@@ -147,8 +147,8 @@ func (m *Manager) create(ctx context.Context, s *mc.Session) (bool, error) {
 	}
 	for _, v := range claim.Evicted {
 		m.log.Info("pooled machine evicted for a cold start", mc.LogMachineID, v.ID, mc.LogProvider, v.Provider,
-			mc.LogReason, "pool_evicted")
-		m.retire(v.ID, "pool_evicted")
+			mc.LogReason, mc.ReasonPoolEvicted)
+		m.retire(v.ID, mc.ReasonPoolEvicted)
 	}
 	result := "miss"
 	if claim.Pooled {
@@ -181,7 +181,7 @@ func (m *Manager) retire(id string, reason mc.Reason) {
 func (m *Manager) claimed(ctx context.Context, s *mc.Session, expires time.Time, log *slog.Logger) error {
 	prov, ok := m.providers.Get(s.Provider)
 	if !ok {
-		return failed("unknown_provider", fmt.Errorf("provider %q is no longer configured", s.Provider))
+		return failed(mc.ReasonUnknownProvider, fmt.Errorf("provider %q is no longer configured", s.Provider))
 	}
 	m.transitions(mc.StateReady, mc.ReasonPooled)
 	log.Info("session ready on a pooled machine", mc.LogMachineID, s.Machine.ID, mc.LogReason, mc.ReasonPooled)
@@ -202,7 +202,7 @@ func (m *Manager) runPool(ctx context.Context) {
 		defer t.Stop()
 		for {
 			if err := m.Refill(ctx); err != nil && ctx.Err() == nil && m.life.Err() == nil {
-				m.log.Warn("refill pool", "error", err, mc.LogReason, mc.ErrorReason(err))
+				m.log.Warn("refill pool", mc.LogError, err, mc.LogReason, mc.ErrorReason(err))
 			}
 			select {
 			case <-ctx.Done():
@@ -326,7 +326,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopt
 		}
 		if err != nil {
 			reason = mc.ReasonStartFailed
-			log.Warn("start pooled machine", "error", err, mc.LogReason, reason)
+			log.Warn("start pooled machine", mc.LogError, err, mc.LogReason, reason)
 			m.pool.mu.Lock()
 			m.pool.failedAt[p.Provider] = m.clock.Now()
 			m.pool.mu.Unlock()
@@ -386,17 +386,17 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 		if err := m.store.RemovePooled(ctx, p.ID); err != nil && mc.ErrorCode(err) != mc.ENOTFOUND {
 			return nil, fmt.Errorf("remove pooled machine %s: %w", p.ID, err)
 		}
-		m.pool.retired.WithLabelValues("pool_orphaned").Inc()
+		m.pool.retired.WithLabelValues(string(mc.ReasonPoolOrphaned)).Inc()
 		if !ok {
 			continue
 		}
 		if err := m.driver.Destroy(ctx, p.ID); err != nil {
-			m.log.Error("destroy pooled machine", mc.LogMachineID, p.ID, "error", err, mc.LogReason, "destroy_failed")
+			m.log.Error("destroy pooled machine", mc.LogMachineID, p.ID, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
 			continue
 		}
 		delete(onHost, p.ID)
 		rep.Destroyed = append(rep.Destroyed, p.ID)
-		m.log.Warn("destroyed pooled machine left by an earlier process", mc.LogMachineID, p.ID, mc.LogReason, "pool_orphaned")
+		m.log.Warn("destroyed pooled machine left by an earlier process", mc.LogMachineID, p.ID, mc.LogReason, mc.ReasonPoolOrphaned)
 	}
 	return others, nil
 }

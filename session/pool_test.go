@@ -2,7 +2,8 @@ package session_test
 
 import (
 	"context"
-	"sync"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,29 +11,21 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/fake"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/session"
 )
-
-// settableClock is a clock that tests move by hand.
-type settableClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *settableClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-
-func (c *settableClock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
 
 // waitPool polls the store (bounded) until ok holds for the pool of r1.
 func waitPool(t *testing.T, st mc.Store, what string, ok func(ready, starting map[string][]string) bool) map[string][]string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var ready map[string][]string
+	testutil.WaitFor(t, 10*time.Second, "pool "+what, func() error {
 		list, err := st.PooledMachines(t.Context(), "r1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ready, starting := map[string][]string{}, map[string][]string{}
+		starting := map[string][]string{}
+		ready = map[string][]string{}
 		for _, p := range list {
 			if p.State == mc.PoolReady {
 				ready[p.Provider] = append(ready[p.Provider], p.ID)
@@ -40,14 +33,12 @@ func waitPool(t *testing.T, st mc.Store, what string, ok func(ready, starting ma
 				starting[p.Provider] = append(starting[p.Provider], p.ID)
 			}
 		}
-		if ok(ready, starting) {
-			return ready
+		if !ok(ready, starting) {
+			return fmt.Errorf("ready %v, starting %v", ready, starting)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pool never reached %s: ready %v, starting %v", what, ready, starting)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return ready
 }
 
 func readyN(provider string, n int) func(ready, starting map[string][]string) bool {
@@ -84,13 +75,12 @@ func TestPoolClaimIsReadyAtOnce(t *testing.T) {
 	}
 	// The login starts at claim: the fake agent's login runs only once
 	// asked, so completing it proves the session drove it.
-	deadline := time.Now().Add(5 * time.Second)
-	for !r.driver.CompleteLogin(s.ID, map[string]string{"~/.demo/credentials.json": `{"token":"t"}`}) {
-		if time.Now().After(deadline) {
-			t.Fatal("login never started")
+	testutil.WaitFor(t, 5*time.Second, "the login to start", func() error {
+		if !r.driver.CompleteLogin(s.ID, map[string]string{"~/.demo/credentials.json": `{"token":"t"}`}) {
+			return errors.New("no machine to complete the login on")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	waitState(t, r.store, s.ID, mc.StateCompleted)
 	waitGone(t, r.driver, s.ID)
 	// The pool refilled, with new machines only.
@@ -168,7 +158,7 @@ func TestPoolReplacesDeadMachine(t *testing.T) {
 }
 
 func TestPoolRecyclesOldMachines(t *testing.T) {
-	clock := &settableClock{now: time.Now()}
+	clock := testutil.NewClock(time.Now())
 	r := newRig(t, session.Config{Pool: map[string]int{"demo": 1}, PoolMaxAge: time.Hour, PoolCheck: time.Hour}, fake.Config{})
 	r.mgr = session.New(r.mgr.Config(), session.Deps{Store: r.store, Driver: r.driver, Providers: testProviders, Clock: clock})
 	t.Cleanup(func() { r.mgr.Close() })
@@ -180,7 +170,7 @@ func TestPoolRecyclesOldMachines(t *testing.T) {
 	if got := waitPool(t, r.store, "unchanged", readyN("demo", 1))["demo"][0]; got != old {
 		t.Fatalf("a young machine was recycled")
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if err := r.mgr.Refill(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	mc "github.com/master-controller/mc"
@@ -33,7 +34,7 @@ func (m *Manager) Run(ctx context.Context) {
 		first := true
 		for {
 			if _, err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				m.log.Error("reconcile", "error", err, mc.LogReason, "reconcile_failed")
+				m.log.Error("reconcile", mc.LogError, err, mc.LogReason, mc.ReasonReconcileFailed)
 			}
 			if first {
 				// The pool fills once the first pass has adopted what an
@@ -87,6 +88,7 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	}
 
 	onHost := make(map[string]mc.MachineStatus, len(machines))
+	ofSession := make(map[string][]string) // session id → its machines' ids on the host
 	for _, ms := range machines {
 		onHost[ms.ID] = ms
 	}
@@ -102,6 +104,7 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		if owner == "" {
 			owner = ms.ID
 		}
+		ofSession[owner] = append(ofSession[owner], ms.ID)
 		if m.Driving(owner) {
 			continue // its own goroutine tears it down
 		}
@@ -114,11 +117,11 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			continue // a live session owns it; the sessions below are checked next
 		}
 		if err := m.driver.Destroy(ctx, ms.ID); err != nil {
-			m.log.Error("destroy orphaned machine", mc.LogMachineID, ms.ID, "error", err, mc.LogReason, "destroy_failed")
+			m.log.Error("destroy orphaned machine", mc.LogMachineID, ms.ID, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
 			continue
 		}
 		rep.Destroyed = append(rep.Destroyed, ms.ID)
-		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, "orphaned_machine")
+		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, mc.ReasonOrphanedMachine)
 	}
 
 	now := m.clock.Now()
@@ -135,16 +138,18 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			}
 			if m.endAt(ctx, s, to, reason, msg) {
 				rep.Failed = append(rep.Failed, s.ID)
-				// The machine recorded, else one named after the session (a
-				// crash before it was recorded); Destroy is idempotent.
-				mid := s.Machine.ID
-				if mid == "" {
-					mid = s.ID
+				// The machines the host lists for the session, and the one
+				// it recorded (Destroy is idempotent).
+				ids := ofSession[s.ID]
+				if s.Machine.ID != "" && !slices.Contains(ids, s.Machine.ID) {
+					ids = append(ids, s.Machine.ID)
 				}
-				if err := m.driver.Destroy(ctx, mid); err != nil {
-					m.log.Error("destroy machine", mc.LogMachineID, mid, "error", err, mc.LogReason, "destroy_failed")
-				} else if has(onHost, mid) {
-					rep.Destroyed = append(rep.Destroyed, mid)
+				for _, mid := range ids {
+					if err := m.driver.Destroy(ctx, mid); err != nil {
+						m.log.Error("destroy machine", mc.LogMachineID, mid, mc.LogSessionID, s.ID, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
+					} else if has(onHost, mid) {
+						rep.Destroyed = append(rep.Destroyed, mid)
+					}
 				}
 			}
 		case s.Machine.ID != "" && (s.State == mc.StateReady || s.State == mc.StateCapturing) && !has(onHost, s.Machine.ID):
@@ -174,7 +179,7 @@ func (m *Manager) endAt(ctx context.Context, s *mc.Session, to mc.State, reason 
 		To: to, Reason: reason, Message: msg, Replica: m.cfg.Replica, At: m.clock.Now().UTC()})
 	if err != nil {
 		if mc.ErrorCode(err) != mc.ECONFLICT && ctx.Err() == nil {
-			m.log.Error("reconcile end session", mc.LogSessionID, s.ID, "error", err, mc.LogReason, mc.ErrorReason(err))
+			m.log.Error("reconcile end session", mc.LogSessionID, s.ID, mc.LogError, err, mc.LogReason, mc.ErrorReason(err))
 		}
 		return false
 	}

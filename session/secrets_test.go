@@ -97,9 +97,9 @@ func checkNoSecretsAtRest(t *testing.T, st mc.Store, dump func() []byte) {
 		ids = append(ids, s.ID)
 	}
 	for i, id := range ids {
-		waitState(t, st, id, mc.StateReady)
+		ready := waitState(t, st, id, mc.StateReady)
 		if i%2 == 0 {
-			drv.CompleteLogin(id, map[string]string{"~/.demo/credentials.json": `{"token":"x"}`})
+			drv.CompleteLogin(ready.Machine.ID, map[string]string{"~/.demo/credentials.json": `{"token":"x"}`})
 			waitState(t, st, id, mc.StateCompleted)
 		} else {
 			if _, err := mgr.Cancel(t.Context(), id); err != nil {

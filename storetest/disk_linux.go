@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // TinyDisk mounts a tmpfs of the given size ("4m", as mount's size=) for
@@ -20,10 +21,7 @@ import (
 func TinyDisk(tb testing.TB, size string, uid, gid int) string {
 	tb.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal("a full-disk test needs root (to mount a tmpfs) under CI=true")
-		}
-		tb.Skip("a full-disk test needs root (to mount a tmpfs)")
+		testutil.SkipOrFail(tb, "a full-disk test needs root (to mount a tmpfs)")
 	}
 	parent, err := os.MkdirTemp("", "mc-tinydisk-")
 	if err != nil {

@@ -25,24 +25,25 @@ const DefaultTTL = 10 * time.Minute
 // maxLen bounds the tokens Verify looks at; ours are about 120 bytes.
 const maxLen = 1024
 
-// The reasons of Verify's errors (log and metric labels).
+// The reasons of Verify's errors (log and metric labels), under the names
+// the gateway knows them by; they are mc.ReasonToken….
 const (
-	ReasonMissing      mc.Reason = "token_missing"
-	ReasonMalformed    mc.Reason = "token_malformed"
-	ReasonBadSignature mc.Reason = "token_bad_signature"
-	ReasonExpired      mc.Reason = "token_expired"
-	ReasonWrongSession mc.Reason = "token_wrong_session"
+	ReasonMissing      = mc.ReasonTokenMissing
+	ReasonMalformed    = mc.ReasonTokenMalformed
+	ReasonBadSignature = mc.ReasonTokenBadSignature
+	ReasonExpired      = mc.ReasonTokenExpired
+	ReasonWrongSession = mc.ReasonTokenWrongSession
 )
 
 // The errors of Verify; compare with errors.Is. The first four are
 // EUNAUTHORIZED (the WebSocket closes with 4401), ErrWrongSession is
 // EFORBIDDEN (4403).
 var (
-	ErrMissing      = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: ReasonMissing, Message: "viewer token missing"}
-	ErrMalformed    = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: ReasonMalformed, Message: "viewer token malformed"}
-	ErrBadSignature = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: ReasonBadSignature, Message: "viewer token invalid"}
-	ErrExpired      = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: ReasonExpired, Message: "viewer token expired"}
-	ErrWrongSession = &mc.Error{Code: mc.EFORBIDDEN, Reason: ReasonWrongSession, Message: "viewer token is not for this session"}
+	ErrMissing      = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: mc.ReasonTokenMissing, Message: "viewer token missing"}
+	ErrMalformed    = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: mc.ReasonTokenMalformed, Message: "viewer token malformed"}
+	ErrBadSignature = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: mc.ReasonTokenBadSignature, Message: "viewer token invalid"}
+	ErrExpired      = &mc.Error{Code: mc.EUNAUTHORIZED, Reason: mc.ReasonTokenExpired, Message: "viewer token expired"}
+	ErrWrongSession = &mc.Error{Code: mc.EFORBIDDEN, Reason: mc.ReasonTokenWrongSession, Message: "viewer token is not for this session"}
 )
 
 const prefix = "v1."

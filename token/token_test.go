@@ -8,23 +8,20 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
-
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
 
 var t0 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 
 func TestVerify(t *testing.T) {
 	key := mc.NewSecret(32)
-	s := NewSigner(key, fixedClock{t0})
+	s := NewSigner(key, testutil.NewClock(t0))
 	sid := mc.NewID()
 	tok, exp := s.Issue(sid, 0)
 	if got, want := exp, t0.Add(DefaultTTL); !got.Equal(want) {
 		t.Errorf("got expiry %v, want %v", got, want)
 	}
-	other := NewSigner(mc.NewSecret(32), fixedClock{t0})
+	other := NewSigner(mc.NewSecret(32), testutil.NewClock(t0))
 	forgedTok, _ := other.Issue(sid, time.Hour)
 
 	// A payload for another session with the original MAC.
@@ -75,7 +72,7 @@ func TestErrorsAreDomainErrors(t *testing.T) {
 // the Signer did not issue.
 func FuzzVerify(f *testing.F) {
 	key := mc.SecretOf("fuzz-key-0123456789abcdef0123456789")
-	s := NewSigner(key, fixedClock{t0})
+	s := NewSigner(key, testutil.NewClock(t0))
 	sid := "AAAAAAAAAAAAAAAAAAAAAA"
 	tok, _ := s.Issue(sid, time.Hour)
 	issued := map[string]bool{tok: true}
@@ -100,18 +97,18 @@ func FuzzVerify(f *testing.F) {
 func TestOlderKeys(t *testing.T) {
 	oldKey, newKey := mc.NewSecret(32), mc.NewSecret(32)
 	sid := mc.NewID()
-	oldTok, _ := NewSigner(oldKey, fixedClock{t0}).Issue(sid, time.Minute)
-	rotated := NewSigner(newKey, fixedClock{t0}, oldKey)
+	oldTok, _ := NewSigner(oldKey, testutil.NewClock(t0)).Issue(sid, time.Minute)
+	rotated := NewSigner(newKey, testutil.NewClock(t0), oldKey)
 	newTok, _ := rotated.Issue(sid, time.Minute)
 	for name, tok := range map[string]string{"old": oldTok, "new": newTok} {
 		if err := rotated.Verify(tok, sid, t0); err != nil {
 			t.Errorf("%s token: %v", name, err)
 		}
 	}
-	if err := NewSigner(newKey, fixedClock{t0}).Verify(oldTok, sid, t0); !errors.Is(err, ErrBadSignature) {
+	if err := NewSigner(newKey, testutil.NewClock(t0)).Verify(oldTok, sid, t0); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("old token without the old key: %v, want ErrBadSignature", err)
 	}
-	if err := NewSigner(oldKey, fixedClock{t0}).Verify(newTok, sid, t0); !errors.Is(err, ErrBadSignature) {
+	if err := NewSigner(oldKey, testutil.NewClock(t0)).Verify(newTok, sid, t0); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("new token under the old key alone: %v, want ErrBadSignature", err)
 	}
 }

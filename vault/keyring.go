@@ -31,14 +31,6 @@ const KeySize = 32
 // directory when no key is configured.
 const KeyFileName = "vault.keys"
 
-// Reasons of the vault's errors.
-const (
-	ReasonBadKey     mc.Reason = "bad_vault_key"
-	ReasonNoKeys     mc.Reason = "no_vault_keys"
-	ReasonOpenFailed mc.Reason = "vault_open_failed"
-	ReasonSealFailed mc.Reason = "vault_seal_failed"
-)
-
 var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // key is one named AES-256 key. The raw key is kept only as an mc.Secret and
@@ -95,7 +87,7 @@ func Load(ctx context.Context, c Config, store mc.CredentialStore) (kr *Keyring,
 	case c.DataDir != "":
 		kr, created, err = loadOrCreate(c.DataDir, slices.Sorted(maps.Keys(need)))
 	default:
-		return nil, false, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
+		return nil, false, mc.Errorf(mc.EINVALID, mc.ReasonNoVaultKeys, "no vault key configured (MC_VAULT_KEYS, a key file, or a data directory)")
 	}
 	if err != nil {
 		return nil, false, err
@@ -106,9 +98,9 @@ func Load(ctx context.Context, c Config, store mc.CredentialStore) (kr *Keyring,
 	return kr, created, nil
 }
 
-// ReasonKeyMissing is the reason of the refusal to start when the store
-// holds records sealed with keys that are not configured.
-const ReasonKeyMissing mc.Reason = "vault_key_missing"
+// ReasonKeyMissing is mc.ReasonVaultKeyMissing under the name app's tests
+// know it by.
+const ReasonKeyMissing = mc.ReasonVaultKeyMissing
 
 // keysInUse returns, for each key id that the store's sealed records name,
 // one record sealed under it.
@@ -149,7 +141,7 @@ func (kr *Keyring) check(need map[string]mc.SealedCredential) error {
 	if len(wrong) > 0 {
 		parts = append(parts, fmt.Sprintf("records sealed with vault key id(s) %s, which the configured key(s) of that id do not open", strings.Join(wrong, ", ")))
 	}
-	return mc.Errorf(mc.EINVALID, ReasonKeyMissing,
+	return mc.Errorf(mc.EINVALID, mc.ReasonVaultKeyMissing,
 		"the store holds %s (configured: %s); configure those keys (MC_VAULT_KEYS or MC_VAULT_KEY_FILE, or restore the data directory's %s)",
 		strings.Join(parts, "; and "), strings.Join(kr.IDs(), ", "), KeyFileName)
 }
@@ -189,7 +181,7 @@ func parseKeyFile(b []byte) (*Keyring, error) {
 		entries = append(entries, line)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault key file is not readable as lines")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault key file is not readable as lines")
 	}
 	return parseEntries(entries, "line")
 }
@@ -207,23 +199,23 @@ func parseEntries(entries []string, where string) (*Keyring, error) {
 			if where == "line" {
 				continue
 			}
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s is empty", pos)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s is empty", pos)
 		}
 		id, b64, ok := strings.Cut(e, ":")
 		if !ok {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: want id:base64key", pos)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s: want id:base64key", pos)
 		}
 		id, b64 = strings.TrimSpace(id), strings.TrimSpace(b64)
 		if !keyIDPattern.MatchString(id) {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: key id must match %s", pos, keyIDPattern)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s: key id must match %s", pos, keyIDPattern)
 		}
 		if seen[id] {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s: duplicate key id %q", pos, id)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s: duplicate key id %q", pos, id)
 		}
 		seen[id] = true
 		raw, err := decodeKey(b64)
 		if err != nil {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "vault %s (id %q): %s", pos, id, err)
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "vault %s (id %q): %s", pos, id, err)
 		}
 		k, err := newKey(id, raw)
 		if err != nil {
@@ -232,7 +224,7 @@ func parseEntries(entries []string, where string) (*Keyring, error) {
 		kr.keys = append(kr.keys, k)
 	}
 	if len(kr.keys) == 0 {
-		return nil, mc.Errorf(mc.EINVALID, ReasonNoKeys, "no vault keys given")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoVaultKeys, "no vault keys given")
 	}
 	return kr, nil
 }
@@ -259,11 +251,11 @@ func decodeKey(s string) ([]byte, error) {
 func newKey(id string, raw []byte) (key, error) {
 	block, err := aes.NewCipher(raw)
 	if err != nil {
-		return key{}, mc.Errorf(mc.EINVALID, ReasonBadKey, "key is not an AES-256 key")
+		return key{}, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "key is not an AES-256 key")
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return key{}, &mc.Error{Code: mc.EINTERNAL, Reason: ReasonBadKey, Message: "cannot make AES-GCM", Err: err}
+		return key{}, &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonBadVaultKey, Message: "cannot make AES-GCM", Err: err}
 	}
 	return key{id: id, raw: mc.SecretOf(string(raw)), aead: aead}, nil
 }
@@ -271,7 +263,7 @@ func newKey(id string, raw []byte) (key, error) {
 // NewKeyring returns a keyring of one freshly generated key with the given id.
 func NewKeyring(id string) (*Keyring, error) {
 	if !keyIDPattern.MatchString(id) {
-		return nil, mc.Errorf(mc.EINVALID, ReasonBadKey, "key id must match %s", keyIDPattern)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadVaultKey, "key id must match %s", keyIDPattern)
 	}
 	raw := make([]byte, KeySize)
 	if _, err := rand.Read(raw); err != nil {
@@ -324,7 +316,7 @@ func loadOrCreate(dataDir string, need []string) (kr *Keyring, created bool, err
 		return nil, false, err
 	}
 	if len(need) > 0 {
-		return nil, false, &mc.Error{Code: mc.EINVALID, Reason: ReasonKeyMissing, Err: err,
+		return nil, false, &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonVaultKeyMissing, Err: err,
 			Message: fmt.Sprintf("no vault key is configured and %s does not exist, but the store holds records sealed with "+
 				"vault key id(s) %s: configure those keys (MC_VAULT_KEYS or MC_VAULT_KEY_FILE) or restore the file; "+
 				"no key is generated over sealed records", path, strings.Join(need, ", "))}
@@ -432,7 +424,7 @@ func (kr *Keyring) Without(id string) (*Keyring, error) {
 		}
 	}
 	if len(out.keys) == 0 {
-		return nil, mc.Errorf(mc.EINVALID, ReasonNoKeys, "cannot remove the last vault key")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoVaultKeys, "cannot remove the last vault key")
 	}
 	return out, nil
 }

@@ -52,18 +52,18 @@ func TestParseKeys(t *testing.T) {
 		{name: "two, first is primary", in: "new:" + k2 + ",old:" + k1, wantIDs: []string{"new", "old"}},
 		{name: "spaces around", in: " a : " + k1 + " , b:" + k2 + " ", wantIDs: []string{"a", "b"}},
 		{name: "url-safe unpadded", in: "a:" + urlRaw, wantIDs: []string{"a"}},
-		{name: "empty", in: "", reason: ReasonBadKey, errHas: "key 1 is empty"},
-		{name: "blank", in: "   ", reason: ReasonBadKey, errHas: "key 1 is empty"},
-		{name: "trailing comma", in: "a:" + k1 + ",", reason: ReasonBadKey, errHas: "key 2 is empty"},
-		{name: "no colon", in: k1, reason: ReasonBadKey, errHas: "want id:base64key"},
-		{name: "empty id", in: ":" + k1, reason: ReasonBadKey, errHas: "key id must match"},
-		{name: "bad id", in: "a b:" + k1, reason: ReasonBadKey, errHas: "key id must match"},
-		{name: "empty key", in: "a:", reason: ReasonBadKey, errHas: "key is empty"},
-		{name: "bad base64", in: "a:" + k1[:10] + "!!" + k1[12:], reason: ReasonBadKey, errHas: "not valid base64"},
-		{name: "too short", in: "a:" + short, reason: ReasonBadKey, errHas: "16 bytes, want 32"},
-		{name: "too long", in: "a:" + long, reason: ReasonBadKey, errHas: "64 bytes, want 32"},
-		{name: "duplicate ids", in: "a:" + k1 + ",a:" + k2, reason: ReasonBadKey, errHas: `duplicate key id "a"`},
-		{name: "second bad", in: "a:" + k1 + ",b:" + short, reason: ReasonBadKey, errHas: `key 2 (id "b")`},
+		{name: "empty", in: "", reason: mc.ReasonBadVaultKey, errHas: "key 1 is empty"},
+		{name: "blank", in: "   ", reason: mc.ReasonBadVaultKey, errHas: "key 1 is empty"},
+		{name: "trailing comma", in: "a:" + k1 + ",", reason: mc.ReasonBadVaultKey, errHas: "key 2 is empty"},
+		{name: "no colon", in: k1, reason: mc.ReasonBadVaultKey, errHas: "want id:base64key"},
+		{name: "empty id", in: ":" + k1, reason: mc.ReasonBadVaultKey, errHas: "key id must match"},
+		{name: "bad id", in: "a b:" + k1, reason: mc.ReasonBadVaultKey, errHas: "key id must match"},
+		{name: "empty key", in: "a:", reason: mc.ReasonBadVaultKey, errHas: "key is empty"},
+		{name: "bad base64", in: "a:" + k1[:10] + "!!" + k1[12:], reason: mc.ReasonBadVaultKey, errHas: "not valid base64"},
+		{name: "too short", in: "a:" + short, reason: mc.ReasonBadVaultKey, errHas: "16 bytes, want 32"},
+		{name: "too long", in: "a:" + long, reason: mc.ReasonBadVaultKey, errHas: "64 bytes, want 32"},
+		{name: "duplicate ids", in: "a:" + k1 + ",a:" + k2, reason: mc.ReasonBadVaultKey, errHas: `duplicate key id "a"`},
+		{name: "second bad", in: "a:" + k1 + ",b:" + short, reason: mc.ReasonBadVaultKey, errHas: `key 2 (id "b")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,8 +152,8 @@ func TestReadKeyFile(t *testing.T) {
 
 func TestLoadOrCreate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	if _, _, err := loadOrCreate(dir, []string{"k7"}); mc.ErrorReason(err) != ReasonKeyMissing || !strings.Contains(mc.ErrorMessage(err), "key id(s) k7") {
-		t.Fatalf("got %v, want %s naming k7 when records need a key", err, ReasonKeyMissing)
+	if _, _, err := loadOrCreate(dir, []string{"k7"}); mc.ErrorReason(err) != mc.ReasonVaultKeyMissing || !strings.Contains(mc.ErrorMessage(err), "key id(s) k7") {
+		t.Fatalf("got %v, want %s naming k7 when records need a key", err, mc.ReasonVaultKeyMissing)
 	}
 	if _, err := os.Stat(filepath.Join(dir, KeyFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a key file was made although creating was not allowed: %v", err)
@@ -287,8 +287,8 @@ func TestLoadRefusesMissingKeys(t *testing.T) {
 				}
 				return
 			}
-			if mc.ErrorReason(err) != ReasonKeyMissing || !strings.Contains(mc.ErrorMessage(err), tt.wantErr) {
-				t.Fatalf("got keyring %v, error %v; want %s mentioning %q", kr, err, ReasonKeyMissing, tt.wantErr)
+			if mc.ErrorReason(err) != mc.ReasonVaultKeyMissing || !strings.Contains(mc.ErrorMessage(err), tt.wantErr) {
+				t.Fatalf("got keyring %v, error %v; want %s mentioning %q", kr, err, mc.ReasonVaultKeyMissing, tt.wantErr)
 			}
 			if strings.Contains(err.Error(), ka) || strings.Contains(err.Error(), kb) {
 				t.Error("the error reveals a key")
@@ -333,8 +333,8 @@ func TestKeyringWithWithout(t *testing.T) {
 	if got, want := onlyB.IDs(), []string{"b"}; !slices.Equal(got, want) {
 		t.Errorf("got ids %v, want %v", got, want)
 	}
-	if _, err := onlyB.Without("b"); mc.ErrorReason(err) != ReasonNoKeys {
-		t.Errorf("removing the last key: got %v, want reason %q", err, ReasonNoKeys)
+	if _, err := onlyB.Without("b"); mc.ErrorReason(err) != mc.ReasonNoVaultKeys {
+		t.Errorf("removing the last key: got %v, want reason %q", err, mc.ReasonNoVaultKeys)
 	}
 	// Encode round-trips through the key-file parser.
 	back, err := parseKeyFile([]byte(ab.Encode()))

@@ -27,10 +27,6 @@ const ActorSystem = "system"
 // records its error code.
 const OutcomeOK = "ok"
 
-// ReasonAuditFailed is the reason of the error returned when an operation
-// cannot be audited: a read that cannot be audited does not happen.
-const ReasonAuditFailed mc.Reason = "audit_failed"
-
 // Options are the Service's optional dependencies.
 type Options struct {
 	// Clock stamps audit entries; mc.SystemClock when nil.
@@ -195,7 +191,7 @@ func (s *Service) Rotate(ctx context.Context) (int, error) {
 		}
 		if err != nil {
 			s.log.Error("vault rotate record", mc.LogUserID, r.UserID, mc.LogProvider, r.Provider,
-				"key_id", r.KeyID, mc.LogReason, mc.ErrorReason(err), "error", err)
+				"key_id", r.KeyID, mc.LogReason, mc.ErrorReason(err), mc.LogError, err)
 			errs = append(errs, err)
 		}
 		if done || err != nil {
@@ -241,7 +237,7 @@ func (s *Service) audit(ctx context.Context, action, actor, userID, provider str
 	e := mc.AuditEntry{At: s.clock.Now().UTC(), Actor: actor, Action: action, UserID: userID, Provider: provider, Outcome: outcome}
 	// The entry is written even if the caller has gone: the read happened.
 	if err := s.store.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
-		return &mc.Error{Code: mc.EINTERNAL, Reason: ReasonAuditFailed, Message: "the audit log could not be written",
+		return &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonAuditFailed, Message: "the audit log could not be written",
 			Err: fmt.Errorf("append audit %s of user %q provider %q: %w", action, userID, provider, errors.Join(err, opErr))}
 	}
 	return opErr
@@ -261,11 +257,11 @@ const maxField = 256
 func checkRequest(userID, provider, actor string, needProvider bool) error {
 	switch {
 	case userID == "" || len(userID) > maxField:
-		return mc.Errorf(mc.EINVALID, "invalid_request", "user_id must be 1 to %d bytes", maxField)
+		return mc.Errorf(mc.EINVALID, mc.ReasonInvalidRequest, "user_id must be 1 to %d bytes", maxField)
 	case needProvider && (provider == "" || len(provider) > maxField):
-		return mc.Errorf(mc.EINVALID, "invalid_request", "provider must be 1 to %d bytes", maxField)
+		return mc.Errorf(mc.EINVALID, mc.ReasonInvalidRequest, "provider must be 1 to %d bytes", maxField)
 	case actor == "" || len(actor) > maxField:
-		return mc.Errorf(mc.EINVALID, "invalid_request", "an actor (API key id) is required for the audit log")
+		return mc.Errorf(mc.EINVALID, mc.ReasonInvalidRequest, "an actor (API key id) is required for the audit log")
 	}
 	return nil
 }

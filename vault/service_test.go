@@ -11,14 +11,12 @@ import (
 	"testing"
 	"time"
 
-	mc "github.com/master-controller/mc"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	mc "github.com/master-controller/mc"
+	mctest "github.com/master-controller/mc/internal/testutil"
 )
-
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
 
 var testNow = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 
@@ -39,7 +37,7 @@ func newService(tb testing.TB, store mc.CredentialStore, kr *Keyring) (*Service,
 			tb.Errorf("the log holds a credential's secret:\n%s", logs.String())
 		}
 	})
-	return NewService(New(kr), store, Options{Clock: fixedClock{testNow}, Logger: log, Registerer: reg}), reg
+	return NewService(New(kr), store, Options{Clock: mctest.NewClock(testNow), Logger: log, Registerer: reg}), reg
 }
 
 func audit(tb testing.TB, store mc.CredentialStore) []mc.AuditEntry {
@@ -125,8 +123,8 @@ func TestServiceGetUnopenableIsAudited(t *testing.T) {
 	}
 	b, _ := newService(t, store, mustKeys(t, "b:"+newKeyB64(t)))
 	_, err := b.Get(t.Context(), "alice", "demo", "key-1")
-	if got := mc.ErrorReason(err); got != ReasonOpenFailed {
-		t.Fatalf("got %v, want reason %q", err, ReasonOpenFailed)
+	if got := mc.ErrorReason(err); got != mc.ReasonVaultOpenFailed {
+		t.Fatalf("got %v, want reason %q", err, mc.ReasonVaultOpenFailed)
 	}
 	checkAudit(t, store, mc.AuditEntry{At: testNow, Actor: "key-1", Action: ActionRead, UserID: "alice", Provider: "demo", Outcome: string(mc.EINTERNAL)})
 }
@@ -139,14 +137,14 @@ func TestServiceAuditFailureFailsRead(t *testing.T) {
 	}
 	broken, _ := newService(t, failingAudit{store}, svc.Vault().Keys())
 	got, err := broken.Get(t.Context(), "alice", "demo", "key-1")
-	if mc.ErrorReason(err) != ReasonAuditFailed {
-		t.Fatalf("got %v, want reason %q", err, ReasonAuditFailed)
+	if mc.ErrorReason(err) != mc.ReasonAuditFailed {
+		t.Fatalf("got %v, want reason %q", err, mc.ReasonAuditFailed)
 	}
 	if got.Files != nil {
 		t.Errorf("got files %v with an unaudited read, want none", got.Files)
 	}
-	if err := broken.Delete(t.Context(), "alice", "demo", "key-1"); mc.ErrorReason(err) != ReasonAuditFailed {
-		t.Errorf("delete: got %v, want reason %q", err, ReasonAuditFailed)
+	if err := broken.Delete(t.Context(), "alice", "demo", "key-1"); mc.ErrorReason(err) != mc.ReasonAuditFailed {
+		t.Errorf("delete: got %v, want reason %q", err, mc.ReasonAuditFailed)
 	}
 }
 
@@ -318,7 +316,7 @@ func TestRotateKeepsGoingPastAnUnopenableRecord(t *testing.T) {
 	if n != 1 {
 		t.Errorf("got %d resealed, want 1 (bob's)", n)
 	}
-	if !errors.Is(err, ErrUnknownKey) || mc.ErrorReason(err) != ReasonOpenFailed {
+	if !errors.Is(err, ErrUnknownKey) || mc.ErrorReason(err) != mc.ReasonVaultOpenFailed {
 		t.Errorf("got %v, want a vault_open_failed error for alice's record", err)
 	}
 	r, err := store.Credential(t.Context(), "alice", "demo")

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	mc "github.com/master-controller/mc"
+	mctest "github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/sqlite"
 )
 
@@ -15,7 +16,7 @@ import (
 // end of the test.
 func newTestStore(tb testing.TB) mc.CredentialStore {
 	tb.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "mc.db"), sqlite.Options{Clock: fixedClock{testNow}})
+	st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "mc.db"), sqlite.Options{Clock: mctest.NewClock(testNow)})
 	if err != nil {
 		tb.Fatalf("open sqlite store: %v", err)
 	}

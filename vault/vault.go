@@ -77,22 +77,22 @@ func AssociatedData(userID, provider string) []byte {
 // user, provider or files; EINTERNAL (reason "vault_seal_failed").
 func (v *Vault) Seal(c mc.Credential) (mc.SealedCredential, error) {
 	if c.UserID == "" || c.Provider == "" {
-		return mc.SealedCredential{}, mc.Errorf(mc.EINVALID, "invalid_credential", "a credential needs a user id and a provider")
+		return mc.SealedCredential{}, mc.Errorf(mc.EINVALID, mc.ReasonInvalidCredential, "a credential needs a user id and a provider")
 	}
 	if len(c.Files) == 0 {
-		return mc.SealedCredential{}, mc.Errorf(mc.EINVALID, "invalid_credential", "a credential needs at least one file")
+		return mc.SealedCredential{}, mc.Errorf(mc.EINVALID, mc.ReasonInvalidCredential, "a credential needs at least one file")
 	}
 	k := v.keys.keys[0]
 	plain, err := json.Marshal(payload{SessionID: c.SessionID, CapturedAt: c.CapturedAt.UTC(), Files: c.Files})
 	if err != nil {
 		// Strings in a map cannot fail to marshal; keep the cause out anyway.
-		return mc.SealedCredential{}, &mc.Error{Code: mc.EINTERNAL, Reason: ReasonSealFailed, Message: "credential could not be sealed",
+		return mc.SealedCredential{}, &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonVaultSealFailed, Message: "credential could not be sealed",
 			Err: fmt.Errorf("seal credential of user %q provider %q: encode failed", c.UserID, c.Provider)}
 	}
 	defer clear(plain)
 	nonce := make([]byte, NonceSize)
 	if _, err := rand.Read(nonce); err != nil {
-		return mc.SealedCredential{}, &mc.Error{Code: mc.EINTERNAL, Reason: ReasonSealFailed, Message: "credential could not be sealed",
+		return mc.SealedCredential{}, &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonVaultSealFailed, Message: "credential could not be sealed",
 			Err: fmt.Errorf("seal credential of user %q provider %q: nonce: %w", c.UserID, c.Provider, err)}
 	}
 	return mc.SealedCredential{
@@ -113,7 +113,7 @@ func (v *Vault) Seal(c mc.Credential) (mc.SealedCredential, error) {
 // ErrTruncated, ErrAuthentication or ErrCorrupt.
 func (v *Vault) Open(s mc.SealedCredential) (mc.Credential, error) {
 	fail := func(cause error) (mc.Credential, error) {
-		return mc.Credential{}, &mc.Error{Code: mc.EINTERNAL, Reason: ReasonOpenFailed, Message: "stored credential could not be opened",
+		return mc.Credential{}, &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonVaultOpenFailed, Message: "stored credential could not be opened",
 			Err: fmt.Errorf("open credential of user %q provider %q (key id %q): %w", s.UserID, s.Provider, s.KeyID, cause)}
 	}
 	k, ok := v.keys.lookup(s.KeyID)

@@ -158,8 +158,8 @@ func TestOpenFailures(t *testing.T) {
 			if !errors.As(err, &e) {
 				t.Fatalf("got %T %v, want *mc.Error", err, err)
 			}
-			if e.Code != mc.EINTERNAL || e.Reason != ReasonOpenFailed {
-				t.Errorf("got code %q reason %q, want %q %q", e.Code, e.Reason, mc.EINTERNAL, ReasonOpenFailed)
+			if e.Code != mc.EINTERNAL || e.Reason != mc.ReasonVaultOpenFailed {
+				t.Errorf("got code %q reason %q, want %q %q", e.Code, e.Reason, mc.EINTERNAL, mc.ReasonVaultOpenFailed)
 			}
 			if !errors.Is(err, tt.cause) {
 				t.Errorf("got %v, want cause %v", err, tt.cause)

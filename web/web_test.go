@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/web"
 )
 
@@ -23,8 +24,8 @@ func newHandler(tb testing.TB, cfg web.Config) http.Handler {
 	}
 	h, err := web.New(cfg)
 	if err != nil {
-		if _, statErr := os.Stat(filepath.Join(cfg.Dir, "node_modules")); statErr != nil && os.Getenv("CI") != "true" {
-			tb.Skipf("web: node_modules missing; run `npm ci --prefix web` (%v)", err)
+		if _, statErr := os.Stat(filepath.Join(cfg.Dir, "node_modules")); statErr != nil {
+			testutil.SkipOrFail(tb, "web: node_modules missing; run `npm ci --prefix web` (%v)", err)
 		}
 		tb.Fatalf("web.New: %v", err)
 	}

@@ -76,9 +76,6 @@ const (
 	OutcomeDropped   = "dropped"   // the queue was full, or the notifier closed first
 )
 
-// ReasonBadConfig is the reason of a configuration error.
-const ReasonBadConfig mc.Reason = "bad_webhook_config"
-
 // Config configures a Notifier. Zero fields take the defaults above.
 type Config struct {
 	// URL receives the events (http or https). It is never logged: it may
@@ -112,11 +109,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives mc_webhook_deliveries_total{outcome}; none when nil.
 	Registerer prometheus.Registerer
-	// Clock stamps events and attempts; mc.SystemClock when nil.
-	Clock mc.Clock
-	// After waits between attempts; time.After when nil. Tests replace it so
-	// that they do not sleep through real backoffs.
-	After func(time.Duration) <-chan time.Time
+	// Clock stamps events and attempts and times the waits between
+	// attempts; mc.SystemClock when nil. Tests use a fake one, so that they
+	// do not sleep through real backoffs.
+	Clock mc.TimerClock
 }
 
 // Event is what the receiver gets.
@@ -138,8 +134,7 @@ type Notifier struct {
 	url        string
 	client     *http.Client
 	log        *slog.Logger
-	clock      mc.Clock
-	after      func(time.Duration) <-chan time.Time
+	clock      mc.TimerClock
 	deliveries *prometheus.CounterVec
 
 	mu     sync.Mutex // guards closed and sends on queue
@@ -161,17 +156,17 @@ type delivery struct {
 func New(cfg Config, o Options) (*Notifier, error) {
 	u, err := url.Parse(cfg.URL.Reveal())
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, mc.Errorf(mc.EINVALID, ReasonBadConfig, "webhook URL must be an http or https URL with a host")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadWebhookConfig, "webhook URL must be an http or https URL with a host")
 	}
 	if cfg.Secret.IsZero() {
-		return nil, mc.Errorf(mc.EINVALID, ReasonBadConfig, "webhook secret is required (events are signed)")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadWebhookConfig, "webhook secret is required (events are signed)")
 	}
 	for _, f := range []struct {
 		v   *int
 		def int
 	}{{&cfg.MaxAttempts, DefaultMaxAttempts}, {&cfg.QueueSize, DefaultQueueSize}, {&cfg.Workers, DefaultWorkers}} {
 		if *f.v < 0 {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadConfig, "webhook attempts, queue size and workers must not be negative")
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadWebhookConfig, "webhook attempts, queue size and workers must not be negative")
 		}
 		if *f.v == 0 {
 			*f.v = f.def
@@ -182,7 +177,7 @@ func New(cfg Config, o Options) (*Notifier, error) {
 		def time.Duration
 	}{{&cfg.InitialBackoff, DefaultInitialBackoff}, {&cfg.MaxBackoff, DefaultMaxBackoff}, {&cfg.Timeout, DefaultTimeout}} {
 		if *f.v < 0 {
-			return nil, mc.Errorf(mc.EINVALID, ReasonBadConfig, "webhook backoffs and timeout must not be negative")
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadWebhookConfig, "webhook backoffs and timeout must not be negative")
 		}
 		if *f.v == 0 {
 			*f.v = f.def
@@ -198,7 +193,6 @@ func New(cfg Config, o Options) (*Notifier, error) {
 		client: o.Client,
 		log:    o.Logger,
 		clock:  o.Clock,
-		after:  o.After,
 		queue:  make(chan delivery, cfg.QueueSize),
 	}
 	if n.client == nil {
@@ -214,9 +208,6 @@ func New(cfg Config, o Options) (*Notifier, error) {
 	}
 	if n.clock == nil {
 		n.clock = mc.SystemClock{}
-	}
-	if n.after == nil {
-		n.after = time.After
 	}
 	n.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mc_webhook_deliveries_total",
@@ -270,7 +261,7 @@ func (n *Notifier) Notify(e Event) bool {
 	e.At = e.At.UTC()
 	body, err := json.Marshal(e)
 	if err != nil { // strings and times only: cannot happen
-		n.log.Error("webhook encode event", mc.LogSessionID, e.SessionID, "error", err)
+		n.log.Error("webhook encode event", mc.LogSessionID, e.SessionID, mc.LogError, err)
 		return false
 	}
 	n.mu.Lock()
@@ -283,7 +274,7 @@ func (n *Notifier) Notify(e Event) bool {
 		}
 	}
 	n.deliveries.WithLabelValues(OutcomeDropped).Inc()
-	n.log.Warn("webhook event dropped", mc.LogSessionID, e.SessionID, mc.LogReason, "queue_full_or_closed")
+	n.log.Warn("webhook event dropped", mc.LogSessionID, e.SessionID, mc.LogReason, mc.ReasonQueueFullOrClosed)
 	return false
 }
 
@@ -336,7 +327,7 @@ func (n *Notifier) deliver(d delivery) {
 			return
 		case err == nil && status < 500:
 			n.deliveries.WithLabelValues(OutcomeRejected).Inc()
-			n.log.Warn("webhook event rejected", mc.LogSessionID, d.event.SessionID, mc.LogReason, "webhook_rejected",
+			n.log.Warn("webhook event rejected", mc.LogSessionID, d.event.SessionID, mc.LogReason, mc.ReasonWebhookRejected,
 				"status", status, "attempts", attempt)
 			return
 		case err != nil:
@@ -348,7 +339,7 @@ func (n *Notifier) deliver(d delivery) {
 			break
 		}
 		select {
-		case <-n.after(backoff):
+		case <-n.clock.After(backoff):
 		case <-n.abort.Done():
 		}
 		if n.abort.Err() != nil {
@@ -356,12 +347,12 @@ func (n *Notifier) deliver(d delivery) {
 		}
 		backoff = min(2*backoff, n.cfg.MaxBackoff)
 	}
-	outcome := OutcomeGaveUp
+	outcome, reason := OutcomeGaveUp, mc.ReasonWebhookGaveUp
 	if n.abort.Err() != nil {
-		outcome = OutcomeDropped
+		outcome, reason = OutcomeDropped, mc.ReasonWebhookDropped
 	}
 	n.deliveries.WithLabelValues(outcome).Inc()
-	n.log.Warn("webhook event not delivered", mc.LogSessionID, d.event.SessionID, mc.LogReason, "webhook_"+outcome,
+	n.log.Warn("webhook event not delivered", mc.LogSessionID, d.event.SessionID, mc.LogReason, reason,
 		"last_error", last)
 }
 

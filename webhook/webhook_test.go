@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
-	mc "github.com/master-controller/mc"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	mc "github.com/master-controller/mc"
+	mctest "github.com/master-controller/mc/internal/testutil"
 )
 
 var testSecret = mc.SecretOf("webhook-test-secret")
@@ -69,50 +71,26 @@ func (r *receiver) requests() []request {
 	return slices.Clone(r.got)
 }
 
-// fakeAfter records the backoffs asked for and fires at once.
-type fakeAfter struct {
-	mu    sync.Mutex
-	waits []time.Duration
-}
-
-func (f *fakeAfter) after(d time.Duration) <-chan time.Time {
-	f.mu.Lock()
-	f.waits = append(f.waits, d)
-	f.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	ch <- time.Time{}
-	return ch
-}
-
-func (f *fakeAfter) got() []time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.waits)
-}
-
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
-
 var testNow = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 
 type harness struct {
 	n     *Notifier
 	reg   *prometheus.Registry
-	after *fakeAfter
+	clock *mctest.Clock
 	logs  *bytes.Buffer
 }
 
 func newNotifier(tb testing.TB, url string, cfg Config) *harness {
 	tb.Helper()
-	h := &harness{reg: prometheus.NewRegistry(), after: &fakeAfter{}, logs: &bytes.Buffer{}}
+	h := &harness{reg: prometheus.NewRegistry(), clock: mctest.NewClock(testNow), logs: &bytes.Buffer{}}
+	h.clock.AutoAdvance()
 	cfg.URL = mc.SecretOf(url)
 	if cfg.Secret.IsZero() {
 		cfg.Secret = testSecret
 	}
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, h.logs}, nil))
-	n, err := New(cfg, Options{Registerer: h.reg, Clock: fixedClock{testNow}, After: h.after.after, Logger: log})
+	n, err := New(cfg, Options{Registerer: h.reg, Clock: h.clock, Logger: log})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -268,7 +246,7 @@ func TestRetryAfter500(t *testing.T) {
 	if !Verify(testSecret, reqs[1].body, reqs[1].header.Get(HeaderSignature)) {
 		t.Errorf("the retry's signature does not verify")
 	}
-	if got, want := h.after.got(), []time.Duration{2 * time.Second}; !slices.Equal(got, want) {
+	if got, want := h.clock.Waits(), []time.Duration{2 * time.Second}; !slices.Equal(got, want) {
 		t.Errorf("got backoffs %v, want %v", got, want)
 	}
 	if got := h.count(OutcomeDelivered); got != 1 {
@@ -300,7 +278,7 @@ func TestGiveUpAfterMaxAttempts(t *testing.T) {
 		t.Errorf("got %d attempts, want 6", got)
 	}
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
-	if got := h.after.got(); !slices.Equal(got, want) {
+	if got := h.clock.Waits(); !slices.Equal(got, want) {
 		t.Errorf("got backoffs %v, want %v", got, want)
 	}
 	if got := h.count(OutcomeGaveUp); got != 1 {
@@ -349,7 +327,7 @@ func TestNetworkErrorsGiveUpToo(t *testing.T) {
 	if got := h.count(OutcomeGaveUp); got != 1 {
 		t.Errorf("got %v gave_up, want 1", got)
 	}
-	if got := len(h.after.got()); got != 2 {
+	if got := len(h.clock.Waits()); got != 2 {
 		t.Errorf("got %d backoffs, want 2", got)
 	}
 	if strings.Contains(h.logs.String(), "url-token") {
@@ -493,8 +471,8 @@ func TestConfig(t *testing.T) {
 				n.Close(t.Context())
 				return
 			}
-			if mc.ErrorReason(err) != ReasonBadConfig {
-				t.Fatalf("got %v, want reason %q", err, ReasonBadConfig)
+			if mc.ErrorReason(err) != mc.ReasonBadWebhookConfig {
+				t.Fatalf("got %v, want reason %q", err, mc.ReasonBadWebhookConfig)
 			}
 			if strings.Contains(err.Error(), "example") {
 				t.Errorf("error %q repeats the URL", err)

@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/agent"
 )
 
@@ -87,7 +88,7 @@ func run(args []string, stderr io.Writer) int {
 	if err := agent.Run(ctx, cfg, log); err != nil {
 		var exit *agent.ExitError
 		if !errors.As(err, &exit) { // Run logged the child's exit itself
-			log.Error("machine agent failed", "err", err)
+			log.Error("machine agent failed", mc.LogError, err)
 		}
 		return 1
 	}

@@ -30,6 +30,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
 )
 
@@ -39,10 +40,11 @@ type Options struct {
 	// OOM kill would, without telling the driver. Nil: the driver cannot, and
 	// the Wait-after-kill test is skipped.
 	Kill func(t testing.TB, id string)
-	// Leftovers, when set, lists what is still on the host of machine id
-	// (processes, namespaces, devices, directories, leases), each as a short
-	// description; the suite requires none after Destroy.
-	Leftovers func(t testing.TB, id string) []string
+	// Leftovers, when set, lists what is still on the host of the machine
+	// of spec (processes, namespaces, devices, directories, leases, which
+	// belong to spec.SessionID), each as a short description; the suite
+	// requires none after Destroy.
+	Leftovers func(t testing.TB, spec mc.MachineSpec) []string
 	// ReadyTimeout bounds the wait for the RFB banner and agent health
 	// (default 60 s: two shared cores start Chromium slowly).
 	ReadyTimeout time.Duration
@@ -83,10 +85,9 @@ type suite struct {
 
 // Spec returns a spec for a new machine with fresh secrets.
 func (s *suite) spec() mc.MachineSpec {
-	id := mc.NewID()
 	spec := mc.MachineSpec{
-		ID:        id,
-		SessionID: id,
+		ID:        mc.NewMachineID(),
+		SessionID: mc.NewID(),
 		Provider:  "demo",
 		Secrets:   mc.NewMachineSecrets(),
 		Width:     1024,
@@ -209,7 +210,7 @@ func (s *suite) testLifecycle(t *testing.T) {
 	if err := <-waited; err != nil && mc.ErrorCode(err) != mc.ENOTFOUND {
 		t.Errorf("Wait across Destroy = %v, want nil (or not_found)", err)
 	}
-	s.checkGone(t, d, spec.ID, m)
+	s.checkGone(t, d, spec, m)
 	if err := d.Destroy(ctx, spec.ID); err != nil {
 		t.Errorf("second Destroy: %v", err)
 	}
@@ -224,6 +225,11 @@ func (s *suite) checkMachine(t testing.TB, d mc.Driver, spec mc.MachineSpec, m m
 	c := d.Capabilities()
 	if m.ID != spec.ID {
 		t.Errorf("Machine.ID = %q, want %q", m.ID, spec.ID)
+	}
+	// Reconcile matches machines to sessions by the session id the driver
+	// reports.
+	if st, err := d.Inspect(t.Context(), spec.ID); err != nil || st.SessionID != spec.SessionID {
+		t.Errorf("Inspect(%s) = session %q, %v; want session %s", spec.ID, st.SessionID, err, spec.SessionID)
 	}
 	if m.Driver != d.Name() {
 		t.Errorf("Machine.Driver = %q, want %q", m.Driver, d.Name())
@@ -244,9 +250,10 @@ func (s *suite) checkMachine(t testing.TB, d mc.Driver, spec mc.MachineSpec, m m
 	}
 }
 
-// checkGone checks that nothing of machine id is left.
-func (s *suite) checkGone(t testing.TB, d mc.Driver, id string, m mc.Machine) {
+// checkGone checks that nothing of the machine of spec is left.
+func (s *suite) checkGone(t testing.TB, d mc.Driver, spec mc.MachineSpec, m mc.Machine) {
 	t.Helper()
+	id := spec.ID
 	ctx := context.Background()
 	if st, err := d.Inspect(ctx, id); mc.ErrorCode(err) != mc.ENOTFOUND {
 		t.Errorf("Inspect after Destroy = %+v, %v; want not_found", st, err)
@@ -267,7 +274,7 @@ func (s *suite) checkGone(t testing.TB, d mc.Driver, id string, m mc.Machine) {
 		}
 	}
 	if s.opts.Leftovers != nil {
-		if left := s.opts.Leftovers(t, id); len(left) > 0 {
+		if left := s.opts.Leftovers(t, spec); len(left) > 0 {
 			t.Errorf("after Destroy of %s the host still has: %s", id, strings.Join(left, "; "))
 		}
 	}
@@ -315,7 +322,7 @@ func (s *suite) testCancelledCreate(t *testing.T) {
 			if err := d.Destroy(dctx, spec.ID); err != nil {
 				t.Fatalf("Destroy after cancelled Create: %v", err)
 			}
-			s.checkGone(t, d, spec.ID, m)
+			s.checkGone(t, d, spec, m)
 		})
 	}
 }
@@ -349,7 +356,7 @@ func (s *suite) testWaitAfterKill(t *testing.T) {
 	if err := d.Destroy(ctx, spec.ID); err != nil {
 		t.Fatalf("Destroy after kill: %v", err)
 	}
-	s.checkGone(t, d, spec.ID, m)
+	s.checkGone(t, d, spec, m)
 }
 
 func (s *suite) testTwoMachines(t *testing.T) {
@@ -397,7 +404,7 @@ func (s *suite) testTwoMachines(t *testing.T) {
 		if err := d.Destroy(t.Context(), specs[i].ID); err != nil {
 			t.Errorf("Destroy %d: %v", i, err)
 		}
-		s.checkGone(t, d, specs[i].ID, ms[i])
+		s.checkGone(t, d, specs[i], ms[i])
 	}
 }
 
@@ -411,9 +418,9 @@ func WaitRFB(t testing.TB, addr string, timeout time.Duration) {
 }
 
 // DialRFB dials addr until it answers an RFB 3.x banner ("RFB 003.00x\n")
-// or timeout passes; the backoff grows from 10 ms to 200 ms.
+// or timeout passes (see testutil.Poll).
 func DialRFB(ctx context.Context, addr string, timeout time.Duration) error {
-	return poll(ctx, timeout, func() error { return rfb.Probe(ctx, addr) })
+	return testutil.Poll(ctx, timeout, func() error { return rfb.Probe(ctx, addr) })
 }
 
 // WaitHealth polls the agent at addr until GET /health with token answers
@@ -427,7 +434,7 @@ func WaitHealth(t testing.TB, addr string, token mc.Secret, timeout time.Duratio
 
 // PollHealth polls GET http://addr/health with token until 200 or timeout.
 func PollHealth(ctx context.Context, addr string, token mc.Secret, timeout time.Duration) error {
-	return poll(ctx, timeout, func() error {
+	return testutil.Poll(ctx, timeout, func() error {
 		code, err := health(ctx, addr, token)
 		if err != nil {
 			return err
@@ -456,24 +463,4 @@ func health(ctx context.Context, addr string, token mc.Secret) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-// poll calls try until it returns nil, ctx ends or timeout passes; it
-// returns the last error.
-func poll(ctx context.Context, timeout time.Duration, try func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	backoff := 10 * time.Millisecond
-	for {
-		err := try()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not within %v: %w", timeout, err)
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 200*time.Millisecond)
-	}
 }

@@ -76,6 +76,7 @@ type fakeMachine struct {
 	changed chan struct{} // closed and replaced when login changes
 	files   map[string]string
 	fetched bool
+	polls   int // login status requests received
 }
 
 // Name returns "fake".
@@ -93,16 +94,16 @@ func (f *Driver) Check(context.Context) error { return nil }
 // Create starts a fake machine.
 func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
 	if spec.ID == "" || spec.Secrets.VNCPassword.IsZero() || spec.Secrets.AgentToken.IsZero() {
-		return mc.Machine{}, mc.Errorf(mc.EINVALID, "bad_spec", "a machine needs an id and secrets")
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, mc.ReasonBadSpec, "a machine needs an id and secrets")
 	}
 	f.mu.Lock()
 	if _, ok := f.m[spec.ID]; ok {
 		f.mu.Unlock()
-		return mc.Machine{}, mc.Errorf(mc.ECONFLICT, "machine_exists", "machine %s exists", spec.ID)
+		return mc.Machine{}, mc.Errorf(mc.ECONFLICT, mc.ReasonMachineExists, "machine %s exists", spec.ID)
 	}
 	if len(f.m) >= f.cfg.MaxMachines {
 		f.mu.Unlock()
-		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "capacity", "no capacity")
+		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonCapacity, "no capacity")
 	}
 	fm := &fakeMachine{done: make(chan struct{}), login: agentproto.LoginStatus{State: agentproto.StateIdle}, changed: make(chan struct{})}
 	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
@@ -148,7 +149,7 @@ func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 		if ctx.Err() != nil {
 			return mc.Machine{}, ctx.Err()
 		}
-		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, "destroyed", "machine %s was destroyed while starting", spec.ID)
+		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonDestroyed, "machine %s was destroyed while starting", spec.ID)
 	}
 	return mach, nil
 }
@@ -206,7 +207,7 @@ func (f *Driver) Kill(id string) {
 func (f *Driver) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
 	fm := f.lookup(id)
 	if fm == nil {
-		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
+		return mc.MachineStatus{}, mc.Errorf(mc.ENOTFOUND, mc.ReasonNoMachine, "no machine %s", id)
 	}
 	return fm.snapshot(), nil
 }
@@ -245,7 +246,7 @@ func (f *Driver) List(context.Context) ([]mc.MachineStatus, error) {
 func (f *Driver) Wait(ctx context.Context, id string) error {
 	fm := f.lookup(id)
 	if fm == nil {
-		return mc.Errorf(mc.ENOTFOUND, "no_machine", "no machine %s", id)
+		return mc.Errorf(mc.ENOTFOUND, mc.ReasonNoMachine, "no machine %s", id)
 	}
 	select {
 	case <-fm.done:
@@ -312,6 +313,19 @@ func (f *Driver) VNC(id string) *rfbtest.FakeServer {
 	return nil
 }
 
+// LoginPolls returns how many times the machine's login status has been
+// asked for (0 if the machine is unknown): once it is asked, the login has
+// started and the manager has recorded that as activity.
+func (f *Driver) LoginPolls(id string) int {
+	fm := f.lookup(id)
+	if fm == nil {
+		return 0
+	}
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	return fm.polls
+}
+
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // announce wakes long polls of the login status; fm.mu is held.
@@ -355,6 +369,9 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		reply(w, http.StatusAccepted, st)
 	})
 	mux.HandleFunc("GET "+agentproto.PathLoginStatus, func(w http.ResponseWriter, r *http.Request) {
+		fm.mu.Lock()
+		fm.polls++
+		fm.mu.Unlock()
 		// Like the real agent: ?wait=D holds the request while the login
 		// runs, until its status changes or D passes (a long poll).
 		if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil && d > 0 {

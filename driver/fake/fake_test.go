@@ -24,11 +24,11 @@ func TestFakeConformance(t *testing.T) {
 				d.Kill(id)
 			}
 		},
-		Leftovers: func(t testing.TB, id string) []string {
+		Leftovers: func(t testing.TB, spec mc.MachineSpec) []string {
 			var left []string
 			for _, d := range drivers {
-				if st, err := d.Inspect(context.Background(), id); err == nil {
-					left = append(left, fmt.Sprintf("machine %s (running %v)", id, st.Running))
+				if st, err := d.Inspect(context.Background(), spec.ID); err == nil {
+					left = append(left, fmt.Sprintf("machine %s (running %v)", spec.ID, st.Running))
 					if c, err := net.Dial("tcp", st.Machine.VNCAddr().String()); err == nil {
 						c.Close()
 						left = append(left, "VNC port still accepts")

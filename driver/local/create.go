@@ -94,7 +94,7 @@ func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 
 func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.Machine, error) {
 	start := time.Now()
-	slot, err := d.pool.Lease(ctx, spec.ID, d.max)
+	slot, err := d.pool.Lease(ctx, leaseOwner(spec.ID, spec.SessionID), d.max)
 	if err != nil {
 		return mc.Machine{}, err
 	}
@@ -308,4 +308,14 @@ func logTail(path string, n int64) string {
 	b := make([]byte, fi.Size()-off)
 	k, _ := f.ReadAt(b, off)
 	return strings.TrimSpace(string(b[:k]))
+}
+
+// leaseOwner is who holds a machine's slot in the lease store: its session,
+// as the store reclaims the leases of sessions that ended; the machine
+// itself when it serves none.
+func leaseOwner(machineID, sessionID string) string {
+	if sessionID != "" {
+		return sessionID
+	}
+	return machineID
 }

@@ -88,7 +88,11 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 	if st != nil && st.PID > 0 {
 		removeDeadXSocket(d.cfg.DisplayBase + st.Slot)
 	}
-	if err := d.pool.Release(ctx, id); err != nil {
+	owner := id
+	if st != nil {
+		owner = leaseOwner(id, st.SessionID)
+	}
+	if err := d.pool.Release(ctx, owner); err != nil {
 		errs = append(errs, err)
 	}
 	// The temporary directory before the machine directory that names it.

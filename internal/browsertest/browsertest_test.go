@@ -33,6 +33,7 @@ c.addEventListener('mousedown', (e) => {
 </body></html>`
 
 func TestBrowser(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name string
 		opt  browsertest.Options

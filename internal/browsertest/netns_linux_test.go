@@ -11,17 +11,16 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/master-controller/mc/internal/browsertest"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // TestIsolatedNetwork: as root, the browser runs in a network namespace of
 // its own; it reaches the loopback servers that it navigates to or that are
 // forwarded, and no other.
 func TestIsolatedNetwork(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("browsertest: network isolation needs root under CI=true")
-		}
-		t.Skip("browsertest: network isolation needs root; skipping")
+		testutil.SkipOrFail(t, "browsertest: network isolation needs root")
 	}
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")

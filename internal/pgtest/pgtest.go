@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // cluster is one running PostgreSQL cluster.
@@ -106,7 +108,7 @@ func Shared(tb testing.TB) string {
 	c, skip, err, ready := shared.cluster, shared.skip, shared.err, shared.ready
 	shared.mu.Unlock()
 	if skip != "" {
-		skipOrFail(tb, skip)
+		testutil.SkipOrFail(tb, "%s", skip)
 	}
 	if err != nil {
 		tb.Fatalf("start postgres: %v", err)
@@ -176,20 +178,12 @@ func start(tb testing.TB) *cluster {
 	tb.Helper()
 	c, skip, err := startCluster()
 	if skip != "" {
-		skipOrFail(tb, skip)
+		testutil.SkipOrFail(tb, "%s", skip)
 	}
 	if err != nil {
 		tb.Fatalf("start postgres: %v", err)
 	}
 	return c
-}
-
-func skipOrFail(tb testing.TB, msg string) {
-	tb.Helper()
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
 }
 
 // binDir finds the directory that holds initdb and pg_ctl: PATH first, then

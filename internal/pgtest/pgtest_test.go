@@ -10,6 +10,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestShared(t *testing.T) {
+	t.Parallel()
 	a, b := pgtest.Shared(t), pgtest.Shared(t)
 	if a == b {
 		t.Fatalf("got one database twice (%s), want two", a)
@@ -29,6 +30,7 @@ func TestShared(t *testing.T) {
 }
 
 func TestStart(t *testing.T) {
+	t.Parallel()
 	url := pgtest.Start(t)
 	conn, err := pgx.Connect(t.Context(), url)
 	if err != nil {

@@ -1,6 +1,7 @@
 package procfs_test
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // childEnv makes the test binary a child that waits for its stdin to close.
@@ -54,20 +56,16 @@ func withoutHome() []string {
 // waitExited waits until pid is a zombie (it has exited, nobody reaped it).
 func waitExited(tb testing.TB, pid int) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(tb, 10*time.Second, fmt.Sprintf("process %d a zombie after SIGKILL", pid), func() error {
 		s, ok := procfs.ReadStat(pid)
 		if !ok {
 			tb.Fatalf("process %d: no /proc entry before it was reaped", pid)
 		}
-		if s.Exited() {
-			return
+		if !s.Exited() {
+			return fmt.Errorf("state %c, want Z", s.State)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("process %d: state %c 10s after SIGKILL, want Z", pid, s.State)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestHomePids(t *testing.T) {

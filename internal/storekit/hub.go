@@ -62,7 +62,7 @@ func (h *Hub) Watch(ctx context.Context, id string) (<-chan *mc.Session, error) 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, mc.Errorf(mc.EUNAVAILABLE, "store_closed", "The store is closed.")
+		return nil, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonStoreClosed, "The store is closed.")
 	}
 	t := h.topics[id]
 	if t == nil {
@@ -134,7 +134,7 @@ func (h *Hub) run(id string, t *topic) {
 			switch {
 			case mc.ErrorCode(err) == mc.ENOTFOUND:
 			case err != nil:
-				h.log.Warn("read watched session", mc.LogSessionID, id, mc.LogReason, mc.ErrorReason(err), "err", err)
+				h.log.Warn("read watched session", mc.LogSessionID, id, mc.LogReason, mc.ErrorReason(err), mc.LogError, err)
 			default:
 				for _, w := range ws {
 					h.deliver(id, w, seq, s)

@@ -20,7 +20,7 @@ func EncodeCursor(created time.Time, id string) string {
 // Only the exact encoding EncodeCursor makes is accepted; anything else is
 // an mc.EINVALID error with reason "bad_cursor".
 func DecodeCursor(c string) (time.Time, string, error) {
-	bad := mc.Errorf(mc.EINVALID, "bad_cursor", "The cursor is not valid.")
+	bad := mc.Errorf(mc.EINVALID, mc.ReasonBadCursor, "The cursor is not valid.")
 	b, err := base64.RawURLEncoding.Strict().DecodeString(c)
 	if err != nil {
 		return time.Time{}, "", bad
@@ -55,7 +55,7 @@ func UTC(t time.Time) time.Time {
 func PageSize(n int) (int, error) {
 	switch {
 	case n < 0:
-		return 0, mc.Errorf(mc.EINVALID, "bad_limit", "The limit must not be negative.")
+		return 0, mc.Errorf(mc.EINVALID, mc.ReasonBadLimit, "The limit must not be negative.")
 	case n == 0:
 		return 50, nil
 	case n > 500:
@@ -68,17 +68,17 @@ func PageSize(n int) (int, error) {
 func CheckSession(s *mc.Session) error {
 	switch {
 	case s == nil:
-		return mc.Errorf(mc.EINVALID, "bad_session", "The session is missing.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadSession, "The session is missing.")
 	case !mc.ValidID(s.ID):
-		return mc.Errorf(mc.EINVALID, "bad_session", "The session id is not valid.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadSession, "The session id is not valid.")
 	case s.UserID == "":
-		return mc.Errorf(mc.EINVALID, "bad_session", "The session has no user id.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadSession, "The session has no user id.")
 	case s.Provider == "":
-		return mc.Errorf(mc.EINVALID, "bad_session", "The session has no provider.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadSession, "The session has no provider.")
 	case s.CreatedAt.IsZero():
-		return mc.Errorf(mc.EINVALID, "bad_session", "The session has no creation time.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadSession, "The session has no creation time.")
 	case s.ExpiresAt.IsZero():
-		return mc.Errorf(mc.EINVALID, "bad_session", "The session has no expiry time.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadSession, "The session has no expiry time.")
 	}
 	return nil
 }
@@ -86,7 +86,7 @@ func CheckSession(s *mc.Session) error {
 // CheckTransition validates t against the state machine.
 func CheckTransition(t mc.Transition) error {
 	if !mc.CanTransition(t.From, t.To) {
-		return &mc.Error{Code: mc.EINVALID, Reason: "bad_transition", SessionID: t.ID,
+		return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonBadTransition, SessionID: t.ID,
 			Message: "The session cannot move from " + string(t.From) + " to " + string(t.To) + "."}
 	}
 	return nil
@@ -94,12 +94,12 @@ func CheckTransition(t mc.Transition) error {
 
 // NotFound is the error for a session id that does not exist.
 func NotFound(id string) error {
-	return &mc.Error{Code: mc.ENOTFOUND, Reason: "session_not_found", SessionID: id, Message: "No such session."}
+	return &mc.Error{Code: mc.ENOTFOUND, Reason: mc.ReasonSessionNotFound, SessionID: id, Message: "No such session."}
 }
 
 // Stale is the error for a change based on a session that has changed since
 // it was read.
 func Stale(id string) error {
-	return &mc.Error{Code: mc.ECONFLICT, Reason: "stale", SessionID: id,
+	return &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonStale, SessionID: id,
 		Message: "The session changed; read it again."}
 }

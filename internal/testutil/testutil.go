@@ -1,8 +1,9 @@
 // Package testutil holds the test helpers that several packages' tests
 // share: a log sink to search, building this module's commands once per test
 // binary, running the master-controller binary as a process, a client of the
-// controller's API and waiting for a session's state. Every helper that can
-// fail takes a testing.TB.
+// controller's API, waiting for a session's state, the one bounded poll
+// (Poll, WaitFor), the one "skip, or fail under CI=true" (SkipOrFail) and the
+// one fake clock (Clock). Every helper that can fail takes a testing.TB.
 package testutil
 
 import (

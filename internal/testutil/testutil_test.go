@@ -137,6 +137,7 @@ func (f fatalTB) Fatalf(format string, args ...any) {
 }
 
 func TestWaitState(t *testing.T) {
+	t.Parallel()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "mc.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +174,7 @@ func TestWaitState(t *testing.T) {
 }
 
 func TestBuildBinary(t *testing.T) {
+	t.Parallel()
 	const pkg = "github.com/master-controller/mc/internal/testutil/testdata/hello"
 	first := testutil.BuildBinary(t, pkg)
 	if second := testutil.BuildBinary(t, pkg); second != first {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/netpool"
 )
 
@@ -52,7 +53,7 @@ func (s *Leases) Lease(ctx context.Context, pool, owner string, lo, hi int) (int
 			return v, nil
 		}
 	}
-	return 0, mc.Errorf(mc.EUNAVAILABLE, "pool_exhausted", "pool %s is exhausted", pool)
+	return 0, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonPoolExhausted, "pool %s is exhausted", pool)
 }
 
 // Release implements mc.LeaseStore.
@@ -93,10 +94,7 @@ func Root(tb testing.TB) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatal("network namespace tests need root (CI=true: not skipping)")
-	}
-	tb.Skip("network namespace tests need root")
+	testutil.SkipOrFail(tb, "network namespace tests need root")
 }
 
 // Config returns a netpool configuration with a unique bridge name and a

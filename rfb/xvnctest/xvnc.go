@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // StartXvnc starts Xvnc on 127.0.0.1 with VNC authentication by password
@@ -24,10 +25,7 @@ func StartXvnc(tb testing.TB, password mc.Secret, w, h int) netip.AddrPort {
 	need := func(name, pkg string) string {
 		p, err := exec.LookPath(name)
 		if err != nil {
-			if os.Getenv("CI") == "true" {
-				tb.Fatalf("%s not found (package %s)", name, pkg)
-			}
-			tb.Skipf("%s not found (package %s)", name, pkg)
+			testutil.SkipOrFail(tb, "%s not found (package %s)", name, pkg)
 		}
 		return p
 	}
@@ -62,16 +60,12 @@ func StartXvnc(tb testing.TB, password mc.Secret, w, h int) netip.AddrPort {
 	}
 	tb.Cleanup(func() { x.Process.Kill(); x.Wait() })
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testutil.WaitFor(tb, 15*time.Second, "Xvnc listening on "+addr.String(), func() error {
 		c, err := net.Dial("tcp", addr.String())
 		if err == nil {
 			c.Close()
-			return addr
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("Xvnc did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
+	return addr
 }

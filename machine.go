@@ -59,8 +59,11 @@ type Capabilities struct {
 
 // MachineSpec asks a driver for a machine.
 type MachineSpec struct {
-	// ID names the machine; drivers derive host resource names from it.
-	ID        string
+	// ID names the machine (NewMachineID); drivers derive host resource
+	// names from it.
+	ID string
+	// SessionID is the session the machine serves: what reconcile matches
+	// machines to sessions by, and the owner of the machine's leases.
 	SessionID string
 	Provider  string
 	// StartURL is the page the browser opens first ("" for a blank page).
@@ -69,6 +72,10 @@ type MachineSpec struct {
 	// Width and Height are the screen geometry (default 1280×800).
 	Width, Height int
 }
+
+// NewMachineID returns a new machine id: "m-" and a random id (NewID), so
+// that a machine id in a log line is never mistaken for a session id.
+func NewMachineID() string { return "m-" + NewID() }
 
 // MachineStatus is what a driver finds of one machine on the host.
 type MachineStatus struct {

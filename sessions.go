@@ -160,7 +160,3 @@ const (
 	// PhaseCaptured: the credential files are complete.
 	PhaseCaptured LoginPhase = "captured"
 )
-
-// ReasonLoginProgress marks an event that records a login phase change
-// rather than a change of state.
-const ReasonLoginProgress Reason = "login_progress"
