@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // standIn is a TLS stand-in of the providers' sign-in and token endpoints,
@@ -110,6 +112,12 @@ func (s *standIn) hostsFile(dir string) string {
 // is made on a thread that has entered the namespace, and it stays there.
 func (s *standIn) serveIn(nsPath string) {
 	s.tb.Helper()
+	// The agent's process enters its namespace just after it starts (ip
+	// netns exec): until then nsPath is the host's, where the stand-in must
+	// never listen.
+	testutil.WaitFor(s.tb, 30*time.Second, "the machine's own network namespace", func() error {
+		return otherNetns(nsPath)
+	})
 	ln, err := listenInNetns(nsPath, "tcp4", "0.0.0.0:443")
 	if err != nil {
 		s.tb.Fatalf("stand-in provider: %v", err)
@@ -118,6 +126,22 @@ func (s *standIn) serveIn(nsPath string) {
 		ErrorLog: nil}
 	go func() { _ = srv.Serve(tls.NewListener(ln, s.tlsCfg)) }()
 	s.tb.Cleanup(func() { _ = srv.Close() })
+}
+
+// otherNetns says whether nsPath is a network namespace other than this
+// process's.
+func otherNetns(nsPath string) error {
+	var own, other unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &own); err != nil {
+		return err
+	}
+	if err := unix.Stat(nsPath, &other); err != nil {
+		return err
+	}
+	if own.Ino == other.Ino && own.Dev == other.Dev {
+		return fmt.Errorf("%s is still the host's network namespace", nsPath)
+	}
+	return nil
 }
 
 // listenInNetns opens a listener inside the network namespace at nsPath.
@@ -136,6 +160,11 @@ func listenInNetns(nsPath, network, addr string) (net.Listener, error) {
 	}
 	defer unix.Close(target)
 	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter netns %s: %w", nsPath, err)
+	}
+	if err := otherNetns("/proc/thread-self/ns/net"); err != nil {
+		_ = unix.Setns(orig, unix.CLONE_NEWNET)
 		runtime.UnlockOSThread()
 		return nil, fmt.Errorf("enter netns %s: %w", nsPath, err)
 	}
