@@ -89,16 +89,23 @@ func ipText(a netip.Addr) string {
 // ipOf scans a text column into an address ("" is the zero address).
 type ipOf struct{ a *netip.Addr }
 
-func (v ipOf) Scan(src any) error {
-	var text string
+// textOf is a text column's value ("" for NULL).
+func textOf(src any, what string) (string, error) {
 	switch x := src.(type) {
 	case string:
-		text = x
+		return x, nil
 	case []byte:
-		text = string(x)
+		return string(x), nil
 	case nil:
-	default:
-		return fmt.Errorf("scan ip: unexpected %T", src)
+		return "", nil
+	}
+	return "", fmt.Errorf("scan %s: unexpected %T", what, src)
+}
+
+func (v ipOf) Scan(src any) error {
+	text, err := textOf(src, "ip")
+	if err != nil {
+		return err
 	}
 	*v.a = netip.Addr{}
 	if text == "" {
@@ -116,15 +123,9 @@ func (v ipOf) Scan(src any) error {
 type loginOf struct{ p **mc.LoginProgress }
 
 func (v loginOf) Scan(src any) error {
-	var text string
-	switch x := src.(type) {
-	case string:
-		text = x
-	case []byte:
-		text = string(x)
-	case nil:
-	default:
-		return fmt.Errorf("scan login: unexpected %T", src)
+	text, err := textOf(src, "login")
+	if err != nil {
+		return err
 	}
 	p, err := storekit.ParseLogin("", text)
 	*v.p = p
