@@ -43,12 +43,12 @@ fi
 
 # The provider CLIs that machines run (Claude Code, Codex, Gemini CLI), pinned
 # in clis/package-lock.json and installed outside the checkout, once per
-# version of the lock file: MC_CLI_DIR (default /opt/master-controller/clis)
+# version of the lock file: MC_CLI_ROOT (default /opt/master-controller/clis)
 # holds <sha256 of the lock>/node_modules/.bin, and "current" points to it.
 # MC_SKIP_CLIS=1 skips them (about 900 MB).
 if [ "${MC_SKIP_CLIS:-}" != 1 ]; then
 	command -v npm >/dev/null || { echo "npm is required to install the provider CLIs (apt-get install npm)" >&2; exit 1; }
-	cli_root=${MC_CLI_DIR:-/opt/master-controller/clis}
+	cli_root=${MC_CLI_ROOT:-/opt/master-controller/clis}
 	cli_hash=$(sha256sum clis/package-lock.json | cut -c1-16)
 	cli_dir=$cli_root/$cli_hash
 	if [ ! -x "$cli_dir/node_modules/.bin/codex" ] || [ ! -f "$cli_dir/.complete" ]; then
