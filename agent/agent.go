@@ -264,7 +264,7 @@ func (b chromiumBrowser) TabURLs(ctx context.Context) ([]string, error) {
 	}
 	var urls []string
 	for _, t := range ts {
-		if t.Type == "page" {
+		if t.isTab() {
 			urls = append(urls, t.URL)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -196,15 +197,31 @@ func (c *cdp) Targets(ctx context.Context) ([]cdpTarget, error) {
 	return res.TargetInfos, err
 }
 
-// Page returns the browser's first page target, creating one when there is
-// none (the window may have been closed).
+// isTab reports whether t is a tab of the browser's window: a page target
+// that is not part of Chromium's own interface. Chromium 156 lists hidden
+// pages of its own, such as chrome://omnibox-popup.top-chrome/, among the
+// page targets, often before the tab: a navigation sent there is never seen.
+func (t cdpTarget) isTab() bool {
+	if t.Type != "page" {
+		return false
+	}
+	for _, p := range []string{"chrome://", "chrome-untrusted://", "devtools://"} {
+		if strings.HasPrefix(t.URL, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// Page returns the browser's first tab, creating one when there is none
+// (the window may have been closed).
 func (c *cdp) Page(ctx context.Context) (cdpTarget, error) {
 	ts, err := c.Targets(ctx)
 	if err != nil {
 		return cdpTarget{}, err
 	}
 	for _, t := range ts {
-		if t.Type == "page" {
+		if t.isTab() {
 			return t, nil
 		}
 	}
@@ -290,7 +307,7 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 	existing := map[string]bool{}
 	for _, t := range ts {
 		existing[t.ID] = true
-		if t.Type == "page" && kept == "" {
+		if t.isTab() && kept == "" {
 			kept = t.ID
 		}
 	}
@@ -305,7 +322,7 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 				TargetInfo cdpTarget `json:"targetInfo"`
 			}
 			if ev.Method != "Target.targetCreated" || json.Unmarshal(ev.Params, &p) != nil ||
-				p.TargetInfo.Type != "page" || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
+				!p.TargetInfo.isTab() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
 				continue
 			}
 			if !c.hasTarget(ctx, kept) {
