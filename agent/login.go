@@ -603,12 +603,27 @@ func (l *login) startCommand(p mc.Provider, op *opener, answers []answer, captur
 		return nil, nil, nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	term := newTerminal(tty, answers, capture)
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		defer tty.Close()
 		term.run(tty)
 	}()
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		// The command's last words may still be in the terminal: let the
+		// reader take them (it ends at EIO once no process holds the
+		// terminal) before the exit is reported with them, bounded for a
+		// child that keeps the terminal open.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-drained:
+		case <-t.C:
+		}
+		t.Stop()
+		done <- err
+	}()
 	return cmd, term, done, nil
 }
 
