@@ -226,3 +226,14 @@ const (
 	// ReasonRlimit: the open-file limit could not be read or raised.
 	ReasonRlimit Reason = "rlimit"
 )
+
+// Reasons of the adapters (API, gateway, stores, drivers, agent).
+const (
+	ReasonBadBind             Reason = "bad_bind"
+	ReasonBadLimits           Reason = "bad_limits"
+	ReasonBadUIDBase          Reason = "bad_uid_base"
+	ReasonInsecureSharedHost  Reason = "insecure_shared_host"
+	ReasonMachineOOM          Reason = "machine_oom"
+	ReasonNoCgroups           Reason = "no_cgroups"
+	ReasonUnconfinedNeedsFlag Reason = "unconfined_needs_flag"
+)

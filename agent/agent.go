@@ -431,7 +431,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	windowCtx, stopWindows := context.WithCancel(ctx)
 	go func() {
 		if err := devtools.KeepOneWindow(windowCtx, log); err != nil && windowCtx.Err() == nil {
-			log.Warn("watch browser windows", "err", err)
+			log.Warn("watch browser windows", mc.LogError, err)
 		}
 	}()
 	closers = append(closers, closer{"window watch", stopWindows})
@@ -447,10 +447,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Info("machine agent stopping")
 		return nil
 	case <-xvnc.Exited:
-		log.Error("xvnc exited", "err", xvnc.Err, mc.LogReason, mc.ReasonMachineExited)
+		log.Error("xvnc exited", mc.LogError, xvnc.Err, mc.LogReason, mc.ReasonMachineExited)
 		return &ExitError{Proc: "xvnc", Err: xvnc.Err}
 	case <-chromium.Exited:
-		log.Error("chromium exited", "err", chromium.Err, mc.LogReason, mc.ReasonMachineExited)
+		log.Error("chromium exited", mc.LogError, chromium.Err, mc.LogReason, mc.ReasonMachineExited)
 		return &ExitError{Proc: "chromium", Err: chromium.Err}
 	}
 }

@@ -41,7 +41,7 @@ func (a *api) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mc-agent"`)
-			a.writeError(w, r, mc.Errorf(mc.EUNAUTHORIZED, "bad_agent_token", "missing or invalid agent token"))
+			a.writeError(w, r, mc.Errorf(mc.EUNAUTHORIZED, mc.ReasonBadAgentToken, "missing or invalid agent token"))
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -97,7 +97,7 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code = "gone"
 	}
 	if status >= 500 {
-		a.log.Error("agent request", "method", r.Method, "path", r.URL.Path, mc.LogReason, mc.ErrorReason(err), "err", err)
+		a.log.Error("agent request", "method", r.Method, "path", r.URL.Path, mc.LogReason, mc.ErrorReason(err), mc.LogError, err)
 	} else {
 		a.log.Info("agent request refused", "method", r.Method, "path", r.URL.Path, mc.LogReason, mc.ErrorReason(err))
 	}
@@ -116,7 +116,7 @@ func decodeBody(r *http.Request, v any) error {
 	// older than the controller that calls it.
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
 	if err := dec.Decode(v); err != nil {
-		e := mc.Errorf(mc.EINVALID, "bad_json", "request body is not valid JSON for this call")
+		e := mc.Errorf(mc.EINVALID, mc.ReasonBadJSON, "request body is not valid JSON for this call")
 		e.Err = err
 		return e
 	}
@@ -135,7 +135,7 @@ func (a *api) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // errStarting refuses calls that need the browser while the machine starts.
-var errStarting = &mc.Error{Code: mc.EUNAVAILABLE, Reason: "machine_starting", Message: "the machine is still starting", RetryAfter: time.Second}
+var errStarting = &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonMachineStarting, Message: "the machine is still starting", RetryAfter: time.Second}
 
 func (a *api) handleOpen(w http.ResponseWriter, r *http.Request) error {
 	if !a.ready() {
@@ -152,7 +152,7 @@ func (a *api) handleOpen(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if err := a.browser.Open(ctx, u); err != nil {
-		e := mc.Errorf(mc.EUNAVAILABLE, "browser_unavailable", "the browser could not open the page")
+		e := mc.Errorf(mc.EUNAVAILABLE, mc.ReasonBrowserUnavailable, "the browser could not open the page")
 		e.Err = err
 		return e
 	}
@@ -184,7 +184,7 @@ func (a *api) handleLoginStatus(w http.ResponseWriter, r *http.Request) error {
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return mc.Errorf(mc.EINVALID, "bad_wait", "wait must be a duration such as 30s")
+			return mc.Errorf(mc.EINVALID, mc.ReasonBadWait, "wait must be a duration such as 30s")
 		}
 		wait = min(d, proto.MaxStatusWait)
 	}

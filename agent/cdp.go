@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/master-controller/mc"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -330,7 +332,7 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 				continue
 			}
 			if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
-				log.Warn("close a second browser window", "err", err)
+				log.Warn("close a second browser window", mc.LogError, err)
 				continue
 			}
 			log.Info("closed a second browser window")

@@ -17,11 +17,11 @@ import (
 func resolveHomePath(home, p string) (string, error) {
 	rel := strings.TrimPrefix(p, "~/")
 	if rel == "" || filepath.IsAbs(rel) || strings.HasPrefix(rel, "~") {
-		return "", mc.Errorf(mc.EINVALID, "invalid_provider", "credential path %q must be relative to the home directory", p)
+		return "", mc.Errorf(mc.EINVALID, mc.ReasonInvalidProvider, "credential path %q must be relative to the home directory", p)
 	}
 	clean := filepath.Clean(rel)
 	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", mc.Errorf(mc.EINVALID, "invalid_provider", "credential path %q leaves the home directory", p)
+		return "", mc.Errorf(mc.EINVALID, mc.ReasonInvalidProvider, "credential path %q leaves the home directory", p)
 	}
 	return filepath.Join(home, clean), nil
 }

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/master-controller/mc"
+
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -40,7 +42,7 @@ func pageHandler(home string, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("POST /demo/signin", func(w http.ResponseWriter, r *http.Request) {
 		if err := writeDemoCredential(home); err != nil {
-			log.Error("write demo credential", "err", err)
+			log.Error("write demo credential", mc.LogError, err)
 			http.Error(w, "could not sign in", http.StatusInternalServerError)
 			return
 		}

@@ -38,7 +38,7 @@ type Browser interface {
 }
 
 // errGone says a result was already handed over (HTTP 410).
-var errGone = &mc.Error{Code: mc.ENOTFOUND, Reason: "result_delivered", Message: "the login result was already fetched"}
+var errGone = &mc.Error{Code: mc.ENOTFOUND, Reason: mc.ReasonResultDelivered, Message: "the login result was already fetched"}
 
 // loginConfig is where logins run.
 type loginConfig struct {
@@ -130,9 +130,9 @@ func (l *login) Start(p mc.Provider) error {
 	defer l.mu.Unlock()
 	switch {
 	case l.status.State == proto.StateRunning:
-		return mc.Errorf(mc.ECONFLICT, "login_running", "a login is already running")
+		return mc.Errorf(mc.ECONFLICT, mc.ReasonLoginRunning, "a login is already running")
 	case l.status.State == proto.StateComplete && !l.status.Delivered:
-		return mc.Errorf(mc.ECONFLICT, "result_pending", "the previous login's result has not been fetched")
+		return mc.Errorf(mc.ECONFLICT, mc.ReasonResultPending, "the previous login's result has not been fetched")
 	}
 	timeout := p.LoginTimeout
 	if timeout <= 0 {
@@ -158,7 +158,7 @@ var errLoginTimeout = errors.New("login timeout")
 // plan checks p and resolves its files and start URL.
 func (l *login) plan(p mc.Provider) ([]watchedFile, string, error) {
 	if len(p.Files) == 0 && p.StdoutCapture == nil {
-		return nil, "", mc.Errorf(mc.EINVALID, "invalid_provider", "provider %q names no credential files", p.Name)
+		return nil, "", mc.Errorf(mc.EINVALID, mc.ReasonInvalidProvider, "provider %q names no credential files", p.Name)
 	}
 	var files []watchedFile
 	for _, f := range p.Files {
@@ -178,7 +178,7 @@ func (l *login) plan(p mc.Provider) ([]watchedFile, string, error) {
 		startURL = u
 	}
 	if len(p.LoginCommand) > 0 && p.LoginCommand[0] == "" {
-		return nil, "", mc.Errorf(mc.EINVALID, "invalid_provider", "provider %q has an empty login command", p.Name)
+		return nil, "", mc.Errorf(mc.EINVALID, mc.ReasonInvalidProvider, "provider %q has an empty login command", p.Name)
 	}
 	return files, startURL, nil
 }
@@ -197,7 +197,7 @@ func resolveURL(raw, pageBase string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", mc.Errorf(mc.EINVALID, "invalid_url", "url must be http(s), about:blank or local:/path")
+		return "", mc.Errorf(mc.EINVALID, mc.ReasonInvalidURL, "url must be http(s), about:blank or local:/path")
 	}
 	return u.String(), nil
 }
@@ -271,7 +271,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		err := l.browser.Open(octx, u)
 		cancel()
 		if err != nil {
-			log.Warn("open "+what, "url", redactURL(u), "err", err)
+			log.Warn("open "+what, "url", redactURL(u), mc.LogError, err)
 			if must {
 				fail(proto.ReasonBrowserError, "could not open the login page")
 				return false
@@ -315,7 +315,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 			}
 		})
 		if err != nil {
-			log.Error("start opener", "err", err)
+			log.Error("start opener", mc.LogError, err)
 			fail(proto.ReasonCommandFailed, "the login command could not start")
 			return
 		}
@@ -324,13 +324,13 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		var capture *regexp.Regexp
 		answers, capture, err = l.prepare(p)
 		if err != nil {
-			log.Warn("prepare login command", "err", err)
+			log.Warn("prepare login command", mc.LogError, err)
 			fail(proto.ReasonCommandFailed, "the login command could not be prepared")
 			return
 		}
 		cmd, term, cmdDone, err = l.startCommand(p, op, answers, capture)
 		if err != nil {
-			log.Warn("start login command", "err", err)
+			log.Warn("start login command", mc.LogError, err)
 			fail(proto.ReasonCommandFailed, "the login command could not start")
 			return
 		}
@@ -354,7 +354,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		got, err := waitForFiles(watchCtx, l.home, files)
 		if err != nil {
 			if watchCtx.Err() == nil {
-				log.Error("watch credential files", "err", err)
+				log.Error("watch credential files", mc.LogError, err)
 			}
 			return
 		}
@@ -434,7 +434,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 					continue
 				}
 				if err := term.Type(keys); err != nil {
-					log.Warn("paste back", "err", err)
+					log.Warn("paste back", mc.LogError, err)
 					continue
 				}
 				log.Info("typed the code from the browser into the command", "url", redactURL(u))
@@ -450,7 +450,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 				return
 			}
 			if err != nil {
-				log.Warn("login command exited", "err", err)
+				log.Warn("login command exited", mc.LogError, err)
 				fail(proto.ReasonCommandFailed, "the login command failed: "+exitText(err))
 			} else {
 				fail(proto.ReasonCredentialsMissing, "the login command exited without writing complete credentials")
@@ -603,12 +603,27 @@ func (l *login) startCommand(p mc.Provider, op *opener, answers []answer, captur
 		return nil, nil, nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	term := newTerminal(tty, answers, capture)
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		defer tty.Close()
 		term.run(tty)
 	}()
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		// The command's last words may still be in the terminal: let the
+		// reader take them (it ends at EIO once no process holds the
+		// terminal) before the exit is reported with them, bounded for a
+		// child that keeps the terminal open.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-drained:
+		case <-t.C:
+		}
+		t.Stop()
+		done <- err
+	}()
 	return cmd, term, done, nil
 }
 
@@ -647,17 +662,17 @@ func (l *login) Result() (proto.LoginResult, error) {
 	defer l.mu.Unlock()
 	switch {
 	case l.status.State == proto.StateIdle:
-		return proto.LoginResult{}, mc.Errorf(mc.ENOTFOUND, "no_login", "no login has been started")
+		return proto.LoginResult{}, mc.Errorf(mc.ENOTFOUND, mc.ReasonNoLogin, "no login has been started")
 	case l.status.State == proto.StateComplete && l.status.Delivered:
 		return proto.LoginResult{}, errGone
 	case l.status.State != proto.StateComplete:
-		return proto.LoginResult{}, mc.Errorf(mc.ECONFLICT, "login_not_complete", "the login is %s", l.status.State)
+		return proto.LoginResult{}, mc.Errorf(mc.ECONFLICT, mc.ReasonLoginNotComplete, "the login is %s", l.status.State)
 	}
 	res := proto.LoginResult{Files: l.files}
 	l.files = nil
 	for _, p := range l.paths {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			l.log.Warn("delete credential file", "err", err)
+			l.log.Warn("delete credential file", mc.LogError, err)
 		}
 	}
 	s := l.status

@@ -90,7 +90,7 @@ func unreachable(method, path string, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err // without the URL: it holds the machine's address
 	}
-	return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "agent_unreachable", Message: "the machine agent did not answer",
+	return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonAgentUnreachable, Message: "the machine agent did not answer",
 		Err: fmt.Errorf("agent %s %s: %w", method, path, err)}
 }
 
@@ -124,7 +124,7 @@ func (c *Client) call(ctx context.Context, method, path string, wait time.Durati
 	}
 	if resp.StatusCode == http.StatusServiceUnavailable && path == PathHealth {
 		_ = json.Unmarshal(b, out)
-		return mc.Errorf(mc.EUNAVAILABLE, "machine_unhealthy", "the machine is not healthy")
+		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonMachineUnhealthy, "the machine is not healthy")
 	}
 	if resp.StatusCode >= 300 {
 		var e ErrorBody

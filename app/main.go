@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 	if cfg.Postgres() && cfg.VaultKeys == "" && cfg.VaultKeyFile == "" {
 		m.Log.Warn("the vault keys are in this replica's data directory; every replica on this database needs the same keys "+
 			"(MC_VAULT_KEYS): credentials, viewer tokens and machine secrets depend on them",
-			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary(), mc.LogReason, "vault_keys_local")
+			"file", filepath.Join(cfg.DataDir, vault.KeyFileName), "key_id", kr.Primary(), mc.LogReason, mc.ReasonVaultKeysLocal)
 	}
 	m.Vault = vault.NewService(vault.New(kr), st, vault.Options{Logger: m.Log, Registerer: m.Registry})
 
@@ -290,7 +290,7 @@ func (m *Main) listenMetrics(h http.Handler) error {
 func (m *Main) connectionLimits() {
 	nofile, err := RaiseFileLimit()
 	if err != nil {
-		m.Log.Warn("open-file limit", "error", err, mc.LogReason, "rlimit")
+		m.Log.Warn("open-file limit", mc.LogError, err, mc.LogReason, mc.ReasonRlimit)
 	}
 	if nofile == 0 { // unknown: assume the common default
 		nofile = 1024
@@ -307,7 +307,7 @@ func (m *Main) connectionLimits() {
 		"max_viewer_connections", c.MaxViewerConnections}
 	if uint64(c.MaxConnections+2*c.MaxViewerConnections) > nofile {
 		m.Log.Warn("connection caps above the open-file limit: the process may run out of file descriptors",
-			append(attrs, mc.LogReason, "rlimit")...)
+			append(attrs, mc.LogReason, mc.ReasonRlimit)...)
 		return
 	}
 	m.Log.Info("connection limits", attrs...)
@@ -408,7 +408,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
-		m.Log.Info("shutting down", mc.LogReason, "signal")
+		m.Log.Info("shutting down", mc.LogReason, mc.ReasonSignal)
 		return nil
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
@@ -432,7 +432,7 @@ func (m *Main) Close() error {
 		c := m.closers[i]
 		start := time.Now()
 		if err := c.fn(ctx); err != nil {
-			m.Log.Error("close "+c.name, "error", err, mc.LogReason, "close_failed")
+			m.Log.Error("close "+c.name, mc.LogError, err, mc.LogReason, mc.ReasonCloseFailed)
 			errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
 			continue
 		}

@@ -160,7 +160,7 @@ func providerCheck(drv mc.Driver, all []mc.Provider, log *slog.Logger) func(mc.P
 	}
 	for _, p := range all {
 		if err := cc.CheckCLI(p.CLI()); err != nil {
-			log.Warn("provider unavailable", "provider", p.Name, mc.LogReason, mc.ReasonProviderUnavailable, "error", err)
+			log.Warn("provider unavailable", "provider", p.Name, mc.LogReason, mc.ReasonProviderUnavailable, mc.LogError, err)
 		}
 	}
 	return func(p mc.Provider) error { return cc.CheckCLI(p.CLI()) }

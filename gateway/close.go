@@ -31,29 +31,29 @@ const (
 // Reason codes of connection outcomes (log "reason" and the outcome label of
 // mc_gateway_upgrades_total).
 const (
-	ReasonOriginNotAllowed  mc.Reason = "origin_not_allowed"
-	ReasonSessionNotFound   mc.Reason = "session_not_found"
-	ReasonTakenOver         mc.Reason = "taken_over"
-	ReasonSessionEnded      mc.Reason = "session_ended"
-	ReasonSessionCompleted  mc.Reason = "session_completed"
-	ReasonShutdown          mc.Reason = "shutdown"
-	ReasonInternal          mc.Reason = "internal"
-	ReasonReadyTimeout      mc.Reason = "ready_timeout"
-	ReasonAddressNotAllowed mc.Reason = "address_not_allowed"
-	ReasonVNCUnreachable    mc.Reason = "vnc_unreachable"
-	ReasonNotRFB            mc.Reason = "not_rfb"
-	ReasonVNCAuthFailed     mc.Reason = "vnc_auth_failed"
-	ReasonMachineGone       mc.Reason = "machine_gone"
-	ReasonPingTimeout       mc.Reason = "ping_timeout"
-	ReasonBadClient         mc.Reason = "bad_client"
-	ReasonClientGone        mc.Reason = "client_gone"
-	ReasonMessageTooBig     mc.Reason = "message_too_big"
-	ReasonTokenInvalid      mc.Reason = "token_invalid"
-	ReasonBadUpgrade        mc.Reason = "bad_upgrade"
+	ReasonOriginNotAllowed  mc.Reason = mc.ReasonOriginNotAllowed
+	ReasonSessionNotFound   mc.Reason = mc.ReasonSessionNotFound
+	ReasonTakenOver         mc.Reason = mc.ReasonTakenOver
+	ReasonSessionEnded      mc.Reason = mc.ReasonSessionEnded
+	ReasonSessionCompleted  mc.Reason = mc.ReasonSessionCompleted
+	ReasonShutdown          mc.Reason = mc.ReasonShutdown
+	ReasonInternal          mc.Reason = mc.ReasonInternal
+	ReasonReadyTimeout      mc.Reason = mc.ReasonReadyTimeout
+	ReasonAddressNotAllowed mc.Reason = mc.ReasonAddressNotAllowed
+	ReasonVNCUnreachable    mc.Reason = mc.ReasonVNCUnreachable
+	ReasonNotRFB            mc.Reason = mc.ReasonNotRFB
+	ReasonVNCAuthFailed     mc.Reason = mc.ReasonVNCAuthFailed
+	ReasonMachineGone       mc.Reason = mc.ReasonMachineGone
+	ReasonPingTimeout       mc.Reason = mc.ReasonPingTimeout
+	ReasonBadClient         mc.Reason = mc.ReasonBadClient
+	ReasonClientGone        mc.Reason = mc.ReasonClientGone
+	ReasonMessageTooBig     mc.Reason = mc.ReasonMessageTooBig
+	ReasonTokenInvalid      mc.Reason = mc.ReasonTokenInvalid
+	ReasonBadUpgrade        mc.Reason = mc.ReasonBadUpgrade
 	// The websockify mode's own.
-	ReasonTokenUnknown mc.Reason = "token_unknown"
-	ReasonTargetClosed mc.Reason = "target_closed"
-	ReasonTargetError  mc.Reason = "target_error"
+	ReasonTokenUnknown mc.Reason = mc.ReasonTokenUnknown
+	ReasonTargetClosed mc.Reason = mc.ReasonTargetClosed
+	ReasonTargetError  mc.Reason = mc.ReasonTargetError
 )
 
 // outcome is how a connection ends, decided by the phase that ends it and

@@ -187,7 +187,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.m.upgrades.WithLabelValues(string(ReasonBadUpgrade)).Inc()
 		g.log.LogAttrs(r.Context(), slog.LevelInfo, "viewer connection",
 			slog.String(mc.LogSessionID, rec.sessionID), slog.Int("close_code", 0),
-			slog.String(mc.LogReason, string(ReasonBadUpgrade)), slog.String("error", err.Error()))
+			slog.String(mc.LogReason, string(ReasonBadUpgrade)), slog.String(mc.LogError, err.Error()))
 		return
 	}
 	if refusal != nil {
@@ -229,7 +229,7 @@ func (g *Gateway) finish(ctx context.Context, c *wsproto.Conn, rec *record, o *o
 		slog.String(mc.LogReason, string(o.reason)),
 	}
 	if o.err != nil {
-		attrs = append(attrs, slog.String("error", o.err.Error()))
+		attrs = append(attrs, slog.String(mc.LogError, o.err.Error()))
 	}
 	g.log.LogAttrs(ctx, level, "viewer connection", attrs...)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/master-controller/mc"
+	mctest "github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/internal/wsproto"
 	"github.com/master-controller/mc/rfb/rfbtest"
 	"github.com/master-controller/mc/rfb/xvnctest"
@@ -376,10 +377,6 @@ func banner(tb testing.TB, b string) netip.AddrPort {
 	})
 }
 
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
-
 func TestSecurity(t *testing.T) {
 	pw := mc.NewSecret(8)
 	fake, addr := fakeVNC(t, pw)
@@ -425,7 +422,7 @@ func TestSecurity(t *testing.T) {
 
 // issueAt issues a one-minute token with e's key as if at t.
 func issueAt(e *env, id string, at time.Time) string {
-	tok, _ := token.NewSigner(e.key, fixedClock{at}).Issue(id, time.Minute)
+	tok, _ := token.NewSigner(e.key, mctest.NewClock(at)).Issue(id, time.Minute)
 	return tok
 }
 
@@ -449,15 +446,15 @@ func TestWaitForReady(t *testing.T) {
 	}
 }
 
+// waitFor polls cond with the tests' one poll helper, for up to 20 s.
 func waitFor(tb testing.TB, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatal("condition not met in 20 s")
+	mctest.WaitFor(tb, 20*time.Second, "condition", func() error {
+		if !cond() {
+			return errors.New("not met")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestEndsWhileBridging(t *testing.T) {

@@ -215,7 +215,7 @@ func (g *Gateway) watch(v *viewer, ch <-chan *mc.Session, ready chan<- *mc.Sessi
 func (g *Gateway) touch(ctx context.Context, id string) {
 	if err := g.store.Touch(ctx, id, g.clock.Now()); err != nil && ctx.Err() == nil {
 		g.log.LogAttrs(ctx, slog.LevelDebug, "touch session", slog.String(mc.LogSessionID, id),
-			slog.String("error", err.Error()))
+			slog.String(mc.LogError, err.Error()))
 	}
 }
 

@@ -133,7 +133,7 @@ func (w *Websockify) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		slog.String(mc.LogReason, string(o.reason)),
 	}
 	if o.err != nil {
-		attrs = append(attrs, slog.String("error", o.err.Error()))
+		attrs = append(attrs, slog.String(mc.LogError, o.err.Error()))
 	}
 	w.Logger.LogAttrs(r.Context(), slog.LevelInfo, "websockify connection", attrs...)
 }

@@ -47,7 +47,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 	scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	key = strings.TrimSpace(key)
 	if !strings.EqualFold(scheme, "Bearer") || key == "" {
-		return "", mc.Errorf(mc.EUNAUTHORIZED, "missing_api_key",
+		return "", mc.Errorf(mc.EUNAUTHORIZED, mc.ReasonMissingAPIKey,
 			"an API key is required: Authorization: Bearer <key>")
 	}
 	sum := sha256.Sum256([]byte(key))
@@ -58,7 +58,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 		}
 	}
 	if match < 0 {
-		return "", mc.Errorf(mc.EUNAUTHORIZED, "bad_api_key", "the API key is not valid")
+		return "", mc.Errorf(mc.EUNAUTHORIZED, mc.ReasonBadAPIKey, "the API key is not valid")
 	}
 	return s.keys[match].ID(), nil
 }

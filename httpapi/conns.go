@@ -21,13 +21,13 @@ import (
 const (
 	// ReasonTooManyConnections: every connection up to Config.MaxConnections
 	// is busy with a request; the new one is answered 503 and closed.
-	ReasonTooManyConnections mc.Reason = "too_many_connections"
+	ReasonTooManyConnections mc.Reason = mc.ReasonTooManyConnections
 	// ReasonTooManyViewers: Config.MaxViewerConnections viewer WebSockets
 	// are open; a new one is answered 503 before the upgrade.
-	ReasonTooManyViewers mc.Reason = "too_many_viewers"
+	ReasonTooManyViewers mc.Reason = mc.ReasonTooManyViewers
 	// ReasonBodyTimeout: the request body did not arrive within
 	// Config.BodyTimeout.
-	ReasonBodyTimeout mc.Reason = "body_timeout"
+	ReasonBodyTimeout mc.Reason = mc.ReasonBodyTimeout
 )
 
 // HTTPServer returns the http.Server that serves the API, and the listener

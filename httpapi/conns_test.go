@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/master-controller/mc"
 	"github.com/master-controller/mc/httpapi"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // connEnv is the API behind the http.Server and listener that HTTPServer
@@ -229,12 +231,12 @@ func TestConnectionCap(t *testing.T) {
 		t.Errorf("got %v evictions, want 3", got)
 	}
 	// The clients are idle once their answers are sent: wait for that, bounded.
-	for i := 0; e.gauge(t, "mc_http_idle_connections") != 3; i++ {
-		if i == 1000 {
-			t.Fatalf("got %v idle connections after 10 s, want 3", e.gauge(t, "mc_http_idle_connections"))
+	testutil.WaitFor(t, 10*time.Second, "3 idle connections", func() error {
+		if got := e.gauge(t, "mc_http_idle_connections"); got != 3 {
+			return fmt.Errorf("got %v idle connections", got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	// Three busy connections (each makes room by closing an idle client):
 	// nothing is left to evict, so the next is refused.
 	for range 3 {
@@ -288,16 +290,13 @@ func TestViewerCap(t *testing.T) {
 	}
 	// The first viewer's place frees when its handler has returned, just
 	// after its answer: poll, within a bound.
-	for i := 0; ; i++ {
+	testutil.WaitFor(t, 10*time.Second, "third viewer admitted after the first left", func() error {
 		resp, body := roundTrip(t, e.dial(t), req)
-		if resp.StatusCode == 204 {
-			break
+		if resp.StatusCode != 204 {
+			return fmt.Errorf("got %d %s, want 204", resp.StatusCode, body)
 		}
-		if i == 100 {
-			t.Fatalf("third viewer, after the first left: got %d %s, want 204", resp.StatusCode, body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestHijackedConn: the gateway gets the listener's own connection (a

@@ -33,7 +33,7 @@ type AuditResponse struct {
 }
 
 // errNoVault answers the credential routes when no vault is configured.
-var errNoVault = mc.Errorf(mc.EUNAVAILABLE, "no_vault", "the credential vault is not configured")
+var errNoVault = mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoVault, "the credential vault is not configured")
 
 // credentialPath returns the {user_id} and {provider} path values, checked.
 func (s *Server) credentialPath(r *http.Request) (userID, provider string, err error) {

@@ -26,26 +26,26 @@ var statuses = map[mc.Code]int{
 // Reasons of the API's own refusals.
 const (
 	// ReasonNoRoute: no route has this path (404 not_found).
-	ReasonNoRoute mc.Reason = "no_route"
+	ReasonNoRoute mc.Reason = mc.ReasonNoRoute
 	// ReasonRedirect: the path is not clean; the answer is a redirect to the
 	// clean one (307, which keeps the method), with Location and a
 	// not_found body.
-	ReasonRedirect mc.Reason = "redirect"
+	ReasonRedirect mc.Reason = mc.ReasonRedirect
 	// ReasonBadQuery: the query string cannot be decoded (400 invalid).
-	ReasonBadQuery mc.Reason = "bad_query"
+	ReasonBadQuery mc.Reason = mc.ReasonBadQuery
 	// ReasonDuplicateKey: a JSON body holds a key twice, or two keys that
 	// differ only in case (400 invalid).
-	ReasonDuplicateKey mc.Reason = "duplicate_key"
+	ReasonDuplicateKey mc.Reason = mc.ReasonDuplicateKey
 )
 
 // Reasons whose HTTP status is not their code's.
 const (
 	// ReasonMethodNotAllowed: the route exists, not with this method (405,
 	// with Allow).
-	ReasonMethodNotAllowed mc.Reason = "method_not_allowed"
+	ReasonMethodNotAllowed mc.Reason = mc.ReasonMethodNotAllowed
 	// ReasonUpgradeRequired: a plain request on a WebSocket route (426,
 	// with Upgrade: websocket).
-	ReasonUpgradeRequired mc.Reason = "upgrade_required"
+	ReasonUpgradeRequired mc.Reason = mc.ReasonUpgradeRequired
 )
 
 // reasonStatuses overrides statuses for reasons that HTTP has a status of

@@ -95,7 +95,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		abort := p == http.ErrAbortHandler
 		if p != nil && !abort {
-			st.err = &mc.Error{Code: mc.EINTERNAL, Reason: "panic", Err: fmt.Errorf("panic: %v", p)}
+			st.err = &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonPanic, Err: fmt.Errorf("panic: %v", p)}
 			if sw.wroteHeader {
 				// Too late for a 500: abort the connection rather than end a
 				// truncated response as if it were whole.
@@ -201,9 +201,9 @@ func (s *Server) finish(r *http.Request, sw *statusWriter, st *state, route stri
 	if st.err != nil {
 		attrs = append(attrs, slog.String(mc.LogReason, string(mc.ErrorReason(st.err))))
 		if status >= 500 {
-			attrs = append(attrs, slog.String("error", st.err.Error()))
+			attrs = append(attrs, slog.String(mc.LogError, st.err.Error()))
 		} else {
-			attrs = append(attrs, slog.String("error", mc.ErrorMessage(st.err)))
+			attrs = append(attrs, slog.String(mc.LogError, mc.ErrorMessage(st.err)))
 		}
 	}
 	if p != nil && p != http.ErrAbortHandler {

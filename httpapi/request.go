@@ -27,7 +27,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return mc.Errorf(mc.EINVALID, "bad_content_type",
+			return mc.Errorf(mc.EINVALID, mc.ReasonBadContentType,
 				"the body must be JSON (Content-Type: application/json)")
 		}
 	}
@@ -50,7 +50,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if _, err := dec.Token(); errors.Is(err, io.EOF) {
 		return nil
 	}
-	return mc.Errorf(mc.EINVALID, "trailing_data", "the body must hold one JSON object and nothing after it")
+	return mc.Errorf(mc.EINVALID, mc.ReasonTrailingData, "the body must hold one JSON object and nothing after it")
 }
 
 // bodyError classifies a JSON decoding error.
@@ -63,28 +63,28 @@ func bodyError(err error, limit int64) error {
 		return &mc.Error{Code: mc.EINVALID, Reason: ReasonBodyTimeout, Err: err,
 			Message: "the request body did not arrive in time"}
 	case errors.As(err, &tooLarge):
-		return &mc.Error{Code: mc.EINVALID, Reason: "body_too_large", Err: err,
+		return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonBodyTooLarge, Err: err,
 			Message: fmt.Sprintf("the body is larger than %d bytes", limit)}
 	case errors.Is(err, io.EOF):
-		return mc.Errorf(mc.EINVALID, "bad_json", "the body is empty; a JSON object is required")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadJSON, "the body is empty; a JSON object is required")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &mc.Error{Code: mc.EINVALID, Reason: "bad_json", Err: err, Message: "the body is truncated JSON"}
+		return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonBadJSON, Err: err, Message: "the body is truncated JSON"}
 	case errors.As(err, &syntax):
-		return &mc.Error{Code: mc.EINVALID, Reason: "bad_json", Err: err,
+		return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonBadJSON, Err: err,
 			Message: fmt.Sprintf("the body is not valid JSON (at byte %d)", syntax.Offset)}
 	case errors.As(err, &typ):
 		msg := "the body must be a JSON object"
 		if typ.Field != "" {
 			msg = fmt.Sprintf("field %q must be a JSON %s", typ.Field, jsonKind(typ.Type.Kind()))
 		}
-		return &mc.Error{Code: mc.EINVALID, Reason: "bad_json", Err: err, Message: msg}
+		return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonBadJSON, Err: err, Message: msg}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// encoding/json has no type for this error; its text is stable.
 		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return &mc.Error{Code: mc.EINVALID, Reason: "unknown_field", Err: err,
+		return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonUnknownField, Err: err,
 			Message: "unknown field " + truncate(field, 64)}
 	}
-	return &mc.Error{Code: mc.EINVALID, Reason: "bad_json", Err: err, Message: "the body could not be read as JSON"}
+	return &mc.Error{Code: mc.EINVALID, Reason: mc.ReasonBadJSON, Err: err, Message: "the body could not be read as JSON"}
 }
 
 // jsonKind names the JSON type that a Go kind decodes from.
@@ -115,9 +115,9 @@ var userIDPattern = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,128}$`)
 func checkUserID(id string) error {
 	switch {
 	case id == "":
-		return mc.Errorf(mc.EINVALID, "bad_user_id", "user_id is required")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadUserID, "user_id is required")
 	case !userIDPattern.MatchString(id):
-		return mc.Errorf(mc.EINVALID, "bad_user_id",
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadUserID,
 			"user_id must be 1 to 128 characters of A-Z a-z 0-9 . _ @ : -")
 	}
 	return nil
@@ -127,11 +127,11 @@ func checkUserID(id string) error {
 // (unknown_provider).
 func (s *Server) checkProvider(name string) error {
 	if name == "" {
-		return mc.Errorf(mc.EINVALID, "unknown_provider", "provider is required")
+		return mc.Errorf(mc.EINVALID, mc.ReasonUnknownProvider, "provider is required")
 	}
 	p, ok := s.deps.Providers.Get(name)
 	if !ok {
-		return mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", truncate(name, 64))
+		return mc.Errorf(mc.EINVALID, mc.ReasonUnknownProvider, "unknown provider %q", truncate(name, 64))
 	}
 	if s.deps.ProviderCheck != nil {
 		if err := s.deps.ProviderCheck(p); err != nil {
@@ -148,7 +148,7 @@ func (s *Server) checkProvider(name string) error {
 func pathID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
 	if !mc.ValidID(id) {
-		return "", mc.Errorf(mc.EINVALID, "bad_id", "the session id is not valid")
+		return "", mc.Errorf(mc.EINVALID, mc.ReasonBadID, "the session id is not valid")
 	}
 	reqState(r.Context()).sessionID = id
 	return id, nil
@@ -185,7 +185,7 @@ func queryLimit(q url.Values) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 500 {
-		return 0, mc.Errorf(mc.EINVALID, "bad_limit", "limit must be an integer from 1 to 500")
+		return 0, mc.Errorf(mc.EINVALID, mc.ReasonBadLimit, "limit must be an integer from 1 to 500")
 	}
 	return n, nil
 }

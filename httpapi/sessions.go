@@ -127,14 +127,14 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) error {
 	case st.Valid():
 		f.State = st
 	default:
-		return mc.Errorf(mc.EINVALID, "bad_state", "state must be one of %v or active", mc.States)
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadState, "state must be one of %v or active", mc.States)
 	}
 	var err error
 	if f.Limit, err = queryLimit(q); err != nil {
 		return err
 	}
 	if f.Cursor = q.Get("cursor"); len(f.Cursor) > 512 {
-		return mc.Errorf(mc.EINVALID, "bad_cursor", "the cursor is not valid")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadCursor, "the cursor is not valid")
 	}
 	list, next, err := s.deps.Store.Sessions(r.Context(), f)
 	if err != nil {
@@ -192,7 +192,7 @@ func (s *Server) viewerToken(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("get session %s: %w", id, err)
 	}
 	if sess.State.Final() {
-		return &mc.Error{Code: mc.ECONFLICT, Reason: "session_ended", SessionID: id,
+		return &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonSessionEnded, SessionID: id,
 			Message: fmt.Sprintf("the session has ended (%s)", sess.State)}
 	}
 	writeJSON(w, http.StatusOK, s.viewer(id))

@@ -119,7 +119,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's message can quote the URL; keep it out.
-		return nil, mc.Errorf(mc.EINVALID, "bad_store_url", "The PostgreSQL URL is not valid.")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadStoreURL, "The PostgreSQL URL is not valid.")
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
@@ -196,7 +196,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("postgres listener lost; reconnecting", mc.LogReason, "listener_lost", "err", err)
+		s.log.Warn("postgres listener lost; reconnecting", mc.LogReason, mc.ReasonListenerLost, mc.LogError, err)
 		for attempt := 0; ; attempt++ {
 			delay := min(time.Duration(attempt)*100*time.Millisecond, 2*time.Second)
 			select {
@@ -211,7 +211,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("postgres listener reconnect", mc.LogReason, "listener_reconnect", "attempt", attempt+1, "err", err)
+			s.log.Warn("postgres listener reconnect", mc.LogReason, mc.ReasonListenerReconnect, "attempt", attempt+1, mc.LogError, err)
 		}
 		s.log.Info("postgres listener reconnected")
 		s.Hub().NotifyAll()

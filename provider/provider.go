@@ -92,7 +92,7 @@ const (
 )
 
 // ReasonBadProvider is the reason of a provider configuration error.
-const ReasonBadProvider mc.Reason = "invalid_provider"
+const ReasonBadProvider mc.Reason = mc.ReasonInvalidProvider
 
 // NamePattern is what a provider name must match.
 var NamePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{1,31}$`)

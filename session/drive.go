@@ -401,7 +401,7 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 		if st.Phase != "" && (st.Phase != last.Phase || st.URL != last.URL) {
 			last = mc.LoginProgress{Phase: st.Phase, URL: st.URL, UpdatedAt: m.clock.Now().UTC()}
 			if _, err := m.store.SetLogin(ctx, id, last, m.cfg.Replica); err != nil && mc.ErrorCode(err) != mc.ECONFLICT {
-				log.Warn("record login progress", "error", err, mc.LogReason, "store_error")
+				log.Warn("record login progress", mc.LogError, err, mc.LogReason, mc.ReasonStoreError)
 			} else if err == nil {
 				log.Info("login progress", "phase", st.Phase, "url", st.URL)
 			}

@@ -100,7 +100,7 @@ func probe(ctx context.Context, db *sql.DB) error {
 // opts.NoMigrate, brings its schema up to date.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
-		return nil, mc.Errorf(mc.EINVALID, "bad_store_path", "The SQLite store needs a plain file path.")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadStorePath, "The SQLite store needs a plain file path.")
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {

@@ -53,8 +53,8 @@ func TestMigrate(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 4 {
-		t.Fatalf("got %d migrations recorded, %v, want 4", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 5 {
+		t.Fatalf("got %d migrations recorded, %v, want 5", n, err)
 	}
 	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots", "pool_machines"} {
 		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {
@@ -144,5 +144,43 @@ func TestMigrateCountsLiveSessions(t *testing.T) {
 		if got, err := s.CountActive(t.Context(), replica); err != nil || got != want {
 			t.Errorf("CountActive(%q) after migrating: got %d, %v, want %d", replica, got, err, want)
 		}
+	}
+}
+
+// TestMigrateErasesStoredSecrets: a database from before machine secrets
+// were derived holds them, and the viewer-token key, in plaintext; migration
+// 5 erases both.
+func TestMigrateErasesStoredSecrets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mc.db")
+	s := open(t, path, sqlite.Options{})
+	sess := storetest.NewSession("u1", "demo", time.Time{})
+	if err := s.CreateSession(t.Context(), sess, "r1", mc.Capacity{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const pw, tok, key = "old-vnc-password", "old-agent-token", "old-viewer-token-key"
+	if _, err := db.Exec(`UPDATE sessions SET vnc_password = ?, agent_token = ?`, pw, tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO secrets (name, value, created_at) VALUES ('viewer_token_key', ?, 0)`, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM schema_migrations WHERE version = 5`); err != nil {
+		t.Fatal(err)
+	}
+	open(t, path, sqlite.Options{})
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sessions WHERE vnc_password <> '' OR agent_token <> ''`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("got %d sessions with stored machine secrets after migrating, %v; want 0", n, err)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM secrets WHERE name = 'viewer_token_key'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("got %d viewer token keys stored after migrating, %v; want 0", n, err)
 	}
 }

@@ -400,9 +400,9 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		defer fm.mu.Unlock()
 		switch {
 		case fm.login.State != agentproto.StateComplete:
-			reply(w, http.StatusConflict, agentproto.ErrorBody{Code: mc.ECONFLICT, Reason: "login_not_complete", Message: "the login is " + fm.login.State})
+			reply(w, http.StatusConflict, agentproto.ErrorBody{Code: mc.ECONFLICT, Reason: mc.ReasonLoginNotComplete, Message: "the login is " + fm.login.State})
 		case fm.fetched:
-			reply(w, http.StatusGone, agentproto.ErrorBody{Code: "gone", Reason: "result_delivered", Message: "the login result was already fetched"})
+			reply(w, http.StatusGone, agentproto.ErrorBody{Code: "gone", Reason: mc.ReasonResultDelivered, Message: "the login result was already fetched"})
 		default:
 			fm.fetched = true
 			reply(w, http.StatusOK, agentproto.LoginResult{Files: fm.files})
@@ -413,7 +413,7 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 || !strings.HasPrefix(r.URL.Path, "/") {
-			reply(w, http.StatusUnauthorized, agentproto.ErrorBody{Code: mc.EUNAUTHORIZED, Reason: "bad_agent_token", Message: "missing or invalid agent token"})
+			reply(w, http.StatusUnauthorized, agentproto.ErrorBody{Code: mc.EUNAUTHORIZED, Reason: mc.ReasonBadAgentToken, Message: "missing or invalid agent token"})
 			return
 		}
 		mux.ServeHTTP(w, r)

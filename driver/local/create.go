@@ -42,10 +42,10 @@ const (
 // ("pool_exhausted"), EINTERNAL.
 func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
 	if !validID(spec.ID) {
-		return mc.Machine{}, mc.Errorf(mc.EINVALID, "bad_machine_id", "machine id is not valid")
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, mc.ReasonBadMachineID, "machine id is not valid")
 	}
 	if spec.Secrets.AgentToken.IsZero() || spec.Secrets.VNCPassword.IsZero() {
-		return mc.Machine{}, mc.Errorf(mc.EINVALID, "no_machine_secrets", "machine %s has no agent token or VNC password", spec.ID)
+		return mc.Machine{}, mc.Errorf(mc.EINVALID, mc.ReasonNoMachineSecrets, "machine %s has no agent token or VNC password", spec.ID)
 	}
 	w, h := spec.Width, spec.Height
 	if w == 0 && h == 0 {
@@ -63,10 +63,10 @@ func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 	st, err := d.readState(spec.ID)
 	switch {
 	case errors.Is(err, errOtherMachine):
-		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: "machine_hash_collision",
+		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonMachineHashCollision,
 			Message: "machine " + spec.ID + " shares its host name with a running machine; use another id", Err: err}
 	case err == nil && st != nil && procfs.Alive(st.PID, st.StartTicks):
-		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: "machine_exists",
+		return mc.Machine{}, &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonMachineExists,
 			Message: "machine " + spec.ID + " is already running", SessionID: st.SessionID}
 	}
 	// Leftovers of an earlier attempt go first.
@@ -87,12 +87,12 @@ func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if derr := d.destroyLocked(cctx, spec.ID); derr != nil {
-			d.log.Error("clean up after failed create", mc.LogMachineID, spec.ID, "err", derr)
+			d.log.Error("clean up after failed create", mc.LogMachineID, spec.ID, mc.LogError, derr)
 		}
 		if mc.ErrorCode(err) == mc.EUNAVAILABLE || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return mc.Machine{}, fmt.Errorf("create machine %s: %w", spec.ID, err)
 		}
-		d.log.Error("create machine", mc.LogMachineID, spec.ID, mc.LogReason, mc.ErrorReason(err), "err", err)
+		d.log.Error("create machine", mc.LogMachineID, spec.ID, mc.LogReason, mc.ErrorReason(err), mc.LogError, err)
 		return mc.Machine{}, fmt.Errorf("create machine %s: %w", spec.ID, err)
 	}
 	return m, nil
@@ -221,7 +221,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		err := cmd.Wait()
 		if d.confined {
 			if n := cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).oomKills(); n > 0 {
-				d.log.Warn("machine ran out of memory", mc.LogMachineID, spec.ID, mc.LogReason, "machine_oom", "oom_kills", n)
+				d.log.Warn("machine ran out of memory", mc.LogMachineID, spec.ID, mc.LogReason, mc.ReasonMachineOOM, "oom_kills", n)
 			}
 		}
 		close(p.exited)
@@ -351,7 +351,7 @@ const tmpOwnerFile = ".mc-machine-dir"
 func (d *Driver) newTmpDir(tmpDir, machineDir string) error {
 	if err := os.Mkdir(tmpDir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return &mc.Error{Code: mc.ECONFLICT, Reason: "tmp_dir_exists",
+			return &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonTmpDirExists,
 				Message: "temporary directory " + tmpDir + " exists and is not this driver's", Err: err}
 		}
 		return fmt.Errorf("create tmp dir: %w", err)

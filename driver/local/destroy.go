@@ -44,7 +44,7 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 		return nil
 	}
 	if err != nil {
-		d.log.Warn("destroy machine: unreadable state", mc.LogMachineID, id, "err", err)
+		d.log.Warn("destroy machine: unreadable state", mc.LogMachineID, id, mc.LogError, err)
 	}
 	var errs []error
 	found := st != nil
@@ -129,7 +129,7 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 	d.mu.Unlock()
 
 	if err := errors.Join(errs...); err != nil {
-		d.log.Error("destroy machine", mc.LogMachineID, id, "err", err)
+		d.log.Error("destroy machine", mc.LogMachineID, id, mc.LogError, err)
 		return fmt.Errorf("destroy machine %s: %w", id, err)
 	}
 	if found {

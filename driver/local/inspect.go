@@ -58,5 +58,5 @@ func (d *Driver) status(st *state) mc.MachineStatus {
 }
 
 func notFound(id string) error {
-	return mc.Errorf(mc.ENOTFOUND, "machine_not_found", "machine %s not found", id)
+	return mc.Errorf(mc.ENOTFOUND, mc.ReasonMachineNotFound, "machine %s not found", id)
 }

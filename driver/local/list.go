@@ -28,7 +28,7 @@ func (d *Driver) List(ctx context.Context) ([]mc.MachineStatus, error) {
 		if err != nil || st == nil || !validID(st.ID) {
 			// Directories are renamed into place with their state, so this
 			// is damage, not a create in progress.
-			d.log.Warn("list machines: directory without valid state", "dir", e.Name(), "err", err)
+			d.log.Warn("list machines: directory without valid state", "dir", e.Name(), mc.LogError, err)
 			continue
 		}
 		out = append(out, d.status(st))

@@ -206,7 +206,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if store == nil {
-		return nil, mc.Errorf(mc.EINVALID, "no_lease_store", "the local driver needs a lease store")
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoLeaseStore, "the local driver needs a lease store")
 	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -220,11 +220,11 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	if os.Geteuid() == 0 {
 		d.confined = true
 		if d.cgroupV = CgroupVersion(); d.cgroupV == 0 {
-			return nil, mc.Errorf(mc.EINVALID, "no_cgroups",
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoCgroups,
 				"local driver: no cgroup file system with the memory and pids controllers at %s; machines cannot be confined", CgroupRoot)
 		}
 	} else if !cfg.InsecureSharedHost {
-		return nil, mc.Errorf(mc.EINVALID, "unconfined_needs_flag",
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonUnconfinedNeedsFlag,
 			"local driver: not running as root, so machines cannot be confined (any page could read this user's files); run as root, or pass --insecure-shared-host for development")
 	}
 
@@ -235,7 +235,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		d.mode = ModeLoopback
 	case ModeNetns:
 		if os.Geteuid() != 0 {
-			return nil, mc.Errorf(mc.EINVALID, "netns_needs_root", "local driver mode netns needs root")
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonNetnsNeedsRoot, "local driver mode netns needs root")
 		}
 		if err := pool.Setup(ctx); err != nil {
 			return nil, fmt.Errorf("set up bridge %s: %w", cfg.Bridge, err)
@@ -245,22 +245,22 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		d.mode = ModeLoopback
 		if os.Geteuid() == 0 {
 			if err := pool.Setup(ctx); err != nil {
-				log.Warn("local driver: bridge unusable, machines run on loopback ports", "bridge", cfg.Bridge, "err", err)
+				log.Warn("local driver: bridge unusable, machines run on loopback ports", "bridge", cfg.Bridge, mc.LogError, err)
 			} else {
 				d.mode = ModeNetns
 			}
 		}
 	default:
-		return nil, mc.Errorf(mc.EINVALID, "bad_mode", "local driver mode %q is not netns or loopback", cfg.Mode)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadMode, "local driver mode %q is not netns or loopback", cfg.Mode)
 	}
 	if lo, hi := ephemeralPorts(); d.mode == ModeLoopback && cfg.PortBase+3 >= lo && cfg.PortBase <= hi {
-		return nil, mc.Errorf(mc.EINVALID, "port_base_ephemeral",
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonPortBaseEphemeral,
 			"port base %d: the ports of slot 0 (%d-%d) overlap the ephemeral port range %d-%d (net.ipv4.ip_local_port_range); use a base of at most %d, or above %d",
 			cfg.PortBase, cfg.PortBase, cfg.PortBase+3, lo, hi, lo-4, hi)
 	}
 	d.max = d.capacity()
 	if d.max <= 0 {
-		return nil, mc.Errorf(mc.EINVALID, "no_capacity",
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoCapacity,
 			"local driver: no machine fits (port base %d, display base %d)", cfg.PortBase, cfg.DisplayBase)
 	}
 	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
@@ -272,7 +272,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	d.removeStaleNew()
 	if !d.confined {
 		log.Warn("local driver: INSECURE shared host: machines run unconfined as this user; development only",
-			mc.LogReason, "insecure_shared_host")
+			mc.LogReason, mc.ReasonInsecureSharedHost)
 	}
 	if d.confined && d.mode == ModeNetns {
 		if err := pool.Firewall(ctx); err != nil {
@@ -312,7 +312,7 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("tmp dir %s: %w", c.TmpDir, err)
 	}
 	if n := len(c.TmpDir); n > MaxTmpDirLen {
-		return mc.Errorf(mc.EINVALID, "tmp_dir_too_long",
+		return mc.Errorf(mc.EINVALID, mc.ReasonTmpDirTooLong,
 			"tmp dir %s is %d bytes long, more than %d: Chromium's socket %s below it would exceed a Unix socket path's 107 bytes",
 			c.TmpDir, n, MaxTmpDirLen, machineTmpPrefix+"01234567"+singletonSocketTail)
 	}
@@ -343,7 +343,7 @@ func (c *Config) defaults() error {
 		c.PortBase = DefaultPortBase
 	}
 	if c.PortBase < 1024 || c.PortBase > 65535-3 {
-		return mc.Errorf(mc.EINVALID, "bad_port_base", "port base %d is outside [1024, 65532]", c.PortBase)
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadPortBase, "port base %d is outside [1024, 65532]", c.PortBase)
 	}
 
 	if c.DisplayBase == 0 {
@@ -368,7 +368,7 @@ func (c *Config) defaults() error {
 		c.Limits.CPUWeight = 100
 	}
 	if c.Limits.Memory < 64<<20 || c.Limits.Pids < 32 || c.Limits.CPUWeight > 10000 {
-		return mc.Errorf(mc.EINVALID, "bad_limits", "machine limits %d bytes, %d pids, cpu weight %d: want at least 64 MiB and 32 pids, weight at most 10000",
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadLimits, "machine limits %d bytes, %d pids, cpu weight %d: want at least 64 MiB and 32 pids, weight at most 10000",
 			c.Limits.Memory, c.Limits.Pids, c.Limits.CPUWeight)
 	}
 	for _, sz := range []*int64{&c.TmpSize, &c.HomeSize, &c.ShmSize} {
@@ -380,14 +380,14 @@ func (c *Config) defaults() error {
 		c.UIDBase = DefaultUIDBase
 	}
 	if c.UIDBase < 1000 || c.UIDBase > 1<<31-uidRange {
-		return mc.Errorf(mc.EINVALID, "bad_uid_base", "uid base %d is outside [1000, %d]", c.UIDBase, 1<<31-uidRange)
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadUIDBase, "uid base %d is outside [1000, %d]", c.UIDBase, 1<<31-uidRange)
 	}
 	if c.CgroupParent == "" {
 		c.CgroupParent = "master-controller-" + netpool.Hash(c.DataDir)
 	}
 	for _, p := range c.ReadOnlyBinds {
 		if !filepath.IsAbs(p) {
-			return mc.Errorf(mc.EINVALID, "bad_bind", "read-only bind %q is not an absolute path", p)
+			return mc.Errorf(mc.EINVALID, mc.ReasonBadBind, "read-only bind %q is not an absolute path", p)
 		}
 	}
 	return nil
@@ -559,7 +559,7 @@ func parseGeometry(g string) (w, h int, err error) {
 	w, err1 := strconv.Atoi(ws)
 	h, err2 := strconv.Atoi(hs)
 	if !ok || err1 != nil || err2 != nil || w < 320 || h < 200 || w > 7680 || h > 4320 {
-		return 0, 0, mc.Errorf(mc.EINVALID, "bad_geometry", "geometry %q is not WxH within 320x200 to 7680x4320", g)
+		return 0, 0, mc.Errorf(mc.EINVALID, mc.ReasonBadGeometry, "geometry %q is not WxH within 320x200 to 7680x4320", g)
 	}
 	return w, h, nil
 }

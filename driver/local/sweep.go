@@ -52,7 +52,7 @@ func (d *Driver) Sweep(ctx context.Context) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		d.log.Info("swept machine network without state", "veth", v.Name, "netns", ns, mc.LogReason, "orphan")
+		d.log.Info("swept machine network without state", "veth", v.Name, "netns", ns, mc.LogReason, mc.ReasonOrphan)
 		removed = append(removed, v.Name, ns)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -78,10 +78,10 @@ func (d *Driver) sweepCgroups(ctx context.Context) []string {
 			killPids(ctx, pids)
 		}
 		if err := cg.remove(); err != nil {
-			d.log.Warn("sweep machine cgroup", "cgroup", "mc-"+h, "err", err)
+			d.log.Warn("sweep machine cgroup", "cgroup", "mc-"+h, mc.LogError, err)
 			continue
 		}
-		d.log.Info("swept machine cgroup without state", "cgroup", "mc-"+h, mc.LogReason, "orphan")
+		d.log.Info("swept machine cgroup without state", "cgroup", "mc-"+h, mc.LogReason, mc.ReasonOrphan)
 		removed = append(removed, "cgroup mc-"+h)
 	}
 	return removed
@@ -116,7 +116,7 @@ func (d *Driver) sweepTmpDirs() ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		d.log.Info("swept machine tmp dir without state", "dir", dir, mc.LogReason, "orphan")
+		d.log.Info("swept machine tmp dir without state", "dir", dir, mc.LogReason, mc.ReasonOrphan)
 		removed = append(removed, dir)
 	}
 	return removed, errors.Join(errs...)

@@ -10,13 +10,13 @@ import (
 )
 
 func credentialNotFound(provider string) error {
-	return mc.Errorf(mc.ENOTFOUND, "credential_not_found", "No credential of this user for provider %s.", provider)
+	return mc.Errorf(mc.ENOTFOUND, mc.ReasonCredentialNotFound, "No credential of this user for provider %s.", provider)
 }
 
 // PutCredential inserts or replaces the record of (UserID, Provider).
 func (s *Store) PutCredential(ctx context.Context, c mc.SealedCredential) error {
 	if c.UserID == "" || c.Provider == "" {
-		return mc.Errorf(mc.EINVALID, "bad_credential", "A credential needs a user id and a provider.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadCredential, "A credential needs a user id and a provider.")
 	}
 	if c.CapturedAt.IsZero() {
 		c.CapturedAt = s.now()
@@ -118,7 +118,7 @@ func (s *Store) Audit(ctx context.Context, f mc.AuditFilter) ([]mc.AuditEntry, e
 // there is none (the first writer wins).
 func (s *Store) EnsureSecret(ctx context.Context, name string, value mc.Secret) (mc.Secret, error) {
 	if name == "" || value.IsZero() {
-		return mc.Secret{}, mc.Errorf(mc.EINVALID, "bad_secret", "A secret needs a name and a value.")
+		return mc.Secret{}, mc.Errorf(mc.EINVALID, mc.ReasonBadSecret, "A secret needs a name and a value.")
 	}
 	var v string
 	err := s.write(ctx, func(t tx) error {

@@ -14,7 +14,7 @@ import (
 // primary key (pool, value) stays the last line of defence.
 func (s *Store) Lease(ctx context.Context, pool, owner string, lo, hi int) (int, error) {
 	if pool == "" || owner == "" || lo > hi {
-		return 0, mc.Errorf(mc.EINVALID, "bad_lease", "A lease needs a pool, an owner and lo <= hi.")
+		return 0, mc.Errorf(mc.EINVALID, mc.ReasonBadLease, "A lease needs a pool, an owner and lo <= hi.")
 	}
 	var v int
 	err := s.write(ctx, func(t tx) (err error) {
@@ -49,7 +49,7 @@ func (s *Store) lease(ctx context.Context, t tx, pool, owner string, lo, hi int)
 		return 0, err
 	}
 	if !free.Valid {
-		return 0, mc.Errorf(mc.EUNAVAILABLE, "pool_exhausted", "No free value in pool %s.", pool)
+		return 0, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonPoolExhausted, "No free value in pool %s.", pool)
 	}
 	_, err = t.exec(ctx, `INSERT INTO leases (pool, value, owner, at) VALUES (?, ?, ?, ?)`, pool, free.Int64, owner, s.d.Time(s.now()))
 	return int(free.Int64), err

@@ -28,16 +28,16 @@ func boolInt(b bool) int {
 }
 
 func pooledNotFound(id string) error {
-	return mc.Errorf(mc.ENOTFOUND, "not_pooled", "Machine %s is not in the pool.", id)
+	return mc.Errorf(mc.ENOTFOUND, mc.ReasonNotPooled, "Machine %s is not in the pool.", id)
 }
 
 // AddPooled records a starting pooled machine and takes its capacity slot.
 func (s *Store) AddPooled(ctx context.Context, p mc.PooledMachine, c mc.Capacity) error {
 	switch {
 	case !mc.ValidID(p.ID):
-		return mc.Errorf(mc.EINVALID, "bad_pooled", "The pooled machine's id is not valid.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadPooled, "The pooled machine's id is not valid.")
 	case p.Provider == "" || p.CreatedAt.IsZero():
-		return mc.Errorf(mc.EINVALID, "bad_pooled", "A pooled machine needs a provider and a creation time.")
+		return mc.Errorf(mc.EINVALID, mc.ReasonBadPooled, "A pooled machine needs a provider and a creation time.")
 	}
 	return s.write(ctx, func(t tx) error {
 		inserted, err := affected(t.exec(ctx, `INSERT INTO pool_machines (`+poolCols+`)
@@ -48,7 +48,7 @@ func (s *Store) AddPooled(ctx context.Context, p mc.PooledMachine, c mc.Capacity
 			return err
 		}
 		if !inserted {
-			return mc.Errorf(mc.ECONFLICT, "pooled_exists", "A pooled machine with this id exists.")
+			return mc.Errorf(mc.ECONFLICT, mc.ReasonPooledExists, "A pooled machine with this id exists.")
 		}
 		return s.takeSlot(ctx, t, p.Replica, c)
 	}, "add pooled machine %s", p.ID)

@@ -206,19 +206,19 @@ func (s *Store) insertSession(ctx context.Context, t tx, sess *mc.Session, first
 			sess.UserID, sess.Provider).Scan(&existing)
 		switch {
 		case err == nil:
-			return &mc.Error{Code: mc.ECONFLICT, Reason: "active_session", SessionID: existing,
+			return &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonActiveSession, SessionID: existing,
 				Message: "The user already has an active session for this provider."}
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
 		if err := t.row(ctx, `SELECT id FROM sessions WHERE id = ?`, sess.ID).Scan(&existing); err == nil {
-			return &mc.Error{Code: mc.ECONFLICT, Reason: "session_exists", SessionID: sess.ID,
+			return &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonSessionExists, SessionID: sess.ID,
 				Message: "A session with this id exists."}
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		if attempt == 2 {
-			return &mc.Error{Code: mc.ECONFLICT, Reason: "active_session",
+			return &mc.Error{Code: mc.ECONFLICT, Reason: mc.ReasonActiveSession,
 				Message: "The user already has an active session for this provider."}
 		}
 	}
@@ -297,7 +297,7 @@ func (s *Store) Sessions(ctx context.Context, f mc.SessionFilter) ([]*mc.Session
 	}
 	if f.State != "" {
 		if !f.State.Valid() {
-			return nil, "", mc.Errorf(mc.EINVALID, "bad_state", "Unknown state %q.", f.State)
+			return nil, "", mc.Errorf(mc.EINVALID, mc.ReasonBadState, "Unknown state %q.", f.State)
 		}
 		where, args = append(where, "state = ?"), append(args, string(f.State))
 	}

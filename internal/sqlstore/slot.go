@@ -39,7 +39,7 @@ func (s *Store) takeSlot(ctx context.Context, t tx, replica string, c mc.Capacit
 			ON CONFLICT (scope) DO UPDATE SET active = slots.active + 1 WHERE slots.active < ?
 			RETURNING active`, scope, limit).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
-			return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "capacity", RetryAfter: 30 * time.Second,
+			return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonCapacity, RetryAfter: 30 * time.Second,
 				Message: fmt.Sprintf("All %d machines are in use; try again later.", c.Max)}
 		}
 		if err != nil {

@@ -263,20 +263,20 @@ func MapErr(classify func(error) Class, err error, format string, args ...any) e
 	class := classify(err)
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_timeout", Message: "The store did not answer in time.", Err: cause}
+		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonStoreTimeout, Message: "The store did not answer in time.", Err: cause}
 	case class == ClassFull:
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_full", Message: "The store is out of space; try again later.",
+		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonStoreFull, Message: "The store is out of space; try again later.",
 			RetryAfter: 30 * time.Second, Err: cause}
 	case class == ClassBusy:
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_busy", Message: "The store is busy; try again.",
+		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonStoreBusy, Message: "The store is busy; try again.",
 			RetryAfter: time.Second, Err: cause}
 	case class == ClassUnreachable:
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_unreachable", Message: "The store cannot be reached.",
+		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonStoreUnreachable, Message: "The store cannot be reached.",
 			RetryAfter: time.Second, Err: cause}
 	case class == ClassClosed, errors.Is(err, sql.ErrConnDone), strings.Contains(err.Error(), "database is closed"):
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "store_closed", Message: "The store is closed.", Err: cause}
+		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: mc.ReasonStoreClosed, Message: "The store is closed.", Err: cause}
 	}
-	return &mc.Error{Code: mc.EINTERNAL, Reason: "store_error", Message: "internal error", Err: cause}
+	return &mc.Error{Code: mc.EINTERNAL, Reason: mc.ReasonStoreError, Message: "internal error", Err: cause}
 }
 
 // queryAll runs a query and scans every row with scan.
