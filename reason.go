@@ -12,6 +12,7 @@ const (
 	ReasonStartTimeout      Reason = "start_timeout"
 	ReasonStartFailed       Reason = "start_failed"
 	ReasonMachineExited     Reason = "machine_exited"
+	ReasonMachineOOM        Reason = "machine_oom" // it exited after an OOM kill inside it
 	ReasonMachineMissing    Reason = "machine_missing"
 	ReasonControllerRestart Reason = "controller_restart"
 	ReasonControllerStop    Reason = "controller_shutdown"

@@ -63,8 +63,9 @@ func startConfined(tb testing.TB, c *controller, user string) *confinedMachine {
 	tb.Helper()
 	cr := c.api.createSession(tb, user, "demo")
 	s := testutil.WaitState(tb, c.Store, cr.Session.ID, mc.StateReady, 60*time.Second)
+	s.Secrets = c.MachineKey.Secrets(s.ID) // the store keeps no secret
 	waitDemoPage(tb, c.Store, s.ID, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
-	ms := readMachine(tb, c.dataDir, s.ID)
+	ms := readMachine(tb, c.dataDir, s.Machine.ID)
 	if ms.UID < 1000 || ms.Cgroup == 0 || len(ms.CgroupDirs) == 0 {
 		tb.Fatalf("machine %s is not confined: uid %d, cgroup version %d", s.ID, ms.UID, ms.Cgroup)
 	}
@@ -514,6 +515,53 @@ func TestConfinementResources(t *testing.T) {
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mounts), a.ms.Dir) {
 		t.Errorf("a mount below %s is left on the host", a.ms.Dir)
+	}
+}
+
+// TestConfinementMachineOOM: when an OOM inside a machine kills its
+// browser (its main process for the user), the machine ends and its session
+// ends failed with machine_oom; the other machine keeps running.
+func TestConfinementMachineOOM(t *testing.T) {
+	requireConfinement(t)
+	env := controllerEnv(t, defaultMode())
+	env["MC_MACHINE_MEMORY_MB"] = "768"
+	c := startController(t, env)
+	a := startConfined(t, c, "oom-a")
+	b := startConfined(t, c, "oom-b")
+
+	// The kernel picks the victim by oom_score_adj: at 1000, the browser
+	// comes before the allocation (0) whatever their sizes. Once the browser
+	// is gone, the agent and then the machine's init exit, and the PID
+	// namespace (the allocation with it) ends.
+	browser := ""
+	for _, pid := range a.cgroupProcs() {
+		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		if args := strings.Split(string(cmdline), "\x00"); filepath.Base(args[0]) == "chromium" && !strings.Contains(string(cmdline), "--type=") {
+			browser = pid
+		}
+	}
+	if browser == "" {
+		t.Fatalf("no browser process in machine %s's cgroup (%v)", a.id, a.cgroupProcs())
+	}
+	if err := os.WriteFile("/proc/"+browser+"/oom_score_adj", []byte("1000"), 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := a.run(t, true, "python3 -c 'b = b\"x\" * (1200 << 20); print(len(b))'")
+	if err == nil {
+		t.Errorf("allocating 1200 MiB in a machine of 768 MiB succeeded: %s", out)
+	}
+	if n := oomKills(a); n == 0 {
+		t.Errorf("no OOM kill in the machine's cgroup after an allocation past its limit (%v: %s)", err, out)
+	}
+	got := testutil.WaitState(t, c.Store, a.id, mc.StateFailed, 30*time.Second)
+	if got.State != mc.StateFailed || got.Reason != mc.ReasonMachineOOM {
+		t.Errorf("session %s after its machine's OOM: %s %s, want failed machine_oom", a.id, got.State, got.Reason)
+	}
+	if s := c.api.session(t, b.id); s.State.Final() {
+		t.Errorf("session %s ended (%s %s) after machine A's OOM", b.id, s.State, s.Reason)
+	}
+	if err := vncBanner(b.s.Machine.VNCAddr().String()); err != nil {
+		t.Errorf("machine B's VNC after machine A's OOM: %v", err)
 	}
 }
 

@@ -21,8 +21,8 @@ type agentClient struct {
 	http  *http.Client
 	base  string
 	token mc.Secret
-	// gone is closed when the machine's processes have exited.
-	gone <-chan struct{}
+	// gone tells when the machine's processes have exited, and why.
+	gone *machineGone
 }
 
 func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient {

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mc "github.com/master-controller/mc"
@@ -68,6 +69,7 @@ type fakeMachine struct {
 	agentL  net.Listener
 	done    chan struct{}
 	once    sync.Once
+	oom     atomic.Bool // it exited of an OOM kill (OOMKill)
 	mu      sync.Mutex
 	login   string        // idle, running, complete, failed
 	changed chan struct{} // closed and replaced when login changes
@@ -201,6 +203,16 @@ func (f *Driver) Kill(id string) {
 	}
 }
 
+// OOMKill makes a machine exit as if the kernel had killed its processes
+// for memory: as Kill, and Wait returns mc.MachineOOMError.
+func (f *Driver) OOMKill(id string) {
+	fm := f.lookup(id)
+	if fm != nil {
+		fm.oom.Store(true)
+		fm.stop()
+	}
+}
+
 // Inspect reports one machine. Errors: ENOTFOUND.
 func (f *Driver) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
 	fm := f.lookup(id)
@@ -240,7 +252,8 @@ func (f *Driver) List(context.Context) ([]mc.MachineStatus, error) {
 	return out, nil
 }
 
-// Wait blocks until the machine exits. Errors: ENOTFOUND.
+// Wait blocks until the machine exits: nil, or mc.MachineOOMError after
+// OOMKill. Errors: ENOTFOUND, EUNAVAILABLE (machine_oom).
 func (f *Driver) Wait(ctx context.Context, id string) error {
 	fm := f.lookup(id)
 	if fm == nil {
@@ -248,6 +261,9 @@ func (f *Driver) Wait(ctx context.Context, id string) error {
 	}
 	select {
 	case <-fm.done:
+		if fm.oom.Load() {
+			return mc.MachineOOMError(id)
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
