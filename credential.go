@@ -12,6 +12,18 @@ type SealedCredential struct {
 	Nonce      []byte    `json:"-"`
 	Ciphertext []byte    `json:"-"`
 	CapturedAt time.Time `json:"captured_at"`
+	// Meta is what the files say about the credential, kept beside the
+	// ciphertext (it holds no secret) so that listing needs no opening.
+	Meta CredentialMeta `json:"meta"`
+}
+
+// CredentialMeta describes a credential without any secret of it.
+type CredentialMeta struct {
+	Kind CredentialKind `json:"kind,omitempty"`
+	// ExpiresAt is when the access token expires, when the files say.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// RefreshExpiresAt is when the refresh token expires, when they say.
+	RefreshExpiresAt time.Time `json:"refresh_expires_at,omitzero"`
 }
 
 // Credential is an opened credential: the files a login produced, by name.
@@ -20,6 +32,7 @@ type Credential struct {
 	Provider   string            `json:"provider"`
 	SessionID  string            `json:"session_id"`
 	CapturedAt time.Time         `json:"captured_at"`
+	Meta       CredentialMeta    `json:"meta"`
 	Files      map[string]string `json:"files"`
 }
 

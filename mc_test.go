@@ -157,9 +157,10 @@ func TestImportsPointInward(t *testing.T) {
 		adapters[mod+"/"+a] = true
 	}
 	// Small shared libraries any adapter may use.
+	// agentproto is the one definition of the agent's API (agent, session, fake driver).
 	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true,
 		mod + "/internal/sqlstore": true, mod + "/internal/procfs": true, mod + "/internal/wsproto": true,
-		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true, mod + "/internal/confine": true}
+		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true, mod + "/internal/confine": true, mod + "/agentproto": true}
 	// Pairs allowed besides: the local driver builds on netpool, and the
 	// driver conformance suite polls with the tests' one poll helper.
 	allowed := map[[2]string]bool{
@@ -180,6 +181,28 @@ func TestImportsPointInward(t *testing.T) {
 				t.Errorf("adapter %s imports %s", strings.TrimPrefix(pkg, mod+"/"), strings.TrimPrefix(imp, mod+"/"))
 			}
 		}
+	}
+}
+
+func TestProviderMeta(t *testing.T) {
+	p := mc.Provider{Kind: mc.KindOAuth, Files: []mc.CredentialFile{
+		{Path: "~/.claude/.credentials.json", ExpiresKey: "claudeAiOauth.expiresAt", RefreshExpiresKey: "claudeAiOauth.refreshTokenExpiresAt"},
+		{Path: "~/other.json", ExpiresKey: "exp"},
+	}}
+	got := p.Meta(map[string]string{
+		"~/.claude/.credentials.json": `{"claudeAiOauth":{"accessToken":"secret","expiresAt":1767225600000,"refreshTokenExpiresAt":"2026-06-01T00:00:00Z"}}`,
+		"~/other.json":                `not json`,
+	})
+	want := mc.CredentialMeta{Kind: mc.KindOAuth, ExpiresAt: time.UnixMilli(1767225600000).UTC(),
+		RefreshExpiresAt: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)}
+	if got != want {
+		t.Errorf("Meta = %+v, want %+v", got, want)
+	}
+	if s := (mc.Provider{}).Meta(nil); s != (mc.CredentialMeta{}) {
+		t.Errorf("no files: %+v, want nothing", s)
+	}
+	if m := (mc.Provider{Files: []mc.CredentialFile{{Path: "a", ExpiresKey: "e"}}}).Meta(map[string]string{"a": `{"e":1767225600}`}); !m.ExpiresAt.Equal(time.Unix(1767225600, 0)) {
+		t.Errorf("epoch seconds: %v", m.ExpiresAt)
 	}
 }
 

@@ -135,10 +135,18 @@ const (
 	ReasonResultDelivered    Reason = "result_delivered"
 	ReasonNoLogin            Reason = "no_login"
 	ReasonLoginNotComplete   Reason = "login_not_complete"
-	ReasonCommandFailed      Reason = "command_failed"
-	ReasonCredentialsMissing Reason = "credentials_missing"
-	ReasonBrowserError       Reason = "browser_error"
-	ReasonLoginCancelled     Reason = "login_cancelled"
+	// ReasonLoginCommandFailed: the provider's login command exited
+	// non-zero (or could not start) before the credentials were complete.
+	ReasonLoginCommandFailed Reason = "login_command_failed"
+	// ReasonLoginProgress marks an event that records a login phase change
+	// rather than a change of state.
+	ReasonLoginProgress Reason = "login_progress"
+	// ReasonProviderUnavailable: the provider's CLI is not installed here.
+	ReasonProviderUnavailable Reason = "provider_unavailable"
+	ReasonBadSince            Reason = "bad_since"
+	ReasonCredentialsMissing  Reason = "credentials_missing"
+	ReasonBrowserError        Reason = "browser_error"
+	ReasonLoginCancelled      Reason = "login_cancelled"
 )
 
 // Reasons a viewer's WebSocket is refused or closed (the close frame's

@@ -33,6 +33,10 @@ type Session struct {
 	// ActiveAt is the last sign of life (a viewer connected, agent activity);
 	// the idle timeout counts from it.
 	ActiveAt time.Time `json:"active_at"`
+	// Login is the login's progress once the machine's agent has started it:
+	// what a frontend shows ("Sign in at auth.openai.com in the window
+	// below") and where an operator sees a login stop.
+	Login *LoginProgress `json:"login,omitempty"`
 	// Viewer is the id of the viewer connection that holds the session (the
 	// newest one takes over).
 	Viewer string `json:"viewer_id,omitempty"`
@@ -130,3 +134,29 @@ type Event struct {
 	Replica   string    `json:"replica"`
 	At        time.Time `json:"at"`
 }
+
+// LoginProgress is where a session's login stands.
+type LoginProgress struct {
+	Phase LoginPhase `json:"phase"`
+	// URL is the page the login waits on, as scheme, host and path: never
+	// its query, which holds state and codes.
+	URL       string    `json:"url,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// LoginPhase is one step of a login, as the machine's agent reports it.
+type LoginPhase string
+
+// Login phases, in the order a login goes through them.
+const (
+	// PhaseStartingCLI: the provider's login command is starting.
+	PhaseStartingCLI LoginPhase = "starting_cli"
+	// PhaseWaitingForUser: the login page is open in the machine's browser
+	// and waits for the user to sign in.
+	PhaseWaitingForUser LoginPhase = "waiting_for_user"
+	// PhaseCompleting: the provider answered (a callback reached the CLI,
+	// or a code was typed back) and the credential files are being written.
+	PhaseCompleting LoginPhase = "completing"
+	// PhaseCaptured: the credential files are complete.
+	PhaseCaptured LoginPhase = "captured"
+)

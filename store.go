@@ -80,6 +80,12 @@ type SessionStore interface {
 	// Errors: ENOTFOUND.
 	ClaimViewer(ctx context.Context, id, viewer string) (*Session, error)
 
+	// SetLogin records the login progress of a live session without
+	// changing Version, appends an event (state unchanged, reason
+	// login_progress, message "phase url") and publishes the change.
+	// Errors: ENOTFOUND; ECONFLICT (reason "stale") when the session is final.
+	SetLogin(ctx context.Context, id string, p LoginProgress, replica string) (*Session, error)
+
 	// Events returns a session's event log, oldest first.
 	// Errors: ENOTFOUND.
 	Events(ctx context.Context, id string) ([]Event, error)

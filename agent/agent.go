@@ -1,23 +1,21 @@
 // Package agent is the machine agent: the supervisor that runs inside each
 // browser machine (a sandbox of local processes, later a VM). It starts Xvnc
-// and Chromium as its children, serves the agent API behind a per-machine
-// Bearer token, runs providers' logins and hands their credential files over
-// once, and serves the demo provider's sign-in page. It exits with an
-// *ExitError when Xvnc or Chromium exits, so that the driver sees the machine
-// as gone.
+// and Chromium as its children, serves the agent API (package agentproto
+// defines it) behind a per-machine Bearer token, runs providers' logins and
+// hands their credential files over once, and serves the demo provider's
+// sign-in page. It exits with an *ExitError when Xvnc or Chromium exits, so
+// that the driver sees the machine as gone.
 //
-// The API (every call needs "Authorization: Bearer <token>", else 401 with an
-// ErrorBody; errors are {"code","reason","message"}):
-//
-//	GET  /health          200 {"vnc":true,"browser":true}; 503, same shape, when either is down
-//	POST /open            {"url"}: http(s), about:blank or local:/path, navigated through DevTools
-//	POST /login/start     {"provider": mc.Provider} → 202 LoginStatus; 409 while one runs
-//	GET  /login/status    LoginStatus; ?wait=30s answers when a running login changes state
-//	GET  /login/result    LoginResult once complete (the agent deletes the files); then 410
-//
-// Login states are idle, running, complete and failed; a failed status
-// carries a reason: login_timeout, command_failed, credentials_missing,
-// browser_error or login_cancelled.
+// A login runs the provider's recipe (see mc.Provider): its seed files and
+// env, its command under a wide pseudo-terminal with BROWSER and an xdg-open
+// first on PATH that reach this agent (the opener: mc-agent under another
+// name, through a Unix socket in the machine's TMPDIR) and open the URL in
+// the visible tab; answers to its prompts, the printed URL to open, the
+// paste-back fallback and the stdout capture. Its status carries the phase
+// (starting_cli, waiting_for_user, completing, captured) and, when it
+// fails, a reason (login_timeout, login_command_failed,
+// credentials_missing, browser_error, login_cancelled) with the command's
+// last lines, redacted.
 package agent
 
 import (
@@ -25,6 +23,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/master-controller/mc/rfb"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/atomicfile"
 	"github.com/master-controller/mc/internal/confine"
 )
@@ -80,6 +80,13 @@ type Config struct {
 	// machine's init does; see confine.Launcher): the agent's own uid
 	// cannot.
 	Launcher *confine.Launcher
+	// CLIDir holds the provider CLIs (claude, codex, gemini); login commands
+	// find them on their PATH, after the opener's shims.
+	CLIDir string
+	// TestTrustSPKI is for tests only: the base64 SHA-256 of a test
+	// certificate's public key that Chromium accepts without a trusted CA
+	// (a stand-in provider's). Empty in every real machine.
+	TestTrustSPKI string
 	// StartURL is the first page; "local:/path" is a page of PageListen.
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
@@ -245,6 +252,25 @@ func (b chromiumBrowser) Open(ctx context.Context, url string) error {
 	return c.Navigate(ctx, url)
 }
 
+// TabURLs lists the URLs of the browser's pages.
+func (b chromiumBrowser) TabURLs(ctx context.Context) ([]string, error) {
+	c := b.cdp.Load()
+	if c == nil {
+		return nil, errNoBrowser
+	}
+	ts, err := c.Targets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, t := range ts {
+		if t.Type == "page" {
+			urls = append(urls, t.URL)
+		}
+	}
+	return urls, nil
+}
+
 // closer is one step of shutdown, run in reverse order of creation.
 type closer struct {
 	name string
@@ -341,7 +367,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var xvncP, chromiumP atomic.Pointer[child]
 	var devtoolsP atomic.Pointer[cdp]
 	browser := chromiumBrowser{&devtoolsP}
-	lg := newLogin(cfg.Home, cfg.TmpDir, pageBase, browser, log)
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable (the login commands' opener): %w", err)
+	}
+	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: pageBase, display: cfg.Display,
+		cliDir: cfg.CLIDir, openerExe: exe}, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),
@@ -353,10 +384,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			x, c := xvncP.Load(), chromiumP.Load()
 			return x != nil && c != nil && x.Alive() && c.Alive()
 		},
-		health: func(ctx context.Context) Health {
-			var h Health
+		health: func(ctx context.Context) proto.Health {
+			var h proto.Health
 			if x := xvncP.Load(); x != nil && x.Alive() {
-				h.VNC = probeRFB(ctx, cfg.VNCListen) == nil
+				h.VNC = rfb.Probe(ctx, cfg.VNCListen) == nil
 			}
 			if c, d := chromiumP.Load(), devtoolsP.Load(); c != nil && d != nil && c.Alive() {
 				_, err := d.Version(ctx)

@@ -8,43 +8,19 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
-
-// Health is the body of GET /health.
-type Health struct {
-	VNC     bool `json:"vnc"`
-	Browser bool `json:"browser"`
-}
-
-// ErrorBody is the JSON body of every error reply.
-type ErrorBody struct {
-	Code    mc.Code   `json:"code"`
-	Reason  mc.Reason `json:"reason,omitempty"`
-	Message string    `json:"message"`
-}
-
-// OpenRequest is the body of POST /open.
-type OpenRequest struct {
-	URL string `json:"url"`
-}
-
-// LoginStartRequest is the body of POST /login/start.
-type LoginStartRequest struct {
-	Provider mc.Provider `json:"provider"`
-}
-
-// maxStatusWait caps GET /login/status?wait=.
-const maxStatusWait = 60 * time.Second
 
 // api is the agent's HTTP API.
 type api struct {
 	tokenHash [32]byte
 	log       *slog.Logger
-	health    func(ctx context.Context) Health
+	health    func(ctx context.Context) proto.Health
 	// ready reports whether Xvnc and Chromium run; calls that need the
 	// browser answer 503 before.
 	ready    func() bool
@@ -125,7 +101,7 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		a.log.Info("agent request refused", "method", r.Method, "path", r.URL.Path, mc.LogReason, mc.ErrorReason(err))
 	}
-	writeJSON(w, status, ErrorBody{Code: code, Reason: mc.ErrorReason(err), Message: mc.ErrorMessage(err)})
+	writeJSON(w, status, proto.ErrorBody{Code: code, Reason: mc.ErrorReason(err), Message: mc.ErrorMessage(err)})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -165,7 +141,7 @@ func (a *api) handleOpen(w http.ResponseWriter, r *http.Request) error {
 	if !a.ready() {
 		return errStarting
 	}
-	var req OpenRequest
+	var req proto.OpenRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
@@ -181,7 +157,7 @@ func (a *api) handleOpen(w http.ResponseWriter, r *http.Request) error {
 		return e
 	}
 	a.log.Info("opened url", "url", redactURL(u))
-	writeJSON(w, http.StatusOK, OpenRequest{URL: u})
+	writeJSON(w, http.StatusOK, proto.OpenRequest{URL: u})
 	return nil
 }
 
@@ -189,14 +165,14 @@ func (a *api) handleLoginStart(w http.ResponseWriter, r *http.Request) error {
 	if !a.ready() {
 		return errStarting
 	}
-	var req LoginStartRequest
+	var req proto.LoginStartRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
 	if err := a.login.Start(req.Provider); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, a.login.Status(r.Context(), 0))
+	writeJSON(w, http.StatusAccepted, a.login.Status(r.Context(), 0, 0))
 	return nil
 }
 
@@ -210,9 +186,17 @@ func (a *api) handleLoginStatus(w http.ResponseWriter, r *http.Request) error {
 		if err != nil || d < 0 {
 			return mc.Errorf(mc.EINVALID, "bad_wait", "wait must be a duration such as 30s")
 		}
-		wait = min(d, maxStatusWait)
+		wait = min(d, proto.MaxStatusWait)
 	}
-	writeJSON(w, http.StatusOK, a.login.Status(r.Context(), wait))
+	since := int64(-1) // without since: until the login ends
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return mc.Errorf(mc.EINVALID, mc.ReasonBadSince, "since must be a status seq such as 3")
+		}
+		since = n
+	}
+	writeJSON(w, http.StatusOK, a.login.Status(r.Context(), since, wait))
 	return nil
 }
 

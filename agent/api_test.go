@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
 // demoProvider is the demo provider as the controller sends it.
@@ -58,7 +59,7 @@ func TestAuth(t *testing.T) {
 				if got := resp.Header.Get("Content-Type"); got != "application/json" {
 					t.Errorf("content type = %q, want application/json", got)
 				}
-				var body ErrorBody
+				var body proto.ErrorBody
 				if err := jsonDecode(resp, &body); err != nil {
 					t.Fatal(err)
 				}
@@ -73,13 +74,13 @@ func TestAuth(t *testing.T) {
 func TestHealth(t *testing.T) {
 	a := newTestAPI(t)
 	tests := []struct {
-		h    Health
+		h    proto.Health
 		want int
 	}{
-		{Health{VNC: true, Browser: true}, http.StatusOK},
-		{Health{VNC: false, Browser: true}, http.StatusServiceUnavailable},
-		{Health{VNC: true, Browser: false}, http.StatusServiceUnavailable},
-		{Health{}, http.StatusServiceUnavailable},
+		{proto.Health{VNC: true, Browser: true}, http.StatusOK},
+		{proto.Health{VNC: false, Browser: true}, http.StatusServiceUnavailable},
+		{proto.Health{VNC: true, Browser: false}, http.StatusServiceUnavailable},
+		{proto.Health{}, http.StatusServiceUnavailable},
 	}
 	for _, tt := range tests {
 		a.health = tt.h
@@ -110,7 +111,7 @@ func TestOpen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
-			status, body := a.do(t, "POST", "/open", OpenRequest{URL: tt.url})
+			status, body := a.do(t, "POST", "/open", proto.OpenRequest{URL: tt.url})
 			if status != tt.status {
 				t.Fatalf("status = %d, want %d (%s)", status, tt.status, body)
 			}
@@ -136,13 +137,13 @@ func TestOpen(t *testing.T) {
 
 func TestDemoLogin(t *testing.T) {
 	a := newTestAPI(t)
-	if status, body := a.do(t, "GET", "/login/status", nil); status != http.StatusOK || decode[LoginStatus](t, body).State != StateIdle {
+	if status, body := a.do(t, "GET", "/login/status", nil); status != http.StatusOK || decode[proto.LoginStatus](t, body).State != proto.StateIdle {
 		t.Fatalf("status before start: %d %s", status, body)
 	}
 	if status, _ := a.do(t, "GET", "/login/result", nil); status != http.StatusNotFound {
 		t.Errorf("result before start: status = %d, want 404", status)
 	}
-	status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)})
+	status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)})
 	if status != http.StatusAccepted {
 		t.Fatalf("start: status = %d, want 202 (%s)", status, body)
 	}
@@ -150,7 +151,7 @@ func TestDemoLogin(t *testing.T) {
 	if want := a.page.URL + "/demo/signin"; opened != want {
 		t.Fatalf("opened %q, want %q", opened, want)
 	}
-	if status, _ := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusConflict {
+	if status, _ := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusConflict {
 		t.Errorf("second start: status = %d, want 409", status)
 	}
 	if status, _ := a.do(t, "GET", "/login/result", nil); status != http.StatusConflict {
@@ -178,9 +179,9 @@ func TestDemoLogin(t *testing.T) {
 	}
 
 	status, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	st := decode[LoginStatus](t, body)
+	st := decode[proto.LoginStatus](t, body)
 	t.Logf("file written → status complete in %v", time.Since(written))
-	if status != http.StatusOK || st.State != StateComplete {
+	if status != http.StatusOK || st.State != proto.StateComplete {
 		t.Fatalf("status = %d %+v, want complete", status, st)
 	}
 	if st.URL != opened {
@@ -199,7 +200,7 @@ func TestDemoLogin(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("result: status = %d (%s)", status, body)
 	}
-	res := decode[LoginResult](t, body)
+	res := decode[proto.LoginResult](t, body)
 	cred := decode[DemoCredential](t, []byte(res.Files["~/"+DemoCredentialPath]))
 	if !strings.HasPrefix(cred.AccessToken, "demo-") || len(cred.AccessToken) != len("demo-")+32 || cred.TokenType != "Bearer" || cred.User != "demo" {
 		t.Errorf("credential = %+v", cred)
@@ -215,26 +216,26 @@ func TestDemoLogin(t *testing.T) {
 		t.Error("second result holds the credential")
 	}
 	// A new login may start once the result is delivered.
-	if status, _ := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+	if status, _ := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		t.Errorf("start after delivery: status = %d, want 202", status)
 	}
 }
 
 func TestLoginTimeout(t *testing.T) {
 	a := newTestAPI(t)
-	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(50 * time.Millisecond)}); status != http.StatusAccepted {
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(50 * time.Millisecond)}); status != http.StatusAccepted {
 		t.Fatalf("start: %d %s", status, body)
 	}
 	_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
-	st := decode[LoginStatus](t, body)
-	if st.State != StateFailed || st.Reason != mc.ReasonLoginTimeout {
+	st := decode[proto.LoginStatus](t, body)
+	if st.State != proto.StateFailed || st.Reason != mc.ReasonLoginTimeout {
 		t.Fatalf("status = %+v, want failed with reason %s", st, mc.ReasonLoginTimeout)
 	}
 	if status, _ := a.do(t, "GET", "/login/result", nil); status != http.StatusConflict {
 		t.Errorf("result after timeout: status = %d, want 409", status)
 	}
 	// A failed login may be started again.
-	if status, _ := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+	if status, _ := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		t.Errorf("restart: status = %d, want 202", status)
 	}
 }
@@ -253,11 +254,11 @@ func TestLoginStartInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: tt.p})
+			status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: tt.p})
 			if status != http.StatusBadRequest {
 				t.Fatalf("status = %d, want 400 (%s)", status, body)
 			}
-			if got := decode[ErrorBody](t, body).Code; got != mc.EINVALID {
+			if got := decode[proto.ErrorBody](t, body).Code; got != mc.EINVALID {
 				t.Errorf("code = %q, want %q", got, mc.EINVALID)
 			}
 		})
@@ -271,9 +272,9 @@ func TestLoginStartInvalid(t *testing.T) {
 func TestBrowserErrorFailsLogin(t *testing.T) {
 	a := newTestAPI(t)
 	a.browser.err = errTestBrowser
-	a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)})
+	a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)})
 	_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateFailed || st.Reason != ReasonBrowserError {
-		t.Errorf("status = %+v, want failed %s", st, ReasonBrowserError)
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateFailed || st.Reason != proto.ReasonBrowserError {
+		t.Errorf("status = %+v, want failed %s", st, proto.ReasonBrowserError)
 	}
 }

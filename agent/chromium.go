@@ -60,6 +60,9 @@ func chromiumArgs(cfg Config, startURL string, root, smallShm bool) []string {
 	if root {
 		args = append(args, "--no-sandbox")
 	}
+	if cfg.TestTrustSPKI != "" {
+		args = append(args, "--ignore-certificate-errors-spki-list="+cfg.TestTrustSPKI)
+	}
 	if smallShm {
 		// A small /dev/shm (containers, small VMs) crashes renderers.
 		args = append(args, "--disable-dev-shm-usage")

@@ -8,15 +8,16 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
-func testClient(tb testing.TB, a *testAPI, token string) *Client {
+func testClient(tb testing.TB, a *testAPI, token string) *proto.Client {
 	tb.Helper()
 	u, err := url.Parse(a.srv.URL)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return NewClient(netip.MustParseAddrPort(u.Host), mc.SecretOf(token), nil)
+	return proto.NewClient(netip.MustParseAddrPort(u.Host), mc.SecretOf(token), nil)
 }
 
 func TestClient(t *testing.T) {
@@ -25,11 +26,11 @@ func TestClient(t *testing.T) {
 	ctx := t.Context()
 
 	if h, err := c.Health(ctx); err != nil || !h.VNC || !h.Browser {
-		t.Errorf("Health = %+v, %v", h, err)
+		t.Errorf("proto.Health = %+v, %v", h, err)
 	}
-	a.health = Health{VNC: true}
+	a.health = proto.Health{VNC: true}
 	if h, err := c.Health(ctx); mc.ErrorCode(err) != mc.EUNAVAILABLE || !h.VNC || h.Browser {
-		t.Errorf("unhealthy Health = %+v, %v; want vnc only and EUNAVAILABLE", h, err)
+		t.Errorf("unhealthy proto.Health = %+v, %v; want vnc only and EUNAVAILABLE", h, err)
 	}
 	if err := c.Open(ctx, "local:/demo/signin"); err != nil {
 		t.Fatal(err)
@@ -40,36 +41,42 @@ func TestClient(t *testing.T) {
 	}
 
 	st, err := c.StartLogin(ctx, demoProvider(time.Minute))
-	if err != nil || st.State != StateRunning {
+	if err != nil || st.State != proto.StateRunning {
 		t.Fatalf("StartLogin = %+v, %v", st, err)
 	}
 	opened := <-a.browser.urls
 	if _, err := c.LoginResult(ctx); mc.ErrorCode(err) != mc.ECONFLICT {
-		t.Errorf("LoginResult while running = %v, want ECONFLICT", err)
+		t.Errorf("proto.LoginResult while running = %v, want ECONFLICT", err)
 	}
 	resp, err := http.Post(opened, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readAll(t, resp)
-	if st, err := c.LoginStatus(ctx, 30*time.Second); err != nil || st.State != StateComplete {
-		t.Fatalf("LoginStatus = %+v, %v", st, err)
+	// Each long poll answers with the next change (Seq), until the end.
+	for seen := st.Seq; st.State == proto.StateRunning; seen = st.Seq {
+		if st, err = c.LoginStatus(ctx, seen, 30*time.Second); err != nil || st.Seq <= seen && st.State == proto.StateRunning {
+			t.Fatalf("LoginStatus(since %d) = %+v, %v; want a later Seq", seen, st, err)
+		}
+	}
+	if st.State != proto.StateComplete {
+		t.Fatalf("LoginStatus = %+v, want complete", st)
 	}
 	res, err := c.LoginResult(ctx)
 	if err != nil || len(res.Files) != 1 {
-		t.Fatalf("LoginResult = %+v, %v", res, err)
+		t.Fatalf("proto.LoginResult = %+v, %v", res, err)
 	}
 	_, err = c.LoginResult(ctx)
 	if mc.ErrorCode(err) != mc.ENOTFOUND || mc.ErrorReason(err) != "result_delivered" {
-		t.Errorf("second LoginResult = %v, want ENOTFOUND result_delivered", err)
+		t.Errorf("second proto.LoginResult = %v, want ENOTFOUND result_delivered", err)
 	}
 
 	bad := testClient(t, a, "wrong")
 	if _, err := bad.Health(ctx); mc.ErrorCode(err) != mc.EUNAUTHORIZED {
-		t.Errorf("Health with a wrong token = %v, want EUNAUTHORIZED", err)
+		t.Errorf("proto.Health with a wrong token = %v, want EUNAUTHORIZED", err)
 	}
 	a.srv.Close()
 	if _, err := c.Health(ctx); mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != "agent_unreachable" {
-		t.Errorf("Health of a closed agent = %v, want EUNAVAILABLE agent_unreachable", err)
+		t.Errorf("proto.Health of a closed agent = %v, want EUNAVAILABLE agent_unreachable", err)
 	}
 }

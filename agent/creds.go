@@ -11,17 +11,6 @@ import (
 	"github.com/master-controller/mc"
 )
 
-// Reasons the agent puts into a login status that did not complete. The
-// controller maps them onto session states (login_timeout → expired, the
-// others → failed).
-const (
-	ReasonLoginTimeout       mc.Reason = mc.ReasonLoginTimeout
-	ReasonCommandFailed      mc.Reason = "command_failed"
-	ReasonCredentialsMissing mc.Reason = "credentials_missing"
-	ReasonBrowserError       mc.Reason = "browser_error"
-	ReasonCancelled          mc.Reason = "login_cancelled"
-)
-
 // resolveHomePath turns a provider's credential path ("~/.x/y.json" or
 // ".x/y.json") into an absolute path inside home. It refuses absolute paths
 // and any path that leaves home.
@@ -56,7 +45,8 @@ func checkCredentialFile(path string, required []string) ([]byte, error) {
 }
 
 // hasKeys reports whether b is a JSON object that holds every dotted key in
-// required with a non-null value.
+// required with a non-empty value: not null, "", [] or {} (a CLI that fails
+// to refresh blanks its values to "", and the file then logs nobody in).
 func hasKeys(b []byte, required []string) error {
 	var doc any
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -75,9 +65,24 @@ func hasKeys(b []byte, required []string) error {
 			}
 			v = m[part]
 		}
-		if v == nil {
-			return fmt.Errorf("key %q missing: %w", key, errIncomplete)
+		if empty(v) {
+			return fmt.Errorf("key %q missing or empty: %w", key, errIncomplete)
 		}
 	}
 	return nil
+}
+
+// empty reports whether a JSON value is null, "", [] or {}.
+func empty(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case string:
+		return strings.TrimSpace(v) == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	proto "github.com/master-controller/mc/agentproto"
 )
 
 func TestHasKeys(t *testing.T) {
@@ -25,7 +26,15 @@ func TestHasKeys(t *testing.T) {
 		{"dotted", `{"claudeAiOauth":{"accessToken":"x","expiresAt":1}}`, []string{"claudeAiOauth.accessToken"}, true},
 		{"dotted missing leaf", `{"claudeAiOauth":{}}`, []string{"claudeAiOauth.accessToken"}, false},
 		{"dotted through a string", `{"claudeAiOauth":"x"}`, []string{"claudeAiOauth.accessToken"}, false},
-		{"empty string is present", `{"k":""}`, []string{"k"}, true},
+		{"blanked string is missing", `{"k":""}`, []string{"k"}, false},
+		{"empty list is missing", `{"k":[]}`, []string{"k"}, false},
+		{"zero is present", `{"k":0}`, []string{"k"}, true},
+		{"claude, complete", `{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1,"scopes":["user:inference"]}}`,
+			[]string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, true},
+		{"claude, blanked after a failed refresh", `{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":1,"scopes":[]}}`,
+			[]string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, false},
+		{"claude, logged out (no expiresAt)", `{"claudeAiOauth":{"accessToken":"a","refreshToken":"r"}}`,
+			[]string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, false},
 		{"not json", `{"access_token":`, nil, false},
 		{"not an object", `["access_token"]`, nil, false},
 	}
@@ -129,22 +138,6 @@ func TestWaitForFilesFollowsNewDirectories(t *testing.T) {
 	}
 }
 
-func TestFirstURL(t *testing.T) {
-	tests := []struct{ line, want string }{
-		{"Open this URL to sign in: http://127.0.0.1:5/oauth?state=x&c=y", "http://127.0.0.1:5/oauth?state=x&c=y"},
-		{"\x1b[1mVisit\x1b[0m https://example.com/a?b=c.", "https://example.com/a?b=c"},
-		{"\x1b]8;;https://e.com/x\x07https://e.com/x\x1b]8;;\x07", "https://e.com/x"},
-		{"(see https://e.com/docs)", "https://e.com/docs"},
-		{"no url here", ""},
-		{"ftp://e.com/x", ""},
-	}
-	for _, tt := range tests {
-		if got := firstURL(tt.line); got != tt.want {
-			t.Errorf("firstURL(%q) = %q, want %q", tt.line, got, tt.want)
-		}
-	}
-}
-
 // TestStaleFileCountsOnlyOnceRewritten: a credential file that exists before
 // the login starts (an old login's, or one baked into an image) does not
 // complete the login; a rewrite does.
@@ -153,21 +146,21 @@ func TestStaleFileCountsOnlyOnceRewritten(t *testing.T) {
 	if err := writeDemoCredential(a.home); err != nil {
 		t.Fatal(err)
 	}
-	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		t.Fatalf("start: %d %s", status, body)
 	}
 	<-a.browser.urls
 	// The watcher has checked the stale file at least once when a status
 	// wait of one safety interval ends still running.
 	_, body := a.do(t, "GET", "/login/status?wait="+(2*safetyInterval).String(), nil)
-	if st := decode[LoginStatus](t, body); st.State != StateRunning {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateRunning {
 		t.Fatalf("status with a stale file = %+v, want running", st)
 	}
 	if err := writeDemoCredential(a.home); err != nil {
 		t.Fatal(err)
 	}
 	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateComplete {
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete {
 		t.Fatalf("status after the rewrite = %+v, want complete", st)
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/testutil"
 )
 
@@ -34,11 +36,28 @@ func (w tbWriter) Write(p []byte) (int, error) {
 type fakeBrowser struct {
 	mu     sync.Mutex
 	opened []string
+	tab    string // the page shown, for TabURLs
 	urls   chan string
 	err    error
 }
 
 func newFakeBrowser() *fakeBrowser { return &fakeBrowser{urls: make(chan string, 16)} }
+
+// SetTab makes u the page the browser shows (as a redirect would).
+func (b *fakeBrowser) SetTab(u string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tab = u
+}
+
+func (b *fakeBrowser) TabURLs(context.Context) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tab == "" {
+		return nil, nil
+	}
+	return []string{b.tab}, nil
+}
 
 func (b *fakeBrowser) Open(ctx context.Context, url string) error {
 	if b.err != nil {
@@ -46,6 +65,7 @@ func (b *fakeBrowser) Open(ctx context.Context, url string) error {
 	}
 	b.mu.Lock()
 	b.opened = append(b.opened, url)
+	b.tab = url
 	b.mu.Unlock()
 	b.urls <- url
 	return nil
@@ -58,7 +78,7 @@ type testAPI struct {
 	token   string
 	home    string
 	browser *fakeBrowser
-	health  Health
+	health  proto.Health
 	login   *login
 }
 
@@ -66,15 +86,20 @@ func newTestAPI(tb testing.TB) *testAPI {
 	tb.Helper()
 	home := tb.TempDir()
 	log := testLogger(tb)
-	t := &testAPI{token: "test-token-1234", home: home, browser: newFakeBrowser(), health: Health{VNC: true, Browser: true}}
+	t := &testAPI{token: "test-token-1234", home: home, browser: newFakeBrowser(), health: proto.Health{VNC: true, Browser: true}}
 	t.page = httptest.NewServer(pageHandler(home, log))
 	tb.Cleanup(t.page.Close)
-	t.login = newLogin(home, filepath.Join(home, "tmp"), t.page.URL, t.browser, log)
+	tmp := filepath.Join(home, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	t.login = newLogin(loginConfig{home: home, tmpDir: tmp, pageBase: t.page.URL,
+		openerExe: testutil.BuildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent"), tabPoll: 10 * time.Millisecond}, t.browser, log)
 	tb.Cleanup(t.login.Close)
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(t.token)),
 		log:       log,
-		health:    func(context.Context) Health { return t.health },
+		health:    func(context.Context) proto.Health { return t.health },
 		ready:     func() bool { return true },
 		browser:   t.browser,
 		pageBase:  t.page.URL,

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/master-controller/mc/rfb"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
 )
@@ -278,9 +282,9 @@ func TestAgentIntegration(t *testing.T) {
 	t.Logf("agent start → /health 200: %v", took)
 	step := func(what string) { t.Logf("%7v %s", time.Since(a.startedAt).Round(time.Millisecond), what) }
 
-	// Health's shape and the auth in front of it, on the real binary.
+	// proto.Health's shape and the auth in front of it, on the real binary.
 	status, body := a.do(t, "GET", "/health", nil)
-	if h := decode[Health](t, body); status != http.StatusOK || !h.VNC || !h.Browser {
+	if h := decode[proto.Health](t, body); status != http.StatusOK || !h.VNC || !h.Browser {
 		t.Fatalf("health = %d %s", status, body)
 	}
 	if status, _ := testutil.Request(t.Context(), t, "GET", a.base, "/health", "", nil); status != http.StatusUnauthorized {
@@ -291,7 +295,7 @@ func TestAgentIntegration(t *testing.T) {
 	// the prober's address blacklisted), then a VNC-authenticated session
 	// with the password from the plaintext file.
 	for range 8 {
-		if err := probeRFB(t.Context(), a.vncAddr); err != nil {
+		if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
 			t.Fatalf("rfb banner: %v", err)
 		}
 	}
@@ -308,7 +312,7 @@ func TestAgentIntegration(t *testing.T) {
 
 	// POST /open navigates through DevTools on the pipe: it answers once
 	// the navigation has committed.
-	if status, body := a.do(t, "POST", "/open", OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {
+	if status, body := a.do(t, "POST", "/open", proto.OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {
 		t.Fatalf("open: %d %s", status, body)
 	}
 	waitForOr(t, "sign-in page after /open", 20*time.Second, screenShows(DemoSignInColor, "#ffffff"), saveScreen)
@@ -322,14 +326,26 @@ func TestAgentIntegration(t *testing.T) {
 	}
 
 	// The CLI path with the real browser: the agent runs the stand-in CLI
-	// under a terminal, opens the URL it prints in Chromium, and Chromium's
-	// request to the CLI's callback makes the CLI write its file.
-	if status, body := a.do(t, "POST", "/login/start", LoginStartRequest{Provider: cliProvider(t)}); status != http.StatusAccepted {
+	// under a terminal; the CLI runs $BROWSER (the opener, mc-agent under
+	// another name), the agent opens the page in Chromium, the stand-in
+	// provider redirects Chromium to the CLI's callback, and the CLI writes
+	// its file.
+	prov := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cb, err := url.Parse(r.URL.Query().Get("redirect_uri"))
+		if err != nil || r.URL.Path != "/authorize" {
+			http.NotFound(w, r)
+			return
+		}
+		cb.RawQuery = url.Values{"code": {"c0de"}, "state": {r.URL.Query().Get("state")}}.Encode()
+		http.Redirect(w, r, cb.String(), http.StatusFound)
+	}))
+	defer prov.Close()
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: cliProvider(t, "-provider", prov.URL)}); status != http.StatusAccepted {
 		t.Fatalf("cli login start: %d %s", status, body)
 	}
 	_, body = a.do(t, "GET", "/login/status?wait=30s", nil)
-	if st := decode[LoginStatus](t, body); st.State != StateComplete || !strings.Contains(st.URL, "/oauth?state=") {
-		t.Fatalf("cli login status = %+v, want complete", st)
+	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete || st.URL != prov.URL+"/authorize" {
+		t.Fatalf("cli login status = %+v, want complete after %s/authorize", st, prov.URL)
 	}
 	if status, body := a.do(t, "GET", "/login/result", nil); status != http.StatusOK || !bytes.Contains(body, []byte("fake-")) {
 		t.Errorf("cli result: %d %s", status, body)
@@ -476,11 +492,11 @@ func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential
 	tb.Helper()
 	// A blank page first, so that the sign-in page seen next is the one the
 	// login opened.
-	if status, body := a.do(tb, "POST", "/open", OpenRequest{URL: "about:blank"}); status != http.StatusOK {
+	if status, body := a.do(tb, "POST", "/open", proto.OpenRequest{URL: "about:blank"}); status != http.StatusOK {
 		tb.Fatalf("open about:blank: %d %s", status, body)
 	}
 	waitForOr(tb, "blank page on the VNC screen", 20*time.Second, screenShows(tb, vnc, "#ffffff", "#ffffff"), func() { saveScreen(tb, vnc) })
-	if status, body := a.do(tb, "POST", "/login/start", LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+	if status, body := a.do(tb, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		tb.Fatalf("login start: %d %s", status, body)
 	}
 	waitForOr(tb, "sign-in page on the VNC screen", 20*time.Second, screenShows(tb, vnc, DemoSignInColor, "#ffffff"), func() { saveScreen(tb, vnc) })
@@ -491,18 +507,18 @@ func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential
 			tb.Fatal(err)
 		}
 		_, body := a.do(tb, "GET", "/login/status?wait=3s", nil)
-		st := decode[LoginStatus](tb, body)
-		if st.State == StateFailed {
+		st := decode[proto.LoginStatus](tb, body)
+		if st.State == proto.StateFailed {
 			tb.Fatalf("login failed: %+v", st)
 		}
-		return st.State == StateComplete, fmt.Sprintf("%+v", st)
+		return st.State == proto.StateComplete, fmt.Sprintf("%+v", st)
 	})
 	waitForOr(tb, "signed-in page on the VNC screen", 10*time.Second, screenShows(tb, vnc, DemoSignedInColor, DemoSignedInColor), func() { saveScreen(tb, vnc) })
 	status, body := a.do(tb, "GET", "/login/result", nil)
 	if status != http.StatusOK {
 		tb.Fatalf("result: %d %s", status, body)
 	}
-	cred := decode[DemoCredential](tb, []byte(decode[LoginResult](tb, body).Files["~/"+DemoCredentialPath]))
+	cred := decode[DemoCredential](tb, []byte(decode[proto.LoginResult](tb, body).Files["~/"+DemoCredentialPath]))
 	if !strings.HasPrefix(cred.AccessToken, "demo-") || cred.User != "demo" {
 		tb.Errorf("credential = %+v", cred)
 	}
@@ -553,7 +569,7 @@ func TestAgentInNetns(t *testing.T) {
 
 	a := startRealAgent(t, &netnsTarget{name: ns, ip: nsIP})
 	t.Logf("agent start → /health 200 (namespace): %v", a.waitHealthy(t))
-	if err := probeRFB(t.Context(), a.vncAddr); err != nil {
+	if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
 		t.Fatalf("rfb banner from the host: %v", err)
 	}
 	// DevTools (there is no port: it is a pipe) and the page server are
@@ -574,11 +590,11 @@ func TestAgentInNetns(t *testing.T) {
 // RFB banner and to /health 200 (Xvnc up, Chromium's DevTools answering),
 // then a SIGTERM stop.
 func BenchmarkAgentStart(b *testing.B) {
-	var rfb, health, stop time.Duration
+	var banner, health, stop time.Duration
 	for b.Loop() {
 		a := startRealAgent(b, nil)
-		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return probeRFB(b.Context(), a.vncAddr) })
-		rfb += time.Since(a.startedAt)
+		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), a.vncAddr) })
+		banner += time.Since(a.startedAt)
 		health += a.waitHealthy(b)
 		t0 := time.Now()
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
@@ -586,7 +602,7 @@ func BenchmarkAgentStart(b *testing.B) {
 		stop += time.Since(t0)
 	}
 	n := float64(b.N)
-	b.ReportMetric(float64(rfb.Milliseconds())/n, "ms-to-rfb/op")
+	b.ReportMetric(float64(banner.Milliseconds())/n, "ms-to-banner/op")
 	b.ReportMetric(float64(health.Milliseconds())/n, "ms-to-health/op")
 	b.ReportMetric(float64(stop.Milliseconds())/n, "ms-to-stop/op")
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/master-controller/mc/driver/local"
 )
 
 // Config is every setting of the controller. Each has a flag and an MC_*
@@ -43,21 +45,29 @@ type Config struct {
 	PortBase       int
 	DisplayBase    int
 	AgentPath      string
-	MaxMachines    int
-	MachineMemMB   int
-	MachinePids    int
-	MachineCPU     int
-	MachineTmpMB   int
-	MachineUIDBase int
-	InsecureShared bool
-	Geometry       string
-	StartTimeout   time.Duration
-	IdleTimeout    time.Duration
-	MaxLifetime    time.Duration
-	DestroyGrace   time.Duration
-	ReconcileEvery time.Duration
-	Pool           string
-	PoolMaxAge     time.Duration
+	CLIDir         string
+	// TestHostsFile and TestTrustSPKI are for tests only (a stand-in
+	// provider): see local.MachineTestHooks.
+	TestHostsFile string
+	TestTrustSPKI string
+	// TestMachineBinds (tests only) are host paths, comma-separated, that
+	// machines see read-only (a stand-in provider's CA).
+	TestMachineBinds string
+	MaxMachines      int
+	MachineMemMB     int
+	MachinePids      int
+	MachineCPU       int
+	MachineTmpMB     int
+	MachineUIDBase   int
+	InsecureShared   bool
+	Geometry         string
+	StartTimeout     time.Duration
+	IdleTimeout      time.Duration
+	MaxLifetime      time.Duration
+	DestroyGrace     time.Duration
+	ReconcileEvery   time.Duration
+	Pool             string
+	PoolMaxAge       time.Duration
 
 	AllowedOrigins string
 	ViewerTokenTTL time.Duration
@@ -112,6 +122,10 @@ func (c *Config) settings() []setting {
 		{"port-base", "MC_PORT_BASE", "first loopback port in loopback mode (4 per machine)", &c.PortBase, "21000", false},
 		{"display-base", "MC_DISPLAY_BASE", "X display number of the first machine (displays are host-wide: give each controller on a host its own range)", &c.DisplayBase, "100", false},
 		{"agent-path", "MC_AGENT_PATH", "path of the mc-agent binary (default: beside this binary, else on PATH)", &c.AgentPath, "", false},
+		{"cli-dir", "MC_CLI_DIR", "directory of the provider CLIs claude, codex and gemini (scripts/deps.sh installs the pinned ones there)", &c.CLIDir, local.DefaultCLIDir, false},
+		{"test-machine-hosts", "MC_TEST_MACHINE_HOSTS", "tests only: each machine's /etc/hosts, to reach a stand-in provider", &c.TestHostsFile, "", false},
+		{"test-trust-spki", "MC_TEST_TRUST_SPKI", "tests only: base64 SHA-256 of a stand-in provider's certificate key that machines' Chromium accepts", &c.TestTrustSPKI, "", false},
+		{"test-machine-binds", "MC_TEST_MACHINE_BINDS", "tests only: comma-separated host paths machines see read-only (a stand-in provider's CA)", &c.TestMachineBinds, "", false},
 		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each)", &c.MaxMachines, "0", false},
 		{"machine-memory-mb", "MC_MACHINE_MEMORY_MB", "memory limit of each machine in MiB (its cgroup; its /tmp, /home and /dev/shm count against it)", &c.MachineMemMB, "1024", false},
 		{"machine-pids", "MC_MACHINE_PIDS", "most processes and threads in each machine", &c.MachinePids, "512", false},

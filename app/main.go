@@ -244,8 +244,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		MaxConnections: m.Config.MaxConnections, MaxViewerConnections: m.Config.MaxViewerConnections,
 	}, httpapi.Deps{
 		Sessions: m.Manager, Store: st, Tokens: tokens, Providers: providers, Credentials: m.Vault,
-		Checks: []httpapi.Check{{Name: "driver", Check: drv.Check}},
-		VNC:    gw, Web: webHandler,
+		ProviderCheck: providerCheck(drv, providers.All(), m.Log),
+		Checks:        []httpapi.Check{{Name: "driver", Check: drv.Check}},
+		VNC:           gw, Web: webHandler,
 		Metrics: apiMetrics,
 		Pool:    m.Manager,
 	}, m.Log, m.Registry)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,7 +30,16 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 		d = fake.New(fake.Config{MaxMachines: cfg.MaxMachines, StartDelay: cfg.FakeStartDelay})
 	case "local":
 		log.Info("host for machines", "summary", local.Summary(Doctor(cfg)))
-		ld, err := local.New(localConfig(cfg), st, log)
+		lcfg := localConfig(cfg)
+		hooks, err := testHooks(cfg)
+		if err != nil {
+			return nil, err
+		}
+		lcfg.Test = hooks
+		if lcfg.Test != nil {
+			log.Warn("test hooks on: machines get a test hosts file, test binds or trust a test certificate; never in production")
+		}
+		ld, err := local.New(lcfg, st, log)
 		if err != nil {
 			return nil, fmt.Errorf("local driver: %w", err)
 		}
@@ -61,11 +72,33 @@ func localConfig(cfg Config) local.Config {
 	return local.Config{
 		DataDir: cfg.DataDir, AgentPath: cfg.AgentPath, Mode: mode, Bridge: cfg.Bridge,
 		Network: network, PortBase: cfg.PortBase, DisplayBase: cfg.DisplayBase, MaxMachines: cfg.MaxMachines,
-		Geometry: cfg.Geometry, Egress: cfg.LocalEgress,
+		Geometry: cfg.Geometry, Egress: cfg.LocalEgress, CLIDir: cfg.CLIDir,
 		Limits:  local.Limits{Memory: int64(cfg.MachineMemMB) << 20, Pids: cfg.MachinePids, CPUWeight: cfg.MachineCPU},
 		TmpSize: tmp, HomeSize: tmp, ShmSize: tmp,
 		UIDBase: cfg.MachineUIDBase, InsecureSharedHost: cfg.InsecureShared,
 	}
+}
+
+// testHooks are the machines' test-only settings (MC_TEST_MACHINE_HOSTS,
+// MC_TEST_MACHINE_BINDS, MC_TEST_TRUST_SPKI), or nil when none is set.
+func testHooks(cfg Config) (*local.MachineTestHooks, error) {
+	if cfg.TestHostsFile == "" && cfg.TestTrustSPKI == "" && cfg.TestMachineBinds == "" {
+		return nil, nil
+	}
+	h := &local.MachineTestHooks{TrustSPKI: cfg.TestTrustSPKI}
+	if cfg.TestHostsFile != "" {
+		b, err := os.ReadFile(cfg.TestHostsFile)
+		if err != nil {
+			return nil, fmt.Errorf("MC_TEST_MACHINE_HOSTS: %w", err)
+		}
+		h.Hosts = string(b)
+	}
+	for _, p := range strings.Split(cfg.TestMachineBinds, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			h.Binds = append(h.Binds, p)
+		}
+	}
+	return h, nil
 }
 
 // newNotifier returns the webhook notifier, or nil when none is configured.
@@ -110,4 +143,25 @@ func newGateway(cfg Config, st mc.Store, drv mc.Driver, kr *vault.Keyring, machi
 		return nil, nil, err
 	}
 	return gw, signer, nil
+}
+
+// cliChecker is a driver that can say whether a provider's CLI can run in
+// its machines.
+type cliChecker interface {
+	CheckCLI(name string) error
+}
+
+// providerCheck returns the API's availability check of providers on drv,
+// and logs, one line each, the providers whose CLI is missing.
+func providerCheck(drv mc.Driver, all []mc.Provider, log *slog.Logger) func(mc.Provider) error {
+	cc, ok := drv.(cliChecker)
+	if !ok {
+		return nil
+	}
+	for _, p := range all {
+		if err := cc.CheckCLI(p.CLI()); err != nil {
+			log.Warn("provider unavailable", "provider", p.Name, mc.LogReason, mc.ReasonProviderUnavailable, "error", err)
+		}
+	}
+	return func(p mc.Provider) error { return cc.CheckCLI(p.CLI()) }
 }

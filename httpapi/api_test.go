@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -756,6 +757,36 @@ func TestNewRefuses(t *testing.T) {
 	}
 	if _, err := httpapi.New(httpapi.Config{APIKeys: keys}, full, nil, reg); err == nil {
 		t.Errorf("second on one registry: got no error, want the metrics conflict")
+	}
+}
+
+// TestProviderUnavailable: a provider whose CLI is missing is listed as
+// unavailable and refused at once, not minutes later in its machine.
+func TestProviderUnavailable(t *testing.T) {
+	e := newEnv(t, options{deps: func(d *httpapi.Deps) {
+		d.ProviderCheck = func(p mc.Provider) error {
+			if p.Name == "codex" {
+				return errors.New("provider CLI codex is missing from /opt/x: run scripts/deps.sh")
+			}
+			return nil
+		}
+	}})
+	status, _, body := e.do(t, "GET", "/api/v1/providers", "")
+	got := decode[httpapi.ProvidersResponse](t, body)
+	if status != 200 || len(got.Providers) != 2 {
+		t.Fatalf("got %d %s", status, body)
+	}
+	for _, p := range got.Providers {
+		if want := p.Name != "codex"; p.Available != want || (p.Unavailable != "") == want {
+			t.Errorf("provider %s: available %v (%q), want %v", p.Name, p.Available, p.Unavailable, want)
+		}
+	}
+	status, _, body = e.do(t, "POST", "/api/v1/sessions", `{"user_id":"alice","provider":"codex"}`)
+	if d := decodeError(t, body); status != 503 || d.Reason != "provider_unavailable" || !strings.Contains(d.Message, "scripts/deps.sh") {
+		t.Errorf("start codex: got %d %+v, want 503 provider_unavailable saying how to install it", status, d)
+	}
+	if status, _, body = e.do(t, "POST", "/api/v1/sessions", `{"user_id":"alice","provider":"demo"}`); status != 201 {
+		t.Errorf("start demo: got %d %s, want 201", status, body)
 	}
 }
 

@@ -14,6 +14,11 @@ type CredentialInfo struct {
 	Provider   string    `json:"provider"`
 	CapturedAt time.Time `json:"captured_at"`
 	SessionID  string    `json:"session_id"`
+	// Kind, ExpiresAt and RefreshExpiresAt are what the files say (see
+	// mc.CredentialMeta); never a secret.
+	Kind             mc.CredentialKind `json:"kind,omitempty"`
+	ExpiresAt        time.Time         `json:"expires_at,omitzero"`
+	RefreshExpiresAt time.Time         `json:"refresh_expires_at,omitzero"`
 }
 
 // CredentialsResponse is the body of GET /api/v1/credentials/{user_id}.
@@ -77,7 +82,8 @@ func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request) error {
 	resp := CredentialsResponse{UserID: userID, Credentials: make([]CredentialInfo, 0, len(list))}
 	for _, c := range list {
 		resp.Credentials = append(resp.Credentials, CredentialInfo{
-			Provider: c.Provider, CapturedAt: c.CapturedAt.UTC(), SessionID: c.SessionID})
+			Provider: c.Provider, CapturedAt: c.CapturedAt.UTC(), SessionID: c.SessionID,
+			Kind: c.Meta.Kind, ExpiresAt: c.Meta.ExpiresAt, RefreshExpiresAt: c.Meta.RefreshExpiresAt})
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"sync"
 
@@ -35,7 +36,50 @@ func MetricsOnly(h http.Handler) http.Handler {
 
 // ProvidersResponse is the body of GET /api/v1/providers.
 type ProvidersResponse struct {
-	Providers []mc.Provider `json:"providers"`
+	Providers []ProviderInfo `json:"providers"`
+}
+
+// ProviderInfo is a provider and whether it can run here. Its JSON is the
+// provider's with "available" and "unavailable" beside its fields.
+type ProviderInfo struct {
+	mc.Provider
+	Available bool `json:"available"`
+	// Unavailable says why not (a missing CLI and how to install it).
+	Unavailable string `json:"unavailable,omitempty"`
+}
+
+// availability is ProviderInfo's own part of its JSON.
+type availability struct {
+	Available   bool   `json:"available"`
+	Unavailable string `json:"unavailable,omitempty"`
+}
+
+// MarshalJSON writes the provider's fields and the availability in one
+// object (the embedded Provider's own MarshalJSON would hide the latter).
+func (i ProviderInfo) MarshalJSON() ([]byte, error) {
+	p, err := json.Marshal(i.Provider)
+	if err != nil {
+		return nil, err
+	}
+	a, err := json.Marshal(availability{i.Available, i.Unavailable})
+	if err != nil {
+		return nil, err
+	}
+	// Two objects into one: {…provider…, …availability…}.
+	return append(append(p[:len(p)-1:len(p)-1], ','), a[1:]...), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (i *ProviderInfo) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &i.Provider); err != nil {
+		return err
+	}
+	var a availability
+	if err := json.Unmarshal(b, &a); err != nil {
+		return err
+	}
+	i.Available, i.Unavailable = a.Available, a.Unavailable
+	return nil
 }
 
 // healthz is GET /healthz: the process is up. It is always 200.
@@ -95,9 +139,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 
 // listProviders is GET /api/v1/providers.
 func (s *Server) listProviders(w http.ResponseWriter, _ *http.Request) error {
-	list := s.deps.Providers.All()
-	if list == nil {
-		list = []mc.Provider{}
+	list := []ProviderInfo{}
+	for _, p := range s.deps.Providers.All() {
+		info := ProviderInfo{Provider: p, Available: true}
+		if s.deps.ProviderCheck != nil {
+			if err := s.deps.ProviderCheck(p); err != nil {
+				info.Available, info.Unavailable = false, err.Error()
+			}
+		}
+		list = append(list, info)
 	}
 	writeJSON(w, http.StatusOK, ProvidersResponse{Providers: list})
 	return nil

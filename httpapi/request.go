@@ -129,8 +129,16 @@ func (s *Server) checkProvider(name string) error {
 	if name == "" {
 		return mc.Errorf(mc.EINVALID, "unknown_provider", "provider is required")
 	}
-	if _, ok := s.deps.Providers.Get(name); !ok {
+	p, ok := s.deps.Providers.Get(name)
+	if !ok {
 		return mc.Errorf(mc.EINVALID, "unknown_provider", "unknown provider %q", truncate(name, 64))
+	}
+	if s.deps.ProviderCheck != nil {
+		if err := s.deps.ProviderCheck(p); err != nil {
+			e := mc.Errorf(mc.EUNAVAILABLE, mc.ReasonProviderUnavailable, "provider %q cannot run here: %v", name, err)
+			e.Err = err
+			return e
+		}
 	}
 	return nil
 }

@@ -22,7 +22,7 @@
 //	GET    /api/v1/sessions/{id}/events          → {"events":[…]}
 //	POST   /api/v1/sessions/{id}/viewer-token    → {"url","token","expires_at"}; a final session: 409 session_ended
 //	GET    /api/v1/sessions/{id}/vnc             the gateway (WebSocket)
-//	GET    /api/v1/providers                     → {"providers":[…]}
+//	GET    /api/v1/providers                     → {"providers":[{…recipe, "available", "unavailable"?}]}
 //	GET    /api/v1/credentials/{user_id}         → {"user_id","credentials":[{"provider","captured_at","session_id"}]}
 //	GET    /api/v1/credentials/{user_id}/{provider}  → the opened mc.Credential
 //	DELETE /api/v1/credentials/{user_id}/{provider}  → 204
@@ -210,6 +210,11 @@ type Deps struct {
 	Tokens      Tokens
 	Providers   Providers
 	Credentials Credentials
+	// ProviderCheck says whether a provider can run (its CLI is installed);
+	// nil means every provider can. An unavailable provider is listed with
+	// available false and refused by POST /api/v1/sessions (503,
+	// provider_unavailable).
+	ProviderCheck func(mc.Provider) error
 	// Checks are readiness checks beside the store's Ping, which is always
 	// checked (as "store").
 	Checks []Check

@@ -34,9 +34,9 @@ func TestBuiltins(t *testing.T) {
 		hasStart bool
 	}{
 		{name: "demo", display: "Demo", start: "local:/demo/signin", path: "~/.demo/credentials.json", keys: []string{"access_token"}, timeout: 10 * time.Minute},
-		{name: "claude_code", display: "Claude Code", command: "claude auth login", path: "~/.claude/.credentials.json", keys: []string{"claudeAiOauth.accessToken"}, timeout: 15 * time.Minute},
-		{name: "codex", display: "Codex", command: "codex login", path: "~/.codex/auth.json", keys: []string{"tokens.access_token", "tokens.refresh_token"}, timeout: 15 * time.Minute},
-		{name: "gemini_cli", display: "Gemini CLI", command: "gemini", path: "~/.gemini/oauth_creds.json", keys: []string{"access_token", "refresh_token"}, timeout: 15 * time.Minute},
+		{name: "claude_code", display: "Claude Code", command: "claude auth login", path: "~/.claude/.credentials.json", keys: []string{"claudeAiOauth.accessToken", "claudeAiOauth.refreshToken", "claudeAiOauth.expiresAt", "claudeAiOauth.scopes"}, timeout: 15 * time.Minute},
+		{name: "codex", display: "Codex", command: "codex login", path: "~/.codex/auth.json", keys: []string{"tokens.id_token", "tokens.access_token", "tokens.refresh_token"}, timeout: 15 * time.Minute},
+		{name: "gemini_cli", display: "Gemini CLI", command: "gemini", path: "~/.gemini/oauth_creds.json", keys: []string{"access_token", "refresh_token", "expiry_date"}, timeout: 15 * time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,8 +64,14 @@ func TestGetReturnsCopies(t *testing.T) {
 	p.Files[0].RequiredKeys[0] = "x"
 	all := r.All()
 	all[0].Files[0].Path = "/etc/passwd"
+	p.Env["CODEX_HOME"] = "/tmp"
+	p.SeedFiles[0].Content = "x"
+	p.OpenURL.Match = "."
 	again, _ := r.Get("codex")
-	if again.LoginCommand[0] != "codex" || again.Files[0].RequiredKeys[0] != "tokens.access_token" {
+	if again.Env["CODEX_HOME"] != "~/.codex" || again.SeedFiles[0].Content == "x" || again.OpenURL.Match == "." {
+		t.Errorf("changing a returned provider's recipe changed the registry: %+v", again)
+	}
+	if again.LoginCommand[0] != "codex" || again.Files[0].RequiredKeys[0] != "tokens.id_token" {
 		t.Errorf("changing a returned provider changed the registry: %+v", again)
 	}
 	if first, _ := r.Get(all[0].Name); first.Files[0].Path == "/etc/passwd" {
@@ -263,6 +269,20 @@ func TestLoadErrors(t *testing.T) {
 			{"name": "aa", "login_command": ["a"], "files": [{"path": "~/../x"}]},
 			{"name": "bb", "login_command": ["b"], "files": [{"path": "~/y"}], "login_timeout": "3h"}]}`,
 			want: []string{`provider "aa"`, `provider "bb"`}},
+		{name: "unknown recipe field", content: `{"providers": [{"name": "codex", "open_url": {"regexp": "x"}}]}`, want: []string{`open_url: json: unknown field "regexp"`}},
+		{name: "recipe problems, one by one", content: `{"providers": [{"name": "codex",
+			"env": {"PATH": "/x", "1BAD": "y"},
+			"seed_files": [{"path": "/etc/hosts", "content": "x"}],
+			"answers": [{"pattern": "(", "keys": "\r"}, {"pattern": "ok", "keys": ""}],
+			"paste_back": {"url_prefix": "file:///x", "template": "code"},
+			"stdout_capture": {"pattern": "token", "file": "../t"},
+			"kind": "password"}]}`,
+			want: []string{`env key "1BAD" is not a variable name`, `env key "PATH" is set by the agent`,
+				`seed_files[0].path "/etc/hosts"`, `answers[0].pattern is not a regular expression`, `answers[1].keys is empty`,
+				`paste_back.url_prefix must be an http(s) URL`, `paste_back.template names no query value`,
+				`stdout_capture.pattern has no group`, `stdout_capture.file "../t"`, `kind "password"`}},
+		{name: "recipe without a command", content: `{"providers": [{"name": "demo", "answers": [{"pattern": "x", "keys": "y"}]}]}`,
+			want: []string{"need a login_command"}},
 		{name: "everything disabled", content: `{"providers": [{"name": "demo", "disabled": true}, {"name": "codex", "disabled": true},
 			{"name": "claude_code", "disabled": true}, {"name": "gemini_cli", "disabled": true}]}`, want: []string{"every provider is disabled"}},
 	}
@@ -278,6 +298,24 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("got %q, want the file's path in it", err)
 			}
 		})
+	}
+}
+
+func TestLoadRecipeOverride(t *testing.T) {
+	r, err := Load(writeConfig(t, `{"providers": [
+		{"name": "codex", "open_url": null, "env": {"CODEX_HOME": "~/.codex", "SSL_CERT_FILE": "/ca.pem"}},
+		{"name": "acme", "login_command": ["acme", "setup-token"], "kind": "token",
+		 "stdout_capture": {"pattern": "token: (\\S+)", "file": "~/.acme/token.json"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	codex, _ := r.Get("codex")
+	if codex.OpenURL != nil || codex.Env["SSL_CERT_FILE"] != "/ca.pem" || len(codex.SeedFiles) != 1 {
+		t.Errorf("codex: open_url %+v env %v seed %d, want open_url cleared, env replaced, seed files kept", codex.OpenURL, codex.Env, len(codex.SeedFiles))
+	}
+	acme, _ := r.Get("acme")
+	if acme.StdoutCapture == nil || acme.StdoutCapture.File != "~/.acme/token.json" || acme.Kind != mc.KindToken || len(acme.Files) != 0 {
+		t.Errorf("acme: %+v, want a stdout capture and no files", acme)
 	}
 }
 

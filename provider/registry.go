@@ -64,6 +64,14 @@ type entry struct {
 	StartURL     *string              `json:"start_url"`
 	LoginCommand *[]string            `json:"login_command"`
 	Files        *[]mc.CredentialFile `json:"files"`
+	Env          *map[string]string   `json:"env"`
+	SeedFiles    *[]mc.SeedFile       `json:"seed_files"`
+	Answers      *[]mc.Answer         `json:"answers"`
+	Kind         *mc.CredentialKind   `json:"kind"`
+	// OpenURL, PasteBack and StdoutCapture: an object sets, null clears.
+	OpenURL       json.RawMessage `json:"open_url"`
+	PasteBack     json.RawMessage `json:"paste_back"`
+	StdoutCapture json.RawMessage `json:"stdout_capture"`
 	// LoginTimeout is a Go duration ("10m", "1h30m").
 	LoginTimeout *string `json:"login_timeout"`
 	Disabled     bool    `json:"disabled"`
@@ -117,6 +125,39 @@ func Parse(data []byte) (*Registry, error) {
 		}
 		if e.Files != nil {
 			p.Files = *e.Files
+		}
+		if e.Env != nil {
+			p.Env = *e.Env
+		}
+		if e.SeedFiles != nil {
+			p.SeedFiles = *e.SeedFiles
+		}
+		if e.Answers != nil {
+			p.Answers = *e.Answers
+		}
+		if e.Kind != nil {
+			p.Kind = *e.Kind
+		}
+		for _, o := range []struct {
+			field string
+			raw   json.RawMessage
+			set   func(dec func(any) error) error
+		}{
+			{"open_url", e.OpenURL, func(dec func(any) error) error { p.OpenURL = nil; return dec(&p.OpenURL) }},
+			{"paste_back", e.PasteBack, func(dec func(any) error) error { p.PasteBack = nil; return dec(&p.PasteBack) }},
+			{"stdout_capture", e.StdoutCapture, func(dec func(any) error) error { p.StdoutCapture = nil; return dec(&p.StdoutCapture) }},
+		} {
+			if o.raw == nil {
+				continue
+			}
+			err := o.set(func(v any) error {
+				d := json.NewDecoder(bytes.NewReader(o.raw))
+				d.DisallowUnknownFields()
+				return d.Decode(v)
+			})
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("provider %q: %s: %s", e.Name, o.field, jsonProblem(err)))
+			}
 		}
 		if e.LoginTimeout != nil {
 			d, err := time.ParseDuration(*e.LoginTimeout)

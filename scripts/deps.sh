@@ -44,6 +44,29 @@ if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt w
 	npm ci --prefix web --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
+# The provider CLIs that machines run (Claude Code, Codex, Gemini CLI), pinned
+# in clis/package-lock.json and installed outside the checkout, once per
+# version of the lock file: MC_CLI_ROOT (default /opt/master-controller/clis)
+# holds <sha256 of the lock>/node_modules/.bin, and "current" points to it.
+# MC_SKIP_CLIS=1 skips them (about 900 MB).
+if [ "${MC_SKIP_CLIS:-}" != 1 ]; then
+	command -v npm >/dev/null || { echo "npm is required to install the provider CLIs (apt-get install npm)" >&2; exit 1; }
+	cli_root=${MC_CLI_ROOT:-/opt/master-controller/clis}
+	cli_hash=$(sha256sum clis/package-lock.json | cut -c1-16)
+	cli_dir=$cli_root/$cli_hash
+	if [ ! -x "$cli_dir/node_modules/.bin/codex" ] || [ ! -f "$cli_dir/.complete" ]; then
+		echo "installing the provider CLIs into $cli_dir (npm ci, about 900 MB)" >&2
+		rm -rf "$cli_dir.tmp"
+		mkdir -p "$cli_dir.tmp"
+		cp clis/package.json clis/package-lock.json "$cli_dir.tmp/"
+		npm ci --prefix "$cli_dir.tmp" --no-audit --no-fund --loglevel=error >/dev/null
+		touch "$cli_dir.tmp/.complete"
+		rm -rf "$cli_dir"
+		mv "$cli_dir.tmp" "$cli_dir"
+	fi
+	ln -sfn "$cli_hash" "$cli_root/current"
+fi
+
 mkdir -p bin
 go build -o bin/master-controller ./cmd/master-controller
 CGO_ENABLED=0 go build -o bin/mc-agent ./cmd/mc-agent

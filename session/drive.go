@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/rfb"
 )
 
 // teardownTimeout bounds destroying one machine.
@@ -349,12 +352,12 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 	var last error
 	for {
 		if !vncOK {
-			if last = rfbBanner(ctx, mach.VNCAddr().String()); last == nil {
+			if last = rfb.Probe(ctx, mach.VNCAddr().String()); last == nil {
 				vncOK = true
 			}
 		}
 		if vncOK {
-			if last = agent.health(ctx); last == nil {
+			if _, last = agent.Health(ctx); last == nil {
 				return nil
 			}
 		}
@@ -371,7 +374,7 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 // seals it into the vault and completes the session. dctx is ctx bounded by
 // the session's deadline, for the store writes that are retried.
 func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
-	if err := agent.loginStart(ctx, prov); err != nil {
+	if _, err := agent.StartLogin(ctx, prov); err != nil {
 		return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
 	}
 	_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
@@ -379,20 +382,26 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 	if timeout <= 0 {
 		timeout = 15 * time.Minute
 	}
-	deadline := time.NewTimer(timeout)
+	// The agent ends the login at timeout itself, with the command's last
+	// lines; the controller's own deadline comes a little later, for an
+	// agent that does not.
+	deadline := time.NewTimer(timeout + min(timeout/10, 30*time.Second))
 	defer deadline.Stop()
 	lastMsg := ""
+	var last mc.LoginProgress
+	var seen int64 // the agent's status Seq last seen
+	capturing := false
 	for {
 		// Long-poll the agent; an agent that answers at once (or an
 		// unchanged status) is asked again no sooner than LoginPoll.
 		next := time.NewTimer(m.cfg.LoginPoll)
 		type answer struct {
-			st  loginStatus
+			st  agentproto.LoginStatus
 			err error
 		}
 		ansc := make(chan answer, 1)
 		go func() {
-			st, err := agent.loginStatus(ctx, 20*time.Second)
+			st, err := agent.LoginStatus(ctx, seen, 20*time.Second)
 			ansc <- answer{st, err}
 		}()
 		var ans answer
@@ -411,12 +420,30 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 			next.Stop()
 			return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("login status: %w", err))
 		}
-		msg := st.State + st.Message + st.URL
+		seen = st.Seq
+		msg := st.State + st.Message + st.URL + string(st.Phase)
 		if msg != lastMsg {
 			lastMsg = msg
 			_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
 		}
-		if st.State != "complete" && st.State != "failed" {
+		if st.Phase != "" && (st.Phase != last.Phase || st.URL != last.URL) {
+			last = mc.LoginProgress{Phase: st.Phase, URL: st.URL, UpdatedAt: m.clock.Now().UTC()}
+			if _, err := m.store.SetLogin(ctx, id, last, m.cfg.Replica); err != nil && mc.ErrorCode(err) != mc.ECONFLICT {
+				log.Warn("record login progress", "error", err, mc.LogReason, "store_error")
+			} else if err == nil {
+				log.Info("login progress", "phase", st.Phase, "url", st.URL)
+			}
+			// A CLI's sign-in page is in front of the user: the login is
+			// capturing from now on. (A page-only login such as demo stays
+			// ready until its files are complete.)
+			if st.Phase == mc.PhaseWaitingForUser && !capturing && len(prov.LoginCommand) > 0 {
+				if _, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil); err != nil {
+					return err
+				}
+				capturing = true
+			}
+		}
+		if st.State != agentproto.StateComplete && st.State != agentproto.StateFailed {
 			select {
 			case <-ctx.Done():
 				next.Stop()
@@ -426,24 +453,28 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 			continue
 		}
 		next.Stop()
-		switch st.State {
-		case "complete":
-			return m.capture(ctx, dctx, id, agent, log)
-		case "failed":
-			reason := mc.Reason(st.Reason)
-			if reason == "" {
-				reason = mc.ReasonAgentError
-			}
-			if reason == mc.ReasonLoginTimeout {
-				return &stage{state: mc.StateExpired, reason: reason, err: errors.New(st.Message)}
-			}
-			if reason == mc.ReasonLoginCancelled {
-				// The agent is stopping: its machine is going, and why
-				// (machine_exited, machine_oom) is the session's reason.
-				return agentFailed(ctx, agent, reason, fmt.Errorf("login failed: %s", st.Message))
-			}
-			return failed(reason, fmt.Errorf("login failed: %s", st.Message))
+		if st.State == agentproto.StateComplete {
+			return m.capture(ctx, dctx, id, prov, agent, log)
 		}
+		reason := st.Reason
+		if reason == "" {
+			reason = mc.ReasonAgentError
+		}
+		// The command's last lines (redacted by the agent) say where it
+		// stopped; they go into the event and the log line.
+		msg = st.Message
+		if len(st.Lines) > 0 {
+			msg += "; last output: " + strings.Join(st.Lines, " | ")
+		}
+		if reason == mc.ReasonLoginTimeout {
+			return &stage{state: mc.StateExpired, reason: reason, err: errors.New(msg)}
+		}
+		if reason == mc.ReasonLoginCancelled {
+			// The agent is stopping: its machine is going, and why
+			// (machine_exited, machine_oom) is the session's reason.
+			return agentFailed(ctx, agent, reason, fmt.Errorf("login failed: %s", msg))
+		}
+		return failed(reason, fmt.Errorf("login failed: %s", msg))
 	}
 }
 
@@ -469,15 +500,21 @@ func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err 
 
 // capture fetches the login's result once, seals it and completes the
 // session. The store writes are retried until dctx ends.
-func (m *Manager) capture(ctx, dctx context.Context, id string, agent *agentClient, log *slog.Logger) error {
-	var s *mc.Session
-	if err := m.persist(dctx, id, "record capturing", func(c context.Context) (err error) {
-		s, err = m.advance(c, id, mc.StateReady, mc.StateCapturing, nil)
+func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
+	s, err := m.store.Session(ctx, id)
+	if err != nil {
 		return err
-	}); err != nil {
-		return storeFailed(ctx, "record capturing", err)
 	}
-	res, err := agent.loginResult(ctx)
+	// A CLI's session is capturing since its sign-in page was shown.
+	if s.State != mc.StateCapturing {
+		if err := m.persist(dctx, id, "record capturing", func(c context.Context) (err error) {
+			s, err = m.advance(c, id, mc.StateReady, mc.StateCapturing, nil)
+			return err
+		}); err != nil {
+			return storeFailed(ctx, "record capturing", err)
+		}
+	}
+	res, err := agent.LoginResult(ctx)
 	if err != nil {
 		return agentFailed(ctx, agent, mc.ReasonCaptureFailed, fmt.Errorf("fetch login result: %w", err))
 	}
@@ -488,7 +525,7 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, agent *agentClie
 		return failed(mc.ReasonCaptureFailed, errors.New("no vault is configured"))
 	}
 	cred := mc.Credential{UserID: s.UserID, Provider: s.Provider, SessionID: s.ID,
-		CapturedAt: m.clock.Now().UTC(), Files: res.Files}
+		CapturedAt: m.clock.Now().UTC(), Meta: prov.Meta(res.Files), Files: res.Files}
 	if err := m.persist(dctx, id, "seal credential", func(c context.Context) error {
 		return m.vault.Put(c, cred)
 	}); err != nil {
@@ -501,7 +538,7 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, agent *agentClie
 	log.Info("credential sealed", mc.LogUserID, s.UserID, mc.LogProvider, s.Provider, "files", len(cred.Files))
 	err = m.persist(dctx, id, "record completed", func(c context.Context) error {
 		_, err := m.advanceWith(c, mc.Transition{ID: id, From: mc.StateCapturing, To: mc.StateCompleted,
-			Reason: mc.ReasonSignedIn, Message: "signed in"})
+			Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta)})
 		return err
 	})
 	if err != nil {
@@ -557,4 +594,20 @@ func (m *Manager) teardown(id string, log *slog.Logger) {
 		return
 	}
 	log.Info("machine destroyed", mc.LogMachineID, id, "seconds", time.Since(start).Seconds())
+}
+
+// metaText says what a captured credential is, for the completion event:
+// its kind and expiries, never a secret.
+func metaText(m mc.CredentialMeta) string {
+	parts := []string{"kind " + string(m.Kind)}
+	if m.Kind == "" {
+		parts[0] = "kind unknown"
+	}
+	if !m.ExpiresAt.IsZero() {
+		parts = append(parts, "expires_at "+m.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if !m.RefreshExpiresAt.IsZero() {
+		parts = append(parts, "refresh_expires_at "+m.RefreshExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return strings.Join(parts, ", ")
 }

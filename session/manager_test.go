@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,9 @@ type providers map[string]mc.Provider
 func (p providers) Get(name string) (mc.Provider, bool) { v, ok := p[name]; return v, ok }
 
 var testProviders = providers{
-	"demo":  {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
+	"demo": {Name: "demo", StartURL: "local:/demo/signin", LoginTimeout: time.Minute, Files: []mc.CredentialFile{{Path: "~/.demo/credentials.json"}}},
+	"cli": {Name: "cli", LoginCommand: []string{"acme", "login"}, LoginTimeout: time.Minute, Kind: mc.KindOAuth,
+		Files: []mc.CredentialFile{{Path: "~/.acme.json", ExpiresKey: "exp"}}},
 	"quick": {Name: "quick", StartURL: "local:/demo/signin", LoginTimeout: 300 * time.Millisecond, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 	"long":  {Name: "long", StartURL: "local:/demo/signin", LoginTimeout: time.Hour, Files: []mc.CredentialFile{{Path: "~/x.json"}}},
 }
@@ -100,6 +104,14 @@ func waitState(t *testing.T, st mc.Store, id string, want mc.State) *mc.Session 
 	}
 	t.Fatalf("session %s: state %v, want %s", id, stateOf(last), want)
 	return nil
+}
+
+// waitLogin waits (through Watch) until the session's login is in phase.
+func waitLogin(t *testing.T, st mc.Store, id string, phase mc.LoginPhase) *mc.Session {
+	t.Helper()
+	return testutil.WaitSession(t, st, id, 10*time.Second, "login phase "+string(phase), func(s *mc.Session) bool {
+		return s.Login != nil && s.Login.Phase == phase
+	})
 }
 
 func stateOf(s *mc.Session) any {
@@ -295,9 +307,71 @@ func TestLoginCompletes(t *testing.T) {
 		r.vault.creds[0].UserID != "alice" || r.vault.creds[0].SessionID != s.ID {
 		t.Errorf("vault got %+v", r.vault.creds)
 	}
-	evs, _ := r.store.Events(t.Context(), s.ID)
+	var evs []mc.Event
+	all, _ := r.store.Events(t.Context(), s.ID)
+	for _, e := range all {
+		if e.Reason != mc.ReasonLoginProgress {
+			evs = append(evs, e)
+		}
+	}
 	if n := len(evs); n != 5 || evs[3].State != mc.StateCapturing {
 		t.Errorf("events %+v, want pending starting ready capturing completed", evs)
+	}
+}
+
+// TestCaptureMeta: the capture records what the files say (kind, expiry)
+// beside the credential and in the completion event, never a secret.
+func TestCaptureMeta(t *testing.T) {
+	r := newRig(t, session.Config{}, fake.Config{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
+	mid := waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI).Machine.ID
+	r.driver.CompleteLogin(mid, map[string]string{"~/.acme.json": `{"token":"s3cret-token","exp":1767225600000}`})
+	waitState(t, r.store, s.ID, mc.StateCompleted)
+	r.vault.mu.Lock()
+	got := r.vault.creds[0].Meta
+	r.vault.mu.Unlock()
+	if want := (mc.CredentialMeta{Kind: mc.KindOAuth, ExpiresAt: time.UnixMilli(1767225600000).UTC()}); got != want {
+		t.Errorf("sealed meta %+v, want %+v", got, want)
+	}
+	evs, _ := r.store.Events(t.Context(), s.ID)
+	last := evs[len(evs)-1]
+	if !strings.Contains(last.Message, "kind oauth, expires_at 2026-01-01T00:00:00Z") || strings.Contains(last.Message, "s3cret") {
+		t.Errorf("completion event %q, want the kind and expiry and no secret", last.Message)
+	}
+}
+
+func TestLoginProgress(t *testing.T) {
+	r := newRig(t, session.Config{}, fake.Config{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
+	waitState(t, r.store, s.ID, mc.StateReady)
+	mid := waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI).Machine.ID
+	const page = "https://auth.openai.com/oauth/authorize"
+	if !r.driver.ProgressLogin(mid, mc.PhaseWaitingForUser, page) {
+		t.Fatal("no machine")
+	}
+	got := waitLogin(t, r.store, s.ID, mc.PhaseWaitingForUser)
+	if got.Login.URL != page || got.Login.UpdatedAt.IsZero() {
+		t.Fatalf("session login %+v, want waiting_for_user at %s", got.Login, page)
+	}
+	// The sign-in page is in front of the user: the session is capturing.
+	waitState(t, r.store, s.ID, mc.StateCapturing)
+	r.driver.FailLogin(mid, mc.ReasonLoginCommandFailed, "Error: network unreachable", "code=[redacted]")
+	failed := waitState(t, r.store, s.ID, mc.StateFailed)
+	if failed.Reason != mc.ReasonLoginCommandFailed {
+		t.Errorf("reason %s, want login_command_failed", failed.Reason)
+	}
+	evs, _ := r.store.Events(t.Context(), s.ID)
+	var phases []string
+	for _, e := range evs {
+		if e.Reason == mc.ReasonLoginProgress {
+			phases = append(phases, e.Message)
+		}
+	}
+	if !slices.Contains(phases, "waiting_for_user "+page) {
+		t.Errorf("progress events %q, want one for waiting_for_user", phases)
+	}
+	if last := evs[len(evs)-1]; !strings.Contains(last.Message, "Error: network unreachable | code=[redacted]") {
+		t.Errorf("final event message %q, want the command's last lines", last.Message)
 	}
 }
 
@@ -305,9 +379,9 @@ func TestLoginFailsAndTimesOut(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
-	r.driver.FailLogin(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID, "command_failed")
-	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != "command_failed" {
-		t.Errorf("reason %s, want command_failed", got.Reason)
+	r.driver.FailLogin(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID, mc.ReasonLoginCommandFailed)
+	if got := waitState(t, r.store, s.ID, mc.StateFailed); got.Reason != mc.ReasonLoginCommandFailed {
+		t.Errorf("reason %s, want login_command_failed", got.Reason)
 	}
 
 	s2, _ := r.mgr.Start(t.Context(), "bob", "quick")

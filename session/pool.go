@@ -371,7 +371,7 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 		ms, ok := onHost[p.ID]
 		if ok && ms.Running && p.State == mc.PoolReady && m.poolOn() {
 			hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			herr := newAgentClient(m.http, p.Machine, m.machineKey.Secrets(p.ID).AgentToken).health(hctx)
+			_, herr := newAgentClient(m.http, p.Machine, m.machineKey.Secrets(p.ID).AgentToken).Health(hctx)
 			cancel()
 			if herr == nil {
 				pctx, cancel := context.WithCancel(m.life)

@@ -57,6 +57,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"SetMachine", testSetMachine},
 		{"Touch", testTouch},
 		{"ClaimViewer", testClaimViewer},
+		{"SetLogin", testSetLogin},
 		{"Events", testEvents},
 		{"WatchFirstValue", testWatchFirstValue},
 		{"WatchWakes", testWatchWakes},
@@ -175,8 +176,13 @@ func equal(tb testing.TB, what string, got, want *mc.Session) {
 	if got == nil || want == nil {
 		tb.Fatalf("%s: got %v, want %v", what, got, want)
 	}
-	if *got != *want {
-		tb.Fatalf("%s:\ngot  %+v\nwant %+v", what, *got, *want)
+	g, w := *got, *want
+	if (g.Login == nil) != (w.Login == nil) || g.Login != nil && *g.Login != *w.Login {
+		tb.Fatalf("%s: got login %+v, want %+v", what, g.Login, w.Login)
+	}
+	g.Login, w.Login = nil, nil // compared above, by value
+	if g != w {
+		tb.Fatalf("%s:\ngot  %+v\nwant %+v", what, g, w)
 	}
 }
 
@@ -721,6 +727,41 @@ func testClaimViewer(t *testing.T, open Opener) {
 	wantErr(t, err, mc.ENOTFOUND, "")
 }
 
+func testSetLogin(t *testing.T, open Opener) {
+	s := open(t)
+	sess := reach(t, s, create(t, s, "u1", "demo"), mc.StateReady)
+	if sess.Login != nil {
+		t.Fatalf("new session: login %+v, want none", sess.Login)
+	}
+	ch, err := s.Watch(t.Context(), sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, ch, 5*time.Second)
+	p := mc.LoginProgress{Phase: mc.PhaseWaitingForUser, URL: "https://auth.openai.com/oauth/authorize", UpdatedAt: us(base.Add(time.Second))}
+	got, err := s.SetLogin(t.Context(), sess.ID, p, "rep-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Login == nil || *got.Login != p || got.Version != sess.Version || got.State != mc.StateReady {
+		t.Errorf("got login %+v v%d %s, want %+v v%d ready", got.Login, got.Version, got.State, p, sess.Version)
+	}
+	w := waitFor(t, ch, func(s *mc.Session) bool { return s.Login != nil })
+	equal(t, "watched session", w, got)
+	equal(t, "stored session", get(t, s, sess.ID), got)
+	ev := events(t, s, sess.ID)
+	last := ev[len(ev)-1]
+	if last.Reason != mc.ReasonLoginProgress || last.State != mc.StateReady || last.From != mc.StateReady ||
+		last.Message != "waiting_for_user https://auth.openai.com/oauth/authorize" || last.Replica != "rep-1" {
+		t.Errorf("last event %+v, want a login_progress event in state ready", last)
+	}
+	done := reach(t, s, got, mc.StateCompleted)
+	_, err = s.SetLogin(t.Context(), done.ID, p, "rep-1")
+	wantErr(t, err, mc.ECONFLICT, "stale")
+	_, err = s.SetLogin(t.Context(), mc.NewID(), p, "rep-1")
+	wantErr(t, err, mc.ENOTFOUND, "")
+}
+
 func testEvents(t *testing.T, open Opener) {
 	s := open(t)
 	sess := create(t, s, "u1", "demo")
@@ -1126,7 +1167,8 @@ func testCredentials(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
 	c1 := mc.SealedCredential{UserID: "u1", Provider: "demo", SessionID: mc.NewID(), KeyID: "k1",
-		Nonce: []byte{0, 1, 2, 255}, Ciphertext: []byte("sealed\x00bytes"), CapturedAt: base}
+		Nonce: []byte{0, 1, 2, 255}, Ciphertext: []byte("sealed\x00bytes"), CapturedAt: base,
+		Meta: mc.CredentialMeta{Kind: mc.KindOAuth, ExpiresAt: base.Add(8 * time.Hour).UTC(), RefreshExpiresAt: base.Add(720 * time.Hour).UTC()}}
 	if err := s.PutCredential(ctx, c1); err != nil {
 		t.Fatal(err)
 	}
@@ -1135,7 +1177,9 @@ func testCredentials(t *testing.T, open Opener) {
 		want.CapturedAt = us(want.CapturedAt)
 		if got.UserID != want.UserID || got.Provider != want.Provider || got.SessionID != want.SessionID ||
 			got.KeyID != want.KeyID || string(got.Nonce) != string(want.Nonce) ||
-			string(got.Ciphertext) != string(want.Ciphertext) || got.CapturedAt != want.CapturedAt {
+			string(got.Ciphertext) != string(want.Ciphertext) || got.CapturedAt != want.CapturedAt ||
+			got.Meta.Kind != want.Meta.Kind || !got.Meta.ExpiresAt.Equal(want.Meta.ExpiresAt) ||
+			!got.Meta.RefreshExpiresAt.Equal(want.Meta.RefreshExpiresAt) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	}

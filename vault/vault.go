@@ -103,6 +103,7 @@ func (v *Vault) Seal(c mc.Credential) (mc.SealedCredential, error) {
 		Nonce:      nonce,
 		Ciphertext: k.aead.Seal(nil, nonce, plain, AssociatedData(c.UserID, c.Provider)),
 		CapturedAt: c.CapturedAt.UTC(),
+		Meta:       c.Meta,
 	}, nil
 }
 
@@ -136,6 +137,7 @@ func (v *Vault) Open(s mc.SealedCredential) (mc.Credential, error) {
 		Provider:   s.Provider,
 		SessionID:  p.SessionID,
 		CapturedAt: p.CapturedAt,
+		Meta:       s.Meta,
 		Files:      p.Files,
 	}, nil
 }

@@ -1,11 +1,15 @@
 // Command mc-agent is the machine agent: it runs inside each browser machine,
 // starts Xvnc and Chromium, and serves the agent API. See package agent.
 //
+// Started as xdg-open or mc-open (the links a login command finds as
+// BROWSER and first on PATH), it is the opener: it asks the agent to open
+// its one argument, a URL, in the machine's visible tab.
+//
 // It exits 0 after SIGTERM or SIGINT (having stopped its children), 1 when
 // Xvnc or Chromium exits unexpectedly or it cannot start, 2 on bad flags.
 //
 // Flags: --listen, --token-file, --vnc-listen, --vnc-password-file,
-// --display, --page-listen, --home, --tmp-dir, --start-url, --geometry,
+// --display, --page-listen, --home, --tmp-dir, --cli-dir, --start-url, --geometry,
 // --xvnc, --chromium, --start-timeout, --log-level (see -help).
 //
 // "mc-agent init --machine FILE [--go-fd 3] -- AGENT FLAGS" is the first
@@ -32,6 +36,11 @@ import (
 )
 
 func main() {
+	// Linked as xdg-open and mc-open (BROWSER) for login commands, it
+	// hands the URL to the agent instead.
+	if agent.IsOpener(os.Args[0]) {
+		os.Exit(agent.Opener(os.Args[1:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
@@ -55,6 +64,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.BrowserTmpDir, "browser-tmp-dir", "", "Chromium's TMPDIR (default --tmp-dir)")
 	fs.StringVar(&cfg.XAuthFile, "xauth-file", "", "X authority file to write (default --vnc-password-file + .xauth)")
 	launcher := fs.Bool("launcher", false, "start Chromium through the machine's init (fd 3), under the browser's uid")
+	fs.StringVar(&cfg.CLIDir, "cli-dir", "", "directory of the provider CLIs (claude, codex, gemini), on the login commands' PATH")
+	fs.StringVar(&cfg.TestTrustSPKI, "test-trust-spki", "", "tests only: base64 SHA-256 of a certificate key Chromium accepts (a stand-in provider's)")
 	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")

@@ -16,7 +16,6 @@
 package drivertest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +29,9 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/testutil"
+	"github.com/master-controller/mc/rfb"
 )
 
 // Options tell the suite what a driver cannot do and how to reach behind it.
@@ -419,22 +420,7 @@ func WaitRFB(t testing.TB, addr string, timeout time.Duration) {
 // DialRFB dials addr until it answers an RFB 3.x banner ("RFB 003.00x\n")
 // or timeout passes (see testutil.Poll).
 func DialRFB(ctx context.Context, addr string, timeout time.Duration) error {
-	return testutil.Poll(ctx, timeout, func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("read banner: %w", err)
-		}
-		if !strings.HasPrefix(line, "RFB 003.00") || len(line) != 12 {
-			return fmt.Errorf("banner %q, want RFB 003.00x", line)
-		}
-		return nil
-	})
+	return testutil.Poll(ctx, timeout, func() error { return rfb.Probe(ctx, addr) })
 }
 
 // WaitHealth polls the agent at addr until GET /health with token answers
@@ -464,7 +450,7 @@ var client = &http.Client{Timeout: 2 * time.Second}
 
 // health returns the status of GET /health with token ("" sends no header).
 func health(ctx context.Context, addr string, token mc.Secret) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+agentproto.PathHealth, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/rfb/rfbtest"
 )
 
@@ -71,9 +73,9 @@ type fakeMachine struct {
 	once    sync.Once
 	oom     atomic.Bool // it exited of an OOM kill (OOMKill)
 	mu      sync.Mutex
-	login   string        // idle, running, complete, failed
+	login   agentproto.LoginStatus
+	seq     int64         // the last login.Seq
 	changed chan struct{} // closed and replaced when login changes
-	reason  string
 	files   map[string]string
 	fetched bool
 	polls   int // login status requests received
@@ -105,7 +107,7 @@ func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 		f.mu.Unlock()
 		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonCapacity, "no capacity")
 	}
-	fm := &fakeMachine{done: make(chan struct{}), login: "idle", changed: make(chan struct{})}
+	fm := &fakeMachine{done: make(chan struct{}), login: agentproto.LoginStatus{State: agentproto.StateIdle}, changed: make(chan struct{})}
 	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
 	f.mu.Unlock()
 
@@ -279,20 +281,37 @@ func (f *Driver) CompleteLogin(id string, files map[string]string) bool {
 	}
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
-	fm.login, fm.files = "complete", files
+	fm.login = agentproto.LoginStatus{State: agentproto.StateComplete, Phase: mc.PhaseCaptured, URL: fm.login.URL}
+	fm.files = files
 	fm.announce()
 	return true
 }
 
-// FailLogin makes the machine's login fail with a reason code.
-func (f *Driver) FailLogin(id, reason string) bool {
+// ProgressLogin moves the machine's running login to phase at url (scheme,
+// host and path), as the agent reports it. It reports whether the machine
+// exists.
+func (f *Driver) ProgressLogin(id string, phase mc.LoginPhase, url string) bool {
 	fm := f.lookup(id)
 	if fm == nil {
 		return false
 	}
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
-	fm.login, fm.reason = "failed", reason
+	fm.login.Phase, fm.login.URL = phase, url
+	fm.announce()
+	return true
+}
+
+// FailLogin makes the machine's login fail with a reason code and the
+// command's last (redacted) lines.
+func (f *Driver) FailLogin(id string, reason mc.Reason, lines ...string) bool {
+	fm := f.lookup(id)
+	if fm == nil {
+		return false
+	}
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	fm.login = agentproto.LoginStatus{State: agentproto.StateFailed, Reason: reason, Message: "the login failed", Lines: lines}
 	fm.announce()
 	return true
 }
@@ -327,6 +346,8 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // announce wakes long polls of the login status; fm.mu is held.
 func (fm *fakeMachine) announce() {
+	fm.seq++
+	fm.login.Seq = fm.seq
 	close(fm.changed)
 	fm.changed = make(chan struct{})
 }
@@ -338,22 +359,32 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, http.StatusOK, map[string]bool{"vnc": true, "browser": true})
+	mux.HandleFunc("GET "+agentproto.PathHealth, func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, agentproto.Health{VNC: true, Browser: true})
 	})
-	mux.HandleFunc("POST /open", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, http.StatusOK, map[string]bool{"ok": true})
+	mux.HandleFunc("POST "+agentproto.PathOpen, func(w http.ResponseWriter, r *http.Request) {
+		var req agentproto.OpenRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		reply(w, http.StatusOK, req)
 	})
-	mux.HandleFunc("POST /login/start", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+agentproto.PathLoginStart, func(w http.ResponseWriter, r *http.Request) {
+		var req agentproto.LoginStartRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
 		fm.mu.Lock()
-		if fm.login == "idle" {
-			fm.login = "running"
+		if fm.login.State == agentproto.StateIdle {
+			// Like the agent: a CLI login starts in starting_cli; a page
+			// login's progress is the test's to report (ProgressLogin).
+			fm.login = agentproto.LoginStatus{State: agentproto.StateRunning}
+			if len(req.Provider.LoginCommand) > 0 {
+				fm.login.Phase = mc.PhaseStartingCLI
+			}
 			fm.announce()
 		}
+		st := fm.login
 		fm.mu.Unlock()
-		reply(w, http.StatusOK, map[string]string{"state": "running"})
+		reply(w, http.StatusAccepted, st)
 	})
-	mux.HandleFunc("GET /login/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+agentproto.PathLoginStatus, func(w http.ResponseWriter, r *http.Request) {
 		fm.mu.Lock()
 		fm.polls++
 		fm.mu.Unlock()
@@ -361,12 +392,13 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		// runs, until its status changes or D passes (a long poll).
 		if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil && d > 0 {
 			fm.mu.Lock()
-			ch, running := fm.changed, fm.login == "running"
+			since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+			ch, waiting := fm.changed, fm.login.State == agentproto.StateRunning && fm.login.Seq == since
 			fm.mu.Unlock()
-			if !running {
+			if !waiting {
 				ch = closedChan
 			}
-			t := time.NewTimer(min(d, time.Minute))
+			t := time.NewTimer(min(d, agentproto.MaxStatusWait))
 			select {
 			case <-ch:
 			case <-t.C:
@@ -377,19 +409,19 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 		}
 		fm.mu.Lock()
 		defer fm.mu.Unlock()
-		reply(w, http.StatusOK, map[string]string{"state": fm.login, "reason": fm.reason})
+		reply(w, http.StatusOK, fm.login)
 	})
-	mux.HandleFunc("GET /login/result", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+agentproto.PathLoginResult, func(w http.ResponseWriter, r *http.Request) {
 		fm.mu.Lock()
 		defer fm.mu.Unlock()
 		switch {
-		case fm.login != "complete":
-			reply(w, http.StatusConflict, map[string]string{"error": "login not complete"})
+		case fm.login.State != agentproto.StateComplete:
+			reply(w, http.StatusConflict, agentproto.ErrorBody{Code: mc.ECONFLICT, Reason: "login_not_complete", Message: "the login is " + fm.login.State})
 		case fm.fetched:
-			reply(w, http.StatusGone, map[string]string{"error": "result already fetched"})
+			reply(w, http.StatusGone, agentproto.ErrorBody{Code: "gone", Reason: "result_delivered", Message: "the login result was already fetched"})
 		default:
 			fm.fetched = true
-			reply(w, http.StatusOK, map[string]any{"files": fm.files})
+			reply(w, http.StatusOK, agentproto.LoginResult{Files: fm.files})
 			fm.files = nil
 		}
 	})
@@ -397,7 +429,7 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 || !strings.HasPrefix(r.URL.Path, "/") {
-			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			reply(w, http.StatusUnauthorized, agentproto.ErrorBody{Code: mc.EUNAUTHORIZED, Reason: "bad_agent_token", Message: "missing or invalid agent token"})
 			return
 		}
 		mux.ServeHTTP(w, r)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -40,4 +41,23 @@ func (d *Driver) Check(ctx context.Context) error {
 		return fmt.Errorf("local driver (%s): missing %s", d.mode, strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// DefaultCLIDir is where scripts/deps.sh installs the pinned provider CLIs.
+const DefaultCLIDir = "/opt/master-controller/clis/current/node_modules/.bin"
+
+// CheckCLI says, in one line, whether the provider CLI name can run in a
+// machine: nil when CLIDir (or PATH) holds it, else what is missing and how
+// to install it.
+func (d *Driver) CheckCLI(name string) error {
+	if name == "" {
+		return nil
+	}
+	if isExecutable(filepath.Join(d.cfg.CLIDir, name)) {
+		return nil
+	}
+	if _, err := exec.LookPath(name); err == nil {
+		return nil
+	}
+	return fmt.Errorf("local driver: provider CLI %s is missing from %s: run scripts/deps.sh (npm ci of clis/package-lock.json)", name, d.cfg.CLIDir)
 }

@@ -184,6 +184,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		"--geometry", fmt.Sprintf("%dx%d", w, h),
 		"--xvnc", d.cfg.XvncPath,
 		"--chromium", d.cfg.ChromiumPath,
+		"--cli-dir", cliDir(d.cfg.CLIDir),
 	}
 	if d.confined {
 		args = append(args, "--home", confine.Home, "--tmp-dir", confine.TmpDir,
@@ -194,6 +195,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		args = append(args, "--home", home, "--tmp-dir", tmpDir,
 			"--token-file", filepath.Join(home, tokenFile), "--vnc-password-file", filepath.Join(home, vncPasswordFile))
 	}
+	args = append(args, d.testAgentArgs()...)
 	if spec.StartURL != "" {
 		args = append(args, "--start-url", spec.StartURL)
 	}
@@ -289,7 +291,7 @@ func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, a
 		Root: root, UID: st.UID, GID: st.UID, BrowserUID: st.UID + 1, BrowserGID: st.UID + 1,
 		TokenFile: filepath.Join(dir, "home", tokenFile), VNCPasswordFile: filepath.Join(dir, "home", vncPasswordFile),
 		TmpSize: d.cfg.TmpSize, HomeSize: d.cfg.HomeSize, ShmSize: d.cfg.ShmSize,
-		ReadOnlyBinds: d.cfg.ReadOnlyBinds, Hosts: d.cfg.Hosts, Env: d.cfg.Env,
+		ReadOnlyBinds: d.machineBinds(), Hosts: d.machineHosts(), Env: d.cfg.Env,
 		Hostname: "mc-" + netpool.Hash(st.ID),
 	}
 	b, err := json.MarshalIndent(spec, "", "  ")

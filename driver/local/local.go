@@ -119,6 +119,13 @@ type Config struct {
 	// Egress lets netns machines reach beyond the host (IP forwarding and
 	// MASQUERADE), never the host or a private range; off by default.
 	Egress bool
+	// CLIDir is the directory of the provider CLIs (claude, codex, gemini),
+	// handed to the agent as --cli-dir (default
+	// /opt/master-controller/clis/current/node_modules/.bin, where
+	// scripts/deps.sh installs the versions pinned in clis/package-lock.json).
+	CLIDir string
+	// Test is for tests only (see MachineTestHooks); nil otherwise.
+	Test *MachineTestHooks
 	// StopGrace is how long Destroy waits after SIGTERM before SIGKILL
 	// (default 500 ms).
 	StopGrace time.Duration
@@ -317,6 +324,9 @@ func (c *Config) defaults() error {
 				c.AgentPath = p
 			}
 		}
+	}
+	if c.CLIDir == "" {
+		c.CLIDir = DefaultCLIDir
 	}
 	if c.XvncPath == "" {
 		c.XvncPath = "Xvnc"

@@ -22,11 +22,11 @@ func (s *Store) PutCredential(ctx context.Context, c mc.SealedCredential) error 
 		c.CapturedAt = s.now()
 	}
 	return s.write(ctx, func(t tx) error {
-		_, err := t.exec(ctx, `INSERT INTO credentials (user_id, provider, session_id, key_id, nonce, ciphertext, captured_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)
+		_, err := t.exec(ctx, `INSERT INTO credentials (user_id, provider, session_id, key_id, nonce, ciphertext, captured_at, meta)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (user_id, provider) DO UPDATE SET session_id = excluded.session_id, key_id = excluded.key_id,
-				nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at`,
-			c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), s.d.Time(c.CapturedAt))
+				nonce = excluded.nonce, ciphertext = excluded.ciphertext, captured_at = excluded.captured_at, meta = excluded.meta`,
+			c.UserID, c.Provider, c.SessionID, c.KeyID, nonNil(c.Nonce), nonNil(c.Ciphertext), s.d.Time(c.CapturedAt), storekit.MetaText(c.Meta))
 		return err
 	}, "put credential of %s/%s", c.UserID, c.Provider)
 }
@@ -38,11 +38,13 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-const credentialCols = `user_id, provider, session_id, key_id, nonce, ciphertext, captured_at`
+const credentialCols = `user_id, provider, session_id, key_id, nonce, ciphertext, captured_at, meta`
 
 func scanCredential(row scanner) (mc.SealedCredential, error) {
 	var c mc.SealedCredential
-	err := row.Scan(&c.UserID, &c.Provider, &c.SessionID, &c.KeyID, &c.Nonce, &c.Ciphertext, timeOf{&c.CapturedAt})
+	var meta string
+	err := row.Scan(&c.UserID, &c.Provider, &c.SessionID, &c.KeyID, &c.Nonce, &c.Ciphertext, timeOf{&c.CapturedAt}, &meta)
+	c.Meta = storekit.ParseMeta(meta)
 	return c, err
 }
 

@@ -46,6 +46,7 @@ var sessionColumns = []column{
 	{"viewer", func(_ *Dialect, s *mc.Session) any { return s.Viewer }, func(s *mc.Session) any { return &s.Viewer }},
 	{"replica", func(_ *Dialect, s *mc.Session) any { return s.Replica }, func(s *mc.Session) any { return &s.Replica }},
 	{"version", func(_ *Dialect, s *mc.Session) any { return s.Version }, func(s *mc.Session) any { return &s.Version }},
+	{"login", func(_ *Dialect, s *mc.Session) any { return storekit.LoginText(s.Login) }, func(s *mc.Session) any { return loginOf{&s.Login} }},
 }
 
 var (
@@ -88,16 +89,23 @@ func ipText(a netip.Addr) string {
 // ipOf scans a text column into an address ("" is the zero address).
 type ipOf struct{ a *netip.Addr }
 
-func (v ipOf) Scan(src any) error {
-	var text string
+// textOf is a text column's value ("" for NULL).
+func textOf(src any, what string) (string, error) {
 	switch x := src.(type) {
 	case string:
-		text = x
+		return x, nil
 	case []byte:
-		text = string(x)
+		return string(x), nil
 	case nil:
-	default:
-		return fmt.Errorf("scan ip: unexpected %T", src)
+		return "", nil
+	}
+	return "", fmt.Errorf("scan %s: unexpected %T", what, src)
+}
+
+func (v ipOf) Scan(src any) error {
+	text, err := textOf(src, "ip")
+	if err != nil {
+		return err
 	}
 	*v.a = netip.Addr{}
 	if text == "" {
@@ -109,6 +117,19 @@ func (v ipOf) Scan(src any) error {
 	}
 	*v.a = a
 	return nil
+}
+
+// loginOf scans the login column (JSON text, "" before the login starts).
+type loginOf struct{ p **mc.LoginProgress }
+
+func (v loginOf) Scan(src any) error {
+	text, err := textOf(src, "login")
+	if err != nil {
+		return err
+	}
+	p, err := storekit.ParseLogin("", text)
+	*v.p = p
+	return err
 }
 
 // secretOf scans a text column into a Secret.
@@ -430,6 +451,23 @@ func (s *Store) ClaimViewer(ctx context.Context, id, viewer string) (*mc.Session
 		}
 		return sess, err
 	}, "claim viewer of session %s", id)
+}
+
+// SetLogin records a live session's login progress and its event, without
+// changing Version, and publishes the change.
+func (s *Store) SetLogin(ctx context.Context, id string, p mc.LoginProgress, replica string) (*mc.Session, error) {
+	p.UpdatedAt = storekit.UTC(p.UpdatedAt)
+	return s.change(ctx, id, func(t tx) (*mc.Session, error) {
+		sess, err := scanSession(t.row(ctx, `UPDATE sessions SET login = ?
+			WHERE id = ? AND state NOT IN `+finalStates+` RETURNING `+sessionCols, storekit.LoginText(&p), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, stale(ctx, t, id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return sess, appendEvent(ctx, t, storekit.LoginEvent(sess, p, replica))
+	}, "set login of session %s", id)
 }
 
 // Events returns a session's event log, oldest first.

@@ -83,6 +83,14 @@ type Watcher interface {
 // (the store's watch ends with it); so does timeout.
 func WaitState(tb testing.TB, st Watcher, id string, want mc.State, timeout time.Duration) *mc.Session {
 	tb.Helper()
+	return WaitSession(tb, st, id, timeout, "state "+string(want), func(s *mc.Session) bool { return s.State == want })
+}
+
+// WaitSession waits (through Watch, no polling) until ok holds for the
+// session, and fails the test with what was awaited and the last session
+// seen (its login progress included) when timeout passes first.
+func WaitSession(tb testing.TB, st Watcher, id string, timeout time.Duration, what string, ok func(*mc.Session) bool) *mc.Session {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ch, err := st.Watch(ctx, id)
@@ -92,16 +100,20 @@ func WaitState(tb testing.TB, st Watcher, id string, want mc.State, timeout time
 	var last *mc.Session
 	for s := range ch {
 		last = s
-		if s.State == want {
+		if ok(s) {
 			return s
 		}
 	}
 	if last == nil {
-		tb.Fatalf("session %s: nothing seen within %s, want %s", id, timeout, want)
+		tb.Fatalf("session %s: nothing seen within %s, want %s", id, timeout, what)
+	}
+	var login any
+	if last.Login != nil {
+		login = *last.Login
 	}
 	if last.State.Final() {
-		tb.Fatalf("session %s ended %s (reason %q), want %s", id, last.State, last.Reason, want)
+		tb.Fatalf("session %s ended %s (reason %q), want %s; login %+v", id, last.State, last.Reason, what, login)
 	}
-	tb.Fatalf("session %s is %s after %s, want %s", id, last.State, timeout, want)
+	tb.Fatalf("session %s: %s not reached within %s; it is %s, login %+v", id, what, timeout, last.State, login)
 	return nil
 }

@@ -133,8 +133,26 @@ async function refresh() {
   }
 }
 
+// loadProviders offers only the providers that can run here (a provider
+// whose CLI is not installed is listed unavailable by the API).
+async function loadProviders() {
+  try {
+    const d = await api('GET', 'api/v1/providers');
+    const opts = ((d && d.providers) || []).filter((p) => p.available !== false).map((p) => {
+      const o = document.createElement('option');
+      o.value = p.name;
+      o.label = p.display_name || p.name;
+      return o;
+    });
+    $('providers').replaceChildren(...opts);
+  } catch (e) {
+    // The static list stays; listing sessions reports a bad key.
+  }
+}
+
 function startRefresh() {
   stopRefresh();
+  loadProviders();
   refresh();
   refreshTimer = setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
 }

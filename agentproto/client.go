@@ -1,35 +1,43 @@
-package agent
+package agentproto
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/master-controller/mc"
 )
 
-// Client calls one machine agent's API, for the controller.
+// CallTimeout bounds one call, beyond the time a long poll may be held.
+const CallTimeout = 10 * time.Second
+
+// Client calls one machine agent's API.
 //
-// Errors are *mc.Error: the agent's own code and reason for a refusal
-// (410 Gone becomes ENOTFOUND with reason "result_delivered"), EUNAVAILABLE
-// with reason "agent_unreachable" when the agent cannot be reached.
+// Errors are *mc.Error: the agent's own code and reason for a refusal (410
+// Gone becomes ENOTFOUND with reason "result_delivered"), EUNAVAILABLE with
+// reason "agent_unreachable" when the agent cannot be reached, and
+// EUNAVAILABLE with reason "machine_unhealthy" from Health when the machine
+// answers but is not healthy. No error holds the agent's address or token.
 type Client struct {
 	base  string
 	token mc.Secret
 	http  *http.Client
 }
 
-// NewClient returns a client for the agent at addr. A nil hc means a client
-// with a 90 s timeout (long enough for a long-polled status).
+// NewClient returns a client for the agent at addr. A nil hc means
+// http.DefaultClient; every call is bounded by CallTimeout (plus the wait of
+// a long poll) whatever hc's own timeout.
 func NewClient(addr netip.AddrPort, token mc.Secret, hc *http.Client) *Client {
 	if hc == nil {
-		hc = &http.Client{Timeout: 90 * time.Second}
+		hc = http.DefaultClient
 	}
 	return &Client{base: "http://" + addr.String(), token: token, http: hc}
 }
@@ -38,32 +46,34 @@ func NewClient(addr netip.AddrPort, token mc.Secret, hc *http.Client) *Client {
 // healthy returns its Health and an EUNAVAILABLE error.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
-	err := c.call(ctx, http.MethodGet, "/health", nil, &h)
+	err := c.call(ctx, http.MethodGet, PathHealth, 0, nil, &h)
 	return h, err
 }
 
 // Open navigates the machine's browser to rawURL (http(s), about:blank or
 // local:/path).
 func (c *Client) Open(ctx context.Context, rawURL string) error {
-	return c.call(ctx, http.MethodPost, "/open", OpenRequest{URL: rawURL}, nil)
+	return c.call(ctx, http.MethodPost, PathOpen, 0, OpenRequest{URL: rawURL}, nil)
 }
 
 // StartLogin starts p's login in the machine.
 func (c *Client) StartLogin(ctx context.Context, p mc.Provider) (LoginStatus, error) {
 	var s LoginStatus
-	err := c.call(ctx, http.MethodPost, "/login/start", LoginStartRequest{Provider: p}, &s)
+	err := c.call(ctx, http.MethodPost, PathLoginStart, 0, LoginStartRequest{Provider: p}, &s)
 	return s, err
 }
 
 // LoginStatus returns the login's status. With wait > 0 the agent answers
-// once a running login changes state, or after wait (at most a minute).
-func (c *Client) LoginStatus(ctx context.Context, wait time.Duration) (LoginStatus, error) {
-	path := "/login/status"
+// once the status's Seq differs from since (at once if it already does), or
+// after wait (at most MaxStatusWait).
+func (c *Client) LoginStatus(ctx context.Context, since int64, wait time.Duration) (LoginStatus, error) {
+	path := PathLoginStatus
+	wait = min(wait, MaxStatusWait)
 	if wait > 0 {
-		path += "?wait=" + url.QueryEscape(wait.String())
+		path += "?wait=" + url.QueryEscape(wait.String()) + "&since=" + strconv.FormatInt(since, 10)
 	}
 	var s LoginStatus
-	err := c.call(ctx, http.MethodGet, path, nil, &s)
+	err := c.call(ctx, http.MethodGet, path, wait, nil, &s)
 	return s, err
 }
 
@@ -71,11 +81,22 @@ func (c *Client) LoginStatus(ctx context.Context, wait time.Duration) (LoginStat
 // copy, so a second call fails with reason "result_delivered".
 func (c *Client) LoginResult(ctx context.Context) (LoginResult, error) {
 	var r LoginResult
-	err := c.call(ctx, http.MethodGet, "/login/result", nil, &r)
+	err := c.call(ctx, http.MethodGet, PathLoginResult, 0, nil, &r)
 	return r, err
 }
 
-func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
+func unreachable(method, path string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // without the URL: it holds the machine's address
+	}
+	return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "agent_unreachable", Message: "the machine agent did not answer",
+		Err: fmt.Errorf("agent %s %s: %w", method, path, err)}
+}
+
+func (c *Client) call(ctx context.Context, method, path string, wait time.Duration, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout+wait)
+	defer cancel()
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -94,14 +115,14 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "agent_unreachable", Message: "the machine agent did not answer", Err: fmt.Errorf("%s %s: %w", method, path, err)}
+		return unreachable(method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return &mc.Error{Code: mc.EUNAVAILABLE, Reason: "agent_unreachable", Message: "the machine agent did not answer", Err: fmt.Errorf("read %s: %w", path, err)}
+		return unreachable(method, path, err)
 	}
-	if resp.StatusCode == http.StatusServiceUnavailable && path == "/health" {
+	if resp.StatusCode == http.StatusServiceUnavailable && path == PathHealth {
 		_ = json.Unmarshal(b, out)
 		return mc.Errorf(mc.EUNAVAILABLE, "machine_unhealthy", "the machine is not healthy")
 	}

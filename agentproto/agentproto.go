@@ -1,0 +1,103 @@
+// Package agentproto is the one definition of the machine agent's API: its
+// paths, the JSON bodies, the login states, phases and failure reasons, and a
+// client. The agent (package agent) serves it, the session manager calls it
+// through Client, and the fake driver (driver/drivertest) serves it too.
+//
+// Every call needs "Authorization: Bearer <agent token>", else 401 with an
+// ErrorBody; errors are {"code","reason","message"}:
+//
+//	GET  /health          200 Health; 503, same shape, when VNC or the browser is down
+//	POST /open            OpenRequest: http(s), about:blank or local:/path, in the visible tab
+//	POST /login/start     LoginStartRequest → 202 LoginStatus; 409 while one runs
+//	GET  /login/status    LoginStatus; ?wait=30s&since=N answers once Seq differs from N
+//	                      (a long poll); ?wait=30s alone answers once the login has ended
+//	GET  /login/result    LoginResult once complete (the agent deletes its copy); then 410
+package agentproto
+
+import (
+	"time"
+
+	"github.com/master-controller/mc"
+)
+
+// Paths of the agent API.
+const (
+	PathHealth      = "/health"
+	PathOpen        = "/open"
+	PathLoginStart  = "/login/start"
+	PathLoginStatus = "/login/status"
+	PathLoginResult = "/login/result"
+)
+
+// MaxStatusWait caps GET /login/status?wait=.
+const MaxStatusWait = 60 * time.Second
+
+// Health is the body of GET /health.
+type Health struct {
+	VNC     bool `json:"vnc"`
+	Browser bool `json:"browser"`
+}
+
+// ErrorBody is the JSON body of every error reply.
+type ErrorBody struct {
+	Code    mc.Code   `json:"code"`
+	Reason  mc.Reason `json:"reason,omitempty"`
+	Message string    `json:"message"`
+}
+
+// OpenRequest is the body of POST /open (and its reply).
+type OpenRequest struct {
+	URL string `json:"url"`
+}
+
+// LoginStartRequest is the body of POST /login/start.
+type LoginStartRequest struct {
+	Provider mc.Provider `json:"provider"`
+}
+
+// Login states.
+const (
+	StateIdle     = "idle"
+	StateRunning  = "running"
+	StateComplete = "complete"
+	StateFailed   = "failed"
+)
+
+// Reasons of a failed login. The controller ends the session with the same
+// reason (login_timeout as expired, the others as failed).
+const (
+	ReasonLoginTimeout       = mc.ReasonLoginTimeout
+	ReasonCommandFailed      = mc.ReasonLoginCommandFailed
+	ReasonCredentialsMissing = mc.ReasonCredentialsMissing
+	ReasonBrowserError       = mc.ReasonBrowserError
+	ReasonCancelled          = mc.ReasonLoginCancelled
+)
+
+// LoginStatus is the body of GET /login/status.
+type LoginStatus struct {
+	// State is idle, running, complete or failed.
+	State string `json:"state"`
+	// Phase is where a running login stands (see mc.LoginPhase).
+	Phase mc.LoginPhase `json:"phase,omitempty"`
+	// Reason is set when State is failed.
+	Reason  mc.Reason `json:"reason,omitempty"`
+	Message string    `json:"message,omitempty"`
+	// URL is the page the login waits on: scheme, host and path, never
+	// the query (it holds state and codes).
+	URL string `json:"url,omitempty"`
+	// Lines are the login command's last lines of output, with anything that
+	// looks like a code or a token replaced by "[redacted]"; set when a
+	// login failed.
+	Lines []string `json:"lines,omitempty"`
+	// Seq counts the status's changes; a long poll with since=Seq waits for
+	// the next one, so that no change between two polls is missed.
+	Seq int64 `json:"seq"`
+	// Delivered is true once GET /login/result has handed the files over.
+	Delivered bool `json:"delivered,omitempty"`
+}
+
+// LoginResult is the body of GET /login/result: file contents by the path
+// the provider named them with.
+type LoginResult struct {
+	Files map[string]string `json:"files"`
+}
