@@ -18,6 +18,8 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
 )
@@ -562,6 +564,55 @@ func TestConfinementMachineOOM(t *testing.T) {
 	}
 	if err := vncBanner(b.s.Machine.VNCAddr().String()); err != nil {
 		t.Errorf("machine B's VNC after machine A's OOM: %v", err)
+	}
+}
+
+// TestConfinementFileURLBlocked: the machine's visible tab, sent to a
+// file:// URL over its DevTools pipe, shows Chromium's "blocked by
+// administrator" page (the navigation fails with
+// net::ERR_BLOCKED_BY_ADMINISTRATOR): the managed policy blocks it, not
+// the agent. A production agent refuses file:// itself, so the machine runs
+// a test build of the agent (tag mc_test_file_urls) that passes it on.
+func TestConfinementFileURLBlocked(t *testing.T) {
+	requireConfinement(t)
+	agent := filepath.Join(t.TempDir(), "mc-agent")
+	build := exec.Command("go", "build", "-tags", "mc_test_file_urls", "-o", agent, "github.com/master-controller/mc/cmd/mc-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the test agent: %v: %s", err, out)
+	}
+	if err := os.Chmod(filepath.Dir(agent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := controllerEnv(t, defaultMode())
+	env["MC_AGENT_PATH"] = agent
+	c := startController(t, env)
+	m := startConfined(t, c, "fileurl")
+	if out, err := m.run(t, false, "cat "+confine.ChromiumPolicyFile); err != nil || !strings.Contains(out, `"file://*"`) {
+		t.Fatalf("the machine's managed policy %s does not block file:// (%v): %s", confine.ChromiumPolicyFile, err, testutil.Tail(out, 300))
+	}
+	client := agentproto.NewClient(m.s.Machine.AgentAddr(), m.s.Secrets.AgentToken, nil)
+	// The agent's own page opens: the path works.
+	if err := client.Open(t.Context(), "local:/demo/signin"); err != nil {
+		t.Fatalf("open the agent's sign-in page: %v", err)
+	}
+	err := client.Open(t.Context(), "file:///etc/passwd")
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE {
+		t.Fatalf("open file:///etc/passwd in the machine's tab: %v, want the browser's refusal", err)
+	}
+	log := filepath.Join(m.ms.Dir, "agent.log")
+	err = testutil.Poll(t.Context(), 10*time.Second, func() error {
+		b, _ := os.ReadFile(log)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "ERR_BLOCKED_BY_ADMINISTRATOR") {
+				t.Logf("the machine's browser: %s", l)
+				return nil
+			}
+		}
+		return fmt.Errorf("the agent's log has no ERR_BLOCKED_BY_ADMINISTRATOR for file:///etc/passwd: %s", testutil.Tail(string(b), 600))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
