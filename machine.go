@@ -31,10 +31,19 @@ type Driver interface {
 	// List reports every machine of this driver that the host has, including
 	// ones left by an earlier process (for reconcile).
 	List(ctx context.Context) ([]MachineStatus, error)
-	// Wait blocks until the machine has exited (returns nil), ctx ends
-	// (returns ctx.Err()) or the machine is unknown (ENOTFOUND). A machine
-	// whose processes die is seen within a second.
+	// Wait blocks until the machine has exited, ctx ends (returns ctx.Err())
+	// or the machine is unknown (ENOTFOUND). An exited machine returns nil,
+	// or MachineOOMError (EUNAVAILABLE, machine_oom) when the kernel had
+	// killed a process of it for memory: its processes died of its memory
+	// limit. A machine whose processes die is seen within a second.
+	// Errors: ENOTFOUND, EUNAVAILABLE (machine_oom).
 	Wait(ctx context.Context, id string) error
+}
+
+// MachineOOMError is what a Driver's Wait returns for machine id when it
+// exited after running out of memory.
+func MachineOOMError(id string) *Error {
+	return Errorf(EUNAVAILABLE, ReasonMachineOOM, "machine %s ran out of memory", id)
 }
 
 // Capabilities describe a driver on this host.

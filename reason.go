@@ -12,6 +12,7 @@ const (
 	ReasonStartTimeout      Reason = "start_timeout"
 	ReasonStartFailed       Reason = "start_failed"
 	ReasonMachineExited     Reason = "machine_exited"
+	ReasonMachineOOM        Reason = "machine_oom" // it exited after an OOM kill inside it
 	ReasonMachineMissing    Reason = "machine_missing"
 	ReasonControllerRestart Reason = "controller_restart"
 	ReasonControllerStop    Reason = "controller_shutdown"
@@ -233,7 +234,6 @@ const (
 	ReasonBadLimits           Reason = "bad_limits"
 	ReasonBadUIDBase          Reason = "bad_uid_base"
 	ReasonInsecureSharedHost  Reason = "insecure_shared_host"
-	ReasonMachineOOM          Reason = "machine_oom"
 	ReasonNoCgroups           Reason = "no_cgroups"
 	ReasonUnconfinedNeedsFlag Reason = "unconfined_needs_flag"
 )

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
 )
@@ -63,8 +65,9 @@ func startConfined(tb testing.TB, c *controller, user string) *confinedMachine {
 	tb.Helper()
 	cr := c.api.createSession(tb, user, "demo")
 	s := testutil.WaitState(tb, c.Store, cr.Session.ID, mc.StateReady, 60*time.Second)
+	s.Secrets = c.MachineKey.Secrets(s.ID) // the store keeps no secret
 	waitDemoPage(tb, c.Store, s.ID, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
-	ms := readMachine(tb, c.dataDir, s.ID)
+	ms := readMachine(tb, c.dataDir, s.Machine.ID)
 	if ms.UID < 1000 || ms.Cgroup == 0 || len(ms.CgroupDirs) == 0 {
 		tb.Fatalf("machine %s is not confined: uid %d, cgroup version %d", s.ID, ms.UID, ms.Cgroup)
 	}
@@ -514,6 +517,102 @@ func TestConfinementResources(t *testing.T) {
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mounts), a.ms.Dir) {
 		t.Errorf("a mount below %s is left on the host", a.ms.Dir)
+	}
+}
+
+// TestConfinementMachineOOM: when an OOM inside a machine kills its
+// browser (its main process for the user), the machine ends and its session
+// ends failed with machine_oom; the other machine keeps running.
+func TestConfinementMachineOOM(t *testing.T) {
+	requireConfinement(t)
+	env := controllerEnv(t, defaultMode())
+	env["MC_MACHINE_MEMORY_MB"] = "768"
+	c := startController(t, env)
+	a := startConfined(t, c, "oom-a")
+	b := startConfined(t, c, "oom-b")
+
+	// The kernel picks the victim by oom_score_adj: at 1000, the browser
+	// comes before the allocation (0) whatever their sizes. Once the browser
+	// is gone, the agent and then the machine's init exit, and the PID
+	// namespace (the allocation with it) ends.
+	browser := ""
+	for _, pid := range a.cgroupProcs() {
+		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		if args := strings.Split(string(cmdline), "\x00"); filepath.Base(args[0]) == "chromium" && !strings.Contains(string(cmdline), "--type=") {
+			browser = pid
+		}
+	}
+	if browser == "" {
+		t.Fatalf("no browser process in machine %s's cgroup (%v)", a.id, a.cgroupProcs())
+	}
+	if err := os.WriteFile("/proc/"+browser+"/oom_score_adj", []byte("1000"), 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := a.run(t, true, "python3 -c 'b = b\"x\" * (1200 << 20); print(len(b))'")
+	if err == nil {
+		t.Errorf("allocating 1200 MiB in a machine of 768 MiB succeeded: %s", out)
+	}
+	if n := oomKills(a); n == 0 {
+		t.Errorf("no OOM kill in the machine's cgroup after an allocation past its limit (%v: %s)", err, out)
+	}
+	got := testutil.WaitState(t, c.Store, a.id, mc.StateFailed, 30*time.Second)
+	if got.State != mc.StateFailed || got.Reason != mc.ReasonMachineOOM {
+		t.Errorf("session %s after its machine's OOM: %s %s, want failed machine_oom", a.id, got.State, got.Reason)
+	}
+	if s := c.api.session(t, b.id); s.State.Final() {
+		t.Errorf("session %s ended (%s %s) after machine A's OOM", b.id, s.State, s.Reason)
+	}
+	if err := vncBanner(b.s.Machine.VNCAddr().String()); err != nil {
+		t.Errorf("machine B's VNC after machine A's OOM: %v", err)
+	}
+}
+
+// TestConfinementFileURLBlocked: the machine's visible tab, sent to a
+// file:// URL over its DevTools pipe, shows Chromium's "blocked by
+// administrator" page (the navigation fails with
+// net::ERR_BLOCKED_BY_ADMINISTRATOR): the managed policy blocks it, not
+// the agent. A production agent refuses file:// itself, so the machine runs
+// a test build of the agent (tag mc_test_file_urls) that passes it on.
+func TestConfinementFileURLBlocked(t *testing.T) {
+	requireConfinement(t)
+	agent := filepath.Join(t.TempDir(), "mc-agent")
+	build := exec.Command("go", "build", "-tags", "mc_test_file_urls", "-o", agent, "github.com/master-controller/mc/cmd/mc-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the test agent: %v: %s", err, out)
+	}
+	if err := os.Chmod(filepath.Dir(agent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := controllerEnv(t, defaultMode())
+	env["MC_AGENT_PATH"] = agent
+	c := startController(t, env)
+	m := startConfined(t, c, "fileurl")
+	if out, err := m.run(t, false, "cat "+confine.ChromiumPolicyFile); err != nil || !strings.Contains(out, `"file://*"`) {
+		t.Fatalf("the machine's managed policy %s does not block file:// (%v): %s", confine.ChromiumPolicyFile, err, testutil.Tail(out, 300))
+	}
+	client := agentproto.NewClient(m.s.Machine.AgentAddr(), m.s.Secrets.AgentToken, nil)
+	// The agent's own page opens: the path works.
+	if err := client.Open(t.Context(), "local:/demo/signin"); err != nil {
+		t.Fatalf("open the agent's sign-in page: %v", err)
+	}
+	err := client.Open(t.Context(), "file:///etc/passwd")
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE {
+		t.Fatalf("open file:///etc/passwd in the machine's tab: %v, want the browser's refusal", err)
+	}
+	log := filepath.Join(m.ms.Dir, "agent.log")
+	err = testutil.Poll(t.Context(), 10*time.Second, func() error {
+		b, _ := os.ReadFile(log)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "ERR_BLOCKED_BY_ADMINISTRATOR") {
+				t.Logf("the machine's browser: %s", l)
+				return nil
+			}
+		}
+		return fmt.Errorf("the agent's log has no ERR_BLOCKED_BY_ADMINISTRATOR for file:///etc/passwd: %s", testutil.Tail(string(b), 600))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

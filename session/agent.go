@@ -12,8 +12,8 @@ import (
 // gone, not that the agent failed).
 type agentClient struct {
 	*agentproto.Client
-	// gone is closed when the machine's processes have exited.
-	gone <-chan struct{}
+	// gone tells when the machine's processes have exited, and why.
+	gone *machineGone
 }
 
 func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient {

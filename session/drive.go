@@ -263,15 +263,43 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, machineID *str
 	return m.serve(ctx, id, expires, prov, agent, log)
 }
 
-// watchGone ends the session at once when its machine's processes exit; the
-// channel it returns is closed then.
-func (m *Manager) watchGone(ctx context.Context, id, machineID string, expires time.Time) <-chan struct{} {
-	gone := make(chan struct{})
+// machineGone is closed (done) when a machine's processes have exited;
+// reason, set before, says why: machine_exited or machine_oom.
+type machineGone struct {
+	done   chan struct{}
+	reason mc.Reason
+}
+
+// exitReason is the reason a session ends with when the driver's Wait for
+// its machine returned err: machine_exited (nil) or machine_oom; ok is false
+// when err says the machine did not exit (unknown, or ctx ended).
+func exitReason(err error) (reason mc.Reason, ok bool) {
+	switch {
+	case err == nil:
+		return mc.ReasonMachineExited, true
+	case mc.ErrorReason(err) == mc.ReasonMachineOOM:
+		return mc.ReasonMachineOOM, true
+	}
+	return "", false
+}
+
+// watchGone ends the session at once when its machine's processes exit
+// (machine_exited, or machine_oom when they died of its memory limit); the
+// machineGone it returns is closed then.
+func (m *Manager) watchGone(ctx context.Context, id, machineID string, expires time.Time) *machineGone {
+	gone := &machineGone{done: make(chan struct{})}
 	go func() {
-		if err := m.driver.Wait(ctx, machineID); err == nil && ctx.Err() == nil {
-			close(gone)
-			m.endDurable(ctx, id, expires, mc.StateFailed, mc.ReasonMachineExited, "the machine's processes exited")
+		reason, ok := exitReason(m.driver.Wait(ctx, machineID))
+		if !ok || ctx.Err() != nil {
+			return
 		}
+		gone.reason = reason
+		close(gone.done)
+		msg := "the machine's processes exited"
+		if reason == mc.ReasonMachineOOM {
+			msg = "the machine ran out of memory"
+		}
+		m.endDurable(ctx, id, expires, mc.StateFailed, reason, msg)
 	}()
 	return gone
 }
@@ -441,14 +469,19 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 		if reason == mc.ReasonLoginTimeout {
 			return &stage{state: mc.StateExpired, reason: reason, err: errors.New(msg)}
 		}
+		if reason == mc.ReasonLoginCancelled {
+			// The agent is stopping: its machine is going, and why
+			// (machine_exited, machine_oom) is the session's reason.
+			return agentFailed(ctx, agent, reason, fmt.Errorf("login failed: %s", msg))
+		}
 		return failed(reason, fmt.Errorf("login failed: %s", msg))
 	}
 }
 
 // agentFailed classifies a failed agent request. When the machine's
 // processes died, the agent's connection broke because of it: the session
-// ends with machine_exited, not an agent error. The driver reports an exit
-// within a second, so that long is waited for it.
+// ends with machine_exited (or machine_oom), not an agent error. The driver
+// reports an exit within a second, so that long is waited for it.
 func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -456,8 +489,8 @@ func agentFailed(ctx context.Context, agent *agentClient, reason mc.Reason, err 
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
-	case <-agent.gone:
-		return failed(mc.ReasonMachineExited, fmt.Errorf("the machine's processes exited: %w", err))
+	case <-agent.gone.done:
+		return failed(agent.gone.reason, fmt.Errorf("the machine's processes exited: %w", err))
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:

@@ -256,6 +256,26 @@ func TestMachineExitFailsSession(t *testing.T) {
 	waitGone(t, r.driver, s.ID)
 }
 
+// TestMachineOOMFailsSession: a machine whose processes die of its memory
+// limit ends its session failed with machine_oom; another session's machine
+// goes on.
+func TestMachineOOMFailsSession(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, session.Config{}, fake.Config{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "demo")
+	other, _ := r.mgr.Start(t.Context(), "bob", "demo")
+	r.driver.OOMKill(waitState(t, r.store, s.ID, mc.StateReady).Machine.ID)
+	waitState(t, r.store, other.ID, mc.StateReady)
+	got := waitState(t, r.store, s.ID, mc.StateFailed)
+	if got.Reason != mc.ReasonMachineOOM {
+		t.Errorf("reason %s, want machine_oom", got.Reason)
+	}
+	waitGone(t, r.driver, s.ID)
+	if o, _ := r.store.Session(t.Context(), other.ID); o.State != mc.StateReady {
+		t.Errorf("the other session is %s %s, want ready", o.State, o.Reason)
+	}
+}
+
 func TestStartTimeout(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{StartTimeout: 50 * time.Millisecond}, fake.Config{StartDelay: time.Hour})

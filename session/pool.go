@@ -343,8 +343,8 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopt
 	}
 	err := m.driver.Wait(ctx, p.ID)
 	if ctx.Err() == nil {
-		reason = mc.ReasonMachineExited
-		if err != nil {
+		var exited bool
+		if reason, exited = exitReason(err); !exited {
 			reason = mc.ReasonMachineMissing
 		}
 	}

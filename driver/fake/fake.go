@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mc "github.com/master-controller/mc"
@@ -70,6 +71,7 @@ type fakeMachine struct {
 	agentL  net.Listener
 	done    chan struct{}
 	once    sync.Once
+	oom     atomic.Bool // it exited of an OOM kill (OOMKill)
 	mu      sync.Mutex
 	login   agentproto.LoginStatus
 	seq     int64         // the last login.Seq
@@ -203,6 +205,16 @@ func (f *Driver) Kill(id string) {
 	}
 }
 
+// OOMKill makes a machine exit as if the kernel had killed its processes
+// for memory: as Kill, and Wait returns mc.MachineOOMError.
+func (f *Driver) OOMKill(id string) {
+	fm := f.lookup(id)
+	if fm != nil {
+		fm.oom.Store(true)
+		fm.stop()
+	}
+}
+
 // Inspect reports one machine. Errors: ENOTFOUND.
 func (f *Driver) Inspect(_ context.Context, id string) (mc.MachineStatus, error) {
 	fm := f.lookup(id)
@@ -242,7 +254,8 @@ func (f *Driver) List(context.Context) ([]mc.MachineStatus, error) {
 	return out, nil
 }
 
-// Wait blocks until the machine exits. Errors: ENOTFOUND.
+// Wait blocks until the machine exits: nil, or mc.MachineOOMError after
+// OOMKill. Errors: ENOTFOUND, EUNAVAILABLE (machine_oom).
 func (f *Driver) Wait(ctx context.Context, id string) error {
 	fm := f.lookup(id)
 	if fm == nil {
@@ -250,6 +263,9 @@ func (f *Driver) Wait(ctx context.Context, id string) error {
 	}
 	select {
 	case <-fm.done:
+		if fm.oom.Load() {
+			return mc.MachineOOMError(id)
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

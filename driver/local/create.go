@@ -219,10 +219,9 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	d.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
-		if d.confined {
-			if n := cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).oomKills(); n > 0 {
-				d.log.Warn("machine ran out of memory", mc.LogMachineID, spec.ID, mc.LogReason, mc.ReasonMachineOOM, "oom_kills", n)
-			}
+		if n := d.oomKills(spec.ID); n > 0 {
+			p.oom = true
+			d.log.Warn("machine ran out of memory", mc.LogMachineID, spec.ID, mc.LogReason, mc.ReasonMachineOOM, "oom_kills", n)
 		}
 		close(p.exited)
 		if err != nil {

@@ -189,6 +189,7 @@ var _ mc.Driver = (*Driver)(nil)
 type proc struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd.Wait has returned
+	oom    bool          // the machine's cgroup had an OOM kill (set before exited is closed)
 }
 
 type idLock struct {
