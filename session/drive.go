@@ -437,8 +437,11 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 			// capturing from now on. (A page-only login such as demo stays
 			// ready until its files are complete.)
 			if st.Phase == mc.PhaseWaitingForUser && !capturing && len(prov.LoginCommand) > 0 {
-				if _, err := m.advance(ctx, id, mc.StateReady, mc.StateCapturing, nil); err != nil {
+				if err := m.persist(dctx, id, "record capturing", func(c context.Context) error {
+					_, err := m.advance(c, id, mc.StateReady, mc.StateCapturing, nil)
 					return err
+				}); err != nil {
+					return storeFailed(ctx, "record capturing", err)
 				}
 				capturing = true
 			}
