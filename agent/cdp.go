@@ -215,6 +215,14 @@ func (t cdpTarget) isTab() bool {
 	return true
 }
 
+// isWindow reports whether t may be a window of its own that the kiosk must
+// close: any page target but Chromium's hidden pages of its own interface
+// (chrome://…top-chrome/). A new window's tab may be chrome://newtab/ at
+// first, so this is wider than isTab.
+func (t cdpTarget) isWindow() bool {
+	return t.Type == "page" && !(strings.HasPrefix(t.URL, "chrome://") && strings.Contains(t.URL, ".top-chrome"))
+}
+
 // Page returns the browser's first tab, creating one when there is none
 // (the window may have been closed).
 func (c *cdp) Page(ctx context.Context) (cdpTarget, error) {
@@ -324,7 +332,7 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 				TargetInfo cdpTarget `json:"targetInfo"`
 			}
 			if ev.Method != "Target.targetCreated" || json.Unmarshal(ev.Params, &p) != nil ||
-				!p.TargetInfo.isTab() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
+				!p.TargetInfo.isWindow() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
 				continue
 			}
 			if !c.hasTarget(ctx, kept) {

@@ -367,6 +367,10 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		launched bool              // the command asked the opener for a page
 		printed  bool              // a printed URL was opened
 		pasted   = map[string]bool{}
+		// shown are the URLs opened: a command that prints its URL and
+		// also hands it to the opener (Codex) gets one navigation, not a
+		// second that would reload the page under the user's click.
+		shown = map[string]bool{}
 	)
 	ready := func() bool {
 		return got != nil && (p.StdoutCapture == nil || token != "")
@@ -402,6 +406,10 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 				continue
 			}
 			launched = true
+			if shown[u] {
+				continue
+			}
+			shown[u] = true
 			if !open(u, "url from the command's browser opener", false) {
 				return
 			}
@@ -409,7 +417,7 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 			if openRe == nil || launched || printed || isLoopbackURL(u) || !openRe.MatchString(u) {
 				continue
 			}
-			printed = true
+			printed, shown[u] = true, true
 			if !open(u, "url printed by the login command", false) {
 				return
 			}

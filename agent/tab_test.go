@@ -25,3 +25,22 @@ func TestIsTab(t *testing.T) {
 		}
 	}
 }
+
+// TestIsWindow: a window the kiosk closes may open on a chrome:// page (Ctrl+N
+// shows chrome://newtab/), but Chromium's own hidden pages are left alone.
+func TestIsWindow(t *testing.T) {
+	for _, tt := range []struct {
+		target cdpTarget
+		want   bool
+	}{
+		{cdpTarget{Type: "page", URL: "chrome://newtab/"}, true},
+		{cdpTarget{Type: "page", URL: ""}, true},
+		{cdpTarget{Type: "page", URL: "https://example.test/popup"}, true},
+		{cdpTarget{Type: "page", URL: "chrome://omnibox-popup.top-chrome/"}, false},
+		{cdpTarget{Type: "worker", URL: "https://example.test/w.js"}, false},
+	} {
+		if got := tt.target.isWindow(); got != tt.want {
+			t.Errorf("%s %q: got %v, want %v", tt.target.Type, tt.target.URL, got, tt.want)
+		}
+	}
+}

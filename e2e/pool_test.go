@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -78,10 +79,15 @@ func TestPoolFreshMachine(t *testing.T) {
 	if ms.Home == first.Home || ms.Dir == first.Dir {
 		t.Fatalf("second machine shares %s with the first", ms.Home)
 	}
-	if _, err := os.Stat(filepath.Join(ms.Home, ".demo")); !os.IsNotExist(err) {
+	// A confined machine's homes are on tmpfs in its own mount namespace:
+	// the host sees them through its init's root.
+	agentHome, profile := ms.Home, filepath.Join(ms.Home, "chromium-profile")
+	if root := fmt.Sprintf("/proc/%d/root", ms.PID); isDir(filepath.Join(root, "home/browser")) {
+		agentHome, profile = filepath.Join(root, "home/mc"), filepath.Join(root, "home/browser/chromium-profile")
+	}
+	if _, err := os.Stat(filepath.Join(agentHome, ".demo")); !os.IsNotExist(err) {
 		t.Errorf("second machine's home has the demo credential directory (%v)", err)
 	}
-	profile := filepath.Join(ms.Home, "chromium-profile")
 	if _, err := os.Stat(profile); err != nil {
 		t.Fatalf("second machine has no profile: %v", err)
 	}
@@ -171,4 +177,9 @@ func TestPoolCrashRestart(t *testing.T) {
 	if !cr.Session.Machine.Pooled || cr.Session.State != mc.StateReady {
 		t.Errorf("after the restart: %s on %+v, want ready on a pooled machine", cr.Session.State, cr.Session.Machine)
 	}
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

@@ -292,15 +292,6 @@ func buildRoot(m Spec) error {
 			return err
 		}
 	}
-	for _, p := range m.ReadOnlyBinds {
-		if !filepath.IsAbs(p) {
-			return fmt.Errorf("read-only bind %q is not an absolute path", p)
-		}
-		if err := bindRO(p, join(p)); err != nil {
-			return err
-		}
-	}
-
 	// Writable places, each bounded.
 	if err := mountTmpfs(join("/tmp"), 0o777|fs.ModeSticky, m.TmpSize); err != nil {
 		return err
@@ -342,6 +333,17 @@ func buildRoot(m Spec) error {
 			return err
 		}
 	}
+	// Further read-only paths come after the writable places, so that a
+	// path below /tmp, /home or /run is not hidden by their tmpfs.
+	for _, p := range m.ReadOnlyBinds {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("read-only bind %q is not an absolute path", p)
+		}
+		if err := bindRO(p, join(p)); err != nil {
+			return err
+		}
+	}
+
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the agent binary: %w", err)
