@@ -186,6 +186,11 @@ func TestCLILogin(t *testing.T) {
 			env["MC_PROVIDERS_FILE"] = providers
 			env["MC_TEST_MACHINE_HOSTS"] = si.hostsFile(tmp)
 			env["MC_TEST_TRUST_SPKI"] = si.spki
+			// The machine's agent uid reads the CA: the temporary
+			// directory (0700 when made) must let it through.
+			if err := os.Chmod(filepath.Dir(si.caFile), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			env["MC_TEST_MACHINE_BINDS"] = filepath.Dir(si.caFile)
 			c := startController(t, env)
 			user := "cli-" + tt.cli + strings.ReplaceAll(tt.name, "-", "")

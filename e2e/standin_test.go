@@ -128,11 +128,13 @@ func (s *standIn) serveIn(nsPath string) {
 	s.tb.Cleanup(func() { _ = srv.Close() })
 }
 
-// otherNetns says whether nsPath is a network namespace other than this
-// process's.
+// otherNetns says whether nsPath is a network namespace other than the
+// host's. The host's is PID 1's: /proc/self/ns/net would be this process's
+// main thread's, which may be inside a machine's namespace for a moment
+// while the in-process controller starts a machine from it.
 func otherNetns(nsPath string) error {
 	var own, other unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &own); err != nil {
+	if err := unix.Stat("/proc/1/ns/net", &own); err != nil {
 		return err
 	}
 	if err := unix.Stat(nsPath, &other); err != nil {
