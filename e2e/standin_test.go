@@ -128,15 +128,24 @@ func (s *standIn) serveIn(nsPath string) {
 	s.tb.Cleanup(func() { _ = srv.Close() })
 }
 
+// hostNetns is the host's network namespace, read once before any test
+// starts a machine: /proc/self/ns/net would be this process's main
+// thread's, which the in-process controller may have inside a machine's
+// namespace for a moment while it starts a machine from it.
+var hostNetns, hostNetnsErr = func() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/thread-self/ns/net", &st)
+	return st, err
+}()
+
 // otherNetns says whether nsPath is a network namespace other than the
-// host's. The host's is PID 1's: /proc/self/ns/net would be this process's
-// main thread's, which may be inside a machine's namespace for a moment
-// while the in-process controller starts a machine from it.
+// host's.
 func otherNetns(nsPath string) error {
-	var own, other unix.Stat_t
-	if err := unix.Stat("/proc/1/ns/net", &own); err != nil {
-		return err
+	if hostNetnsErr != nil {
+		return hostNetnsErr
 	}
+	own := hostNetns
+	var other unix.Stat_t
 	if err := unix.Stat(nsPath, &other); err != nil {
 		return err
 	}
