@@ -315,17 +315,19 @@ func (c *Cluster) Owner() (uid, gid int) {
 	return int(c.c.cred.Uid), int(c.c.cred.Gid)
 }
 
-// Down stops the server at once (pg_ctl stop -m immediate, like a crash);
-// Up starts it again on the same port.
+// Down stops the server (pg_ctl stop -m fast: sessions are cut at once,
+// but what was committed is kept; an immediate stop would lose commits
+// here, where synchronous_commit is off). Up starts it again on the same
+// port.
 func (c *Cluster) Down(ctx context.Context) error {
-	if out, err := c.c.run(ctx, "pg_ctl", "stop", "-w", "-m", "immediate", "-D", c.c.data()); err != nil {
+	if out, err := c.c.run(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", c.c.data()); err != nil {
 		return fmt.Errorf("pg_ctl stop: %w: %s", err, out)
 	}
 	return nil
 }
 
 // Up starts the server stopped by Down and waits until it accepts
-// connections (crash recovery included).
+// connections.
 func (c *Cluster) Up(ctx context.Context) error {
 	if out, err := c.c.pgStart(ctx); err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.c.dir, "server.log"))

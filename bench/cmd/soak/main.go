@@ -65,7 +65,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.DurationVar(&o.duration, "duration", 30*time.Minute, "how long the load runs")
-	fs.DurationVar(&o.restartEvery, "restart-every", 5*time.Minute, "restart PostgreSQL (immediate stop, then start) this often (0: never)")
+	fs.DurationVar(&o.restartEvery, "restart-every", 5*time.Minute, "restart PostgreSQL (pg_ctl stop -m fast, then start) this often (0: never)")
 	fs.DurationVar(&o.down, "down", 5*time.Second, "how long PostgreSQL stays down at each restart")
 	fs.DurationVar(&o.fillAt, "fill-at", 12*time.Minute, "when to fill the data disk, from the start (negative: never; past --duration: never)")
 	fs.DurationVar(&o.fillFor, "fill-for", time.Minute, "how long the disk stays full before the filler file is removed")
