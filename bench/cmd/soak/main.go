@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -170,7 +171,11 @@ func run(o options) (bool, error) {
 	}
 	logf("controller at %s, database on a %s tmpfs at %s; load for %v", e.base, o.disk, e.disk, o.duration)
 
-	ctx, stop := context.WithTimeout(context.Background(), o.duration)
+	// Ctrl-C (or SIGTERM) ends the load early; the checks and the clean-up
+	// still run.
+	sctx, sstop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer sstop()
+	ctx, stop := context.WithTimeout(sctx, o.duration)
 	defer stop()
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -183,7 +188,10 @@ func run(o options) (bool, error) {
 	wg.Wait()
 	loadTime := time.Since(start)
 	logf("load done after %v; settling %v", loadTime.Round(time.Second), o.settle)
-	time.Sleep(o.settle)
+	select {
+	case <-sctx.Done():
+	case <-time.After(o.settle):
+	}
 	inv := e.check(o)
 	e.teardown()
 	ok := e.stats.print(os.Stdout, o, loadTime, inv)
