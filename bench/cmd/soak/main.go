@@ -794,9 +794,16 @@ func (s *stats) print(w io.Writer, o options, load time.Duration, inv []invarian
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fmt.Fprintf(w, "### Soak run (%s UTC)\n\n", time.Now().UTC().Format("2006-01-02 15:04"))
-	fmt.Fprintf(w, "Load %v, %d workers, %d users; PostgreSQL restarted every %v (down %v); disk filled at %v for %v; "+
+	restarts, fill := "never restarted", "never filled"
+	if o.restartEvery > 0 {
+		restarts = fmt.Sprintf("restarted every %v (down %v)", o.restartEvery, o.down)
+	}
+	if o.fillAt >= 0 && o.fillAt < o.duration {
+		fill = fmt.Sprintf("filled at %v for %v", o.fillAt, o.fillFor)
+	}
+	fmt.Fprintf(w, "Load %v, %d workers, %d users; PostgreSQL %s; disk %s; "+
 		"MC_MAX_LIFETIME %v, MC_IDLE_TIMEOUT %v, MC_RECONCILE_INTERVAL %v.\n\n",
-		load.Round(time.Second), o.workers, o.users, o.restartEvery, o.down, o.fillAt, o.fillFor, o.lifetime, o.idle, o.reconcile)
+		load.Round(time.Second), o.workers, o.users, restarts, fill, o.lifetime, o.idle, o.reconcile)
 	fmt.Fprintln(w, "| operation | count |\n| --- | ---: |")
 	for _, k := range slices.Sorted(maps.Keys(s.counts)) {
 		fmt.Fprintf(w, "| %s | %d |\n", k, s.counts[k])
