@@ -3,6 +3,7 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,6 +40,22 @@ func TestClassify(t *testing.T) {
 			if !errors.As(got, &e) || e.Code != mc.EUNAVAILABLE || e.RetryAfter <= 0 {
 				t.Errorf("%s: got %v, want unavailable with RetryAfter", tt.code, got)
 			}
+		}
+	}
+}
+
+// TestClassifyCutConnection: a query whose connection the server dropped
+// (PostgreSQL restarted under it) is store_unreachable, a 503, not an
+// internal error (found by the soak test, bench/cmd/soak).
+func TestClassifyCutConnection(t *testing.T) {
+	for _, err := range []error{
+		fmt.Errorf("get session s1: %w", io.ErrUnexpectedEOF),
+		fmt.Errorf("failed to deallocate cached statement(s): %w", io.ErrUnexpectedEOF),
+		fmt.Errorf("read: %w", io.EOF),
+	} {
+		got := sqlstore.MapErr(classify, err, "get session %s", "s1")
+		if r := mc.ErrorReason(got); r != "store_unreachable" {
+			t.Errorf("%v: got reason %s, want store_unreachable", err, r)
 		}
 	}
 }

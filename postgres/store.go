@@ -17,6 +17,7 @@ import (
 	"database/sql/driver"
 	"embed"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -246,7 +247,11 @@ func classify(err error) sqlstore.Class {
 		strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "53") || strings.HasPrefix(pe.Code, "57")):
 		return sqlstore.ClassBusy
 	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, driver.ErrBadConn),
-		pgconn.SafeToRetry(err), pgconn.Timeout(err):
+		pgconn.SafeToRetry(err), pgconn.Timeout(err),
+		// The server went away mid-query (a restart): pgx reports the
+		// cut connection as an unexpected EOF, sometimes while
+		// deallocating cached statements.
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return sqlstore.ClassUnreachable
 	}
 	return sqlstore.ClassOther

@@ -49,6 +49,7 @@ type cluster struct {
 	port int
 	bin  string
 	cred *syscall.Credential // nil unless running as root
+	opts string              // the server options of pg_ctl start -o
 }
 
 // URL returns the connection URL of database db (superuser postgres, no
@@ -252,7 +253,7 @@ func startCluster() (*cluster, string, error) {
 			return nil, "", c.fail(err)
 		}
 		c.port = port
-		opts := strings.Join([]string{
+		c.opts = strings.Join([]string{
 			"-p " + strconv.Itoa(port),
 			"-c listen_addresses=127.0.0.1",
 			"-c unix_socket_directories=" + c.dir,
@@ -262,8 +263,7 @@ func startCluster() (*cluster, string, error) {
 			"-c max_connections=200",
 			"-c shared_buffers=32MB",
 		}, " ")
-		out, err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.data(),
-			"-l", filepath.Join(c.dir, "server.log"), "-o", opts)
+		out, err := c.pgStart(ctx)
 		if err == nil {
 			return c, "", nil
 		}
@@ -275,6 +275,69 @@ func startCluster() (*cluster, string, error) {
 	}
 	return nil, "", c.fail(lastErr)
 }
+
+// pgStart runs pg_ctl start with the cluster's options and waits until the
+// server accepts connections.
+func (c *cluster) pgStart(ctx context.Context) ([]byte, error) {
+	return c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.data(),
+		"-l", filepath.Join(c.dir, "server.log"), "-o", c.opts)
+}
+
+// Cluster is a throwaway cluster for a program that is not a test (the
+// soak test in bench/): the same cluster that Start gives a test, which the
+// program restarts and stops itself.
+type Cluster struct{ c *cluster }
+
+// NewCluster starts a cluster; the caller must Stop it.
+func NewCluster() (*Cluster, error) {
+	c, skip, err := startCluster()
+	if skip != "" {
+		return nil, errors.New(skip)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	return &Cluster{c}, nil
+}
+
+// URL returns the connection URL of database db.
+func (c *Cluster) URL(db string) string { return c.c.URL(db) }
+
+// Exec runs one statement on the database postgres.
+func (c *Cluster) Exec(ctx context.Context, sql string) error { return c.c.exec(ctx, sql) }
+
+// Owner returns the uid and gid the server runs as (this process's when
+// not root): a tablespace directory must belong to them.
+func (c *Cluster) Owner() (uid, gid int) {
+	if c.c.cred == nil {
+		return os.Getuid(), os.Getgid()
+	}
+	return int(c.c.cred.Uid), int(c.c.cred.Gid)
+}
+
+// Down stops the server (pg_ctl stop -m fast: sessions are cut at once,
+// but what was committed is kept; an immediate stop would lose commits
+// here, where synchronous_commit is off). Up starts it again on the same
+// port.
+func (c *Cluster) Down(ctx context.Context) error {
+	if out, err := c.c.run(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", c.c.data()); err != nil {
+		return fmt.Errorf("pg_ctl stop: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Up starts the server stopped by Down and waits until it accepts
+// connections.
+func (c *Cluster) Up(ctx context.Context) error {
+	if out, err := c.c.pgStart(ctx); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.c.dir, "server.log"))
+		return fmt.Errorf("pg_ctl start: %w: %s %s", err, out, tail(log))
+	}
+	return nil
+}
+
+// Stop stops the cluster at once and removes its directory.
+func (c *Cluster) Stop() error { return c.c.Stop() }
 
 // Stop stops the cluster at once and removes its directory.
 func (c *cluster) Stop() error {
