@@ -539,7 +539,16 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 	}
 	clear(res.Files)
 	log.Info("credential sealed", mc.LogUserID, s.UserID, mc.LogProvider, s.Provider, "files", len(cred.Files))
-	err = m.persist(dctx, id, "record completed", func(c context.Context) error {
+	// The session's own watch cancels ctx as soon as it sees the final state
+	// that this write commits, possibly before the write returns: the write
+	// must not be cut short by its own success (found by the soak test).
+	fctx := context.WithoutCancel(dctx)
+	if d, ok := dctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithDeadline(fctx, d)
+		defer cancel()
+	}
+	err = m.persist(fctx, id, "record completed", func(c context.Context) error {
 		_, err := m.advanceWith(c, mc.Transition{ID: id, From: mc.StateCapturing, To: mc.StateCompleted,
 			Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta)})
 		return err
