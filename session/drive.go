@@ -215,9 +215,20 @@ func storeFailed(ctx context.Context, what string, err error) error {
 // machineID names the machine to create; a session that claimed a pooled
 // machine sets it to that machine's id, so that run tears that one down.
 func (m *Manager) lifecycle(ctx, sctx context.Context, id string, machineID *string, expires time.Time, log *slog.Logger) error {
-	if s, err := m.store.Session(ctx, id); err == nil && s.Machine.Pooled && s.State == mc.StateReady {
-		*machineID = s.Machine.ID
-		return m.claimed(ctx, s, expires, log)
+	// A session that claimed a pooled machine was created ready on it; any
+	// other starts cold. Decided on a read that is retried like the writes
+	// that matter: a failed read must not send a claimed session down the
+	// cold path (seen in bench/pool.sh's bursts).
+	var cur *mc.Session
+	if err := m.persist(sctx, id, "read session", func(c context.Context) (err error) {
+		cur, err = m.store.Session(c, id)
+		return err
+	}); err != nil {
+		return storeFailed(ctx, "read session", err)
+	}
+	if cur.Machine.Pooled {
+		*machineID = cur.Machine.ID
+		return m.claimed(ctx, cur, expires, log)
 	}
 	var s *mc.Session
 	err := m.persist(sctx, id, "record start", func(c context.Context) (err error) {
