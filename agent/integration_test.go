@@ -499,6 +499,12 @@ func clickDemoSignIn(tb testing.TB, a *realAgent, vnc *rfbClient) DemoCredential
 	if status, body := a.do(tb, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
 		tb.Fatalf("login start: %d %s", status, body)
 	}
+	// Click only once the login's own navigation has returned: a click on
+	// a sign-in page still being painted by it can submit the form and then
+	// lose the answer page to that navigation's commit.
+	waitFor(tb, "the login's start page opened", 20*time.Second, func() (bool, string) {
+		return strings.Contains(a.logs.String(), `"opened start url"`), "not yet"
+	})
 	waitForOr(tb, "sign-in page on the VNC screen", 20*time.Second, screenShows(tb, vnc, DemoSignInColor, "#ffffff"), func() { saveScreen(tb, vnc) })
 	// The page may still be (re)loading when the first click lands; a click
 	// on the signed-in page does nothing, so clicking again is safe.
