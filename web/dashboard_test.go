@@ -143,10 +143,12 @@ func TestDashboard(t *testing.T) {
 	// View asks for a fresh viewer token and opens the viewer again.
 	b.MustEval(`document.getElementById('viewer-close').click()`, nil)
 	b.WaitJS(`document.getElementById('viewer-panel').hidden`)
-	b.Click(`#rows tr[data-id] button.secondary`)
+	// A click in the page itself: the rows are redrawn as the list refreshes,
+	// and a node found a moment earlier may be gone by the click.
+	b.MustEval(`document.querySelector('#rows tr[data-id] button.secondary').click()`, nil)
 	b.WaitJS(`!document.getElementById('viewer-panel').hidden && document.getElementById('viewer-frame').contentWindow.mcViewer && document.getElementById('viewer-frame').contentWindow.mcViewer.state === 'signed-in'`)
 
-	b.Click(`#rows tr[data-id] button.danger`)
+	b.MustEval(`document.querySelector('#rows tr[data-id] button.danger').click()`, nil)
 	b.WaitJS(`document.querySelector('#rows tr[data-id]').textContent.includes('cancelled')`)
 
 	api.mu.Lock()
