@@ -2,6 +2,7 @@ package mc_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -203,6 +204,25 @@ func TestProviderMeta(t *testing.T) {
 	}
 	if m := (mc.Provider{Files: []mc.CredentialFile{{Path: "a", ExpiresKey: "e"}}}).Meta(map[string]string{"a": `{"e":1767225600}`}); !m.ExpiresAt.Equal(time.Unix(1767225600, 0)) {
 		t.Errorf("epoch seconds: %v", m.ExpiresAt)
+	}
+	jwt := func(payload string) string {
+		return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + ".c2ln"
+	}
+	codex := mc.Provider{Files: []mc.CredentialFile{{Path: "a", ExpiresKey: "tokens.access_token"}}}
+	for _, c := range []struct {
+		token string
+		want  time.Time
+	}{
+		{jwt(`{"exp":1767225600,"sub":"u"}`), time.Unix(1767225600, 0).UTC()},
+		{jwt(`{"sub":"u"}`), time.Time{}},
+		{jwt(`not json`), time.Time{}},
+		{"at-opaque", time.Time{}},
+		{"a.!!.c", time.Time{}},
+	} {
+		doc, _ := json.Marshal(map[string]any{"tokens": map[string]string{"access_token": c.token}})
+		if m := codex.Meta(map[string]string{"a": string(doc)}); !m.ExpiresAt.Equal(c.want) {
+			t.Errorf("JWT %q: expires %v, want %v", c.token, m.ExpiresAt, c.want)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package mc
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"time"
@@ -97,7 +98,8 @@ type CredentialFile struct {
 	// (not null, "", [] or {}) for the file to count as complete.
 	RequiredKeys []string `json:"required_keys,omitempty"`
 	// ExpiresKey and RefreshExpiresKey name (dotted) the access and refresh
-	// tokens' expiry in the file: epoch milliseconds or seconds, or RFC 3339.
+	// tokens' expiry in the file: epoch milliseconds or seconds, RFC 3339,
+	// or a JWT (the token itself), whose "exp" claim is read unverified.
 	ExpiresKey        string `json:"expires_key,omitempty"`
 	RefreshExpiresKey string `json:"refresh_expires_key,omitempty"`
 }
@@ -163,7 +165,8 @@ func (p Provider) Meta(files map[string]string) CredentialMeta {
 }
 
 // timeAt reads the time at a dotted key: a number of epoch milliseconds
-// (or seconds, below 1e11) or an RFC 3339 string; zero otherwise.
+// (or seconds, below 1e11), an RFC 3339 string, or a JWT's "exp" claim;
+// zero otherwise.
 func timeAt(doc any, key string) time.Time {
 	if key == "" {
 		return time.Time{}
@@ -182,8 +185,30 @@ func timeAt(doc any, key string) time.Time {
 		}
 		return time.UnixMilli(int64(v)).UTC()
 	case string:
-		t, _ := time.Parse(time.RFC3339, v)
-		return t.UTC()
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t.UTC()
+		}
+		return jwtExpiry(v)
 	}
 	return time.Time{}
+}
+
+// jwtExpiry reads the "exp" claim (epoch seconds) of a JWT without checking
+// its signature: it is the credential's metadata, never a reason to trust it.
+func jwtExpiry(token string) time.Time {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}
+	}
+	var claims struct {
+		Exp float64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Exp <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(claims.Exp), 0).UTC()
 }

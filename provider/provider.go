@@ -139,6 +139,8 @@ func Builtins() []mc.Provider {
 			Files: []mc.CredentialFile{{
 				Path:         "~/.codex/auth.json",
 				RequiredKeys: []string{"tokens.id_token", "tokens.access_token", "tokens.refresh_token"},
+				// The access token is a JWT; its "exp" is the expiry.
+				ExpiresKey: "tokens.access_token",
 			}},
 			Kind:         mc.KindOAuth,
 			LoginTimeout: DefaultLoginTimeout,

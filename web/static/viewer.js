@@ -44,6 +44,7 @@ const DEFAULT_REASON = {
   4401: 'this viewer link is invalid or has expired',
   4403: 'this viewer link is not valid here',
   4404: 'no such session',
+  4408: 'the connection stopped answering',
   4409: 'another viewer took over this session',
   4410: 'the session has ended',
   4502: 'the machine could not be reached',
