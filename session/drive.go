@@ -439,7 +439,9 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 		}
 		if st.Phase != "" && (st.Phase != last.Phase || st.URL != last.URL) {
 			last = mc.LoginProgress{Phase: st.Phase, URL: st.URL, UpdatedAt: m.clock.Now().UTC()}
-			if _, err := m.store.SetLogin(ctx, id, last, m.cfg.Replica); err != nil && mc.ErrorCode(err) != mc.ECONFLICT {
+			// A write cut short because the session ended meanwhile (its
+			// context is done) is no store fault.
+			if _, err := m.store.SetLogin(ctx, id, last, m.cfg.Replica); err != nil && mc.ErrorCode(err) != mc.ECONFLICT && ctx.Err() == nil {
 				log.Warn("record login progress", mc.LogError, err, mc.LogReason, mc.ReasonStoreError)
 			} else if err == nil {
 				log.Info("login progress", "phase", st.Phase, "url", st.URL)
