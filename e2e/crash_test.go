@@ -60,6 +60,15 @@ func TestCrashRestart(t *testing.T) {
 	}
 
 	first.Kill()
+	// Should the test stop before the second server's reconcile pass, the
+	// machines that outlived the first must not outlive the test.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, ms := range machines {
+				sweepMachine(ms)
+			}
+		}
+	})
 
 	// The machines outlived their controller: each still has everything.
 	for _, ms := range machines {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,6 +119,28 @@ func namespaces(tb testing.TB) map[string]bool {
 		}
 	}
 	return ns
+}
+
+// sweepMachine removes from the host what a test left of machine ms when it
+// failed before a controller could: its processes, namespace, veth, cgroups
+// and directories. It is for cleanups only; tests check leftovers instead.
+func sweepMachine(ms machineState) {
+	for _, pid := range machineProcs(ms) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if ms.Namespace != "" {
+		_ = exec.Command("ip", "netns", "del", ms.Namespace).Run()
+	}
+	if ms.Veth != "" {
+		_ = exec.Command("ip", "link", "del", ms.Veth).Run()
+	}
+	for _, d := range ms.CgroupDirs {
+		_ = os.Remove(d)
+	}
+	_ = os.RemoveAll(ms.Dir)
+	if ms.TmpDir != "" {
+		_ = os.RemoveAll(ms.TmpDir)
+	}
 }
 
 // leaseOf returns the lease that owner (a machine's session) holds in the
