@@ -289,10 +289,12 @@ func (m *Manager) fill(ctx context.Context, provider string) error {
 // a running one), marks it ready, and waits for its exit or its release.
 func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopted bool) {
 	defer m.wg.Done()
+	// Looked after until it is destroyed or handed over: a reconcile pass
+	// meanwhile must not take it for a leftover.
+	defer m.pool.forget(p.ID)
 	log := m.log.With(mc.LogMachineID, p.ID, mc.LogProvider, p.Provider)
 	var reason mc.Reason
 	defer func() {
-		m.pool.forget(p.ID)
 		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 		defer cancel()
 		// Destroy when asked, or when this goroutine takes the row out of
@@ -315,7 +317,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopt
 	}()
 	if !adopted {
 		sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
-		mach, err := m.driver.Create(sctx, mc.MachineSpec{ID: p.ID, SessionID: p.ID, Provider: p.Provider,
+		mach, err := m.driver.Create(sctx, mc.MachineSpec{ID: p.ID, SessionID: p.ID, Pooled: true, Provider: p.Provider,
 			Secrets: m.machineKey.Secrets(p.ID), Width: m.cfg.Width, Height: m.cfg.Height})
 		if err == nil {
 			err = m.waitReady(sctx, mach, newAgentClient(m.http, mach, m.machineKey.Secrets(p.ID).AgentToken))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -217,6 +218,9 @@ func TestPoolAfterCrash(t *testing.T) {
 	if len(rep.Adopted) != 1 || rep.Adopted[0] != keep {
 		t.Errorf("adopted %v, want [%s]", rep.Adopted, keep)
 	}
+	if !slices.Equal(rep.Destroyed, []string{startingLeft}) {
+		t.Errorf("destroyed %v, want [%s] once", rep.Destroyed, startingLeft)
+	}
 	waitGone(t, r.driver, startingLeft)
 	list, _ := r.store.PooledMachines(ctx, "r1")
 	if len(list) != 1 || list[0].ID != keep {
@@ -312,4 +316,59 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 		}
 	}
 	return -1
+}
+
+// TestReconcilePooledLeftovers: the driver marks the machines created for
+// the pool. Reconcile destroys a pooled machine that neither the pool nor a
+// session holds (a process stopped between taking its row out of the pool
+// and destroying it) as pool_orphaned, keeps one that a live session
+// claimed, and destroys each leftover once.
+func TestReconcilePooledLeftovers(t *testing.T) {
+	r := newRig(t, session.Config{}, fake.Config{})
+	reg := prometheus.NewRegistry()
+	r.mgr = session.New(session.Config{Replica: "r1", DestroyGrace: time.Millisecond},
+		session.Deps{Store: r.store, Driver: r.driver, Providers: testProviders, Registry: reg, MachineKey: r.key})
+	t.Cleanup(func() { r.mgr.Close() })
+	ctx := t.Context()
+	create := func(id string, pooled bool) mc.Machine {
+		m, err := r.driver.Create(ctx, mc.MachineSpec{ID: id, SessionID: id, Pooled: pooled, Provider: "demo", Secrets: r.key.Secrets(id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	leftover := mc.NewID()
+	create(leftover, true)
+	// Claimed by a session that another replica drives: its row left the
+	// pool in the claim, and the session owns it now.
+	claimed := mc.PooledMachine{ID: mc.NewID(), Provider: "demo", Replica: "r0", CreatedAt: time.Now()}
+	if err := r.store.AddPooled(ctx, claimed, mc.Capacity{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.PooledReady(ctx, claimed.ID, create(claimed.ID, true), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s := &mc.Session{ID: mc.NewID(), UserID: "alice", Provider: "demo", CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour).UTC()}
+	if c, err := r.store.CreateSessionFromPool(ctx, s, "r0", mc.Capacity{}); err != nil || !c.Pooled || s.ID != claimed.ID {
+		t.Fatalf("claim: %+v, %v; session %s", c, err, s.ID)
+	}
+	cold := mc.NewMachineID()
+	create(cold, false)
+
+	rep, err := r.mgr.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(rep.Destroyed)
+	want := []string{leftover, cold}
+	slices.Sort(want)
+	if !slices.Equal(rep.Destroyed, want) {
+		t.Errorf("destroyed %v, want %v", rep.Destroyed, want)
+	}
+	if ms, err := r.driver.Inspect(ctx, claimed.ID); err != nil || !ms.Pooled || !ms.Running {
+		t.Errorf("the claimed pooled machine: %+v, %v; want it running and marked pooled", ms, err)
+	}
+	if got := metricValue(t, reg, "mc_pool_retired_total", map[string]string{"reason": string(mc.ReasonPoolOrphaned)}); got != 1 {
+		t.Errorf("pooled machines retired as pool_orphaned: %v, want 1", got)
+	}
 }
