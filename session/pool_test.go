@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -370,5 +371,99 @@ func TestReconcilePooledLeftovers(t *testing.T) {
 	}
 	if got := metricValue(t, reg, "mc_pool_retired_total", map[string]string{"reason": string(mc.ReasonPoolOrphaned)}); got != 1 {
 		t.Errorf("pooled machines retired as pool_orphaned: %v, want 1", got)
+	}
+}
+
+// removeHookStore runs onRemove around the RemovePooled calls for one id:
+// before (inner false) and after (inner true) the store's own.
+type removeHookStore struct {
+	mc.Store
+	id       string
+	onRemove func(call int, after bool, err error)
+	onAdd    func()
+	mu       sync.Mutex
+	calls    int
+}
+
+func (s *removeHookStore) RemovePooled(ctx context.Context, id string) error {
+	if id != s.id {
+		return s.Store.RemovePooled(ctx, id)
+	}
+	s.mu.Lock()
+	s.calls++
+	call := s.calls
+	s.mu.Unlock()
+	s.onRemove(call, false, nil)
+	err := s.Store.RemovePooled(ctx, id)
+	s.onRemove(call, true, err)
+	return err
+}
+
+func (s *removeHookStore) AddPooled(ctx context.Context, p mc.PooledMachine, c mc.Capacity) error {
+	if s.onAdd != nil {
+		s.onAdd()
+	}
+	return s.Store.AddPooled(ctx, p, c)
+}
+
+// TestPoolRemovedWhileMachineDies: the refill recycles a pooled machine
+// (takes its row out of the pool) just as the machine dies, and its
+// goroutine, seeing the death, finds the row gone. Whichever of the two
+// comes first, the machine is destroyed: by the goroutine when the recycle
+// asked before the goroutine handed the machine over, else by the recycle.
+func TestPoolRemovedWhileMachineDies(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// handedOver: the goroutine's RemovePooled returns before the
+		// recycle asks for the destroy; else the ask comes first.
+		handedOver bool
+	}{
+		{"recycle asks first", false},
+		{"goroutine hands over first", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := testutil.NewClock(time.Now())
+			r := newRigWithClock(t, session.Config{}, fake.Config{}, clock)
+			st := &removeHookStore{Store: r.store}
+			r.mgr = session.New(session.Config{Replica: "r1", Pool: map[string]int{"demo": 1}, PoolMaxAge: time.Minute,
+				DestroyGrace: time.Millisecond}, session.Deps{Store: st, Driver: r.driver, Providers: testProviders,
+				MachineKey: r.key, Clock: clock})
+			t.Cleanup(func() { r.mgr.Close() })
+			if err := r.mgr.Refill(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			x := waitPool(t, r.store, "1 ready", readyN("demo", 1))["demo"][0]
+
+			arrived, returned, added := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			var addOnce sync.Once
+			st.onAdd = func() { addOnce.Do(func() { close(added) }) }
+			st.id = x
+			st.onRemove = func(call int, after bool, err error) {
+				switch {
+				case call == 1 && after: // the recycle took the row; the machine dies
+					r.driver.Kill(x)
+					if tt.handedOver {
+						<-returned
+					} else {
+						<-arrived
+					}
+				case call == 2 && !after: // the goroutine, on the machine's death
+					close(arrived)
+					if !tt.handedOver {
+						<-added // the recycle has asked for the destroy
+					}
+				case call == 2 && after:
+					if mc.ErrorCode(err) != mc.ENOTFOUND {
+						t.Errorf("the goroutine's RemovePooled: %v, want not_found", err)
+					}
+					close(returned)
+				}
+			}
+			clock.Advance(2 * time.Minute)
+			if err := r.mgr.Refill(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			waitGone(t, r.driver, x)
+		})
 	}
 }
