@@ -207,7 +207,7 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	}
 	m.transitions(mc.StatePending, "")
 	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider, "pooled", pooled)
-	m.drive(s.ID, s.ExpiresAt)
+	m.drive(*s, pooled)
 	return s, nil
 }
 

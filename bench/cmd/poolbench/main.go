@@ -4,7 +4,8 @@
 // as bursts of 10 concurrent ones, for the pooled provider (demo, pool of
 // -pool) and for a copy of it without a pool (demo_cold). It also reports
 // the memory (PSS) of an idle pooled machine and of the server with the
-// pool full. It prints markdown tables.
+// pool full. A session that fails is counted as failed and said on stderr;
+// the run goes on. It prints markdown tables.
 //
 // Usage: poolbench -server BIN -agent BIN [-n 50] [-burst 10] [-pool 4] [-every 2s]
 package main
@@ -131,7 +132,8 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 			start := time.Now()
 			s, err := b.session(prov)
 			if err != nil {
-				return fmt.Errorf("%s session %d: %w", name, i, err)
+				fmt.Fprintf(os.Stderr, "poolbench: %s session %d: %v\n", name, i, err)
+				s = sample{failed: true}
 			}
 			rs = append(rs, s)
 			time.Sleep(every - time.Since(start))
@@ -151,8 +153,11 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 				wg.Go(func() { out[j], errs[j] = b.session(prov) })
 			}
 			wg.Wait()
-			if err := errors.Join(errs...); err != nil {
-				return fmt.Errorf("%s burst: %w", name, err)
+			for j, err := range errs {
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "poolbench: %s burst: %v\n", name, err)
+					out[j] = sample{failed: true}
+				}
 			}
 			rs = append(rs, out...)
 			if err := b.waitPool(pool, 120*time.Second); err != nil {
@@ -161,19 +166,22 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 		}
 		results = append(results, result{name + ", " + strconv.Itoa(burst) + " concurrent", rs})
 	}
-	fmt.Println("| POST → ready | sessions | from the pool | p50 | p99 | max | p50 of pool hits | p99 of pool hits |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Println("| POST → ready | sessions | from the pool | failed | p50 | p99 | max | p50 of pool hits | p99 of pool hits |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
 		all, hits := durations(r.rs, false), durations(r.rs, true)
-		fmt.Printf("| %s | %d | %d | %s | %s | %s | %s | %s |\n", r.name, len(r.rs), len(hits),
+		fmt.Printf("| %s | %d | %d | %d | %s | %s | %s | %s | %s |\n", r.name, len(r.rs), len(hits), len(r.rs)-len(all),
 			ms(pct(all, 50)), ms(pct(all, 99)), ms(pct(all, 100)), ms(pct(hits, 50)), ms(pct(hits, 99)))
 	}
 	return nil
 }
 
+// sample is one session's POST → ready; a failed one (it ended before it
+// was ready, or a request failed) counts in no percentile.
 type sample struct {
 	d      time.Duration
 	pooled bool
+	failed bool
 }
 
 type session struct {
@@ -318,7 +326,7 @@ func (b *bench) memory(serverPID int) {
 func durations(rs []sample, onlyPooled bool) []time.Duration {
 	var out []time.Duration
 	for _, r := range rs {
-		if !onlyPooled || r.pooled {
+		if !r.failed && (!onlyPooled || r.pooled) {
 			out = append(out, r.d)
 		}
 	}
