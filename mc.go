@@ -21,7 +21,9 @@ const (
 	LogUserID    = "user_id"
 	LogProvider  = "provider"
 	LogReplica   = "replica"
-	LogError     = "error" // an error's text: this key, never "err"
+	// LogFromReplica names the replica a session was adopted from.
+	LogFromReplica = "from_replica"
+	LogError       = "error" // an error's text: this key, never "err"
 )
 
 // NewID returns a random, unguessable, URL-safe identifier of 128 bits
