@@ -21,8 +21,10 @@ const (
 	LogUserID    = "user_id"
 	LogProvider  = "provider"
 	LogReplica   = "replica"
-	// LogFromReplica names the replica a session was adopted from.
+	// LogFromReplica and LogToReplica name the replicas a session was
+	// adopted from and by.
 	LogFromReplica = "from_replica"
+	LogToReplica   = "to_replica"
 	LogError       = "error" // an error's text: this key, never "err"
 )
 

@@ -17,8 +17,10 @@ import (
 const teardownTimeout = 30 * time.Second
 
 // drive starts the goroutine that takes session id through its life;
-// expires is the end of its maximum lifetime.
-func (m *Manager) drive(id string, expires time.Time) {
+// expires is the end of its maximum lifetime. An adopted session (taken
+// over from another replica, or from an earlier process of this one) is
+// driven on from the state it is in.
+func (m *Manager) drive(id string, expires time.Time, adopted bool) {
 	ctx, cancel := context.WithCancel(m.life)
 	m.mu.Lock()
 	m.driven[id] = cancel
@@ -32,7 +34,7 @@ func (m *Manager) drive(id string, expires time.Time) {
 			m.mu.Unlock()
 			cancel()
 		}()
-		m.run(ctx, id, expires)
+		m.run(ctx, id, expires, adopted)
 	}()
 }
 
@@ -51,7 +53,7 @@ func failed(reason mc.Reason, err error) error {
 }
 
 // run is one session's life on this replica.
-func (m *Manager) run(life context.Context, id string, expires time.Time) {
+func (m *Manager) run(life context.Context, id string, expires time.Time, adopted bool) {
 	log := m.log.With(mc.LogSessionID, id)
 	// ctx ends when the session reaches a final state (from any replica),
 	// when the machine exits, or when this process stops.
@@ -80,9 +82,17 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 					cancel(errFinal)
 					return
 				}
+				if s.Replica != m.cfg.Replica {
+					cancel(errLost) // another replica adopted it
+					return
+				}
 			}
 		}()
-		err = m.lifecycle(ctx, sctx, id, &machineID, expires, log)
+		if adopted {
+			err = m.resume(ctx, sctx, id, &machineID, expires, log)
+		} else {
+			err = m.lifecycle(ctx, sctx, id, &machineID, expires, log)
+		}
 	}
 
 	var final *mc.Session
@@ -97,6 +107,15 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 	case errors.Is(err, errFinal) || errors.Is(context.Cause(ctx), errFinal):
 		// Ended elsewhere (cancelled, expired, failed by another replica).
 		m.teardown(machineID, log)
+	case errors.Is(context.Cause(ctx), errLost):
+		// Another replica drives it now (this one was taken for dead):
+		// its machine and its end are that replica's.
+		log.Warn("session adopted by another replica; no longer driving it", mc.LogMachineID, machineID)
+		return
+	case life.Err() != nil && m.handover.Load():
+		// The machine outlives this replica: another adopts the session.
+		log.Info("session handed over", mc.LogMachineID, machineID)
+		return
 	case life.Err() != nil:
 		final = m.finish(ctx, id, machineID, expires, mc.StateFailed, mc.ReasonControllerStop,
 			"the controller is shutting down", log)
@@ -219,19 +238,16 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, id string, machineID *str
 	// other starts cold. Decided on a read that is retried like the writes
 	// that matter: a failed read must not send a claimed session down the
 	// cold path (seen in bench/pool.sh's bursts).
-	var cur *mc.Session
-	if err := m.persist(sctx, id, "read session", func(c context.Context) (err error) {
-		cur, err = m.store.Session(c, id)
+	cur, err := m.readSession(ctx, sctx, id)
+	if err != nil {
 		return err
-	}); err != nil {
-		return storeFailed(ctx, "read session", err)
 	}
 	if cur.Machine.Pooled {
 		*machineID = cur.Machine.ID
 		return m.claimed(ctx, cur, expires, log)
 	}
 	var s *mc.Session
-	err := m.persist(sctx, id, "record start", func(c context.Context) (err error) {
+	err = m.persist(sctx, id, "record start", func(c context.Context) (err error) {
 		s, err = m.advance(c, id, mc.StatePending, mc.StateStarting, nil)
 		return err
 	})
@@ -385,8 +401,8 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 // seals it into the vault and completes the session. dctx is ctx bounded by
 // the session's deadline, for the store writes that are retried.
 func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
-	if _, err := agent.StartLogin(ctx, prov); err != nil {
-		return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
+	if err := m.startLogin(ctx, prov, agent); err != nil {
+		return err
 	}
 	_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
 	timeout := prov.LoginTimeout
