@@ -159,6 +159,9 @@ func (m *Manager) adopt(ctx context.Context, s *mc.Session, cause mc.Reason) boo
 	m.adoptMu.Lock()
 	defer m.adoptMu.Unlock()
 	from := s.Replica
+	if m.life.Err() != nil {
+		return false // stopping: what it adopted now, it would not drive
+	}
 	for range adoptAttempts {
 		if m.Driving(s.ID) || s.State.Final() || s.Replica != from {
 			return false

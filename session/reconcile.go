@@ -145,8 +145,8 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			}
 			continue
 		}
-		if s.CreatedAt.After(m.began) && now.Sub(s.CreatedAt) < m.cfg.StartTimeout {
-			continue
+		if !s.CreatedAt.Before(m.began) && now.Sub(s.CreatedAt) < m.cfg.StartTimeout {
+			continue // this process may be starting it (created, not yet driven)
 		}
 		switch {
 		case !m.Driving(s.ID) && m.cluster:

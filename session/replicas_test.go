@@ -404,6 +404,7 @@ func TestRestartResumesOwnSessions(t *testing.T) {
 		a.mgr.Run(t.Context())
 		sessions := startReady(t, a, "demo", 2)
 		a.mgr.Halt()
+		c.clock.Advance(time.Second) // the new process begins after the sessions were created
 		again := c.replica(t, "ra")
 		rep, err := again.mgr.Reconcile(t.Context())
 		if err != nil || len(rep.AdoptedSessions) != 2 || len(rep.Failed)+len(rep.Destroyed) != 0 {
@@ -416,6 +417,34 @@ func TestRestartResumesOwnSessions(t *testing.T) {
 			waitPolled(t, c.driver, s.Machine.ID)
 			c.driver.CompleteLogin(s.Machine.ID, map[string]string{"~/.demo/credentials.json": `{}`})
 			waitState(t, again.store, s.ID, mc.StateCompleted)
+		}
+	})
+}
+
+// TestReconcileAdoptsUnknownOwner: a live session whose replica the store
+// has no heartbeat of (forgotten, or from before replicas heartbeat) is
+// adopted by reconcile once it is older than the replica timeout; one that
+// was still pending starts on a machine of the adopter.
+func TestReconcileAdoptsUnknownOwner(t *testing.T) {
+	t.Parallel()
+	storeKinds(t, func(t *testing.T, open func(t *testing.T) mc.Store) {
+		c := newCluster(open)
+		b := c.replica(t, "rb")
+		now := c.clock.Now().UTC()
+		s := &mc.Session{ID: mc.NewID(), UserID: "u1", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := b.store.CreateSession(t.Context(), s, "ghost", mc.Capacity{}); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := b.mgr.Reconcile(t.Context()); err != nil || len(rep.AdoptedSessions) != 0 {
+			t.Fatalf("reconcile at once: %+v, %v; want nothing adopted (the owner may be starting)", rep, err)
+		}
+		c.clock.Advance(4 * heartbeat)
+		rep, err := b.mgr.Reconcile(t.Context())
+		if err != nil || len(rep.AdoptedSessions) != 1 || rep.AdoptedSessions[0] != s.ID {
+			t.Fatalf("reconcile past the replica timeout: %+v, %v; want %s adopted", rep, err, s.ID)
+		}
+		if got := waitState(t, b.store, s.ID, mc.StateReady); got.Replica != "rb" || got.Machine.ID == "" {
+			t.Errorf("adopted pending session: %+v, want ready on a machine of rb", got)
 		}
 	})
 }
