@@ -556,7 +556,18 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 	}
 	cred := mc.Credential{UserID: s.UserID, Provider: s.Provider, SessionID: s.ID,
 		CapturedAt: m.clock.Now().UTC(), Meta: prov.Meta(res.Files), Files: res.Files}
-	if err := m.persist(dctx, id, "seal credential", func(c context.Context) error {
+	// Once fetched, the result exists nowhere else (the agent has let it
+	// go): a replica that stops now seals it and completes the session
+	// before it goes, rather than hand over a session whose result is lost.
+	// Only the session's end elsewhere cuts the seal short.
+	sealCtx, cancelSeal := detached(dctx)
+	defer cancelSeal()
+	defer context.AfterFunc(ctx, func() {
+		if errors.Is(context.Cause(ctx), errFinal) {
+			cancelSeal()
+		}
+	})()
+	if err := m.persist(sealCtx, id, "seal credential", func(c context.Context) error {
 		return m.vault.Put(c, cred)
 	}); err != nil {
 		if ctx.Err() != nil {
@@ -569,12 +580,8 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 	// The session's own watch cancels ctx as soon as it sees the final state
 	// that this write commits, possibly before the write returns: the write
 	// must not be cut short by its own success (found by the soak test).
-	fctx := context.WithoutCancel(dctx)
-	if d, ok := dctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		fctx, cancel = context.WithDeadline(fctx, d)
-		defer cancel()
-	}
+	fctx, cancel := detached(dctx)
+	defer cancel()
 	err = m.persist(fctx, id, "record completed", func(c context.Context) error {
 		_, err := m.advanceWith(c, mc.Transition{ID: id, From: mc.StateCapturing, To: mc.StateCompleted,
 			Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta)})
@@ -584,6 +591,16 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 		return storeFailed(ctx, "record completed", err)
 	}
 	return nil
+}
+
+// detached returns a context that keeps ctx's deadline but not its
+// cancellation.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(context.WithoutCancel(ctx))
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
 }
 
 // watchLifetime expires the session at its maximum lifetime or after the

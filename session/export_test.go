@@ -9,3 +9,7 @@ func (m *Manager) Halt() {
 	m.stop()
 	m.wg.Wait()
 }
+
+// Stopped is closed once Close (or Halt) has told every goroutine of the
+// manager to stop.
+func (m *Manager) Stopped() <-chan struct{} { return m.life.Done() }

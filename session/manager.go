@@ -189,7 +189,7 @@ func New(cfg Config, d Deps) *Manager {
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
 		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock, machineKey: d.MachineKey,
 		http:    &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
-		began:   d.Clock.Now(),
+		began:   d.Clock.Now().Truncate(time.Microsecond),                          // as the store keeps times
 		cluster: d.Driver.Capabilities().Cluster,
 		life:    life,
 		stop:    stop,

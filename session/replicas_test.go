@@ -94,11 +94,22 @@ func twoRunning(t *testing.T, open func(t *testing.T) mc.Store) (*cluster, *repl
 
 func (c *cluster) replica(t *testing.T, name string) *replica {
 	t.Helper()
+	return c.replicaWith(t, name, nil)
+}
+
+// replicaWith is replica with vault in front of the replica's own
+// recording vault (nil: none).
+func (c *cluster) replicaWith(t *testing.T, name string, vault func(session.Vault) session.Vault) *replica {
+	t.Helper()
 	r := &replica{name: name, store: c.open(t), driver: c.driver.Share(), vault: &recordingVault{},
 		reg: prometheus.NewRegistry(), log: &testutil.SyncBuffer{}}
+	var v session.Vault = r.vault
+	if vault != nil {
+		v = vault(v)
+	}
 	r.mgr = session.New(session.Config{Replica: name, DestroyGrace: time.Millisecond, LoginPoll: 10 * time.Millisecond,
 		IdleTimeout: time.Hour, HeartbeatInterval: heartbeat},
-		session.Deps{Store: r.store, Driver: r.driver, Providers: testProviders, Vault: r.vault, MachineKey: c.key,
+		session.Deps{Store: r.store, Driver: r.driver, Providers: testProviders, Vault: v, MachineKey: c.key,
 			Clock: c.clock, Registry: r.reg, Logger: slog.New(slog.NewTextHandler(r.log, nil))})
 	t.Cleanup(func() { r.mgr.Close() })
 	return r
@@ -163,6 +174,26 @@ func waitPolled(t *testing.T, d *fake.Driver, id string) {
 	})
 }
 
+// sealed returns how many credentials v holds.
+func sealed(v *recordingVault) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.creds)
+}
+
+// waitDriving waits until r drives every one of sessions.
+func waitDriving(t *testing.T, r *replica, sessions []*mc.Session) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, r.name+" to drive every adopted session", func() error {
+		for _, s := range sessions {
+			if !r.mgr.Driving(s.ID) {
+				return fmt.Errorf("%s does not drive %s", r.name, s.ID)
+			}
+		}
+		return nil
+	})
+}
+
 // TestGracefulStopHandsOver: replica A stops gracefully with live sessions
 // on a cluster driver; none is failed, B adopts every one at its next look
 // (not after A's heartbeat goes stale) and drives them on: it watches their
@@ -215,14 +246,7 @@ func TestGracefulStopHandsOver(t *testing.T) {
 				t.Errorf("adoption events of %s: %+v, want one by rb from ra (replica_stopping)", s.ID, ev)
 			}
 		}
-		testutil.WaitFor(t, 10*time.Second, "B to drive every adopted session", func() error {
-			for _, s := range sessions {
-				if !b.mgr.Driving(s.ID) {
-					return fmt.Errorf("B does not drive %s", s.ID)
-				}
-			}
-			return nil
-		})
+		waitDriving(t, b, sessions)
 		if got := metricValue(t, b.reg, "mc_session_adoptions_total", map[string]string{"cause": string(mc.ReasonReplicaStopping)}); got != float64(len(sessions)) {
 			t.Errorf("mc_session_adoptions_total{cause=replica_stopping} = %v, want %d", got, len(sessions))
 		}
@@ -246,14 +270,11 @@ func TestGracefulStopHandsOver(t *testing.T) {
 			}
 			waitGone(t, c.driver, s.ID)
 		}
-		b.vault.mu.Lock()
-		n := len(b.vault.creds)
-		b.vault.mu.Unlock()
-		if n != len(sessions)-1 {
+		if n := sealed(b.vault); n != len(sessions)-1 {
 			t.Errorf("B sealed %d credentials, want %d", n, len(sessions)-1)
 		}
-		if a.vault.creds != nil {
-			t.Errorf("A sealed %d credentials after it stopped, want none", len(a.vault.creds))
+		if n := sealed(a.vault); n != 0 {
+			t.Errorf("A sealed %d credentials after it stopped, want none", n)
 		}
 	})
 }
@@ -284,6 +305,7 @@ func TestStaleHeartbeatAdopted(t *testing.T) {
 				t.Errorf("session %s after the adoption: %s, want ready", s.ID, stateOf(got))
 			}
 		}
+		waitDriving(t, b, sessions) // the adoptions are counted before the driving starts
 		if got := metricValue(t, b.reg, "mc_session_adoptions_total", map[string]string{"cause": string(mc.ReasonHeartbeatStale)}); got != 3 {
 			t.Errorf("mc_session_adoptions_total{cause=heartbeat_stale} = %v, want 3", got)
 		}
@@ -363,7 +385,7 @@ func TestAdoptionRace(t *testing.T) {
 			c.driver.CompleteLogin(s.Machine.ID, map[string]string{"~/.demo/credentials.json": `{}`})
 			waitState(t, b.store, s.ID, mc.StateCompleted)
 		}
-		if n := len(b.vault.creds) + len(d.vault.creds); n != len(sessions) {
+		if n := sealed(b.vault) + sealed(d.vault); n != len(sessions) {
 			t.Errorf("%d credentials sealed, want %d (one per session)", n, len(sessions))
 		}
 	})
@@ -445,6 +467,54 @@ func TestReconcileAdoptsUnknownOwner(t *testing.T) {
 		}
 		if got := waitState(t, b.store, s.ID, mc.StateReady); got.Replica != "rb" || got.Machine.ID == "" {
 			t.Errorf("adopted pending session: %+v, want ready on a machine of rb", got)
+		}
+	})
+}
+
+// gateVault holds every Put until the gate opens or its context ends.
+type gateVault struct {
+	session.Vault
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (v *gateVault) Put(ctx context.Context, c mc.Credential) error {
+	v.entered <- struct{}{}
+	select {
+	case <-v.gate:
+	case <-ctx.Done(): // as a store write does
+		return ctx.Err()
+	}
+	return v.Vault.Put(ctx, c)
+}
+
+// TestStopWhileSealing: a replica that stops after it fetched a login's
+// result (the agent has let it go) seals it and completes the session before
+// it goes, instead of handing over a session whose result is lost.
+func TestStopWhileSealing(t *testing.T) {
+	t.Parallel()
+	storeKinds(t, func(t *testing.T, open func(t *testing.T) mc.Store) {
+		c := newCluster(open)
+		gv := &gateVault{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+		a := c.replicaWith(t, "ra", func(v session.Vault) session.Vault { gv.Vault = v; return gv })
+		a.mgr.Run(t.Context())
+		s := startReady(t, a, "demo", 1)[0]
+		waitPolled(t, c.driver, s.Machine.ID)
+		c.driver.CompleteLogin(s.Machine.ID, map[string]string{"~/.demo/credentials.json": `{}`})
+		<-gv.entered // the result is fetched; the seal waits
+		closed := make(chan error, 1)
+		go func() { closed <- a.mgr.Close() }()
+		<-a.mgr.Stopped() // the replica stops driving while the seal waits
+		close(gv.gate)
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.store.Session(t.Context(), s.ID)
+		if err != nil || got.State != mc.StateCompleted || got.Replica != "ra" {
+			t.Fatalf("session after a stop during its seal: %s by %s, %v; want completed by ra", stateOf(got), got.Replica, err)
+		}
+		if n := sealed(a.vault); n != 1 {
+			t.Errorf("sealed %d credentials, want 1", n)
 		}
 	})
 }
