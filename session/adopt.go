@@ -120,10 +120,16 @@ func (m *Manager) Adopt(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return adopted, err
 		}
+		n := 0
 		for _, s := range live {
 			if m.adopt(ctx, s, cause) {
 				adopted = append(adopted, s.ID)
+				n++
 			}
+		}
+		if n > 0 {
+			m.log.Warn("adopted the sessions of a replica that stopped driving them", mc.LogFromReplica, r.ID,
+				"state", r.State, "heartbeat_at", r.HeartbeatAt, "sessions", n, mc.LogReason, cause)
 		}
 		m.retirePoolOf(ctx, r.ID)
 		if len(live) == 0 {

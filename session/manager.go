@@ -2,7 +2,9 @@
 // state machine (pending → starting → ready → capturing → completed), starts
 // and destroys its machine through a driver, enforces the idle timeout and the
 // maximum lifetime, captures the login's credentials into the vault, and
-// reconciles the host with the store.
+// reconciles the host with the store. Each replica heartbeats in the store;
+// with a cluster driver, whose machines outlive the replica, a replica that
+// stops or dies has its live sessions adopted by another (adopt.go).
 package session
 
 import (
