@@ -241,10 +241,10 @@ type ReplicaStore interface {
 	StopReplica(ctx context.Context, id string, at time.Time) error
 	// Replicas lists every replica, ordered by id.
 	Replicas(ctx context.Context) ([]Replica, error)
-	// ForgetReplica removes replica id if its heartbeat is still heartbeat
-	// (it did not come back meanwhile) and it owns no live session and no
-	// pooled machine. It reports whether it removed it.
-	ForgetReplica(ctx context.Context, id string, heartbeat time.Time) (bool, error)
+	// ForgetReplica removes replica r.ID if it is still as r says (state,
+	// start and heartbeat: it did not come back meanwhile) and it owns no
+	// live session and no pooled machine. It reports whether it removed it.
+	ForgetReplica(ctx context.Context, r Replica) (bool, error)
 	// AdoptSession makes a.To the owner of live session a.ID if, and only
 	// if, it is still owned by a.From at a.Version (compare-and-set); it
 	// increases Version, moves the session's capacity slot to a.To,

@@ -59,12 +59,14 @@ func (m *Manager) runReplica(ctx context.Context) {
 	}()
 }
 
-// beat records this replica's heartbeat; a replica that another forgot
-// starts again.
+// beat records this replica's heartbeat; a replica that another forgot, or
+// that is still marked stopping, starts again.
 func (m *Manager) beat(ctx context.Context) {
 	now := m.clock.Now().UTC()
-	_, err := m.store.Heartbeat(ctx, m.cfg.Replica, now)
-	if mc.ErrorCode(err) == mc.ENOTFOUND {
+	r, err := m.store.Heartbeat(ctx, m.cfg.Replica, now)
+	if mc.ErrorCode(err) == mc.ENOTFOUND || (err == nil && r.State != mc.ReplicaRunning) {
+		// Forgotten by another replica, or still marked stopping by an
+		// earlier process of this name whose start could not be recorded.
 		err = m.store.StartReplica(ctx, m.cfg.Replica, now)
 	}
 	if err != nil && ctx.Err() == nil && m.life.Err() == nil {
@@ -133,7 +135,7 @@ func (m *Manager) Adopt(ctx context.Context) ([]string, error) {
 		}
 		m.retirePoolOf(ctx, r.ID)
 		if len(live) == 0 {
-			if ok, err := m.store.ForgetReplica(ctx, r.ID, r.HeartbeatAt); err == nil && ok {
+			if ok, err := m.store.ForgetReplica(ctx, r); err == nil && ok {
 				m.log.Info("forgot a replica that stopped", mc.LogFromReplica, r.ID, mc.LogReason, cause)
 			}
 		}

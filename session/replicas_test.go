@@ -294,8 +294,12 @@ func TestStaleHeartbeatAdopted(t *testing.T) {
 		if got, err := b.mgr.Adopt(t.Context()); err != nil || len(got) != 0 {
 			t.Fatalf("adopt 5 s after A's last heartbeat: %v, %v; want none", got, err)
 		}
-		// Seven: past three heartbeats. B's own loop adopts.
+		// Seven: past three heartbeats. (B's own loop looks too; a look
+		// made here does not wait on when that loop wakes.)
 		c.clock.Advance(2 * time.Second)
+		if _, err := b.mgr.Adopt(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 		for _, s := range sessions {
 			waitOwner(t, b.store, s.ID, "rb")
 			if ev := adoptions(t, b.store, s.ID); len(ev) != 1 || !strings.Contains(ev[0].Message, string(mc.ReasonHeartbeatStale)) {
@@ -318,13 +322,12 @@ func TestStaleHeartbeatAdopted(t *testing.T) {
 			waitGone(t, c.driver, s.ID)
 		}
 		// A has nothing left: it is forgotten at B's next look.
-		c.clock.Advance(heartbeat)
-		testutil.WaitFor(t, 10*time.Second, "replica ra forgotten", func() error {
-			if r := replicaState(t, b.store, "ra"); r.ID != "" {
-				return fmt.Errorf("ra still there: %+v", r)
-			}
-			return nil
-		})
+		if _, err := b.mgr.Adopt(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if r := replicaState(t, b.store, "ra"); r.ID != "" {
+			t.Errorf("replica ra after B's look with nothing left of it: %+v, want it forgotten", r)
+		}
 	})
 }
 
@@ -515,6 +518,36 @@ func TestStopWhileSealing(t *testing.T) {
 		}
 		if n := sealed(a.vault); n != 1 {
 			t.Errorf("sealed %d credentials, want 1", n)
+		}
+	})
+}
+
+// TestHeartbeatRestartsReplica: a running replica whose row says stopping
+// (an earlier process of its name stopped, and this one's start could not be
+// recorded) or was forgotten is recorded running again at its next
+// heartbeat, so that nobody adopts the sessions it drives.
+func TestHeartbeatRestartsReplica(t *testing.T) {
+	t.Parallel()
+	storeKinds(t, func(t *testing.T, open func(t *testing.T) mc.Store) {
+		c, a, _ := twoRunning(t, open)
+		for _, mark := range []func() error{
+			func() error { return a.store.StopReplica(t.Context(), "ra", c.clock.Now()) },
+			func() error {
+				_, err := a.store.ForgetReplica(t.Context(), replicaState(t, a.store, "ra"))
+				return err
+			},
+		} {
+			if err := mark(); err != nil {
+				t.Fatal(err)
+			}
+			c.clock.WaitForWaiters(t, 2) // both replicas' loops wait for their next heartbeat
+			c.clock.Advance(heartbeat)
+			testutil.WaitFor(t, 10*time.Second, "ra running again", func() error {
+				if r := replicaState(t, a.store, "ra"); r.State != mc.ReplicaRunning {
+					return fmt.Errorf("ra: %+v", r)
+				}
+				return nil
+			})
 		}
 	})
 }

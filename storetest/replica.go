@@ -81,14 +81,28 @@ func testReplicas(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 	r2, _ := replicaOf(t, a, "r2")
-	if ok, err := b.ForgetReplica(ctx, "r2", r2.HeartbeatAt); err != nil || ok {
+	if ok, err := b.ForgetReplica(ctx, r2); err != nil || ok {
 		t.Fatalf("forget a replica with a live session: %v, %v; want false", ok, err)
 	}
 	move(t, a, sess, mc.StateCancelled)
-	if ok, err := b.ForgetReplica(ctx, "r2", r2.HeartbeatAt.Add(-time.Second)); err != nil || ok {
+	older := r2
+	older.HeartbeatAt = r2.HeartbeatAt.Add(-time.Second)
+	if ok, err := b.ForgetReplica(ctx, older); err != nil || ok {
 		t.Fatalf("forget at another heartbeat: %v, %v; want false", ok, err)
 	}
-	if ok, err := b.ForgetReplica(ctx, "r2", r2.HeartbeatAt); err != nil || !ok {
+	// Stopping, then started again at the same time: it came back.
+	if err := a.StopReplica(ctx, "r2", r2.HeartbeatAt); err != nil {
+		t.Fatal(err)
+	}
+	stopped, _ := replicaOf(t, a, "r2")
+	if err := a.StartReplica(ctx, "r2", r2.HeartbeatAt); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.ForgetReplica(ctx, stopped); err != nil || ok {
+		t.Fatalf("forget a replica seen stopping that started again: %v, %v; want false", ok, err)
+	}
+	r2, _ = replicaOf(t, a, "r2")
+	if ok, err := b.ForgetReplica(ctx, r2); err != nil || !ok {
 		t.Fatalf("forget: %v, %v; want true", ok, err)
 	}
 	if _, ok := replicaOf(t, a, "r2"); ok {

@@ -77,15 +77,16 @@ func (s *Store) Replicas(ctx context.Context) ([]mc.Replica, error) {
 }
 
 // ForgetReplica removes a replica that did not come back and owns nothing.
-func (s *Store) ForgetReplica(ctx context.Context, id string, heartbeat time.Time) (bool, error) {
+func (s *Store) ForgetReplica(ctx context.Context, r mc.Replica) (bool, error) {
 	var removed bool
 	err := s.write(ctx, func(t tx) (err error) {
-		removed, err = affected(t.exec(ctx, `DELETE FROM replicas WHERE id = ? AND heartbeat_at = ?
+		removed, err = affected(t.exec(ctx, `DELETE FROM replicas
+			WHERE id = ? AND state = ? AND started_at = ? AND heartbeat_at = ?
 			AND NOT EXISTS (SELECT 1 FROM sessions WHERE replica = ? AND state NOT IN `+finalStates+`)
 			AND NOT EXISTS (SELECT 1 FROM pool_machines WHERE replica = ?)`,
-			id, s.d.Time(storekit.UTC(heartbeat)), id, id))
+			r.ID, string(r.State), s.d.Time(storekit.UTC(r.StartedAt)), s.d.Time(storekit.UTC(r.HeartbeatAt)), r.ID, r.ID))
 		return err
-	}, "forget replica %s", id)
+	}, "forget replica %s", r.ID)
 	return removed, err
 }
 
