@@ -195,7 +195,10 @@ func (m *Manager) adopt(ctx context.Context, s *mc.Session, cause mc.Reason) boo
 		m.metrics.adoptions.WithLabelValues(string(cause)).Inc()
 		m.log.Info("session adopted", mc.LogSessionID, s.ID, mc.LogFromReplica, from, mc.LogToReplica, m.cfg.Replica,
 			"state", ns.State, "cause", cause, mc.LogReason, mc.ReasonSessionAdopted)
-		m.drive(ns.ID, ns.ExpiresAt, true)
+		m.mu.Lock()
+		m.adopted[ns.ID] = true
+		m.mu.Unlock()
+		m.drive(*ns, false)
 		return true
 	}
 	return false
@@ -230,7 +233,7 @@ func (m *Manager) resume(ctx, sctx context.Context, id string, machineID *string
 	}
 	if s.State != mc.StateReady && s.State != mc.StateCapturing {
 		m.destroyMachines(ctx, s, log)
-		return m.lifecycle(ctx, sctx, id, machineID, expires, log)
+		return m.lifecycle(ctx, sctx, s, false, machineID, log)
 	}
 	prov, ok := m.providers.Get(s.Provider)
 	if !ok {
@@ -245,6 +248,16 @@ func (m *Manager) resume(ctx, sctx context.Context, id string, machineID *string
 	agent.resumed = true
 	agent.gone = m.watchGone(ctx, id, s.Machine.ID, expires)
 	return m.serve(ctx, id, expires, prov, agent, log)
+}
+
+// takeAdopted reports whether session id was adopted and is yet to be
+// driven on, and forgets it.
+func (m *Manager) takeAdopted(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ok := m.adopted[id]
+	delete(m.adopted, id)
+	return ok
 }
 
 // readSession reads session id, retried like the writes that matter until

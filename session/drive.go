@@ -16,11 +16,13 @@ import (
 // teardownTimeout bounds destroying one machine.
 const teardownTimeout = 30 * time.Second
 
-// drive starts the goroutine that takes session id through its life;
-// expires is the end of its maximum lifetime. An adopted session (taken
-// over from another replica, or from an earlier process of this one) is
-// driven on from the state it is in.
-func (m *Manager) drive(id string, expires time.Time, adopted bool) {
+// drive starts the goroutine that takes session s, as created, through its
+// life. pooled says that s claimed a pooled machine in the transaction that
+// created it: the create path knows, and the session is driven on that
+// machine without reading the store again (a read that fails must not send
+// it down the cold path to start a second machine).
+func (m *Manager) drive(s mc.Session, pooled bool) {
+	id := s.ID
 	ctx, cancel := context.WithCancel(m.life)
 	m.mu.Lock()
 	m.driven[id] = cancel
@@ -34,7 +36,7 @@ func (m *Manager) drive(id string, expires time.Time, adopted bool) {
 			m.mu.Unlock()
 			cancel()
 		}()
-		m.run(ctx, id, expires, adopted)
+		m.run(ctx, s, pooled)
 	}()
 }
 
@@ -52,8 +54,12 @@ func failed(reason mc.Reason, err error) error {
 	return &stage{state: mc.StateFailed, reason: reason, err: err}
 }
 
-// run is one session's life on this replica.
-func (m *Manager) run(life context.Context, id string, expires time.Time, adopted bool) {
+// run is one session's life on this replica; s is the session as created.
+func (m *Manager) run(life context.Context, s mc.Session, pooled bool) {
+	id, expires := s.ID, s.ExpiresAt
+	// An adopted session (taken over from another replica, or from an
+	// earlier process of this one) is driven on from the state it is in.
+	adopted := m.takeAdopted(id)
 	log := m.log.With(mc.LogSessionID, id)
 	// ctx ends when the session reaches a final state (from any replica),
 	// when the machine exits, or when this process stops.
@@ -91,7 +97,7 @@ func (m *Manager) run(life context.Context, id string, expires time.Time, adopte
 		if adopted {
 			err = m.resume(ctx, sctx, id, &machineID, expires, log)
 		} else {
-			err = m.lifecycle(ctx, sctx, id, &machineID, expires, log)
+			err = m.lifecycle(ctx, sctx, &s, pooled, &machineID, log)
 		}
 	}
 
@@ -230,24 +236,19 @@ func storeFailed(ctx context.Context, what string, err error) error {
 }
 
 // lifecycle runs start, readiness and login; it returns nil once the
-// session is completed. sctx is ctx bounded by the start timeout.
-// machineID names the machine to create; a session that claimed a pooled
-// machine sets it to that machine's id, so that run tears that one down.
-func (m *Manager) lifecycle(ctx, sctx context.Context, id string, machineID *string, expires time.Time, log *slog.Logger) error {
-	// A session that claimed a pooled machine was created ready on it; any
-	// other starts cold. Decided on a read that is retried like the writes
-	// that matter: a failed read must not send a claimed session down the
-	// cold path (seen in bench/pool.sh's bursts).
-	cur, err := m.readSession(ctx, sctx, id)
-	if err != nil {
-		return err
-	}
-	if cur.Machine.Pooled {
-		*machineID = cur.Machine.ID
-		return m.claimed(ctx, cur, expires, log)
+// session is completed. sctx is ctx bounded by the start timeout. created
+// is the session as created; pooled says it claimed a pooled machine then,
+// and it runs on that machine (created.Machine). machineID names the
+// machine to create; a session on a pooled machine sets it to that
+// machine's id, so that run tears that one down.
+func (m *Manager) lifecycle(ctx, sctx context.Context, created *mc.Session, pooled bool, machineID *string, log *slog.Logger) error {
+	id, expires := created.ID, created.ExpiresAt
+	if pooled {
+		*machineID = created.Machine.ID
+		return m.claimed(ctx, created, expires, log)
 	}
 	var s *mc.Session
-	err = m.persist(sctx, id, "record start", func(c context.Context) (err error) {
+	err := m.persist(sctx, id, "record start", func(c context.Context) (err error) {
 		s, err = m.advance(c, id, mc.StatePending, mc.StateStarting, nil)
 		return err
 	})

@@ -147,6 +147,9 @@ type Manager struct {
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	driven    map[string]context.CancelFunc
+	// adopted are the sessions adopted and not yet driven on (run takes
+	// them): they resume from their state instead of starting.
+	adopted map[string]bool
 }
 
 // Deps are the manager's collaborators. Vault and Notifier may be nil.
@@ -196,6 +199,7 @@ func New(cfg Config, d Deps) *Manager {
 		life:    life,
 		stop:    stop,
 		driven:  make(map[string]context.CancelFunc),
+		adopted: make(map[string]bool),
 	}
 	m.metrics = newMetrics(d.Registry, d.Store)
 	m.pool = newPool(d.Registry, d.Store, func() string { return m.cfg.Replica })
@@ -233,7 +237,7 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	}
 	m.transitions(mc.StatePending, "")
 	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider, "pooled", pooled)
-	m.drive(s.ID, s.ExpiresAt, false)
+	m.drive(*s, pooled)
 	return s, nil
 }
 

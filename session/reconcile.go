@@ -101,6 +101,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, err
 	}
 	for _, ms := range machines {
+		if !has(onHost, ms.ID) {
+			continue // destroyed with its pool row above
+		}
 		if m.pool.tracks(ms.ID) || pooled[ms.ID] {
 			continue // pooled: looked after by this process, or another replica's
 		}
@@ -113,8 +116,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			continue // its own goroutine tears it down
 		}
 		s, err := m.store.Session(ctx, owner)
+		noSession := mc.ErrorCode(err) == mc.ENOTFOUND
 		switch {
-		case mc.ErrorCode(err) == mc.ENOTFOUND:
+		case noSession:
 		case err != nil:
 			return rep, fmt.Errorf("look up owner of machine %s: %w", ms.ID, err)
 		case s.State.Active():
@@ -127,6 +131,13 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			continue
 		}
 		rep.Destroyed = append(rep.Destroyed, ms.ID)
+		if ms.Pooled && noSession {
+			// Started for the pool, never claimed, and no longer in it: a
+			// process stopped between taking its row out and destroying it.
+			m.pool.retired.WithLabelValues(string(mc.ReasonPoolOrphaned)).Inc()
+			m.log.Warn("destroyed pooled machine left by an earlier process", mc.LogMachineID, ms.ID, mc.LogReason, mc.ReasonPoolOrphaned)
+			continue
+		}
 		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, mc.ReasonOrphanedMachine)
 	}
 

@@ -147,7 +147,8 @@ func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 	mach := mc.Machine{ID: spec.ID, Driver: f.Name(), IP: netip.MustParseAddr("127.0.0.1"),
 		VNCPort: vncL.Addr().(*net.TCPAddr).Port, AgentPort: agentL.Addr().(*net.TCPAddr).Port}
 	fm.mu.Lock()
-	fm.status = mc.MachineStatus{ID: spec.ID, SessionID: spec.SessionID, Machine: mach, Running: true, StartedAt: time.Now()}
+	fm.status = mc.MachineStatus{ID: spec.ID, SessionID: spec.SessionID, Pooled: spec.Pooled, Machine: mach,
+		Running: true, StartedAt: time.Now()}
 	fm.vnc = &rfbtest.FakeServer{Password: spec.Secrets.VNCPassword, Width: f.cfg.Width, Height: f.cfg.Height,
 		Colour: f.cfg.Colour, Name: "fake " + spec.Provider}
 	fm.vncL, fm.agentL = vncL, agentL
