@@ -165,12 +165,15 @@ var refusedBody = func() []byte {
 
 // refuse answers c with a 503 and closes it. The answer fits in the socket's
 // send buffer, so the write does not wait for the client; the deadline is
-// there in case it would.
+// there in case it would. The refusal is counted and logged before the
+// client can read it.
 func (l *connLimiter) refuse(c net.Conn) {
 	l.m.refused.WithLabelValues(string(ReasonTooManyConnections)).Inc()
-	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.Write(refusedBody)
-	_ = c.Close()
+	defer func() {
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write(refusedBody)
+		_ = c.Close()
+	}()
 	l.mu.Lock()
 	now := time.Now()
 	logIt := now.Sub(l.lastLog) >= 10*time.Second
