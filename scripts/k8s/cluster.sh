@@ -15,6 +15,11 @@
 #                       answers on its pod IP from the host
 #   cluster.sh smoke-xvnc ARCHIVE REF   the machine image's Xvnc in a pod
 #                       answers an RFB banner on its pod IP from the host
+#   cluster.sh smoke-machine ARCHIVE REF   the machine image with the agent
+#                       (build.sh --agent) as a pod the way the kubernetes
+#                       driver runs it: RFB banner and agent /health on its
+#                       pod IP from the host; says whether Chromium's own
+#                       sandbox is on
 #   cluster.sh host     print the host facts "down" restores (compare a copy
 #                       taken before "up" with one taken after "down")
 #
@@ -44,6 +49,11 @@ HOST_NET=${MC_K8S_HOST_NET:-10.244.254.0/30}
 POD_CIDR=${MC_K8S_POD_CIDR:-10.244.0.0/24}
 SERVICE_CIDR=10.96.0.0/24
 PAUSE_IMAGE=registry.k8s.io/pause:mc
+# The machine pods' seccomp profile (deploy/kubernetes/seccomp/), installed
+# in the kubelet's seccomp directory at "up": pods name it as
+# {type: Localhost, localhostProfile: mc-machine.json}.
+MACHINE_SECCOMP=mc-machine.json
+SECCOMP_DIR=$(cd "$(dirname "$0")/../../deploy/kubernetes/seccomp" && pwd)
 
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 
@@ -58,6 +68,12 @@ HOST_IP=${net_base%.*}.$((${net_base##*.} + 1))
 NODE_IP=${net_base%.*}.$((${net_base##*.} + 2))
 CGROUP_ROOT=/$NAME
 NSENTER=(nsenter --net=/run/netns/$NETNS)
+# Host directories the daemons make at fixed places: containerd's CNI result
+# cache and shim sockets, the kubelet's container log links. Everything else
+# lives under $STATE and $DATA, so that two clusters with different names,
+# state and data directories, networks and pod CIDRs can run at once (every
+# daemon's port is inside its cluster's network namespace).
+host_dirs=(/var/lib/cni /run/containerd /var/log/containers)
 
 log() { printf '%s cluster: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -340,10 +356,13 @@ write_configs() {
 	      runtime_type = "io.containerd.runc.v2"
 	      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
 	        SystemdCgroup = false
+	        Root = "$STATE/runc"
 	  [plugins."io.containerd.grpc.v1.cri".cni]
 	    bin_dir = "/usr/lib/cni"
 	    conf_dir = "$STATE/cni"
 	EOC
+	mkdir -p "$DATA/pod-logs" "$DATA/volume-plugins" "$DATA/kubelet/seccomp"
+	cp "$SECCOMP_DIR"/*.json "$DATA/kubelet/seccomp/"
 	cat >"$STATE/kubelet.yaml" <<-EOC
 	apiVersion: kubelet.config.k8s.io/v1beta1
 	kind: KubeletConfiguration
@@ -360,6 +379,7 @@ write_configs() {
 	healthzBindAddress: 127.0.0.1
 	failSwapOn: false
 	resolvConf: /etc/resolv.conf
+	podLogsDir: $DATA/pod-logs
 	serializeImagePulls: false
 	imageGCHighThresholdPercent: 100
 	imageGCLowThresholdPercent: 99
@@ -398,9 +418,11 @@ cmd_up() {
 	trap '[ $? = 0 ] || log "up failed; logs in $LOGS; clean up with: $0 down"' EXIT
 	mkdir -p "$STATE" "$LOGS" "$DATA"
 	echo "$(date -u +%s)" >"$STATE/started"
-	# containerd's CNI result cache is fixed at /var/lib/cni: if it is not
-	# there now, "down" removes it again.
-	[ -e /var/lib/cni ] || touch "$STATE/made-var-lib-cni"
+	# Host directories whose place is fixed (containerd's CNI result cache,
+	# its shim sockets, the kubelet's container log links): those not there
+	# now, "down" removes again (once no other cluster runs).
+	local h
+	for h in "${host_dirs[@]}"; do [ -e "$h" ] || echo "$h" >>"$STATE/made"; done
 	make_pki
 	write_configs
 	up_network
@@ -441,7 +463,7 @@ cmd_up() {
 		--leader-elect=false --bind-address 127.0.0.1
 	start kubelet "$BIN/kubelet" --config "$STATE/kubelet.yaml" \
 		--kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$DATA/kubelet" \
-		--node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+		--node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --volume-plugin-dir "$DATA/volume-plugins"
 	wait_for "node $NODE_NAME" 120 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
 	wait_for "default service account" 60 kubectl get serviceaccount default -n default
 	log "cluster up in $((SECONDS - t0))s: node $NODE_NAME Ready, apiserver https://$NODE_IP:6443, pods in $POD_CIDR"
@@ -470,13 +492,28 @@ pids_of_cluster() {
 	return 0
 }
 
-# pids_of_binaries: processes running the cluster's own binaries.
+# pids_of_binaries: processes running the cluster's own binaries with this
+# cluster's state or data directory on their command line (the binaries are
+# shared with any other cluster running from the same cache).
 pids_of_binaries() {
 	local p e
 	for p in /proc/[0-9]*; do
 		e=$(readlink "$p/exe" 2>/dev/null) || continue
-		case $e in "$BIN"/* | "$ETCD_BIN") echo "${p#/proc/}" ;; esac
+		case $e in "$BIN"/* | "$ETCD_BIN") ;; *) continue ;; esac
+		tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qE "^($STATE|$DATA)(/|\$)" && echo "${p#/proc/}"
 	done
+	return 0
+}
+
+# other_clusters: the kubelets of other clusters running from this cache
+# (after this one's processes are gone).
+other_clusters() {
+	local p e
+	for p in /proc/[0-9]*; do
+		e=$(readlink "$p/exe" 2>/dev/null) || continue
+		[ "$e" = "$BIN/kubelet" ] && echo "${p#/proc/}"
+	done
+	return 0
 }
 
 cluster_pids() { { pids_in_netns; pids_of_cluster; pids_of_binaries; } | sort -u; }
@@ -536,7 +573,13 @@ cmd_down() {
 	[ -e "/run/netns/$NETNS" ] && ip netns del "$NETNS"
 	log "processes, mounts, cgroups and network gone after $((SECONDS - t0))s"
 	rm -f /var/lib/cni/results/"$NAME"-* 2>/dev/null || true
-	if [ -f "$STATE/made-var-lib-cni" ]; then rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true; fi
+	if [ -f "$STATE/made" ] && [ -z "$(other_clusters)" ]; then
+		local h
+		while read -r h; do
+			case $h in /var/log/containers) find "$h" -xtype l -delete 2>/dev/null || true ;; esac
+			[ -d "$h" ] && find "$h" -depth -type d -empty -delete 2>/dev/null || true
+		done <"$STATE/made"
+	fi
 	rm -rf "$DATA" "$STATE"
 	log "down in $((SECONDS - t0))s"
 }
@@ -581,7 +624,7 @@ cmd_host() {
 	done
 	echo "mounts $(awk -v a="$DATA" -v b="$STATE" 'index($5, a) == 1 || index($5, b) == 1 || $5 ~ /netns\/cni-/ {print $5}' /proc/self/mountinfo | wc -l)"
 	echo "cgroups $(for d in $(cgroup_dirs); do [ -d "$d" ] && echo "$d"; done | paste -sd' ' -)"
-	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd /var/lib/cni; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
+	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd "${host_dirs[@]}"; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
 	echo "processes $(cluster_pids | wc -l)"
 }
 
@@ -712,6 +755,151 @@ cmd_smoke_xvnc() {
 	echo "smoke-xvnc ok: $banner from $ip:5900"
 }
 
+# cmd_smoke_machine ARCHIVE REF: the machine image built with the agent
+# (scripts/image/build.sh --agent bin/mc-agent) imported into the node and run
+# as a pod the way the kubernetes driver runs it: the agent as entry point,
+# non-root, read-only root file system with emptyDirs, all capabilities
+# dropped, no privilege escalation, seccomp RuntimeDefault, its token and VNC
+# password from a Secret. From the host, the pod IP must answer an RFB banner
+# (Xvnc) and the agent's /health with the browser up; then it says whether
+# Chromium's own sandbox (its user and PID namespaces and seccomp-BPF) is on
+# in the renderers.
+cmd_smoke_machine() {
+	need_root
+	local archive=${1:-} ref=${2:-}
+	[ -f "$archive" ] && [ -n "$ref" ] || die "usage: cluster.sh smoke-machine ARCHIVE REF (the two lines scripts/image/build.sh --agent prints)"
+	cmd_status >/dev/null || die "the cluster is not up"
+	local t0=$SECONDS pod=mc-machine-$RANDOM ip banner health token vncpw seccomp
+	# RuntimeDefault blocks the user namespaces Chromium's sandbox needs
+	# (unshare and clone with CLONE_NEWUSER need CAP_SYS_ADMIN there), so
+	# the machine runs with the same profile plus those (MC_K8S_SECCOMP=
+	# RuntimeDefault shows the difference: Chromium refuses to start).
+	case ${MC_K8S_SECCOMP:-$MACHINE_SECCOMP} in
+	RuntimeDefault) seccomp="{type: RuntimeDefault}" ;;
+	*) seccomp="{type: Localhost, localhostProfile: ${MC_K8S_SECCOMP:-$MACHINE_SECCOMP}}" ;;
+	esac
+	ctr_ images import "$archive" >/dev/null
+	log "imported $ref in $((SECONDS - t0))s"
+	token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+	vncpw=$(head -c 6 /dev/urandom | base64 | tr -d '/+=' | cut -c1-8)
+	t0=$SECONDS
+	# The Secret's files are mounted one by one (subPath) into an emptyDir:
+	# the agent writes files beside them (the VNC password as Xvnc reads
+	# it, the X authority), and a Secret volume is read-only.
+	kubectl apply -f - >/dev/null <<-EOP
+	apiVersion: v1
+	kind: Secret
+	metadata: {name: $pod, namespace: default}
+	stringData: {agent-token: "$token", vnc-password: "$vncpw"}
+	---
+	apiVersion: v1
+	kind: Pod
+	metadata: {name: $pod, namespace: default}
+	spec:
+	  automountServiceAccountToken: false
+	  enableServiceLinks: false
+	  securityContext:
+	    runAsNonRoot: true
+	    runAsUser: 10000
+	    runAsGroup: 10000
+	    fsGroup: 10000
+	    seccompProfile: $seccomp
+	  containers:
+	  - name: machine
+	    image: $ref
+	    imagePullPolicy: Never
+	    args: [--listen, "0.0.0.0:8080", --token-file, /run/mc/agent-token, --vnc-listen, "0.0.0.0:5900",
+	      --vnc-password-file, /run/mc/vnc-password, --display, "1", --page-listen, "127.0.0.1:8081",
+	      --home, /home/mc, --tmp-dir, /tmp/mc, --start-url, "local:/demo/signin"]
+	    securityContext:
+	      allowPrivilegeEscalation: false
+	      readOnlyRootFilesystem: true
+	      capabilities: {drop: [ALL]}
+	    resources:
+	      requests: {cpu: 100m, memory: 256Mi}
+	      limits: {memory: 1Gi}
+	    volumeMounts:
+	    - {name: run, mountPath: /run/mc}
+	    - {name: secret, mountPath: /run/mc/agent-token, subPath: agent-token, readOnly: true}
+	    - {name: secret, mountPath: /run/mc/vnc-password, subPath: vnc-password, readOnly: true}
+	    - {name: tmp, mountPath: /tmp}
+	    - {name: home, mountPath: /home/mc}
+	    - {name: shm, mountPath: /dev/shm}
+	  volumes:
+	  - {name: run, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
+	  - {name: secret, secret: {secretName: $pod, defaultMode: 0440}}
+	  - {name: tmp, emptyDir: {medium: Memory, sizeLimit: 64Mi}}
+	  - {name: home, emptyDir: {sizeLimit: 512Mi}}
+	  - {name: shm, emptyDir: {medium: Memory, sizeLimit: 256Mi}}
+	EOP
+	# shellcheck disable=SC2064
+	trap "kubectl delete pod,secret $pod --grace-period=1 --wait=false >/dev/null 2>&1 || true" RETURN
+	kubectl wait --for=jsonpath='{.status.phase}'=Running "pod/$pod" --timeout=120s >/dev/null
+	ip=$(kubectl get pod "$pod" -o jsonpath='{.status.podIP}')
+	local running=$((SECONDS - t0))
+	wait_for "RFB banner at $ip:5900" 60 bash -c "exec 3<>/dev/tcp/$ip/5900 && timeout 2 head -c 12 <&3 | grep -q '^RFB'"
+	banner=$(timeout 5 bash -c "exec 3<>/dev/tcp/$ip/5900; head -c 12 <&3" | tr -d '\n')
+	local rfb=$((SECONDS - t0))
+	# /health answers 200 once both Xvnc and Chromium are up.
+	if ! wait_for_quiet 60 curl -fsS -o /dev/null -H "Authorization: Bearer $token" "http://$ip:8080/health"; then
+		kubectl logs "$pod" >&2 || true
+		die "smoke-machine: the agent's /health at $ip:8080 did not answer 200"
+	fi
+	health=$(curl -sS -H "Authorization: Bearer $token" "http://$ip:8080/health")
+	log "pod $pod Running at $ip after ${running}s; RFB after ${rfb}s; /health 200 after $((SECONDS - t0))s: $health"
+	[ "$banner" = "RFB 003.008" ] || die "smoke-machine: expected RFB 003.008, read \"$banner\""
+	local code
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://$ip:8080/health")
+	[ "$code" = 401 ] || die "smoke-machine: /health without the token answered $code, want 401"
+	sandbox_report "$pod"
+	echo "smoke-machine ok: $banner from $ip:5900, /health 200 from $ip:8080"
+}
+
+# sandbox_report POD: how Chromium's processes in POD are confined, read
+# from the host's /proc: a renderer in a user and PID namespace of its own
+# (the namespace sandbox) and with more seccomp filters than the container's
+# one (seccomp-BPF) has Chromium's own sandbox on.
+sandbox_report() {
+	local pod=$1 uid cg p agent="" renderer="" line
+	uid=$(kubectl get pod "$pod" -o jsonpath='{.metadata.uid}')
+	for p in /proc/[0-9]*; do
+		cg=$(cat "$p/cgroup" 2>/dev/null) || continue
+		case $cg in *"${uid//-/_}"* | *"$uid"*) ;; *) continue ;; esac
+		line=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
+		case $line in
+		*mc-agent*) [ -n "$agent" ] || agent=${p#/proc/} ;;
+		*--type=renderer*) [ -n "$renderer" ] || renderer=${p#/proc/} ;;
+		esac
+	done
+	[ -n "$agent" ] || die "sandbox: no agent process of pod $pod found"
+	if [ -z "$renderer" ]; then
+		log "sandbox: no Chromium renderer running in pod $pod"
+		return 0
+	fi
+	local userns pidns filters agentfilters
+	userns=$([ "$(readlink "/proc/$renderer/ns/user")" != "$(readlink "/proc/$agent/ns/user")" ] && echo own || echo shared)
+	pidns=$([ "$(readlink "/proc/$renderer/ns/pid")" != "$(readlink "/proc/$agent/ns/pid")" ] && echo own || echo shared)
+	filters=$(awk '/^Seccomp_filters:/ {print $2}' "/proc/$renderer/status")
+	agentfilters=$(awk '/^Seccomp_filters:/ {print $2}' "/proc/$agent/status")
+	log "sandbox: Chromium renderer pid $renderer: user namespace $userns, PID namespace $pidns, seccomp filters $filters (the container's: $agentfilters)"
+	if [ "$userns" = own ] && [ "$pidns" = own ] && [ "$filters" -gt "$agentfilters" ]; then
+		echo "chromium sandbox: on (namespaces and seccomp-BPF)"
+	else
+		echo "chromium sandbox: NOT fully on (user ns $userns, pid ns $pidns, seccomp filters $filters vs $agentfilters)"
+	fi
+}
+
+# wait_for_quiet SECONDS CMD…: like wait_for, but returns 1 instead of dying.
+wait_for_quiet() {
+	local secs=$1 i
+	shift
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
 cmd_import() {
 	[ -f "${1:-}" ] || die "import: no such archive: ${1:-}"
 	local t0=$SECONDS
@@ -729,6 +917,7 @@ import) cmd_import "${2:-}" ;;
 host) cmd_host ;;
 smoke) cmd_smoke ;;
 smoke-xvnc) cmd_smoke_xvnc "${2:-}" "${3:-}" ;;
+smoke-machine) cmd_smoke_machine "${2:-}" "${3:-}" ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|import FILE|host (--help for more)" ;;
+*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|import FILE|host (--help for more)" ;;
 esac
