@@ -20,6 +20,9 @@
 #                       driver runs it: RFB banner and agent /health on its
 #                       pod IP from the host; says whether Chromium's own
 #                       sandbox is on
+#   cluster.sh seccomp  rewrite deploy/kubernetes/seccomp/mc-machine.json
+#                       from containerd's RuntimeDefault plus the user
+#                       namespaces Chromium's sandbox needs
 #   cluster.sh host     print the host facts "down" restores (compare a copy
 #                       taken before "up" with one taken after "down")
 #
@@ -900,6 +903,46 @@ wait_for_quiet() {
 	return 1
 }
 
+# cmd_seccomp: rewrite deploy/kubernetes/seccomp/mc-machine.json from
+# containerd's own RuntimeDefault profile (the version Debian ships) for a
+# container without capabilities, plus clone, unshare, setns and chroot,
+# which Chromium's sandbox needs to make its user and PID namespaces.
+cmd_seccomp() {
+	local w=$CACHE/src/seccomp v
+	v=$(dpkg-query -W -f='${Version}' containerd 2>/dev/null | sed 's/[~+-].*//')
+	[ -n "$v" ] || die "seccomp: containerd is not installed (cluster.sh build)"
+	mkdir -p "$w"
+	cat >"$w/main.go" <<-'EOG'
+	// Command seccomp prints containerd's RuntimeDefault seccomp profile for
+	// a container without capabilities, plus what Chromium's sandbox needs.
+	package main
+
+	import (
+		"encoding/json"
+		"os"
+
+		"github.com/containerd/containerd/contrib/seccomp"
+		specs "github.com/opencontainers/runtime-spec/specs-go"
+	)
+
+	func main() {
+		s := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
+		p := seccomp.DefaultProfile(s)
+		p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{
+			Names:  []string{"clone", "unshare", "setns", "chroot"},
+			Action: specs.ActAllow,
+		})
+		e := json.NewEncoder(os.Stdout)
+		e.SetIndent("", "  ")
+		_ = e.Encode(p)
+	}
+	EOG
+	printf 'module mc.local/seccomp\n\ngo 1.26\n\nrequire github.com/containerd/containerd v%s\n' "$v" >"$w/go.mod"
+	(cd "$w" && GOFLAGS=-mod=mod go mod tidy && GOFLAGS=-mod=mod go run .) >"$SECCOMP_DIR/$MACHINE_SECCOMP.tmp"
+	mv "$SECCOMP_DIR/$MACHINE_SECCOMP.tmp" "$SECCOMP_DIR/$MACHINE_SECCOMP"
+	log "wrote $SECCOMP_DIR/$MACHINE_SECCOMP from containerd v$v's RuntimeDefault"
+}
+
 cmd_import() {
 	[ -f "${1:-}" ] || die "import: no such archive: ${1:-}"
 	local t0=$SECONDS
@@ -918,6 +961,7 @@ host) cmd_host ;;
 smoke) cmd_smoke ;;
 smoke-xvnc) cmd_smoke_xvnc "${2:-}" "${3:-}" ;;
 smoke-machine) cmd_smoke_machine "${2:-}" "${3:-}" ;;
+seccomp) cmd_seccomp ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|import FILE|host (--help for more)" ;;
+*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|seccomp|import FILE|host (--help for more)" ;;
 esac
