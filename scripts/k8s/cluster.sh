@@ -23,6 +23,8 @@
 #   cluster.sh seccomp  rewrite deploy/kubernetes/seccomp/mc-machine.json
 #                       from containerd's RuntimeDefault plus the user
 #                       namespaces Chromium's sandbox needs
+#   cluster.sh check-deploy [DIR]   kubectl apply -k DIR --dry-run=server
+#                       (default deploy/kubernetes) against the cluster
 #   cluster.sh host     print the host facts "down" restores (compare a copy
 #                       taken before "up" with one taken after "down")
 #
@@ -943,6 +945,22 @@ cmd_seccomp() {
 	log "wrote $SECCOMP_DIR/$MACHINE_SECCOMP from containerd v$v's RuntimeDefault"
 }
 
+# cmd_check_deploy [DIR]: the kustomization in DIR (deploy/kubernetes)
+# rendered by kubectl and validated by the running cluster's API server
+# (apply --dry-run=server: schemas, admission, Pod Security). Its namespaces
+# are created for real first: the server cannot check objects in a
+# namespace that a dry run only pretends to create.
+cmd_check_deploy() {
+	local dir=${1:-$(dirname "$SECCOMP_DIR")}
+	[ -f "$dir/kustomization.yaml" ] || die "check-deploy: no kustomization.yaml in $dir"
+	cmd_status >/dev/null || die "the cluster is not up"
+	kubectl kustomize "$dir" >/dev/null
+	kubectl kustomize "$dir" | awk 'BEGIN {RS = "\n---\n"} /(^|\n)kind: Namespace\n/ {print "---"; print}' |
+		kubectl apply -f - >/dev/null
+	kubectl apply -k "$dir" --dry-run=server
+	log "check-deploy: $dir accepted by the API server (dry run)"
+}
+
 cmd_import() {
 	[ -f "${1:-}" ] || die "import: no such archive: ${1:-}"
 	local t0=$SECONDS
@@ -962,6 +980,7 @@ smoke) cmd_smoke ;;
 smoke-xvnc) cmd_smoke_xvnc "${2:-}" "${3:-}" ;;
 smoke-machine) cmd_smoke_machine "${2:-}" "${3:-}" ;;
 seccomp) cmd_seccomp ;;
+check-deploy) cmd_check_deploy "${2:-}" ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|seccomp|import FILE|host (--help for more)" ;;
+*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|seccomp|check-deploy [DIR]|import FILE|host (--help for more)" ;;
 esac
