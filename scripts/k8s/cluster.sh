@@ -20,9 +20,6 @@
 #                       driver runs it: RFB banner and agent /health on its
 #                       pod IP from the host; says whether Chromium's own
 #                       sandbox is on
-#   cluster.sh seccomp  rewrite deploy/kubernetes/seccomp/mc-machine.json
-#                       from containerd's RuntimeDefault plus the user
-#                       namespaces Chromium's sandbox needs
 #   cluster.sh check-deploy [DIR]   kubectl apply -k DIR --dry-run=server
 #                       (default deploy/kubernetes) against the cluster
 #   cluster.sh host     print the host facts "down" restores (compare a copy
@@ -56,8 +53,8 @@ SERVICE_CIDR=10.96.0.0/24
 PAUSE_IMAGE=registry.k8s.io/pause:mc
 # The machine pods' seccomp profile (deploy/kubernetes/seccomp/), installed
 # in the kubelet's seccomp directory at "up": pods name it as
-# {type: Localhost, localhostProfile: mc-machine.json}.
-MACHINE_SECCOMP=mc-machine.json
+# {type: Localhost, localhostProfile: mc-chromium.json}.
+MACHINE_SECCOMP=mc-chromium.json
 SECCOMP_DIR=$(cd "$(dirname "$0")/../../deploy/kubernetes/seccomp" && pwd)
 
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
@@ -905,62 +902,6 @@ wait_for_quiet() {
 	return 1
 }
 
-# cmd_seccomp: rewrite deploy/kubernetes/seccomp/mc-machine.json from
-# containerd's own RuntimeDefault profile (the version Debian ships) for a
-# container without capabilities, plus clone, unshare, setns and chroot,
-# which Chromium's sandbox needs to make its user and PID namespaces.
-cmd_seccomp() {
-	local w=$CACHE/src/seccomp v
-	v=$(dpkg-query -W -f='${Version}' containerd 2>/dev/null | sed 's/[~+-].*//')
-	[ -n "$v" ] || die "seccomp: containerd is not installed (cluster.sh build)"
-	mkdir -p "$w"
-	cat >"$w/main.go" <<-'EOG'
-	// Command seccomp prints containerd's RuntimeDefault seccomp profile for
-	// a container without capabilities, plus what Chromium's sandbox needs.
-	package main
-
-	import (
-		"encoding/json"
-		"os"
-
-		"github.com/containerd/containerd/contrib/seccomp"
-		specs "github.com/opencontainers/runtime-spec/specs-go"
-	)
-
-	func main() {
-		s := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
-		p := seccomp.DefaultProfile(s)
-		p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{
-			Names:  []string{"clone", "unshare", "setns", "chroot"},
-			Action: specs.ActAllow,
-		})
-		e := json.NewEncoder(os.Stdout)
-		e.SetIndent("", "  ")
-		_ = e.Encode(p)
-	}
-	EOG
-	printf 'module mc.local/seccomp\n\ngo 1.26\n\nrequire github.com/containerd/containerd v%s\n' "$v" >"$w/go.mod"
-	(cd "$w" && GOFLAGS=-mod=mod go mod tidy && GOFLAGS=-mod=mod go run .) >"$SECCOMP_DIR/$MACHINE_SECCOMP.tmp"
-	mv "$SECCOMP_DIR/$MACHINE_SECCOMP.tmp" "$SECCOMP_DIR/$MACHINE_SECCOMP"
-	log "wrote $SECCOMP_DIR/$MACHINE_SECCOMP from containerd v$v's RuntimeDefault"
-}
-
-# cmd_check_deploy [DIR]: the kustomization in DIR (deploy/kubernetes)
-# rendered by kubectl and validated by the running cluster's API server
-# (apply --dry-run=server: schemas, admission, Pod Security). Its namespaces
-# are created for real first: the server cannot check objects in a
-# namespace that a dry run only pretends to create.
-cmd_check_deploy() {
-	local dir=${1:-$(dirname "$SECCOMP_DIR")}
-	[ -f "$dir/kustomization.yaml" ] || die "check-deploy: no kustomization.yaml in $dir"
-	cmd_status >/dev/null || die "the cluster is not up"
-	kubectl kustomize "$dir" >/dev/null
-	kubectl kustomize "$dir" | awk 'BEGIN {RS = "\n---\n"} /(^|\n)kind: Namespace\n/ {print "---"; print}' |
-		kubectl apply -f - >/dev/null
-	kubectl apply -k "$dir" --dry-run=server
-	log "check-deploy: $dir accepted by the API server (dry run)"
-}
-
 cmd_import() {
 	[ -f "${1:-}" ] || die "import: no such archive: ${1:-}"
 	local t0=$SECONDS
@@ -979,8 +920,7 @@ host) cmd_host ;;
 smoke) cmd_smoke ;;
 smoke-xvnc) cmd_smoke_xvnc "${2:-}" "${3:-}" ;;
 smoke-machine) cmd_smoke_machine "${2:-}" "${3:-}" ;;
-seccomp) cmd_seccomp ;;
 check-deploy) cmd_check_deploy "${2:-}" ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|seccomp|check-deploy [DIR]|import FILE|host (--help for more)" ;;
+*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|check-deploy [DIR]|import FILE|host (--help for more)" ;;
 esac
