@@ -457,7 +457,8 @@ cmd_up() {
 		--authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
 		--authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
 		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
-		--use-service-account-credentials --leader-elect=false --bind-address 127.0.0.1
+		--use-service-account-credentials --leader-elect=false --bind-address 127.0.0.1 \
+		--allocate-node-cidrs --cluster-cidr "$POD_CIDR" --node-cidr-mask-size "${POD_CIDR#*/}"
 	start kube-scheduler "$BIN/kube-scheduler" \
 		--kubeconfig "$STATE/scheduler.kubeconfig" \
 		--authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
@@ -468,6 +469,8 @@ cmd_up() {
 		--node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --volume-plugin-dir "$DATA/volume-plugins"
 	wait_for "node $NODE_NAME" 120 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
 	wait_for "default service account" 60 kubectl get serviceaccount default -n default
+	# The node's pod network, as clients read it (spec.podCIDR).
+	wait_for "pod CIDR of $NODE_NAME" 30 bash -c "[ -n \"\$(\"$BIN/kubectl\" --kubeconfig \"$KUBECONFIG_ADMIN\" get node \"$NODE_NAME\" -o jsonpath='{.spec.podCIDR}')\" ]"
 	log "cluster up in $((SECONDS - t0))s: node $NODE_NAME Ready, apiserver https://$NODE_IP:6443, pods in $POD_CIDR"
 	echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
 }
