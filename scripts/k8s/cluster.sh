@@ -764,7 +764,8 @@ cmd_smoke_xvnc() {
 # (scripts/image/build.sh --agent bin/mc-agent) imported into the node and run
 # as a pod the way the kubernetes driver runs it: the agent as entry point,
 # non-root, read-only root file system with emptyDirs, all capabilities
-# dropped, no privilege escalation, seccomp RuntimeDefault, its token and VNC
+# dropped, no privilege escalation, the machine seccomp profile (RuntimeDefault
+# plus the user namespaces of Chromium's sandbox), its token and VNC
 # password from a Secret. From the host, the pod IP must answer an RFB banner
 # (Xvnc) and the agent's /health with the browser up; then it says whether
 # Chromium's own sandbox (its user and PID namespaces and seccomp-BPF) is on
@@ -857,6 +858,7 @@ cmd_smoke_machine() {
 	code=$(curl -s -o /dev/null -w '%{http_code}' "http://$ip:8080/health")
 	[ "$code" = 401 ] || die "smoke-machine: /health without the token answered $code, want 401"
 	sandbox_report "$pod"
+	memory_report "$pod"
 	echo "smoke-machine ok: $banner from $ip:5900, /health 200 from $ip:8080"
 }
 
@@ -892,6 +894,18 @@ sandbox_report() {
 	else
 		echo "chromium sandbox: NOT fully on (user ns $userns, pid ns $pidns, seccomp filters $filters vs $agentfilters)"
 	fi
+}
+
+# memory_report POD: the pod's memory as its cgroup counts it (v1: every
+# container and the pause container; the memory-backed emptyDirs count as
+# cache).
+memory_report() {
+	local uid d
+	uid=$(kubectl get pod "$1" -o jsonpath='{.metadata.uid}')
+	d=$(find "/sys/fs/cgroup/memory$CGROUP_ROOT" -maxdepth 3 -type d -name "pod$uid" 2>/dev/null | head -1)
+	[ -n "$d" ] || { log "memory: no cgroup of pod $1 found"; return 0; }
+	awk -v pod="$1" '$1 == "total_rss" {rss = $2} $1 == "total_cache" {cache = $2} $1 == "total_shmem" {shm = $2}
+		END {printf "memory of pod %s: rss %d MB, cache %d MB (shmem %d MB)\n", pod, rss / 1048576, cache / 1048576, shm / 1048576}' "$d/memory.stat"
 }
 
 # wait_for_quiet SECONDS CMD…: like wait_for, but returns 1 instead of dying.
