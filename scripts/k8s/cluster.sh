@@ -439,6 +439,10 @@ cmd_up() {
 		--authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
 		--authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
 		--leader-elect=false --bind-address 127.0.0.1
+	# Seccomp profiles pods may name as Localhost (Chromium's sandbox in
+	# machine pods: deploy/kubernetes/seccomp/).
+	install -d "$DATA/kubelet/seccomp"
+	install -m 0644 "$(dirname "$0")"/../../deploy/kubernetes/seccomp/*.json "$DATA/kubelet/seccomp/"
 	start kubelet "$BIN/kubelet" --config "$STATE/kubelet.yaml" \
 		--kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$DATA/kubelet" \
 		--node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
