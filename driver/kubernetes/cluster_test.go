@@ -1,0 +1,336 @@
+package kubernetes_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8s "k8s.io/client-go/kubernetes"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/driver/kubernetes"
+	"github.com/master-controller/mc/internal/testutil"
+)
+
+// The real cluster the tests run against (scripts/k8s/cluster.sh up, then
+// the image of scripts/image/build.sh imported with cluster.sh import):
+//
+//	MC_TEST_KUBECONFIG  its admin kubeconfig (cluster.sh env prints it)
+//	MC_TEST_K8S_IMAGE   the machine image's reference
+//	MC_K8S_POD_CIDR     its pod network (default 10.244.0.0/24, cluster.sh's)
+//
+// Without the first two the tests skip (fail under CI=true). Each test
+// runs in a namespace of its own, deleted at its end. Pods use the seccomp
+// profile deploy/kubernetes/seccomp/mc-chromium.json, which cluster.sh up
+// installs on the node.
+type cluster struct {
+	kubeconfig, image string
+	network           netip.Prefix
+	client            k8s.Interface
+}
+
+func testCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{kubeconfig: os.Getenv("MC_TEST_KUBECONFIG"), image: os.Getenv("MC_TEST_K8S_IMAGE")}
+	if c.kubeconfig == "" || c.image == "" {
+		testutil.SkipOrFail(t, "no test cluster: set MC_TEST_KUBECONFIG and MC_TEST_K8S_IMAGE (scripts/k8s/cluster.sh up, scripts/image/build.sh, cluster.sh import)")
+	}
+	cidr := os.Getenv("MC_K8S_POD_CIDR")
+	if cidr == "" {
+		cidr = "10.244.0.0/24"
+	}
+	var err error
+	if c.network, err = netip.ParsePrefix(cidr); err != nil {
+		t.Fatalf("MC_K8S_POD_CIDR: %v", err)
+	}
+	rc, err := kubernetes.RESTConfig(c.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.client, err = k8s.NewForConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// namespace makes a namespace for t, deleted when t ends.
+func (c *cluster) namespace(t *testing.T) string {
+	t.Helper()
+	ns := "mc-test-" + strings.ToLower(strconv.FormatInt(time.Now().UnixNano()%1e9, 36))
+	if _, err := c.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		zero := int64(0)
+		_ = c.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	return ns
+}
+
+// config is a driver configuration for namespace ns of c.
+func (c *cluster) config(ns string) kubernetes.Config {
+	return kubernetes.Config{
+		Kubeconfig: c.kubeconfig, Namespace: ns, Image: c.image, ImagePullPolicy: corev1.PullNever,
+		SeccompProfile: "mc-chromium.json", Replica: "test", Network: c.network,
+		MaxMachines: 10, UnschedulableWait: 2 * time.Second, DestroyGrace: 2 * time.Second,
+		CPURequest: "10m", MemoryRequest: "64Mi",
+		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.254.0/30")}},
+	}
+}
+
+func (c *cluster) driver(t *testing.T, cfg kubernetes.Config) *kubernetes.Driver {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d, err := kubernetes.New(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestConformance(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	d := c.driver(t, c.config(ns))
+	drivertest.Run(t, func(*testing.T) mc.Driver { return d }, drivertest.Options{
+		Kill: func(t testing.TB, id string) { c.kill(t, ns, id) },
+		Leftovers: func(t testing.TB, spec mc.MachineSpec) []string {
+			return c.leftovers(t, ns, spec.ID)
+		},
+	})
+}
+
+// kill SIGKILLs every process of machine id's container from the host (the
+// node runs here), as a crash would, without telling the driver or the API.
+func (c *cluster) kill(t testing.TB, ns, id string) {
+	t.Helper()
+	p, err := c.client.CoreV1().Pods(ns).Get(context.Background(), kubernetes.PodName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("kill: get pod: %v", err)
+	}
+	pids := containerPIDs(t, p)
+	if len(pids) == 0 {
+		t.Fatalf("kill: no process of pod %s found on this host", p.Name)
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	t.Logf("killed %d processes of pod %s", len(pids), p.Name)
+}
+
+// containerPIDs are the processes of p's machine container, from its cgroup
+// (any v1 hierarchy names the container's id).
+func containerPIDs(t testing.TB, p *corev1.Pod) []int {
+	t.Helper()
+	var cid string
+	for _, cs := range p.Status.ContainerStatuses {
+		_, cid, _ = strings.Cut(cs.ContainerID, "://")
+	}
+	if cid == "" {
+		t.Fatalf("pod %s has no container id yet", p.Name)
+	}
+	var pids []int
+	_ = filepath.WalkDir("/sys/fs/cgroup/pids", func(path string, e os.DirEntry, err error) error {
+		if err != nil || !e.IsDir() || !strings.Contains(e.Name(), cid) {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return filepath.SkipDir
+	})
+	return pids
+}
+
+// leftovers lists what the API server still has of machine id.
+func (c *cluster) leftovers(t testing.TB, ns, id string) []string {
+	var left []string
+	ctx := context.Background()
+	name := kubernetes.PodName(id)
+	if _, err := c.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		left = append(left, fmt.Sprintf("pod %s (%v)", name, err))
+	}
+	if _, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		left = append(left, fmt.Sprintf("secret %s (%v)", name, err))
+	}
+	return left
+}
+
+func spec() mc.MachineSpec {
+	return mc.MachineSpec{ID: mc.NewMachineID(), SessionID: mc.NewID(), Provider: "demo", Secrets: mc.NewMachineSecrets(), Width: 1024, Height: 768}
+}
+
+// create makes a machine and registers its destruction.
+func create(t *testing.T, d mc.Driver, s mc.MachineSpec) mc.Machine {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.Destroy(ctx, s.ID); err != nil {
+			t.Errorf("cleanup: Destroy: %v", err)
+		}
+	})
+	m, err := d.Create(t.Context(), s)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return m
+}
+
+// TestEvicted: a machine's Pod deleted by someone else (kubectl delete pod,
+// with its default grace period) ends the machine machine_evicted at once.
+func TestEvicted(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	d := c.driver(t, c.config(ns))
+	s := spec()
+	m := create(t, d, s)
+	drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
+	waited := make(chan error, 1)
+	go func() { waited <- d.Wait(t.Context(), s.ID) }()
+	if err := c.client.CoreV1().Pods(ns).Delete(t.Context(), kubernetes.PodName(s.ID), metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete pod: %v", err)
+	}
+	deleted := time.Now()
+	select {
+	case err := <-waited:
+		if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonMachineEvicted {
+			t.Errorf("Wait after the pod's deletion = %v, want unavailable machine_evicted", err)
+		}
+		t.Logf("Wait returned %v after the deletion", time.Since(deleted))
+	case <-time.After(2 * time.Second):
+		t.Fatal("Wait has not returned 2 s after the pod's deletion")
+	}
+}
+
+// TestUnschedulable: a Pod whose requests no node can meet fails Create
+// "unschedulable" once the configured wait has passed, and is removed.
+func TestUnschedulable(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	cfg := c.config(ns)
+	cfg.CPURequest, cfg.CPULimit = "1000", "1000" // more CPUs than the node has
+	d := c.driver(t, cfg)
+	s := spec()
+	t0 := time.Now()
+	_, err := d.Create(t.Context(), s)
+	took := time.Since(t0)
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonUnschedulable {
+		t.Fatalf("Create of an unschedulable machine = %v, want unavailable unschedulable", err)
+	}
+	if took < cfg.UnschedulableWait {
+		t.Errorf("Create failed after %v, before the configured wait of %v", took, cfg.UnschedulableWait)
+	}
+	t.Logf("Create failed after %v: %v", took, err)
+	if left := c.leftovers(t, ns, s.ID); len(left) > 0 {
+		t.Errorf("after the failed Create the cluster still has: %s", strings.Join(left, "; "))
+	}
+}
+
+// TestCap: past MaxMachines (counted over every replica's Pods), Create
+// refuses with EUNAVAILABLE no_capacity, and a freed slot is usable again.
+func TestCap(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	cfg := c.config(ns)
+	cfg.MaxMachines = 2
+	d := c.driver(t, cfg)
+	// Another replica's driver on the same namespace holds one machine.
+	other := cfg
+	other.Replica = "other"
+	o := c.driver(t, other)
+	s0 := spec()
+	create(t, o, s0)
+	s1 := spec()
+	create(t, d, s1)
+	_, err := d.Create(t.Context(), spec())
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonNoCapacity {
+		t.Fatalf("Create past the cap = %v, want unavailable no_capacity", err)
+	}
+	if err := o.Destroy(t.Context(), s0.ID); err != nil {
+		t.Fatal(err)
+	}
+	// This replica's watch sees the other's machine go: the slot is free.
+	testutil.WaitFor(t, 10*time.Second, "a free slot", func() error {
+		if _, err := d.Inspect(t.Context(), s0.ID); mc.ErrorCode(err) != mc.ENOTFOUND {
+			return errors.New("the other replica's pod is still listed")
+		}
+		return nil
+	})
+	create(t, d, spec())
+}
+
+// TestPodSecurity: the Pod runs as the image's user with the profile and
+// settings the driver promises, and its Secret goes with it.
+func TestPodSecurity(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	d := c.driver(t, c.config(ns))
+	s := spec()
+	create(t, d, s)
+	p, err := c.client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := p.Spec.Containers[0].SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil ||
+		!*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("container security context = %+v", sc)
+	}
+	if p.Spec.AutomountServiceAccountToken == nil || *p.Spec.AutomountServiceAccountToken {
+		t.Error("the pod mounts a service account token")
+	}
+	sec, err := c.client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the secret owned by the pod", func() error {
+		sec, err = c.client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].UID != p.UID {
+			return fmt.Errorf("owners %+v", sec.OwnerReferences)
+		}
+		return nil
+	})
+	if string(sec.Data["agent-token"]) != s.Secrets.AgentToken.Reveal() {
+		t.Error("the secret does not hold the agent token")
+	}
+	pol, err := c.client.NetworkingV1().NetworkPolicies(ns).Get(t.Context(), kubernetes.PolicyName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("network policy: %v", err)
+	}
+	if len(pol.Spec.Ingress) != 1 || len(pol.Spec.Ingress[0].Ports) != 2 || pol.Spec.Ingress[0].From[0].IPBlock == nil {
+		t.Errorf("network policy ingress = %+v, want the controller's block to two ports", pol.Spec.Ingress)
+	}
+}

@@ -1,0 +1,59 @@
+package kubernetes
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+
+	mc "github.com/master-controller/mc"
+)
+
+// Wait blocks until machine id's Pod ends or goes, as the watch sees it.
+// It returns nil when the machine exited or a controller destroyed it, and
+// an EUNAVAILABLE error whose reason says why otherwise: machine_oom (the
+// container was OOM-killed), machine_evicted (the Pod was deleted by
+// someone else, evicted or preempted), image_pull_failed, unschedulable
+// (after UnschedulableWait).
+// Errors: ENOTFOUND, EUNAVAILABLE (machine_oom, machine_evicted,
+// image_pull_failed, unschedulable).
+func (d *Driver) Wait(ctx context.Context, id string) error {
+	name := PodName(id)
+	var last *corev1.Pod
+	for {
+		ch := d.next(name)
+		p := d.pod(id)
+		if p == nil && last == nil {
+			return mc.Errorf(mc.ENOTFOUND, mc.ReasonMachineNotFound, "wait for machine %s: no pod", id)
+		}
+		destroyed := d.isDestroying(name)
+		if p == nil {
+			// Gone: read its last state, which the deletion may have
+			// updated (the destroy mark).
+			if f := d.final(name); f != nil {
+				last = f
+			}
+			destroyed = destroyed || last.Annotations[annotDestroying] != ""
+			if v := d.judge(id, last, destroyed, d.now()); v.ended && v.err != nil {
+				return v.err
+			}
+		}
+		v := d.judge(id, p, destroyed, d.now())
+		if v.ended {
+			return v.err
+		}
+		last = p
+		var err error
+		if v.recheck > 0 {
+			err = sleep(ctx, ch, v.recheck)
+		} else {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
