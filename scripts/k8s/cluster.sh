@@ -21,7 +21,8 @@
 #                       pod IP from the host; says whether Chromium's own
 #                       sandbox is on
 #   cluster.sh check-deploy [DIR]   kubectl apply -k DIR --dry-run=server
-#                       (default deploy/kubernetes) against the cluster
+#                       (default deploy/kubernetes) against the cluster; a
+#                       warning fails it too
 #   cluster.sh host     print the host facts "down" restores (compare a copy
 #                       taken before "up" with one taken after "down")
 #
@@ -917,6 +918,24 @@ wait_for_quiet() {
 		sleep 0.2
 	done
 	return 1
+}
+
+# cmd_check_deploy [DIR]: the kustomization in DIR (deploy/kubernetes)
+# rendered by kubectl and validated by the running cluster's API server
+# (apply --dry-run=server: schemas, admission, Pod Security). Its namespaces
+# are created for real first: the server cannot check objects in a
+# namespace that a dry run only pretends to create.
+cmd_check_deploy() {
+	local dir=${1:-$(dirname "$SECCOMP_DIR")} out
+	[ -f "$dir/kustomization.yaml" ] || die "check-deploy: no kustomization.yaml in $dir"
+	cmd_status >/dev/null || die "the cluster is not up"
+	kubectl kustomize "$dir" | awk 'BEGIN {RS = "\n---\n"} /(^|\n)kind: Namespace\n/ {print "---"; print}' |
+		kubectl apply -f - >/dev/null
+	# A warning (a Pod Security violation, a deprecated field) fails too.
+	out=$(kubectl apply -k "$dir" --dry-run=server 2>&1) || die "check-deploy: $out"
+	echo "$out"
+	if grep -qi '^warning' <<<"$out"; then die "check-deploy: the API server warned (above)"; fi
+	log "check-deploy: $dir accepted by the API server (dry run)"
 }
 
 cmd_import() {
