@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,13 +158,28 @@ func newKubeFleet(tb testing.TB) *kubeFleet {
 func (f *kubeFleet) start(tb testing.TB, name string, env map[string]string) *server {
 	tb.Helper()
 	e := f.k.kubeEnv(tb, f.ns, f.db, f.keys, name)
-	e["MC_PUBLIC_URL"] = f.lb.URL()
+	// The replica prints (and links viewers to) its public URL, so that is
+	// left unset: the test reaches each replica directly, and sends
+	// browsers through the balancer (viewerURL), whose Origin it admits.
+	e["MC_ALLOWED_ORIGINS"] = f.lb.URL()
 	for k, v := range env {
 		e[k] = v
 	}
 	s := startServer(tb, e)
 	f.lb.add(s.URL)
 	return s
+}
+
+// viewerURL is a viewer URL that a replica returned, through the balancer
+// instead.
+func (f *kubeFleet) viewerURL(tb testing.TB, raw string) string {
+	tb.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		tb.Fatalf("viewer URL %q: %v", raw, err)
+	}
+	u.Host = strings.TrimPrefix(f.lb.URL(), "http://")
+	return u.String()
 }
 
 // pods returns the machine Pods of session id.

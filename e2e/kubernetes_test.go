@@ -42,7 +42,7 @@ func TestKubernetesSignIn(t *testing.T) {
 
 	b := browsertest.New(t)
 	b.Timeout = 120 * time.Second // the first Pod on a node unpacks the image
-	b.Open(cr.Viewer.URL)
+	b.Open(f.viewerURL(t, cr.Viewer.URL))
 	b.WaitState("connected")
 	b.Timeout = 30 * time.Second
 	b.WaitCanvas("the demo sign-in page", showsDemoPage)
@@ -112,7 +112,7 @@ func TestKubernetesEviction(t *testing.T) {
 	id := cr.Session.ID
 	b := browsertest.New(t)
 	b.Timeout = 120 * time.Second
-	b.Open(cr.Viewer.URL)
+	b.Open(f.viewerURL(t, cr.Viewer.URL))
 	b.WaitState("connected")
 	// Every close code the page sees, in order: it reconnects after 4503
 	// and then learns that the session has ended (4410).
@@ -181,8 +181,8 @@ func TestKubernetesCapacity(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		if code := f.api.Do(t, "DELETE", "/api/v1/sessions/"+id, nil, nil); code >= 300 {
-			t.Errorf("DELETE session %s: status %d", id, code)
+		if code := f.api.Do(t, "POST", "/api/v1/sessions/"+id+"/cancel", nil, nil); code != http.StatusOK {
+			t.Errorf("cancel session %s: status %d", id, code)
 		}
 	}
 
@@ -221,7 +221,7 @@ func TestKubernetesRollingRestart(t *testing.T) {
 		if i > 0 {
 			tabs[i] = b.NewTab()
 		}
-		tabs[i].Open(cr.Viewer.URL)
+		tabs[i].Open(f.viewerURL(t, cr.Viewer.URL))
 	}
 	for i, tab := range tabs {
 		tab.WaitState("connected")
