@@ -206,7 +206,7 @@ func TestKubernetesRollingRestart(t *testing.T) {
 	const n = 10
 	f := newKubeFleet(t)
 	// Heartbeats fast enough for a test; the settings are the replicas'.
-	env := map[string]string{"MC_HEARTBEAT_INTERVAL": "500ms", "MC_HEARTBEAT_TIMEOUT": "3s"}
+	env := map[string]string{"MC_HEARTBEAT_INTERVAL": "500ms", "MC_REPLICA_TIMEOUT": "3s"}
 	a := f.start(t, "k8s-a", env)
 	bsrv := f.start(t, "k8s-b", env)
 
@@ -227,11 +227,24 @@ func TestKubernetesRollingRestart(t *testing.T) {
 		tab.WaitState("connected")
 		tab.WaitCanvas(fmt.Sprintf("session %d's sign-in page", i), showsDemoPage)
 	}
-	live := func(when string) {
+	// live checks that every session is ready and driven by replica
+	// owner ("" for either), and that every viewer is connected and shows
+	// its machine's page.
+	live := func(when, owner string) {
 		t.Helper()
 		for i, id := range ids {
-			if s := f.api.session(t, id); s.State != mc.StateReady {
-				t.Fatalf("%s: session %d is %s (reason %q), want ready", when, i, s.State, s.Reason)
+			err := testutil.Poll(t.Context(), 30*time.Second, func() error {
+				s := f.api.session(t, id)
+				if s.State != mc.StateReady {
+					t.Fatalf("%s: session %d is %s (reason %q), want ready", when, i, s.State, s.Reason)
+				}
+				if owner != "" && s.Replica != owner {
+					return fmt.Errorf("driven by %q", s.Replica)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s: session %d not driven by %s: %v", when, i, owner, err)
 			}
 		}
 		for i, tab := range tabs {
@@ -243,14 +256,21 @@ func TestKubernetesRollingRestart(t *testing.T) {
 	// A rolling update's first step: A leaves the balancer and stops.
 	f.lb.remove(a.URL)
 	a.Stop(t)
-	live("after A stopped")
+	live("after A stopped", "k8s-b")
 	f.start(t, "k8s-a", env)
-	live("after A came back")
+	live("after A came back", "k8s-b")
 
 	// Then B dies without a word.
 	f.lb.remove(bsrv.URL)
 	bsrv.Kill()
-	live("after B was killed")
+	live("after B was killed", "k8s-a")
+	// Every viewer was on B when it died, so each has reconnected at
+	// least once.
+	for i, tab := range tabs {
+		if v := readViewer(tab); v.ConnectedCount < 2 {
+			t.Errorf("viewer %d connected %d times, want a reconnect after B died", i, v.ConnectedCount)
+		}
+	}
 
 	for i, tab := range tabs {
 		w, h := tab.CanvasSize()
