@@ -8,8 +8,9 @@
 #                  the freshly built agent (scripts/image/build.sh, by hash);
 #                  the first is CPU-bound, the second mostly network-bound
 #   k8s_ci_ready   waits for both, starts the cluster (cluster.sh up),
-#                  imports the image, checks deploy/kubernetes against it
-#                  (cluster.sh check-deploy) and exports MC_TEST_KUBECONFIG
+#                  imports the image, runs it as a pod (cluster.sh
+#                  smoke-machine), checks deploy/kubernetes against the API
+#                  server (cluster.sh check-deploy) and exports MC_TEST_KUBECONFIG
 #                  and MC_TEST_K8S_IMAGE for the Go tests
 #   k8s_ci_end     (an EXIT trap set by k8s_ci_begin) stops the cluster and
 #                  fails the run if the host is not as it was
@@ -73,6 +74,11 @@ k8s_ci_ready() {
 	t0=$SECONDS
 	bash scripts/k8s/cluster.sh import "$archive" >/dev/null
 	k8s_ci_log "machine image $ref imported in $((SECONDS - t0))s"
+	# The machine image as the driver runs it: RFB and /health on the pod
+	# IP, Chromium's sandbox on (its report goes to the log).
+	t0=$SECONDS
+	bash scripts/k8s/cluster.sh smoke-machine "$archive" "$ref" >&2
+	k8s_ci_log "machine smoke in $((SECONDS - t0))s"
 	bash scripts/k8s/cluster.sh check-deploy >/dev/null
 	MC_TEST_KUBECONFIG=$(sed -n 's/^export KUBECONFIG=//p' "$k8s_ci_dir/up.out")
 	MC_TEST_K8S_IMAGE=$ref

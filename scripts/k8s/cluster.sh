@@ -777,6 +777,10 @@ cmd_smoke_machine() {
 	[ -f "$archive" ] && [ -n "$ref" ] || die "usage: cluster.sh smoke-machine ARCHIVE REF (the two lines scripts/image/build.sh --agent prints)"
 	cmd_status >/dev/null || die "the cluster is not up"
 	local t0=$SECONDS pod=mc-machine-$RANDOM ip banner health token vncpw seccomp
+	if ! ctr_ images ls -q 2>/dev/null | grep -qxF "$ref"; then
+		ctr_ images import "$archive" >/dev/null
+		log "imported $ref in $((SECONDS - t0))s"
+	fi
 	# RuntimeDefault blocks the user namespaces Chromium's sandbox needs
 	# (unshare and clone with CLONE_NEWUSER need CAP_SYS_ADMIN there), so
 	# the machine runs with the same profile plus those (MC_K8S_SECCOMP=
@@ -785,8 +789,6 @@ cmd_smoke_machine() {
 	RuntimeDefault) seccomp="{type: RuntimeDefault}" ;;
 	*) seccomp="{type: Localhost, localhostProfile: ${MC_K8S_SECCOMP:-$MACHINE_SECCOMP}}" ;;
 	esac
-	ctr_ images import "$archive" >/dev/null
-	log "imported $ref in $((SECONDS - t0))s"
 	token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 	vncpw=$(head -c 6 /dev/urandom | base64 | tr -d '/+=' | cut -c1-8)
 	t0=$SECONDS
@@ -839,8 +841,9 @@ cmd_smoke_machine() {
 	  - {name: home, emptyDir: {sizeLimit: 512Mi}}
 	  - {name: shm, emptyDir: {medium: Memory, sizeLimit: 256Mi}}
 	EOP
+	# The pod and its Secret go whether the smoke passes (RETURN) or dies (EXIT).
 	# shellcheck disable=SC2064
-	trap "kubectl delete pod,secret $pod --grace-period=1 --wait=false >/dev/null 2>&1 || true" RETURN
+	trap "kubectl delete pod,secret $pod --grace-period=1 --wait=false >/dev/null 2>&1 || true" RETURN EXIT
 	kubectl wait --for=jsonpath='{.status.phase}'=Running "pod/$pod" --timeout=120s >/dev/null
 	ip=$(kubectl get pod "$pod" -o jsonpath='{.status.podIP}')
 	local running=$((SECONDS - t0))
@@ -880,10 +883,7 @@ sandbox_report() {
 		esac
 	done
 	[ -n "$agent" ] || die "sandbox: no agent process of pod $pod found"
-	if [ -z "$renderer" ]; then
-		log "sandbox: no Chromium renderer running in pod $pod"
-		return 0
-	fi
+	[ -n "$renderer" ] || die "sandbox: no Chromium renderer running in pod $pod"
 	local userns pidns filters agentfilters
 	userns=$([ "$(readlink "/proc/$renderer/ns/user")" != "$(readlink "/proc/$agent/ns/user")" ] && echo own || echo shared)
 	pidns=$([ "$(readlink "/proc/$renderer/ns/pid")" != "$(readlink "/proc/$agent/ns/pid")" ] && echo own || echo shared)
@@ -893,7 +893,7 @@ sandbox_report() {
 	if [ "$userns" = own ] && [ "$pidns" = own ] && [ "$filters" -gt "$agentfilters" ]; then
 		echo "chromium sandbox: on (namespaces and seccomp-BPF)"
 	else
-		echo "chromium sandbox: NOT fully on (user ns $userns, pid ns $pidns, seccomp filters $filters vs $agentfilters)"
+		die "chromium sandbox: NOT fully on (user ns $userns, pid ns $pidns, seccomp filters $filters vs $agentfilters)"
 	fi
 }
 
