@@ -19,6 +19,7 @@
 # CI=true, fail).
 
 k8s_ci_on=0
+k8s_ci_started=0
 k8s_ci_dir=""
 
 k8s_ci_log() { printf '%s k8s-ci: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -27,6 +28,12 @@ k8s_ci_begin() {
 	if [ -n "${MC_TEST_KUBECONFIG:-}" ] || [ "$(id -u)" != 0 ] ||
 		{ [ "${CI:-}" != true ] && [ "${MC_TEST_K8S:-}" != 1 ]; }; then
 		return 0
+	fi
+	# A cluster of that name already up is someone else's: never touch it
+	# (the EXIT trap below would stop it).
+	if [ "$(bash scripts/k8s/cluster.sh status 2>/dev/null | head -1)" != down ]; then
+		k8s_ci_log "a test cluster named ${MC_K8S_NAME:-mck8s} is already up: stop it first, or name it with MC_TEST_KUBECONFIG and MC_TEST_K8S_IMAGE"
+		return 1
 	fi
 	k8s_ci_on=1
 	k8s_ci_dir=$(mktemp -d /tmp/mc-k8s-ci.XXXXXX)
@@ -69,6 +76,7 @@ k8s_ci_ready() {
 	archive=$(sed -n 1p "$k8s_ci_dir/image.out")
 	ref=$(sed -n 2p "$k8s_ci_dir/image.out")
 	t0=$SECONDS
+	k8s_ci_started=1 # from here on, k8s_ci_end stops the cluster
 	bash scripts/k8s/cluster.sh up >"$k8s_ci_dir/up.out"
 	k8s_ci_log "cluster up in $((SECONDS - t0))s"
 	t0=$SECONDS
@@ -96,8 +104,10 @@ k8s_ci_end() {
 		kill -TERM -- "-$(cat "$p")" 2>/dev/null || true
 		wait "$(cat "$p")" 2>/dev/null || true
 	done
-	bash scripts/k8s/cluster.sh down || rc=1
-	k8s_ci_log "cluster down in $((SECONDS - t0))s"
+	if [ "$k8s_ci_started" = 1 ]; then
+		bash scripts/k8s/cluster.sh down || rc=1
+		k8s_ci_log "cluster down in $((SECONDS - t0))s"
+	fi
 	bash scripts/k8s/cluster.sh host >"$k8s_ci_dir/host-after"
 	if ! diff -u "$k8s_ci_dir/host-before" "$k8s_ci_dir/host-after" >&2; then
 		k8s_ci_log "the host is not as it was before the cluster (diff above)"

@@ -617,18 +617,30 @@ cmd_env() {
 	echo "export MC_K8S_NODE_IP=$NODE_IP MC_K8S_POD_CIDR=$POD_CIDR"
 }
 
+# orphan_pod_netns: the pod network namespaces (cni-*) that no process is
+# in: what a cluster leaves if "down" misses one. Those of another cluster
+# running at the same time hold its pods' processes, so they are not listed.
+orphan_pod_netns() {
+	local ns ino
+	for ns in /run/netns/cni-*; do
+		[ -e "$ns" ] || continue
+		ino=$(stat -L -c %i "$ns" 2>/dev/null) || continue
+		[ -n "$(find -L /proc/[0-9]*/ns/net -maxdepth 0 -inum "$ino" 2>/dev/null | head -1)" ] || echo "${ns##*/}"
+	done
+}
+
 # cmd_host: the host's side of things this script may touch, one fact a line,
 # so that a snapshot before "up" and one after "down" can be compared.
 cmd_host() {
 	echo "ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
-	echo "netns $(ip netns list 2>/dev/null | awk -v n="$NETNS" '$1 == n || $1 ~ /^cni-/ {print $1}' | sort | paste -sd' ' -)"
+	echo "netns $({ ip netns list 2>/dev/null | awk -v n="$NETNS" '$1 == n {print $1}'; orphan_pod_netns; } | sort | paste -sd' ' -)"
 	echo "links $(ip -o link show | awk -F': ' -v n="$NAME" 'index($2, n) == 1 || $2 == "cni0" {print $2}' | sort | paste -sd' ' -)"
 	echo "routes $(ip route show | grep -F "${POD_CIDR%/*}" | paste -sd' ' -)"
 	local t
 	for t in filter nat mangle raw; do
 		echo "iptables-$t $(iptables-save -t "$t" 2>/dev/null | grep -v '^#' | grep -cE 'KUBE|CNI|cni0|'"${POD_CIDR%.*}") rules naming KUBE/CNI/the pod CIDR"
 	done
-	echo "mounts $(awk -v a="$DATA" -v b="$STATE" 'index($5, a) == 1 || index($5, b) == 1 || $5 ~ /netns\/cni-/ {print $5}' /proc/self/mountinfo | wc -l)"
+	echo "mounts $(awk -v a="$DATA" -v b="$STATE" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo | wc -l)"
 	echo "cgroups $(for d in $(cgroup_dirs); do [ -d "$d" ] && echo "$d"; done | paste -sd' ' -)"
 	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd "${host_dirs[@]}"; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
 	echo "processes $(cluster_pids | wc -l)"
