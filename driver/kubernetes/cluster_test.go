@@ -296,11 +296,35 @@ func TestPodSecurity(t *testing.T) {
 	ns := c.namespace(t)
 	d := c.driver(t, c.config(ns))
 	s := spec()
-	create(t, d, s)
+	m := create(t, d, s)
+	drivertest.WaitHealth(t, m.AgentAddr().String(), s.Secrets.AgentToken, 60*time.Second)
 	p, err := c.client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Chromium keeps its own sandbox: its zygote and renderers run in
+	// user namespaces of their own, below the container's.
+	testutil.WaitFor(t, 30*time.Second, "a Chromium process in a user namespace of its own", func() error {
+		pids := containerPIDs(t, p)
+		userns := map[string][]string{}
+		for _, pid := range pids {
+			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid))
+			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err == nil {
+				// Chromium rewrites its command line: keep the type.
+				name, args, _ := strings.Cut(strings.ReplaceAll(string(cmd), "\x00", " "), " ")
+				if _, typ, ok := strings.Cut(args, "--type="); ok {
+					name, _, _ = strings.Cut(typ, " ")
+				}
+				userns[ns] = append(userns[ns], filepath.Base(name))
+			}
+		}
+		if len(userns) < 2 {
+			return fmt.Errorf("%d processes in user namespaces %v", len(pids), userns)
+		}
+		t.Logf("the machine's processes by user namespace: %v", userns)
+		return nil
+	})
 	sc := p.Spec.Containers[0].SecurityContext
 	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil ||
 		!*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {

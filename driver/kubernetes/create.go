@@ -81,7 +81,7 @@ func (d *Driver) reserve(id, name string) error {
 	}
 	if n := d.live(); n >= d.cfg.MaxMachines {
 		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoCapacity,
-			"create machine %s: the cluster holds %d machines, the cap (MC_K8S_MAX_MACHINES) is %d", id, n, d.cfg.MaxMachines)
+			"create machine %s: the cluster holds %d machines, the cap (MC_MAX_MACHINES) is %d", id, n, d.cfg.MaxMachines)
 	}
 	d.mu.Lock()
 	d.creating[name] = true
