@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,7 +43,7 @@ type cluster struct {
 	client            k8s.Interface
 }
 
-func testCluster(t *testing.T) *cluster {
+func testCluster(t testing.TB) *cluster {
 	t.Helper()
 	c := &cluster{kubeconfig: os.Getenv("MC_TEST_KUBECONFIG"), image: os.Getenv("MC_TEST_K8S_IMAGE")}
 	if c.kubeconfig == "" || c.image == "" {
@@ -67,7 +68,7 @@ func testCluster(t *testing.T) *cluster {
 }
 
 // namespace makes a namespace for t, deleted when t ends.
-func (c *cluster) namespace(t *testing.T) string {
+func (c *cluster) namespace(t testing.TB) string {
 	t.Helper()
 	ns := "mc-test-" + strings.ToLower(strconv.FormatInt(time.Now().UnixNano()%1e9, 36))
 	if _, err := c.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -93,7 +94,7 @@ func (c *cluster) config(ns string) kubernetes.Config {
 	}
 }
 
-func (c *cluster) driver(t *testing.T, cfg kubernetes.Config) *kubernetes.Driver {
+func (c *cluster) driver(t testing.TB, cfg kubernetes.Config) *kubernetes.Driver {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := kubernetes.New(t.Context(), cfg, log)
@@ -104,7 +105,7 @@ func (c *cluster) driver(t *testing.T, cfg kubernetes.Config) *kubernetes.Driver
 	return d
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -357,4 +358,95 @@ func TestPodSecurity(t *testing.T) {
 	if len(pol.Spec.Ingress) != 1 || len(pol.Spec.Ingress[0].Ports) != 2 || pol.Spec.Ingress[0].From[0].IPBlock == nil {
 		t.Errorf("network policy ingress = %+v, want the controller's block to two ports", pol.Spec.Ingress)
 	}
+}
+
+// BenchmarkStart measures a machine's start on the real cluster, from
+// Create to an RFB banner and a healthy agent (what a session's POST waits
+// for), one machine after another, all kept until the end; then the memory
+// each machine's Pod holds (its cgroup). Run it with -benchtime=10x.
+func BenchmarkStart(b *testing.B) {
+	c := testCluster(b)
+	ns := c.namespace(b)
+	cfg := c.config(ns)
+	cfg.MaxMachines = 100
+	d, err := kubernetes.New(b.Context(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	var took, created []time.Duration
+	var pods []string
+	for b.Loop() {
+		s := spec()
+		b.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = d.Destroy(ctx, s.ID)
+		})
+		t0 := time.Now()
+		m, err := d.Create(b.Context(), s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		created = append(created, time.Since(t0))
+		drivertest.WaitRFB(b, m.VNCAddr().String(), 60*time.Second)
+		drivertest.WaitHealth(b, m.AgentAddr().String(), s.Secrets.AgentToken, 60*time.Second)
+		took = append(took, time.Since(t0))
+		pods = append(pods, kubernetes.PodName(s.ID))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(testutil.Median(took).Milliseconds()), "ms-median-ready")
+	b.ReportMetric(float64(took[len(took)*9/10].Milliseconds()), "ms-p90-ready")
+	b.ReportMetric(float64(testutil.Median(created).Milliseconds()), "ms-median-create")
+	b.Logf("Create → RFB banner + agent health: %v (Create alone, to the pod's IP: %v)", took, created)
+	var mem []int64
+	for _, name := range pods {
+		p, err := c.client.CoreV1().Pods(ns).Get(b.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := podMemory(p); n > 0 {
+			mem = append(mem, n)
+		}
+	}
+	if len(mem) > 0 {
+		slices.Sort(mem)
+		b.ReportMetric(float64(mem[len(mem)/2])/(1<<20), "MiB-median-pod")
+		b.Logf("working set per pod (MiB): %v", func() (out []int64) {
+			for _, m := range mem {
+				out = append(out, m>>20)
+			}
+			return
+		}())
+	}
+}
+
+// podMemory is Pod p's working set from its memory cgroup (v1): usage less
+// inactive file pages, as the kubelet counts it; 0 if not found here.
+func podMemory(p *corev1.Pod) int64 {
+	var n int64
+	_ = filepath.WalkDir("/sys/fs/cgroup/memory", func(path string, e os.DirEntry, err error) error {
+		if err != nil || !e.IsDir() || n > 0 {
+			return nil
+		}
+		if !strings.HasSuffix(e.Name(), string(p.UID)) && !strings.HasSuffix(e.Name(), strings.ReplaceAll(string(p.UID), "-", "_")) {
+			return nil
+		}
+		usage, err1 := os.ReadFile(filepath.Join(path, "memory.usage_in_bytes"))
+		stat, err2 := os.ReadFile(filepath.Join(path, "memory.stat"))
+		if err1 != nil || err2 != nil {
+			return filepath.SkipDir
+		}
+		u, _ := strconv.ParseInt(strings.TrimSpace(string(usage)), 10, 64)
+		var inactive int64
+		for _, line := range strings.Split(string(stat), "\n") {
+			if v, ok := strings.CutPrefix(line, "total_inactive_file "); ok {
+				inactive, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		n = u - inactive
+		return filepath.SkipDir
+	})
+	return n
 }
