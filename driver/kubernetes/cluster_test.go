@@ -257,6 +257,58 @@ func TestUnschedulable(t *testing.T) {
 	}
 }
 
+// TestImageMissing: a machine whose image the node does not have (and may
+// not pull) ends image_pull_failed: Create fails (and removes it) when the
+// kubelet says so before the Pod has an address, else Wait returns it.
+func TestImageMissing(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	cfg := c.config(ns)
+	cfg.Image = "docker.io/library/mc-machine:no-such-tag"
+	d := c.driver(t, cfg)
+	s := spec()
+	_, err := d.Create(t.Context(), s)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err = d.Wait(ctx, s.ID)
+		cancel()
+		if derr := d.Destroy(t.Context(), s.ID); derr != nil {
+			t.Fatal(derr)
+		}
+	}
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonImagePullFailed {
+		t.Fatalf("machine with a missing image: %v, want unavailable image_pull_failed", err)
+	}
+	if left := c.leftovers(t, ns, s.ID); len(left) > 0 {
+		t.Errorf("after the failed Create the cluster still has: %s", strings.Join(left, "; "))
+	}
+}
+
+// TestSeccompProfileMissing: a node without the configured seccomp profile
+// cannot create the machine's container: the machine ends start_failed at
+// once (the kubelet would retry for ever).
+func TestSeccompProfileMissing(t *testing.T) {
+	c := testCluster(t)
+	ns := c.namespace(t)
+	cfg := c.config(ns)
+	cfg.SeccompProfile = "no-such-profile.json"
+	d := c.driver(t, cfg)
+	s := spec()
+	_, err := d.Create(t.Context(), s)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err = d.Wait(ctx, s.ID)
+		cancel()
+		if derr := d.Destroy(t.Context(), s.ID); derr != nil {
+			t.Fatal(derr)
+		}
+	}
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonStartFailed {
+		t.Fatalf("machine without its seccomp profile: %v, want unavailable start_failed", err)
+	}
+	t.Logf("%v", err)
+}
+
 // TestCap: past MaxMachines (counted over every replica's Pods), Create
 // refuses with EUNAVAILABLE no_capacity, and a freed slot is usable again.
 func TestCap(t *testing.T) {
