@@ -18,83 +18,31 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8s "k8s.io/client-go/kubernetes"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/drivertest"
 	"github.com/master-controller/mc/driver/kubernetes"
+	"github.com/master-controller/mc/driver/kubernetes/k8stest"
 	"github.com/master-controller/mc/internal/testutil"
 )
 
-// The real cluster the tests run against (scripts/k8s/cluster.sh up, then
-// the image of scripts/image/build.sh imported with cluster.sh import):
-//
-//	MC_TEST_KUBECONFIG  its admin kubeconfig (cluster.sh env prints it)
-//	MC_TEST_K8S_IMAGE   the machine image's reference
-//	MC_K8S_POD_CIDR     its pod network (default 10.244.0.0/24, cluster.sh's)
-//
-// Without the first two the tests skip (fail under CI=true). Each test
-// runs in a namespace of its own, deleted at its end. Pods use the seccomp
-// profile deploy/kubernetes/seccomp/mc-chromium.json, which cluster.sh up
-// installs on the node.
-type cluster struct {
-	kubeconfig, image string
-	network           netip.Prefix
-	client            k8s.Interface
-}
+// cluster is the test cluster (see package k8stest).
+type cluster struct{ *k8stest.Cluster }
 
-func testCluster(t testing.TB) *cluster {
-	t.Helper()
-	c := &cluster{kubeconfig: os.Getenv("MC_TEST_KUBECONFIG"), image: os.Getenv("MC_TEST_K8S_IMAGE")}
-	if c.kubeconfig == "" || c.image == "" {
-		testutil.SkipOrFail(t, "no test cluster: set MC_TEST_KUBECONFIG and MC_TEST_K8S_IMAGE (scripts/k8s/cluster.sh up, scripts/image/build.sh, cluster.sh import)")
-	}
-	cidr := os.Getenv("MC_K8S_POD_CIDR")
-	if cidr == "" {
-		cidr = "10.244.0.0/24"
-	}
-	var err error
-	if c.network, err = netip.ParsePrefix(cidr); err != nil {
-		t.Fatalf("MC_K8S_POD_CIDR: %v", err)
-	}
-	rc, err := kubernetes.RESTConfig(c.kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.client, err = k8s.NewForConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// namespace makes a namespace for t, deleted when t ends.
-func (c *cluster) namespace(t testing.TB) string {
-	t.Helper()
-	ns := "mc-test-" + strings.ToLower(strconv.FormatInt(time.Now().UnixNano()%1e9, 36))
-	if _, err := c.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		zero := int64(0)
-		_ = c.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-	})
-	return ns
-}
+func testCluster(tb testing.TB) cluster { return cluster{k8stest.Get(tb)} }
 
 // config is a driver configuration for namespace ns of c.
-func (c *cluster) config(ns string) kubernetes.Config {
+func (c cluster) config(ns string) kubernetes.Config {
 	return kubernetes.Config{
-		Kubeconfig: c.kubeconfig, Namespace: ns, Image: c.image, ImagePullPolicy: corev1.PullNever,
-		SeccompProfile: "mc-chromium.json", Replica: "test", Network: c.network,
+		Kubeconfig: c.Kubeconfig, Namespace: ns, Image: c.Image, ImagePullPolicy: corev1.PullNever,
+		SeccompProfile: k8stest.SeccompProfile, Replica: "test", Network: c.PodNetwork,
 		MaxMachines: 10, UnschedulableWait: 2 * time.Second, DestroyGrace: 2 * time.Second,
 		CPURequest: "10m", MemoryRequest: "64Mi",
-		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.254.0/30")}},
+		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{k8stest.HostNetwork}},
 	}
 }
 
-func (c *cluster) driver(t testing.TB, cfg kubernetes.Config) *kubernetes.Driver {
+func (c cluster) driver(t testing.TB, cfg kubernetes.Config) *kubernetes.Driver {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := kubernetes.New(t.Context(), cfg, log)
@@ -114,7 +62,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func TestConformance(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	d := c.driver(t, c.config(ns))
 	drivertest.Run(t, func(*testing.T) mc.Driver { return d }, drivertest.Options{
 		Kill: func(t testing.TB, id string) { c.kill(t, ns, id) },
@@ -126,9 +74,9 @@ func TestConformance(t *testing.T) {
 
 // kill SIGKILLs every process of machine id's container from the host (the
 // node runs here), as a crash would, without telling the driver or the API.
-func (c *cluster) kill(t testing.TB, ns, id string) {
+func (c cluster) kill(t testing.TB, ns, id string) {
 	t.Helper()
-	p, err := c.client.CoreV1().Pods(ns).Get(context.Background(), kubernetes.PodName(id), metav1.GetOptions{})
+	p, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), kubernetes.PodName(id), metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("kill: get pod: %v", err)
 	}
@@ -137,9 +85,11 @@ func (c *cluster) kill(t testing.TB, ns, id string) {
 		t.Fatalf("kill: no process of pod %s found on this host", p.Name)
 	}
 	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Logf("kill %d: %v", pid, err)
+		}
 	}
-	t.Logf("killed %d processes of pod %s", len(pids), p.Name)
+	t.Logf("killed %d processes of pod %s: %v", len(pids), p.Name, pids)
 }
 
 // containerPIDs are the processes of p's machine container, from its cgroup
@@ -173,14 +123,14 @@ func containerPIDs(t testing.TB, p *corev1.Pod) []int {
 }
 
 // leftovers lists what the API server still has of machine id.
-func (c *cluster) leftovers(t testing.TB, ns, id string) []string {
+func (c cluster) leftovers(t testing.TB, ns, id string) []string {
 	var left []string
 	ctx := context.Background()
 	name := kubernetes.PodName(id)
-	if _, err := c.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		left = append(left, fmt.Sprintf("pod %s (%v)", name, err))
 	}
-	if _, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := c.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		left = append(left, fmt.Sprintf("secret %s (%v)", name, err))
 	}
 	return left
@@ -211,14 +161,14 @@ func create(t *testing.T, d mc.Driver, s mc.MachineSpec) mc.Machine {
 // with its default grace period) ends the machine machine_evicted at once.
 func TestEvicted(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	d := c.driver(t, c.config(ns))
 	s := spec()
 	m := create(t, d, s)
 	drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
 	waited := make(chan error, 1)
 	go func() { waited <- d.Wait(t.Context(), s.ID) }()
-	if err := c.client.CoreV1().Pods(ns).Delete(t.Context(), kubernetes.PodName(s.ID), metav1.DeleteOptions{}); err != nil {
+	if err := c.Client.CoreV1().Pods(ns).Delete(t.Context(), kubernetes.PodName(s.ID), metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod: %v", err)
 	}
 	deleted := time.Now()
@@ -237,7 +187,7 @@ func TestEvicted(t *testing.T) {
 // "unschedulable" once the configured wait has passed, and is removed.
 func TestUnschedulable(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	cfg := c.config(ns)
 	cfg.CPURequest, cfg.CPULimit = "1000", "1000" // more CPUs than the node has
 	d := c.driver(t, cfg)
@@ -262,7 +212,7 @@ func TestUnschedulable(t *testing.T) {
 // kubelet says so before the Pod has an address, else Wait returns it.
 func TestImageMissing(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	cfg := c.config(ns)
 	cfg.Image = "docker.io/library/mc-machine:no-such-tag"
 	d := c.driver(t, cfg)
@@ -289,7 +239,7 @@ func TestImageMissing(t *testing.T) {
 // once (the kubelet would retry for ever).
 func TestSeccompProfileMissing(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	cfg := c.config(ns)
 	cfg.SeccompProfile = "no-such-profile.json"
 	d := c.driver(t, cfg)
@@ -313,7 +263,7 @@ func TestSeccompProfileMissing(t *testing.T) {
 // refuses with EUNAVAILABLE no_capacity, and a freed slot is usable again.
 func TestCap(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	cfg := c.config(ns)
 	cfg.MaxMachines = 2
 	d := c.driver(t, cfg)
@@ -346,12 +296,12 @@ func TestCap(t *testing.T) {
 // settings the driver promises, and its Secret goes with it.
 func TestPodSecurity(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	d := c.driver(t, c.config(ns))
 	s := spec()
 	m := create(t, d, s)
 	drivertest.WaitHealth(t, m.AgentAddr().String(), s.Secrets.AgentToken, 60*time.Second)
-	p, err := c.client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
+	p, err := c.Client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,12 +336,12 @@ func TestPodSecurity(t *testing.T) {
 	if p.Spec.AutomountServiceAccountToken == nil || *p.Spec.AutomountServiceAccountToken {
 		t.Error("the pod mounts a service account token")
 	}
-	sec, err := c.client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+	sec, err := c.Client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 10*time.Second, "the secret owned by the pod", func() error {
-		sec, err = c.client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+		sec, err = c.Client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -403,7 +353,7 @@ func TestPodSecurity(t *testing.T) {
 	if string(sec.Data["agent-token"]) != s.Secrets.AgentToken.Reveal() {
 		t.Error("the secret does not hold the agent token")
 	}
-	pol, err := c.client.NetworkingV1().NetworkPolicies(ns).Get(t.Context(), kubernetes.PolicyName, metav1.GetOptions{})
+	pol, err := c.Client.NetworkingV1().NetworkPolicies(ns).Get(t.Context(), kubernetes.PolicyName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("network policy: %v", err)
 	}
@@ -418,7 +368,7 @@ func TestPodSecurity(t *testing.T) {
 // each machine's Pod holds (its cgroup). Run it with -benchtime=10x.
 func BenchmarkStart(b *testing.B) {
 	c := testCluster(b)
-	ns := c.namespace(b)
+	ns := c.Namespace(b)
 	cfg := c.config(ns)
 	cfg.MaxMachines = 100
 	d, err := kubernetes.New(b.Context(), cfg, nil)
@@ -454,7 +404,7 @@ func BenchmarkStart(b *testing.B) {
 	b.Logf("Create → RFB banner + agent health: %v (Create alone, to the pod's IP: %v)", took, created)
 	var mem []int64
 	for _, name := range pods {
-		p, err := c.client.CoreV1().Pods(ns).Get(b.Context(), name, metav1.GetOptions{})
+		p, err := c.Client.CoreV1().Pods(ns).Get(b.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
