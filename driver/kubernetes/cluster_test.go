@@ -259,6 +259,24 @@ func TestSeccompProfileMissing(t *testing.T) {
 	t.Logf("%v", err)
 }
 
+// TestOOM: a machine whose memory limit Chromium cannot live in ends
+// machine_oom.
+func TestOOM(t *testing.T) {
+	c := testCluster(t)
+	ns := c.Namespace(t)
+	cfg := c.config(ns)
+	cfg.MemoryRequest, cfg.MemoryLimit = "64Mi", "100Mi"
+	d := c.driver(t, cfg)
+	s := spec()
+	create(t, d, s)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	err := d.Wait(ctx, s.ID)
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonMachineOOM {
+		t.Fatalf("Wait on a machine without the memory it needs = %v, want unavailable machine_oom", err)
+	}
+}
+
 // TestCap: past MaxMachines (counted over every replica's Pods), Create
 // refuses with EUNAVAILABLE no_capacity, and a freed slot is usable again.
 func TestCap(t *testing.T) {

@@ -20,9 +20,13 @@ import (
 
 // These tests use client-go's fake clientset, only for what the real
 // cluster of cluster_test.go cannot be made to do on demand: a kubelet
-// eviction under node pressure, an OOM kill of the container's first
-// process, a preemption, a container the runtime cannot create. The
-// rendered Pod is a golden file.
+// eviction under node pressure, a preemption, a replica's Wait across
+// another replica's Destroy whose deletion it sees only once the Pod is
+// gone, the cap over Pods that other replicas made and that ended. The
+// other rows of TestWaitReasons (OOM kill, missing image, container that
+// cannot be created) also run against the real cluster (TestOOM,
+// TestImageMissing, TestSeccompProfileMissing); here they pin the status
+// each reason is read from. The rendered Pod is a golden file.
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
