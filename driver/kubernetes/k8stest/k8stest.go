@@ -72,14 +72,18 @@ func Get(tb testing.TB) *Cluster {
 	return c
 }
 
-// Namespace makes a namespace for tb, deleted (with whatever it holds)
+// Namespace makes a namespace for tb (restricted Pod Security), deleted (with whatever it holds)
 // when tb ends.
 func (c *Cluster) Namespace(tb testing.TB) string {
 	tb.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	ns := "mc-test-" + hex.EncodeToString(b[:])
-	if _, err := c.Client.CoreV1().Namespaces().Create(tb.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	// Like deploy/kubernetes's mc-machines, it enforces the restricted Pod
+	// Security Standard: a machine Pod that breaks it is refused.
+	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted"}}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(tb.Context(), obj, metav1.CreateOptions{}); err != nil {
 		tb.Fatalf("create namespace: %v", err)
 	}
 	tb.Cleanup(func() {
