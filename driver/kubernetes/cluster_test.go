@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,83 +18,31 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8s "k8s.io/client-go/kubernetes"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/drivertest"
 	"github.com/master-controller/mc/driver/kubernetes"
+	"github.com/master-controller/mc/driver/kubernetes/k8stest"
 	"github.com/master-controller/mc/internal/testutil"
 )
 
-// The real cluster the tests run against (scripts/k8s/cluster.sh up, then
-// the image of scripts/image/build.sh imported with cluster.sh import):
-//
-//	MC_TEST_KUBECONFIG  its admin kubeconfig (cluster.sh env prints it)
-//	MC_TEST_K8S_IMAGE   the machine image's reference
-//	MC_K8S_POD_CIDR     its pod network (default 10.244.0.0/24, cluster.sh's)
-//
-// Without the first two the tests skip (fail under CI=true). Each test
-// runs in a namespace of its own, deleted at its end. Pods use the seccomp
-// profile deploy/kubernetes/seccomp/mc-chromium.json, which cluster.sh up
-// installs on the node.
-type cluster struct {
-	kubeconfig, image string
-	network           netip.Prefix
-	client            k8s.Interface
-}
+// cluster is the test cluster (see package k8stest).
+type cluster struct{ *k8stest.Cluster }
 
-func testCluster(t *testing.T) *cluster {
-	t.Helper()
-	c := &cluster{kubeconfig: os.Getenv("MC_TEST_KUBECONFIG"), image: os.Getenv("MC_TEST_K8S_IMAGE")}
-	if c.kubeconfig == "" || c.image == "" {
-		testutil.SkipOrFail(t, "no test cluster: set MC_TEST_KUBECONFIG and MC_TEST_K8S_IMAGE (scripts/k8s/cluster.sh up, scripts/image/build.sh, cluster.sh import)")
-	}
-	cidr := os.Getenv("MC_K8S_POD_CIDR")
-	if cidr == "" {
-		cidr = "10.244.0.0/24"
-	}
-	var err error
-	if c.network, err = netip.ParsePrefix(cidr); err != nil {
-		t.Fatalf("MC_K8S_POD_CIDR: %v", err)
-	}
-	rc, err := kubernetes.RESTConfig(c.kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.client, err = k8s.NewForConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// namespace makes a namespace for t, deleted when t ends.
-func (c *cluster) namespace(t *testing.T) string {
-	t.Helper()
-	ns := "mc-test-" + strings.ToLower(strconv.FormatInt(time.Now().UnixNano()%1e9, 36))
-	if _, err := c.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		zero := int64(0)
-		_ = c.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-	})
-	return ns
-}
+func testCluster(tb testing.TB) cluster { return cluster{k8stest.Get(tb)} }
 
 // config is a driver configuration for namespace ns of c.
-func (c *cluster) config(ns string) kubernetes.Config {
+func (c cluster) config(ns string) kubernetes.Config {
 	return kubernetes.Config{
-		Kubeconfig: c.kubeconfig, Namespace: ns, Image: c.image, ImagePullPolicy: corev1.PullNever,
-		SeccompProfile: "mc-chromium.json", Replica: "test", Network: c.network,
+		Kubeconfig: c.Kubeconfig, Namespace: ns, Image: c.Image, ImagePullPolicy: corev1.PullNever,
+		SeccompProfile: k8stest.SeccompProfile, Replica: "test", Network: c.PodNetwork,
 		MaxMachines: 10, UnschedulableWait: 2 * time.Second, DestroyGrace: 2 * time.Second,
 		CPURequest: "10m", MemoryRequest: "64Mi",
-		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.254.0/30")}},
+		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{k8stest.HostNetwork}},
 	}
 }
 
-func (c *cluster) driver(t *testing.T, cfg kubernetes.Config) *kubernetes.Driver {
+func (c cluster) driver(t testing.TB, cfg kubernetes.Config) *kubernetes.Driver {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := kubernetes.New(t.Context(), cfg, log)
@@ -104,7 +53,7 @@ func (c *cluster) driver(t *testing.T, cfg kubernetes.Config) *kubernetes.Driver
 	return d
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -113,7 +62,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func TestConformance(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	d := c.driver(t, c.config(ns))
 	drivertest.Run(t, func(*testing.T) mc.Driver { return d }, drivertest.Options{
 		Kill: func(t testing.TB, id string) { c.kill(t, ns, id) },
@@ -125,9 +74,9 @@ func TestConformance(t *testing.T) {
 
 // kill SIGKILLs every process of machine id's container from the host (the
 // node runs here), as a crash would, without telling the driver or the API.
-func (c *cluster) kill(t testing.TB, ns, id string) {
+func (c cluster) kill(t testing.TB, ns, id string) {
 	t.Helper()
-	p, err := c.client.CoreV1().Pods(ns).Get(context.Background(), kubernetes.PodName(id), metav1.GetOptions{})
+	p, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), kubernetes.PodName(id), metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("kill: get pod: %v", err)
 	}
@@ -136,9 +85,11 @@ func (c *cluster) kill(t testing.TB, ns, id string) {
 		t.Fatalf("kill: no process of pod %s found on this host", p.Name)
 	}
 	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Logf("kill %d: %v", pid, err)
+		}
 	}
-	t.Logf("killed %d processes of pod %s", len(pids), p.Name)
+	t.Logf("killed %d processes of pod %s: %v", len(pids), p.Name, pids)
 }
 
 // containerPIDs are the processes of p's machine container, from its cgroup
@@ -172,14 +123,14 @@ func containerPIDs(t testing.TB, p *corev1.Pod) []int {
 }
 
 // leftovers lists what the API server still has of machine id.
-func (c *cluster) leftovers(t testing.TB, ns, id string) []string {
+func (c cluster) leftovers(t testing.TB, ns, id string) []string {
 	var left []string
 	ctx := context.Background()
 	name := kubernetes.PodName(id)
-	if _, err := c.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		left = append(left, fmt.Sprintf("pod %s (%v)", name, err))
 	}
-	if _, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := c.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		left = append(left, fmt.Sprintf("secret %s (%v)", name, err))
 	}
 	return left
@@ -210,14 +161,14 @@ func create(t *testing.T, d mc.Driver, s mc.MachineSpec) mc.Machine {
 // with its default grace period) ends the machine machine_evicted at once.
 func TestEvicted(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	d := c.driver(t, c.config(ns))
 	s := spec()
 	m := create(t, d, s)
 	drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
 	waited := make(chan error, 1)
 	go func() { waited <- d.Wait(t.Context(), s.ID) }()
-	if err := c.client.CoreV1().Pods(ns).Delete(t.Context(), kubernetes.PodName(s.ID), metav1.DeleteOptions{}); err != nil {
+	if err := c.Client.CoreV1().Pods(ns).Delete(t.Context(), kubernetes.PodName(s.ID), metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod: %v", err)
 	}
 	deleted := time.Now()
@@ -236,7 +187,7 @@ func TestEvicted(t *testing.T) {
 // "unschedulable" once the configured wait has passed, and is removed.
 func TestUnschedulable(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	cfg := c.config(ns)
 	cfg.CPURequest, cfg.CPULimit = "1000", "1000" // more CPUs than the node has
 	d := c.driver(t, cfg)
@@ -256,11 +207,81 @@ func TestUnschedulable(t *testing.T) {
 	}
 }
 
+// TestImageMissing: a machine whose image the node does not have (and may
+// not pull) ends image_pull_failed: Create fails (and removes it) when the
+// kubelet says so before the Pod has an address, else Wait returns it.
+func TestImageMissing(t *testing.T) {
+	c := testCluster(t)
+	ns := c.Namespace(t)
+	cfg := c.config(ns)
+	cfg.Image = "docker.io/library/mc-machine:no-such-tag"
+	d := c.driver(t, cfg)
+	s := spec()
+	_, err := d.Create(t.Context(), s)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err = d.Wait(ctx, s.ID)
+		cancel()
+		if derr := d.Destroy(t.Context(), s.ID); derr != nil {
+			t.Fatal(derr)
+		}
+	}
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonImagePullFailed {
+		t.Fatalf("machine with a missing image: %v, want unavailable image_pull_failed", err)
+	}
+	if left := c.leftovers(t, ns, s.ID); len(left) > 0 {
+		t.Errorf("after the failed Create the cluster still has: %s", strings.Join(left, "; "))
+	}
+}
+
+// TestSeccompProfileMissing: a node without the configured seccomp profile
+// cannot create the machine's container: the machine ends start_failed at
+// once (the kubelet would retry for ever).
+func TestSeccompProfileMissing(t *testing.T) {
+	c := testCluster(t)
+	ns := c.Namespace(t)
+	cfg := c.config(ns)
+	cfg.SeccompProfile = "no-such-profile.json"
+	d := c.driver(t, cfg)
+	s := spec()
+	_, err := d.Create(t.Context(), s)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err = d.Wait(ctx, s.ID)
+		cancel()
+		if derr := d.Destroy(t.Context(), s.ID); derr != nil {
+			t.Fatal(derr)
+		}
+	}
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonStartFailed {
+		t.Fatalf("machine without its seccomp profile: %v, want unavailable start_failed", err)
+	}
+	t.Logf("%v", err)
+}
+
+// TestOOM: a machine whose memory limit Chromium cannot live in ends
+// machine_oom.
+func TestOOM(t *testing.T) {
+	c := testCluster(t)
+	ns := c.Namespace(t)
+	cfg := c.config(ns)
+	cfg.MemoryRequest, cfg.MemoryLimit = "64Mi", "100Mi"
+	d := c.driver(t, cfg)
+	s := spec()
+	create(t, d, s)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	err := d.Wait(ctx, s.ID)
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonMachineOOM {
+		t.Fatalf("Wait on a machine without the memory it needs = %v, want unavailable machine_oom", err)
+	}
+}
+
 // TestCap: past MaxMachines (counted over every replica's Pods), Create
 // refuses with EUNAVAILABLE no_capacity, and a freed slot is usable again.
 func TestCap(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	cfg := c.config(ns)
 	cfg.MaxMachines = 2
 	d := c.driver(t, cfg)
@@ -293,14 +314,38 @@ func TestCap(t *testing.T) {
 // settings the driver promises, and its Secret goes with it.
 func TestPodSecurity(t *testing.T) {
 	c := testCluster(t)
-	ns := c.namespace(t)
+	ns := c.Namespace(t)
 	d := c.driver(t, c.config(ns))
 	s := spec()
-	create(t, d, s)
-	p, err := c.client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
+	m := create(t, d, s)
+	drivertest.WaitHealth(t, m.AgentAddr().String(), s.Secrets.AgentToken, 60*time.Second)
+	p, err := c.Client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Chromium keeps its own sandbox: its zygote and renderers run in
+	// user namespaces of their own, below the container's.
+	testutil.WaitFor(t, 30*time.Second, "a Chromium process in a user namespace of its own", func() error {
+		pids := containerPIDs(t, p)
+		userns := map[string][]string{}
+		for _, pid := range pids {
+			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid))
+			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err == nil {
+				// Chromium rewrites its command line: keep the type.
+				name, args, _ := strings.Cut(strings.ReplaceAll(string(cmd), "\x00", " "), " ")
+				if _, typ, ok := strings.Cut(args, "--type="); ok {
+					name, _, _ = strings.Cut(typ, " ")
+				}
+				userns[ns] = append(userns[ns], filepath.Base(name))
+			}
+		}
+		if len(userns) < 2 {
+			return fmt.Errorf("%d processes in user namespaces %v", len(pids), userns)
+		}
+		t.Logf("the machine's processes by user namespace: %v", userns)
+		return nil
+	})
 	sc := p.Spec.Containers[0].SecurityContext
 	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil ||
 		!*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
@@ -309,12 +354,12 @@ func TestPodSecurity(t *testing.T) {
 	if p.Spec.AutomountServiceAccountToken == nil || *p.Spec.AutomountServiceAccountToken {
 		t.Error("the pod mounts a service account token")
 	}
-	sec, err := c.client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+	sec, err := c.Client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 10*time.Second, "the secret owned by the pod", func() error {
-		sec, err = c.client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+		sec, err = c.Client.CoreV1().Secrets(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -326,11 +371,102 @@ func TestPodSecurity(t *testing.T) {
 	if string(sec.Data["agent-token"]) != s.Secrets.AgentToken.Reveal() {
 		t.Error("the secret does not hold the agent token")
 	}
-	pol, err := c.client.NetworkingV1().NetworkPolicies(ns).Get(t.Context(), kubernetes.PolicyName, metav1.GetOptions{})
+	pol, err := c.Client.NetworkingV1().NetworkPolicies(ns).Get(t.Context(), kubernetes.PolicyName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("network policy: %v", err)
 	}
 	if len(pol.Spec.Ingress) != 1 || len(pol.Spec.Ingress[0].Ports) != 2 || pol.Spec.Ingress[0].From[0].IPBlock == nil {
 		t.Errorf("network policy ingress = %+v, want the controller's block to two ports", pol.Spec.Ingress)
 	}
+}
+
+// BenchmarkStart measures a machine's start on the real cluster, from
+// Create to an RFB banner and a healthy agent (what a session's POST waits
+// for), one machine after another, all kept until the end; then the memory
+// each machine's Pod holds (its cgroup). Run it with -benchtime=10x.
+func BenchmarkStart(b *testing.B) {
+	c := testCluster(b)
+	ns := c.Namespace(b)
+	cfg := c.config(ns)
+	cfg.MaxMachines = 100
+	d, err := kubernetes.New(b.Context(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	var took, created []time.Duration
+	var pods []string
+	for b.Loop() {
+		s := spec()
+		b.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = d.Destroy(ctx, s.ID)
+		})
+		t0 := time.Now()
+		m, err := d.Create(b.Context(), s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		created = append(created, time.Since(t0))
+		drivertest.WaitRFB(b, m.VNCAddr().String(), 60*time.Second)
+		drivertest.WaitHealth(b, m.AgentAddr().String(), s.Secrets.AgentToken, 60*time.Second)
+		took = append(took, time.Since(t0))
+		pods = append(pods, kubernetes.PodName(s.ID))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(testutil.Median(took).Milliseconds()), "ms-median-ready")
+	b.ReportMetric(float64(took[len(took)*9/10].Milliseconds()), "ms-p90-ready")
+	b.ReportMetric(float64(testutil.Median(created).Milliseconds()), "ms-median-create")
+	b.Logf("Create → RFB banner + agent health: %v (Create alone, to the pod's IP: %v)", took, created)
+	var mem []int64
+	for _, name := range pods {
+		p, err := c.Client.CoreV1().Pods(ns).Get(b.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := podMemory(p); n > 0 {
+			mem = append(mem, n)
+		}
+	}
+	if len(mem) > 0 {
+		slices.Sort(mem)
+		b.ReportMetric(float64(mem[len(mem)/2])/(1<<20), "MiB-median-pod")
+		b.Logf("working set per pod (MiB): %v", func() (out []int64) {
+			for _, m := range mem {
+				out = append(out, m>>20)
+			}
+			return
+		}())
+	}
+}
+
+// podMemory is Pod p's working set from its memory cgroup (v1): usage less
+// inactive file pages, as the kubelet counts it; 0 if not found here.
+func podMemory(p *corev1.Pod) int64 {
+	var n int64
+	_ = filepath.WalkDir("/sys/fs/cgroup/memory", func(path string, e os.DirEntry, err error) error {
+		if err != nil || !e.IsDir() || n > 0 {
+			return nil
+		}
+		if !strings.HasSuffix(e.Name(), string(p.UID)) && !strings.HasSuffix(e.Name(), strings.ReplaceAll(string(p.UID), "-", "_")) {
+			return nil
+		}
+		usage, err1 := os.ReadFile(filepath.Join(path, "memory.usage_in_bytes"))
+		stat, err2 := os.ReadFile(filepath.Join(path, "memory.stat"))
+		if err1 != nil || err2 != nil {
+			return filepath.SkipDir
+		}
+		u, _ := strconv.ParseInt(strings.TrimSpace(string(usage)), 10, 64)
+		var inactive int64
+		for _, line := range strings.Split(string(stat), "\n") {
+			if v, ok := strings.CutPrefix(line, "total_inactive_file "); ok {
+				inactive, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		n = u - inactive
+		return filepath.SkipDir
+	})
+	return n
 }

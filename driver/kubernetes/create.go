@@ -19,7 +19,8 @@ import (
 // ends before it has an address fails Create, and Create removes it.
 // Errors: EINVALID (bad_spec, no_machine_secrets), ECONFLICT
 // (machine_exists), EUNAVAILABLE (no_capacity past MaxMachines,
-// unschedulable, image_pull_failed, machine_evicted), EINTERNAL.
+// unschedulable, image_pull_failed, start_failed, machine_evicted,
+// machine_exited), EINTERNAL.
 func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, error) {
 	if spec.ID == "" || spec.SessionID == "" {
 		return mc.Machine{}, mc.Errorf(mc.EINVALID, mc.ReasonBadSpec, "create machine: spec needs an id and a session id")
@@ -47,6 +48,10 @@ func (d *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 	pods := d.client.CoreV1().Pods(d.cfg.Namespace)
 	secrets := d.client.CoreV1().Secrets(d.cfg.Namespace)
 	if _, err := secrets.Create(ctx, d.secretFor(spec), metav1.CreateOptions{}); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			// A request cut short may still have made it.
+			d.cleanup(spec.ID)
+		}
 		return mc.Machine{}, d.apiErr(spec.ID, "create secret", err)
 	}
 	pod, err := pods.Create(ctx, d.podFor(spec, w, h), metav1.CreateOptions{})
@@ -81,7 +86,7 @@ func (d *Driver) reserve(id, name string) error {
 	}
 	if n := d.live(); n >= d.cfg.MaxMachines {
 		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoCapacity,
-			"create machine %s: the cluster holds %d machines, the cap (MC_K8S_MAX_MACHINES) is %d", id, n, d.cfg.MaxMachines)
+			"create machine %s: the cluster holds %d machines, the cap (MC_MAX_MACHINES) is %d", id, n, d.cfg.MaxMachines)
 	}
 	d.mu.Lock()
 	d.creating[name] = true

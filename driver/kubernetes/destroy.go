@@ -54,9 +54,13 @@ func (d *Driver) cleanup(id string) {
 	}
 }
 
-// waitGone waits until the cache has no Pod of machine id.
+// waitGone waits until the cache has no Pod of machine id. A Pod still
+// there well past its grace period (its node is gone, so no kubelet
+// confirms the end of its containers) is deleted at once.
 func (d *Driver) waitGone(ctx context.Context, id string) error {
 	name := PodName(id)
+	force := time.NewTimer(d.cfg.DestroyGrace + 10*time.Second)
+	defer force.Stop()
 	for {
 		ch := d.next(name)
 		if d.pod(id) == nil {
@@ -64,6 +68,14 @@ func (d *Driver) waitGone(ctx context.Context, id string) error {
 		}
 		select {
 		case <-ch:
+		case <-force.C:
+			zero := int64(0)
+			err := d.client.CoreV1().Pods(d.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("destroy machine %s: force the deletion of its pod: %w", id, err)
+			}
+			d.log.Warn("machine pod outlived its grace period; deleted at once (is its node gone?)", mc.LogMachineID, id,
+				mc.LogReason, mc.ReasonDestroyFailed)
 		case <-ctx.Done():
 			return fmt.Errorf("destroy machine %s: wait for its pod to go: %w", id, ctx.Err())
 		}

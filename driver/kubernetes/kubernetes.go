@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	mc "github.com/master-controller/mc"
 )
@@ -263,6 +264,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, err
 	}
 	rc.UserAgent = "master-controller/" + cfg.Replica
+	if log != nil {
+		// client-go logs through klog: into this log, not stderr.
+		klog.SetSlogLogger(log.With("component", "client-go"))
+	}
 	client, err := k8s.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

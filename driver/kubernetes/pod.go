@@ -228,5 +228,7 @@ func newPodInformer(client k8s.Interface, namespace string) cache.SharedIndexInf
 			return client.CoreV1().Pods(namespace).Watch(ctx, o)
 		},
 	}
-	return cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
+	// The client says whether it can stream the first listing (WatchList):
+	// a real API server can, client-go's fake cannot.
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Pod{}, 0, cache.Indexers{})
 }

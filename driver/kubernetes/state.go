@@ -17,6 +17,13 @@ var imagePullReasons = map[string]bool{
 	"InvalidImageName": true, "ImageInspectError": true, "RegistryUnavailable": true,
 }
 
+// startReasons are the container waiting reasons of a container that
+// cannot be made as its Pod says (a seccomp profile missing on the node, a
+// runtime class without a handler): the kubelet would retry for ever.
+var startReasons = map[string]bool{
+	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+}
+
 // verdict is what a Pod says of its machine.
 type verdict struct {
 	// ended: the machine is gone or going; err is why (nil: it exited,
@@ -51,6 +58,10 @@ func (d *Driver) judge(id string, p *corev1.Pod, destroyed bool, now time.Time) 
 			return verdict{ended: true, err: mc.Errorf(mc.EUNAVAILABLE, mc.ReasonImagePullFailed,
 				"machine %s: its image cannot be pulled (%s)", id, w.Reason)}
 		}
+		if w := cs.State.Waiting; w != nil && startReasons[w.Reason] {
+			return verdict{ended: true, err: mc.Errorf(mc.EUNAVAILABLE, mc.ReasonStartFailed,
+				"machine %s: its container cannot start (%s): %s", id, w.Reason, w.Message)}
+		}
 	}
 	switch p.Status.Phase {
 	case corev1.PodFailed:
@@ -63,7 +74,9 @@ func (d *Driver) judge(id string, p *corev1.Pod, destroyed bool, now time.Time) 
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-			since := p.CreationTimestamp.Time
+			// The API keeps whole seconds: the Pod was made within the
+			// second after its timestamp, and the wait is never short.
+			since := p.CreationTimestamp.Add(time.Second)
 			if left := since.Add(d.cfg.UnschedulableWait).Sub(now); left > 0 {
 				return verdict{recheck: left}
 			}
