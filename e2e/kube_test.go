@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,89 +15,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8s "k8s.io/client-go/kubernetes"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/kubernetes"
+	"github.com/master-controller/mc/driver/kubernetes/k8stest"
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/vault"
 )
 
-// kubeCluster is the real cluster the Kubernetes tests run machines in:
-// MC_TEST_KUBECONFIG names its kubeconfig, MC_TEST_K8S_IMAGE the machine
-// image already imported on its node (scripts/test.sh sets both under
-// CI=true: scripts/k8s/ci.sh).
-type kubeCluster struct {
-	kubeconfig string
-	image      string
-	client     k8s.Interface
-	podCIDR    netip.Prefix // the node's pod network, which the gateway may dial
-	hostIP     netip.Addr   // this host's address as the pods see it
-}
-
-// requireKube returns the test cluster, or skips the test (one line) when
-// none is named, or fails it under CI=true.
-func requireKube(tb testing.TB) *kubeCluster {
-	tb.Helper()
-	kc, img := os.Getenv("MC_TEST_KUBECONFIG"), os.Getenv("MC_TEST_K8S_IMAGE")
-	if kc == "" || img == "" {
-		testutil.SkipOrFail(tb, "the Kubernetes e2e tests need MC_TEST_KUBECONFIG and MC_TEST_K8S_IMAGE "+
-			"(scripts/k8s/cluster.sh up; scripts/image/build.sh --agent bin/mc-agent; cluster.sh import ARCHIVE)")
-	}
-	cfg, err := kubernetes.RESTConfig(kc)
-	if err != nil {
-		tb.Fatalf("kubeconfig %s: %v", kc, err)
-	}
-	client, err := k8s.NewForConfig(cfg)
-	if err != nil {
-		tb.Fatalf("kubernetes client: %v", err)
-	}
-	k := &kubeCluster{kubeconfig: kc, image: img, client: client}
-	nodes, err := client.CoreV1().Nodes().List(tb.Context(), metav1.ListOptions{})
-	if err != nil || len(nodes.Items) == 0 {
-		tb.Fatalf("list the cluster's nodes: %v (%d nodes)", err, len(nodes.Items))
-	}
-	node := nodes.Items[0]
-	if k.podCIDR, err = netip.ParsePrefix(node.Spec.PodCIDR); err != nil {
-		tb.Fatalf("node %s has no pod CIDR (%q): the controller-manager allocates it (cluster.sh up)", node.Name, node.Spec.PodCIDR)
-	}
-	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			// cluster.sh joins host and node by a /30: the host is .1, the node .2.
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				k.hostIP = ip.Prev()
-			}
-		}
-	}
-	return k
-}
-
-// namespace makes a namespace of its own for the test's machines (the
-// restricted Pod Security Standard, as deploy/kubernetes has it), deleted
-// when the test ends.
-func (k *kubeCluster) namespace(tb testing.TB) string {
-	tb.Helper()
-	name := "mc-e2e-" + randomHex(4)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name,
-		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
-	if _, err := k.client.CoreV1().Namespaces().Create(tb.Context(), ns, metav1.CreateOptions{}); err != nil {
-		tb.Fatalf("create namespace %s: %v", name, err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := k.client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
-			tb.Errorf("delete namespace %s: %v", name, err)
-		}
-	})
-	return name
-}
-
 // kubeEnv returns the MC_* settings of a controller replica with the
 // kubernetes driver, its machines in namespace ns, on the PostgreSQL
 // database db with vault keys keys (every replica of a test shares both).
-func (k *kubeCluster) kubeEnv(tb testing.TB, ns, db, keys, replica string) map[string]string {
+func kubeEnv(tb testing.TB, k *k8stest.Cluster, ns, db, keys, replica string) map[string]string {
 	tb.Helper()
 	return map[string]string{
 		"MC_LISTEN":         "127.0.0.1:0",
@@ -114,18 +42,18 @@ func (k *kubeCluster) kubeEnv(tb testing.TB, ns, db, keys, replica string) map[s
 		"MC_DESTROY_GRACE":  "300ms",
 		"MC_POOL":           "demo=0",
 		"MC_DRIVER":         kubernetes.Name,
-		"MC_K8S_KUBECONFIG": k.kubeconfig,
+		"MC_K8S_KUBECONFIG": k.Kubeconfig,
 		"MC_K8S_NAMESPACE":  ns,
-		"MC_K8S_IMAGE":      k.image,
+		"MC_K8S_IMAGE":      k.Image,
 		// Imported on the node, never pulled (no registry here).
 		"MC_K8S_IMAGE_PULL_POLICY": "Never",
 		// RuntimeDefault refuses the user namespaces of Chromium's own
 		// sandbox; cluster.sh installs this profile on the node.
-		"MC_K8S_SECCOMP_PROFILE": "mc-chromium.json",
-		"MC_K8S_POD_NETWORK":     k.podCIDR.String(),
+		"MC_K8S_SECCOMP_PROFILE": k8stest.SeccompProfile,
+		"MC_K8S_POD_NETWORK":     k.PodNetwork.String(),
 		// The controllers run on the host, outside the cluster.
 		"MC_K8S_CONTROLLER_LABELS": "-",
-		"MC_K8S_CONTROLLER_CIDRS":  netip.PrefixFrom(k.hostIP, 32).String(),
+		"MC_K8S_CONTROLLER_CIDRS":  k8stest.HostNetwork.String(),
 		// Small machines: a loaded two-core test node holds ten.
 		"MC_K8S_CPU_REQUEST":    "50m",
 		"MC_K8S_MEMORY_REQUEST": "128Mi",
@@ -136,7 +64,7 @@ func (k *kubeCluster) kubeEnv(tb testing.TB, ns, db, keys, replica string) map[s
 // behind one load balancer (as a Service would put them), with their
 // machines in one namespace of the test cluster.
 type kubeFleet struct {
-	k    *kubeCluster
+	k    *k8stest.Cluster
 	ns   string
 	db   string
 	keys string
@@ -147,8 +75,8 @@ type kubeFleet struct {
 // newKubeFleet prepares (but starts no replica of) a fleet.
 func newKubeFleet(tb testing.TB) *kubeFleet {
 	tb.Helper()
-	k := requireKube(tb)
-	f := &kubeFleet{k: k, ns: k.namespace(tb), db: pgtest.Start(tb), keys: sharedVaultKeys(tb), lb: newBalancer(tb)}
+	k := k8stest.Get(tb)
+	f := &kubeFleet{k: k, ns: k.Namespace(tb), db: pgtest.Start(tb), keys: sharedVaultKeys(tb), lb: newBalancer(tb)}
 	f.api = client{testutil.Client{URL: f.lb.URL(), Key: testAPIKey}}
 	return f
 }
@@ -157,7 +85,7 @@ func newKubeFleet(tb testing.TB) *kubeFleet {
 // puts it behind the balancer.
 func (f *kubeFleet) start(tb testing.TB, name string, env map[string]string) *server {
 	tb.Helper()
-	e := f.k.kubeEnv(tb, f.ns, f.db, f.keys, name)
+	e := kubeEnv(tb, f.k, f.ns, f.db, f.keys, name)
 	// The replica prints (and links viewers to) its public URL, so that is
 	// left unset: the test reaches each replica directly, and sends
 	// browsers through the balancer (viewerURL), whose Origin it admits.
@@ -185,7 +113,7 @@ func (f *kubeFleet) viewerURL(tb testing.TB, raw string) string {
 // pods returns the machine Pods of session id.
 func (f *kubeFleet) pods(tb testing.TB, id string) []corev1.Pod {
 	tb.Helper()
-	l, err := f.k.client.CoreV1().Pods(f.ns).List(tb.Context(),
+	l, err := f.k.Client.CoreV1().Pods(f.ns).List(tb.Context(),
 		metav1.ListOptions{LabelSelector: kubernetes.LabelSession + "=" + kubernetes.SessionLabel(id)})
 	if err != nil {
 		tb.Fatalf("list pods of session %s: %v", id, err)
@@ -302,10 +230,10 @@ func (b *balancer) serve(c net.Conn) {
 
 // gone reports whether session id's Pod and Secret no longer exist.
 func (f *kubeFleet) gone(ctx context.Context, pod string) error {
-	if _, err := f.k.client.CoreV1().Pods(f.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := f.k.Client.CoreV1().Pods(f.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		return fmt.Errorf("pod %s still there (%v)", pod, err)
 	}
-	if _, err := f.k.client.CoreV1().Secrets(f.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := f.k.Client.CoreV1().Secrets(f.ns).Get(ctx, pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		return fmt.Errorf("secret %s still there (%v)", pod, err)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/kubernetes"
+	"github.com/master-controller/mc/driver/kubernetes/k8stest"
 	"github.com/master-controller/mc/internal/browsertest"
 	"github.com/master-controller/mc/internal/pgtest"
 	"github.com/master-controller/mc/internal/testutil"
@@ -125,7 +126,7 @@ func TestKubernetesEviction(t *testing.T) {
 	}
 	// What kubectl delete pod does: a delete with the Pod's own grace period.
 	deleted := time.Now()
-	if err := f.k.client.CoreV1().Pods(f.ns).Delete(t.Context(), pods[0].Name, metav1.DeleteOptions{}); err != nil {
+	if err := f.k.Client.CoreV1().Pods(f.ns).Delete(t.Context(), pods[0].Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod %s: %v", pods[0].Name, err)
 	}
 	var s mc.Session
@@ -162,7 +163,7 @@ func TestKubernetesCapacity(t *testing.T) {
 	// The cap counts the cluster's machine Pods: wait until all five exist
 	// (each replica learns of the other's through its watch).
 	testutil.WaitFor(t, 60*time.Second, "five machine pods", func() error {
-		l, err := f.k.client.CoreV1().Pods(f.ns).List(t.Context(), metav1.ListOptions{})
+		l, err := f.k.Client.CoreV1().Pods(f.ns).List(t.Context(), metav1.ListOptions{})
 		if err != nil || len(l.Items) < 5 {
 			return fmt.Errorf("%d pods (%v)", len(l.Items), err)
 		}
@@ -293,8 +294,8 @@ func TestKubernetesRollingRestart(t *testing.T) {
 //
 // It reports ready-median-s, ready-p90-s, rss-median-MB and rss-max-MB.
 func BenchmarkKubernetesStartToReady(b *testing.B) {
-	k := requireKube(b)
-	env := k.kubeEnv(b, k.namespace(b), pgtest.Start(b), sharedVaultKeys(b), "k8s-bench")
+	k := k8stest.Get(b)
+	env := kubeEnv(b, k, k.Namespace(b), pgtest.Start(b), sharedVaultKeys(b), "k8s-bench")
 	c := startController(b, env)
 	var ready, mem []float64
 	i := 0
@@ -329,8 +330,8 @@ func BenchmarkKubernetesStartToReady(b *testing.B) {
 
 // podRSS reads the RSS (MB) of session id's machine Pod from its memory
 // cgroup on this host (cgroup v1: the kubelet's pod<uid> directory).
-func podRSS(tb testing.TB, k *kubeCluster, ns, id string) (float64, error) {
-	l, err := k.client.CoreV1().Pods(ns).List(tb.Context(),
+func podRSS(tb testing.TB, k *k8stest.Cluster, ns, id string) (float64, error) {
+	l, err := k.Client.CoreV1().Pods(ns).List(tb.Context(),
 		metav1.ListOptions{LabelSelector: kubernetes.LabelSession + "=" + kubernetes.SessionLabel(id)})
 	if err != nil || len(l.Items) != 1 {
 		return 0, fmt.Errorf("list the pod: %v (%d pods)", err, len(l.Items))
