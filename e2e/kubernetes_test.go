@@ -61,9 +61,7 @@ func TestKubernetesSignIn(t *testing.T) {
 		t.Errorf("the machine's address %v is not its pod's IP %q", s.Machine.IP, pod.Status.PodIP)
 	}
 
-	w, h := b.CanvasSize()
-	b.ClickCanvas(w/2, h/2)
-	s = f.waitState(t, id, mc.StateCompleted, 30*time.Second)
+	s = f.signIn(t, b, id)
 	completed := time.Now()
 	if s.Reason != mc.ReasonSignedIn {
 		t.Errorf("completed with reason %q, want signed_in", s.Reason)
@@ -274,9 +272,7 @@ func TestKubernetesRollingRestart(t *testing.T) {
 	}
 
 	for i, tab := range tabs {
-		w, h := tab.CanvasSize()
-		tab.ClickCanvas(w/2, h/2)
-		s := f.waitState(t, ids[i], mc.StateCompleted, 60*time.Second)
+		s := f.signIn(t, tab, ids[i])
 		if s.Reason != mc.ReasonSignedIn {
 			t.Errorf("session %d completed with reason %q, want signed_in", i, s.Reason)
 		}
