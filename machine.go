@@ -76,9 +76,13 @@ type MachineSpec struct {
 	// names from it.
 	ID string
 	// SessionID is the session the machine serves: what reconcile matches
-	// machines to sessions by, and the owner of the machine's leases.
+	// machines to sessions by, and the owner of the machine's leases. A
+	// pooled machine's is the id that the session claiming it will take.
 	SessionID string
-	Provider  string
+	// Pooled says the machine is started for the warm pool, ahead of any
+	// session; the driver reports it in MachineStatus.Pooled.
+	Pooled   bool
+	Provider string
 	// StartURL is the page the browser opens first ("" for a blank page).
 	StartURL string
 	Secrets  MachineSecrets
@@ -97,6 +101,10 @@ type MachineStatus struct {
 	Machine   Machine   `json:"machine"`
 	Running   bool      `json:"running"`
 	StartedAt time.Time `json:"started_at,omitzero"`
+	// Pooled reports a machine created for the warm pool (MachineSpec.Pooled),
+	// claimed by a session since or not: reconcile tells pooled machines
+	// that the pool no longer holds from a session's leftovers by it.
+	Pooled bool `json:"pooled,omitempty"`
 	// Detail says what is left when a machine is not running (for example
 	// "namespace without processes").
 	Detail string `json:"detail,omitempty"`

@@ -21,7 +21,11 @@ const (
 	LogUserID    = "user_id"
 	LogProvider  = "provider"
 	LogReplica   = "replica"
-	LogError     = "error" // an error's text: this key, never "err"
+	// LogFromReplica and LogToReplica name the replicas a session was
+	// adopted from and by.
+	LogFromReplica = "from_replica"
+	LogToReplica   = "to_replica"
+	LogError       = "error" // an error's text: this key, never "err"
 )
 
 // NewID returns a random, unguessable, URL-safe identifier of 128 bits

@@ -36,6 +36,23 @@ const (
 	ReasonSignedIn         Reason = "signed_in"
 )
 
+// Reasons of the handover of sessions between controller replicas.
+const (
+	// ReasonSessionAdopted marks the event of a session that another
+	// replica (or a new process of its own) took over and drives on.
+	ReasonSessionAdopted Reason = "session_adopted"
+	// ReasonReplicaStopping: the session's replica stopped gracefully.
+	ReasonReplicaStopping Reason = "replica_stopping"
+	// ReasonHeartbeatStale: the session's replica stopped heartbeating.
+	ReasonHeartbeatStale Reason = "heartbeat_stale"
+	// ReasonReplicaRestarted: the session's replica restarted under the
+	// same name while the session's machine ran on.
+	ReasonReplicaRestarted Reason = "replica_restarted"
+	ReasonReplicaNotFound  Reason = "replica_not_found"
+	ReasonAdoptFailed      Reason = "adopt_failed"
+	ReasonHeartbeatFailed  Reason = "heartbeat_failed"
+)
+
 // Reasons of the session manager's refusals and failures.
 const (
 	ReasonUnknownProvider Reason = "unknown_provider"

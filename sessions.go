@@ -18,7 +18,9 @@ type Session struct {
 	Provider string `json:"provider"`
 	State    State  `json:"state"`
 	// Replica is the controller replica that drives the session (starts and
-	// destroys its machine); any replica may serve its viewers.
+	// destroys its machine); any replica may serve its viewers. With a
+	// cluster driver it changes when another replica adopts the session
+	// (its replica stopped or its heartbeat went stale).
 	Replica string `json:"replica"`
 	// Reason is set when the session ends other than by completing.
 	Reason  Reason  `json:"reason,omitempty"`

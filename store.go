@@ -13,6 +13,7 @@ type Store interface {
 	LeaseStore
 	CredentialStore
 	PoolStore
+	ReplicaStore
 	// EnsureSecret returns the secret stored under name, storing value first
 	// when there is none; the first writer wins, so every replica shares one
 	// value (the viewer-token signing key, for example).
@@ -118,6 +119,8 @@ type SessionFilter struct {
 	State    State
 	// Active selects only sessions in non-final states.
 	Active bool
+	// Replica selects the sessions driven by one replica.
+	Replica string
 	// Limit is the page size; the store caps it at 500 and uses 50 for 0.
 	Limit  int
 	Cursor string
@@ -181,4 +184,73 @@ type CredentialStore interface {
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	// Audit returns audit entries, newest first, at most limit (50 for 0).
 	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+}
+
+// ReplicaState is where a controller replica is in its life.
+type ReplicaState string
+
+// The states of a replica. A replica that stopped heartbeating is neither:
+// its row says running, its heartbeat is stale.
+const (
+	// ReplicaRunning: the replica drives its sessions and heartbeats.
+	ReplicaRunning ReplicaState = "running"
+	// ReplicaStopping: the replica stopped gracefully and drives nothing;
+	// another replica may adopt its live sessions at once.
+	ReplicaStopping ReplicaState = "stopping"
+)
+
+// Replica is one controller process as the store knows it: its heartbeat
+// tells the other replicas whether it still drives its sessions.
+type Replica struct {
+	ID          string       `json:"id"`
+	State       ReplicaState `json:"state"`
+	StartedAt   time.Time    `json:"started_at"`
+	HeartbeatAt time.Time    `json:"heartbeat_at"`
+}
+
+// Adoption moves a live session from the replica that drives it to another
+// (or to a new process of the same replica): a compare-and-set on the
+// session's owner and version, so that exactly one replica adopts it.
+type Adoption struct {
+	ID string
+	// From is the replica that drove the session; Version the version it
+	// was read at.
+	From    string
+	Version int64
+	// To is the adopting replica.
+	To      string
+	Message string
+	At      time.Time
+}
+
+// ReplicaStore keeps the controller replicas' heartbeats and the handover of
+// sessions between them. Times are the replicas' own clocks.
+type ReplicaStore interface {
+	// StartReplica records replica id as running, started and heartbeating
+	// at at (a replica that restarts under the same name starts again).
+	StartReplica(ctx context.Context, id string, at time.Time) error
+	// Heartbeat records that replica id is alive at at (an older time is
+	// ignored), and returns it as stored: a replica that finds itself
+	// stopping was not meant to run on.
+	// Errors: ENOTFOUND (reason "replica_not_found") when it has no row
+	// (forgotten by another replica): start it again.
+	Heartbeat(ctx context.Context, id string, at time.Time) (Replica, error)
+	// StopReplica marks replica id stopping at at: it drives nothing any
+	// more, and the others adopt its sessions without waiting for its
+	// heartbeat to go stale. Stopping a replica without a row is fine.
+	StopReplica(ctx context.Context, id string, at time.Time) error
+	// Replicas lists every replica, ordered by id.
+	Replicas(ctx context.Context) ([]Replica, error)
+	// ForgetReplica removes replica r.ID if it is still as r says (state,
+	// start and heartbeat: it did not come back meanwhile) and it owns no
+	// live session and no pooled machine. It reports whether it removed it.
+	ForgetReplica(ctx context.Context, r Replica) (bool, error)
+	// AdoptSession makes a.To the owner of live session a.ID if, and only
+	// if, it is still owned by a.From at a.Version (compare-and-set); it
+	// increases Version, moves the session's capacity slot to a.To,
+	// appends an event (state unchanged, reason session_adopted) and
+	// publishes the change.
+	// Errors: ENOTFOUND; ECONFLICT (reason "stale") when the owner or the
+	// version changed or the session is final.
+	AdoptSession(ctx context.Context, a Adoption) (*Session, error)
 }

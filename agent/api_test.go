@@ -1,15 +1,18 @@
 package agent
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // demoProvider is the demo provider as the controller sends it.
@@ -276,5 +279,78 @@ func TestBrowserErrorFailsLogin(t *testing.T) {
 	_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
 	if st := decode[proto.LoginStatus](t, body); st.State != proto.StateFailed || st.Reason != proto.ReasonBrowserError {
 		t.Errorf("status = %+v, want failed %s", st, proto.ReasonBrowserError)
+	}
+}
+
+// TestStartURLAlreadyShown: a machine launched on the provider's start URL
+// shows it already when the login starts; the login does not open it again
+// (a second navigation reloads the page under the user's first click). A
+// tab that shows another page is navigated once, and so is the tab of a
+// second login, which shows what the first one left.
+func TestStartURLAlreadyShown(t *testing.T) {
+	for _, tt := range []struct {
+		name, tab string
+		opens     int
+	}{
+		{"blank tab", "about:blank", 1},
+		{"start url shown", "/demo/signin", 0},
+		{"another page", "/demo/other", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newTestAPI(t)
+			tab := tt.tab
+			if strings.HasPrefix(tab, "/") {
+				tab = a.page.URL + tab
+			}
+			a.browser.SetTab(tab)
+			if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+				t.Fatalf("start: status = %d (%s)", status, body)
+			}
+			// The user signs in on the page; the credential files are
+			// watched only once the start URL has been dealt with, so the
+			// login completes after any navigation it made.
+			page := a.page.URL + "/demo/signin"
+			testutil.WaitFor(t, 10*time.Second, "the login waiting for the user", func() error {
+				_, body := a.do(t, "GET", "/login/status", nil)
+				if st := decode[proto.LoginStatus](t, body); st.Phase != mc.PhaseWaitingForUser || st.URL != page {
+					return fmt.Errorf("status %+v", st)
+				}
+				return nil
+			})
+			resp, err := http.Post(page, "application/x-www-form-urlencoded", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			_, body := a.do(t, "GET", "/login/status?wait=30s", nil)
+			if st := decode[proto.LoginStatus](t, body); st.State != proto.StateComplete {
+				t.Fatalf("status %+v, want complete", st)
+			}
+			a.browser.mu.Lock()
+			opened := slices.Clone(a.browser.opened)
+			a.browser.mu.Unlock()
+			if len(opened) != tt.opens {
+				t.Errorf("opened %q, want %d navigation(s)", opened, tt.opens)
+			}
+
+			// A second login on the machine opens its start URL again.
+			if status, body := a.do(t, "GET", "/login/result", nil); status != http.StatusOK {
+				t.Fatalf("result: status = %d (%s)", status, body)
+			}
+			for range tt.opens {
+				<-a.browser.urls
+			}
+			if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+				t.Fatalf("second start: status = %d (%s)", status, body)
+			}
+			select {
+			case u := <-a.browser.urls:
+				if u != page {
+					t.Errorf("second login opened %q, want %q", u, page)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("the second login did not open its start URL")
+			}
+		})
 	}
 }

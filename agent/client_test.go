@@ -32,10 +32,14 @@ func TestClient(t *testing.T) {
 	if h, err := c.Health(ctx); mc.ErrorCode(err) != mc.EUNAVAILABLE || !h.VNC || h.Browser {
 		t.Errorf("unhealthy proto.Health = %+v, %v; want vnc only and EUNAVAILABLE", h, err)
 	}
-	if err := c.Open(ctx, "local:/demo/signin"); err != nil {
+	// Another page than the login's start URL, which the login then opens
+	// (a tab that shows it already is left as it is).
+	if err := c.Open(ctx, "local:/demo/other"); err != nil {
 		t.Fatal(err)
 	}
-	<-a.browser.urls
+	if u := <-a.browser.urls; u != a.page.URL+"/demo/other" {
+		t.Errorf("opened %q, want the page server's /demo/other", u)
+	}
 	if err := c.Open(ctx, "file:///etc/passwd"); mc.ErrorCode(err) != mc.EINVALID {
 		t.Errorf("Open(file:) = %v, want EINVALID", err)
 	}

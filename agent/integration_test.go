@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
@@ -611,4 +612,28 @@ func BenchmarkAgentStart(b *testing.B) {
 	b.ReportMetric(float64(banner.Milliseconds())/n, "ms-to-banner/op")
 	b.ReportMetric(float64(health.Milliseconds())/n, "ms-to-health/op")
 	b.ReportMetric(float64(stop.Milliseconds())/n, "ms-to-stop/op")
+}
+
+// TestLaunchStartURLOpenedOnce: an agent launched on the provider's start
+// URL (a cold start) shows it already when the login starts, and the login
+// does not navigate to it a second time: that reload could swallow the
+// user's first click (seen as a flake of e2e's TestSignIn under load).
+func TestLaunchStartURLOpenedOnce(t *testing.T) {
+	a := startRealAgent(t, nil) // --start-url local:/demo/signin
+	a.waitHealthy(t)
+	if status, body := a.do(t, "POST", "/login/start", proto.LoginStartRequest{Provider: demoProvider(time.Minute)}); status != http.StatusAccepted {
+		t.Fatalf("login start: %d %s", status, body)
+	}
+	waitFor(t, "the login waiting for the user", 20*time.Second, func() (bool, string) {
+		_, body := a.do(t, "GET", "/login/status", nil)
+		st := decode[proto.LoginStatus](t, body)
+		return st.Phase == mc.PhaseWaitingForUser, fmt.Sprintf("%+v", st)
+	})
+	waitFor(t, "the login's start page dealt with", 20*time.Second, func() (bool, string) {
+		logs := a.logs.String()
+		return strings.Contains(logs, `"start url already shown"`) || strings.Contains(logs, `"opened start url"`), "not yet"
+	})
+	if strings.Contains(a.logs.String(), `"opened start url"`) {
+		t.Errorf("the login navigated to the start URL that the launch had opened")
+	}
 }

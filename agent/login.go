@@ -32,8 +32,9 @@ const DefaultLoginTimeout = 10 * time.Minute
 type Browser interface {
 	// Open navigates the visible tab to url.
 	Open(ctx context.Context, url string) error
-	// TabURLs returns the URLs of the browser's open pages (for paste-back,
-	// and to see the provider send the browser to a CLI's callback).
+	// TabURLs returns the URLs of the browser's open pages, the visible tab
+	// first (for paste-back, to see the provider send the browser to a
+	// CLI's callback, and to see the start URL already shown).
 	TabURLs(ctx context.Context) ([]string, error)
 }
 
@@ -145,9 +146,12 @@ func (l *login) Start(p mc.Provider) error {
 	for _, f := range files {
 		l.paths = append(l.paths, f.Path)
 	}
+	// Only the machine's first login may find its start URL shown by the
+	// launch; a later one finds what the earlier login left.
+	first := l.status.State == proto.StateIdle
 	l.setLocked(proto.LoginStatus{State: proto.StateRunning, Message: "login started"})
 	l.log.Info("login started", mc.LogProvider, p.Name)
-	go l.run(ctx, cancel, p, files, startURL, l.done)
+	go l.run(ctx, cancel, p, files, startURL, first, l.done)
 	return nil
 }
 
@@ -181,6 +185,30 @@ func (l *login) plan(p mc.Provider) ([]watchedFile, string, error) {
 		return nil, "", mc.Errorf(mc.EINVALID, mc.ReasonInvalidProvider, "provider %q has an empty login command", p.Name)
 	}
 	return files, startURL, nil
+}
+
+// showing reports whether the browser's visible tab shows u.
+func (l *login) showing(ctx context.Context, u string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	urls, err := l.browser.TabURLs(ctx)
+	return err == nil && len(urls) > 0 && sameURL(urls[0], u)
+}
+
+// sameURL reports whether a and b name one page as a browser shows it: an
+// empty path is "/" (the browser adds it), the rest is compared as is.
+func sameURL(a, b string) bool {
+	norm := func(s string) string {
+		u, err := url.Parse(s)
+		if err != nil {
+			return s
+		}
+		if u.Path == "" && u.Host != "" {
+			u.Path = "/"
+		}
+		return u.String()
+	}
+	return norm(a) == norm(b)
 }
 
 // resolveURL rewrites "local:/path" to the page server and accepts only
@@ -247,7 +275,7 @@ func (l *login) setPhase(phase mc.LoginPhase, page, msg string) {
 }
 
 // run is the login's goroutine.
-func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provider, files []watchedFile, startURL string, done chan struct{}) {
+func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provider, files []watchedFile, startURL string, first bool, done chan struct{}) {
 	defer close(done)
 	defer cancel()
 	log := l.log.With(mc.LogProvider, p.Name)
@@ -281,8 +309,16 @@ func (l *login) run(ctx context.Context, cancel context.CancelFunc, p mc.Provide
 		log.Info("opened "+what, "url", redactURL(u))
 		return true
 	}
-	if startURL != "" && !open(startURL, "start url", true) {
-		return
+	if startURL != "" {
+		// A machine launched on the start URL shows it already (loaded or
+		// loading): opening it again would reload the page under the
+		// user's first click.
+		if first && l.showing(ctx, startURL) {
+			l.setPhase(mc.PhaseWaitingForUser, startURL, "waiting for the user to sign in")
+			log.Info("start url already shown", "url", redactURL(startURL))
+		} else if !open(startURL, "start url", true) {
+			return
+		}
 	}
 
 	var (

@@ -83,6 +83,8 @@ type Config struct {
 	ReconcileEvery       time.Duration
 	Pool                 string
 	PoolMaxAge           time.Duration
+	Heartbeat            time.Duration
+	ReplicaTimeout       time.Duration
 
 	AllowedOrigins string
 	ViewerTokenTTL time.Duration
@@ -170,6 +172,8 @@ func (c *Config) settings() []setting {
 		{"reconcile-interval", "MC_RECONCILE_INTERVAL", "period of the reconcile pass (also run at start-up)", &c.ReconcileEvery, "1m", false},
 		{"pool", "MC_POOL", "warm pool: pre-started machines per provider, like demo=2,claude_code=4 (default: demo=1 with the local driver, else none; a provider's \"pool\" in the providers file sets it too; this wins)", &c.Pool, "", false},
 		{"pool-max-age", "MC_POOL_MAX_AGE", "recycle a pooled machine this old", &c.PoolMaxAge, "30m", false},
+		{"heartbeat-interval", "MC_HEARTBEAT_INTERVAL", "period of this replica's heartbeat in the store and, with a cluster driver, of its look for sessions to adopt from replicas that stopped", &c.Heartbeat, "2s", false},
+		{"replica-timeout", "MC_REPLICA_TIMEOUT", "with a cluster driver, adopt the live sessions of a replica whose last heartbeat is this old (default: 3 heartbeat intervals)", &c.ReplicaTimeout, "0s", false},
 
 		{"allowed-origins", "MC_ALLOWED_ORIGINS", "comma-separated Origins allowed on the viewer WebSocket besides MC_PUBLIC_URL's (host or scheme://host, * wildcards)", &c.AllowedOrigins, "", false},
 		{"viewer-token-ttl", "MC_VIEWER_TOKEN_TTL", "lifetime of viewer tokens", &c.ViewerTokenTTL, "10m", false},
@@ -367,13 +371,16 @@ func (c *Config) Validate() []string {
 		{"MC_RECONCILE_INTERVAL", c.ReconcileEvery}, {"MC_VIEWER_TOKEN_TTL", c.ViewerTokenTTL},
 		{"MC_READY_WAIT", c.ReadyWait}, {"MC_PING_INTERVAL", c.PingInterval}, {"MC_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"MC_HTTP_HEADER_TIMEOUT", c.HTTPHeaderTimeout}, {"MC_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout},
-		{"MC_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout}, {"MC_POOL_MAX_AGE", c.PoolMaxAge}} {
+		{"MC_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout}, {"MC_POOL_MAX_AGE", c.PoolMaxAge}, {"MC_HEARTBEAT_INTERVAL", c.Heartbeat}} {
 		if d.v <= 0 {
 			bad(d.env, "must be positive")
 		}
 	}
 	if c.DestroyGrace < 0 {
 		bad("MC_DESTROY_GRACE", "must not be negative")
+	}
+	if c.ReplicaTimeout != 0 && c.ReplicaTimeout < 2*c.Heartbeat {
+		bad("MC_REPLICA_TIMEOUT", "%s is less than two heartbeat intervals (%s): a replica would be taken for dead between two heartbeats", c.ReplicaTimeout, 2*c.Heartbeat)
 	}
 	if c.MaxConnections < 0 {
 		bad("MC_MAX_CONNECTIONS", "must not be negative")

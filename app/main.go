@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		Replica: cfg.Replica, StartTimeout: cfg.StartTimeout, IdleTimeout: cfg.IdleTimeout,
 		MaxLifetime: cfg.MaxLifetime, ReconcileInterval: cfg.ReconcileEvery, DestroyGrace: cfg.DestroyGrace,
 		MaxMachines: cfg.MaxMachines, Width: w, Height: h, Pool: pool, PoolMaxAge: cfg.PoolMaxAge,
+		HeartbeatInterval: cfg.Heartbeat, ReplicaTimeout: cfg.ReplicaTimeout,
 	}, session.Deps{Store: st, Driver: drv, Providers: providers, Vault: m.Vault, Notifier: notifier,
 		Logger: m.Log, Registry: m.Registry, MachineKey: machineKey})
 	m.onClose("session manager", func(context.Context) error { return m.Manager.Close() })

@@ -14,6 +14,9 @@ type agentClient struct {
 	*agentproto.Client
 	// gone tells when the machine's processes have exited, and why.
 	gone *machineGone
+	// resumed is set for a session adopted from another replica: its
+	// login may be running already.
+	resumed bool
 }
 
 func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient {

@@ -16,9 +16,13 @@ import (
 // teardownTimeout bounds destroying one machine.
 const teardownTimeout = 30 * time.Second
 
-// drive starts the goroutine that takes session id through its life;
-// expires is the end of its maximum lifetime.
-func (m *Manager) drive(id string, expires time.Time) {
+// drive starts the goroutine that takes session s, as created, through its
+// life. pooled says that s claimed a pooled machine in the transaction that
+// created it: the create path knows, and the session is driven on that
+// machine without reading the store again (a read that fails must not send
+// it down the cold path to start a second machine).
+func (m *Manager) drive(s mc.Session, pooled bool) {
+	id := s.ID
 	ctx, cancel := context.WithCancel(m.life)
 	m.mu.Lock()
 	m.driven[id] = cancel
@@ -32,7 +36,7 @@ func (m *Manager) drive(id string, expires time.Time) {
 			m.mu.Unlock()
 			cancel()
 		}()
-		m.run(ctx, id, expires)
+		m.run(ctx, s, pooled)
 	}()
 }
 
@@ -50,8 +54,12 @@ func failed(reason mc.Reason, err error) error {
 	return &stage{state: mc.StateFailed, reason: reason, err: err}
 }
 
-// run is one session's life on this replica.
-func (m *Manager) run(life context.Context, id string, expires time.Time) {
+// run is one session's life on this replica; s is the session as created.
+func (m *Manager) run(life context.Context, s mc.Session, pooled bool) {
+	id, expires := s.ID, s.ExpiresAt
+	// An adopted session (taken over from another replica, or from an
+	// earlier process of this one) is driven on from the state it is in.
+	adopted := m.takeAdopted(id)
 	log := m.log.With(mc.LogSessionID, id)
 	// ctx ends when the session reaches a final state (from any replica),
 	// when the machine exits, or when this process stops.
@@ -80,9 +88,17 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 					cancel(errFinal)
 					return
 				}
+				if s.Replica != m.cfg.Replica {
+					cancel(errLost) // another replica adopted it
+					return
+				}
 			}
 		}()
-		err = m.lifecycle(ctx, sctx, id, &machineID, expires, log)
+		if adopted {
+			err = m.resume(ctx, sctx, id, &machineID, expires, log)
+		} else {
+			err = m.lifecycle(ctx, sctx, &s, pooled, &machineID, log)
+		}
 	}
 
 	var final *mc.Session
@@ -97,6 +113,15 @@ func (m *Manager) run(life context.Context, id string, expires time.Time) {
 	case errors.Is(err, errFinal) || errors.Is(context.Cause(ctx), errFinal):
 		// Ended elsewhere (cancelled, expired, failed by another replica).
 		m.teardown(machineID, log)
+	case errors.Is(context.Cause(ctx), errLost):
+		// Another replica drives it now (this one was taken for dead):
+		// its machine and its end are that replica's.
+		log.Warn("session adopted by another replica; no longer driving it", mc.LogMachineID, machineID)
+		return
+	case life.Err() != nil && m.handover.Load():
+		// The machine outlives this replica: another adopts the session.
+		log.Info("session handed over", mc.LogMachineID, machineID)
+		return
 	case life.Err() != nil:
 		final = m.finish(ctx, id, machineID, expires, mc.StateFailed, mc.ReasonControllerStop,
 			"the controller is shutting down", log)
@@ -211,24 +236,16 @@ func storeFailed(ctx context.Context, what string, err error) error {
 }
 
 // lifecycle runs start, readiness and login; it returns nil once the
-// session is completed. sctx is ctx bounded by the start timeout.
-// machineID names the machine to create; a session that claimed a pooled
-// machine sets it to that machine's id, so that run tears that one down.
-func (m *Manager) lifecycle(ctx, sctx context.Context, id string, machineID *string, expires time.Time, log *slog.Logger) error {
-	// A session that claimed a pooled machine was created ready on it; any
-	// other starts cold. Decided on a read that is retried like the writes
-	// that matter: a failed read must not send a claimed session down the
-	// cold path (seen in bench/pool.sh's bursts).
-	var cur *mc.Session
-	if err := m.persist(sctx, id, "read session", func(c context.Context) (err error) {
-		cur, err = m.store.Session(c, id)
-		return err
-	}); err != nil {
-		return storeFailed(ctx, "read session", err)
-	}
-	if cur.Machine.Pooled {
-		*machineID = cur.Machine.ID
-		return m.claimed(ctx, cur, expires, log)
+// session is completed. sctx is ctx bounded by the start timeout. created
+// is the session as created; pooled says it claimed a pooled machine then,
+// and it runs on that machine (created.Machine). machineID names the
+// machine to create; a session on a pooled machine sets it to that
+// machine's id, so that run tears that one down.
+func (m *Manager) lifecycle(ctx, sctx context.Context, created *mc.Session, pooled bool, machineID *string, log *slog.Logger) error {
+	id, expires := created.ID, created.ExpiresAt
+	if pooled {
+		*machineID = created.Machine.ID
+		return m.claimed(ctx, created, expires, log)
 	}
 	var s *mc.Session
 	err := m.persist(sctx, id, "record start", func(c context.Context) (err error) {
@@ -396,8 +413,8 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 // seals it into the vault and completes the session. dctx is ctx bounded by
 // the session's deadline, for the store writes that are retried.
 func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, agent *agentClient, log *slog.Logger) error {
-	if _, err := agent.StartLogin(ctx, prov); err != nil {
-		return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("start login: %w", err))
+	if err := m.startLogin(ctx, prov, agent); err != nil {
+		return err
 	}
 	_ = m.store.Touch(ctx, id, m.clock.Now().UTC())
 	timeout := prov.LoginTimeout
@@ -551,7 +568,18 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 	}
 	cred := mc.Credential{UserID: s.UserID, Provider: s.Provider, SessionID: s.ID,
 		CapturedAt: m.clock.Now().UTC(), Meta: prov.Meta(res.Files), Files: res.Files}
-	if err := m.persist(dctx, id, "seal credential", func(c context.Context) error {
+	// Once fetched, the result exists nowhere else (the agent has let it
+	// go): a replica that stops now seals it and completes the session
+	// before it goes, rather than hand over a session whose result is lost.
+	// Only the session's end elsewhere cuts the seal short.
+	sealCtx, cancelSeal := detached(dctx)
+	defer cancelSeal()
+	defer context.AfterFunc(ctx, func() {
+		if errors.Is(context.Cause(ctx), errFinal) {
+			cancelSeal()
+		}
+	})()
+	if err := m.persist(sealCtx, id, "seal credential", func(c context.Context) error {
 		return m.vault.Put(c, cred)
 	}); err != nil {
 		if ctx.Err() != nil {
@@ -564,12 +592,8 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 	// The session's own watch cancels ctx as soon as it sees the final state
 	// that this write commits, possibly before the write returns: the write
 	// must not be cut short by its own success (found by the soak test).
-	fctx := context.WithoutCancel(dctx)
-	if d, ok := dctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		fctx, cancel = context.WithDeadline(fctx, d)
-		defer cancel()
-	}
+	fctx, cancel := detached(dctx)
+	defer cancel()
 	err = m.persist(fctx, id, "record completed", func(c context.Context) error {
 		_, err := m.advanceWith(c, mc.Transition{ID: id, From: mc.StateCapturing, To: mc.StateCompleted,
 			Reason: mc.ReasonSignedIn, Message: "signed in; " + metaText(cred.Meta)})
@@ -579,6 +603,16 @@ func (m *Manager) capture(ctx, dctx context.Context, id string, prov mc.Provider
 		return storeFailed(ctx, "record completed", err)
 	}
 	return nil
+}
+
+// detached returns a context that keeps ctx's deadline but not its
+// cancellation.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(context.WithoutCancel(ctx))
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
 }
 
 // watchLifetime expires the session at its maximum lifetime or after the

@@ -2,7 +2,9 @@
 // state machine (pending → starting → ready → capturing → completed), starts
 // and destroys its machine through a driver, enforces the idle timeout and the
 // maximum lifetime, captures the login's credentials into the vault, and
-// reconciles the host with the store.
+// reconciles the host with the store. Each replica heartbeats in the store;
+// with a cluster driver, whose machines outlive the replica, a replica that
+// stops or dies has its live sessions adopted by another (adopt.go).
 package session
 
 import (
@@ -12,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +59,14 @@ type Config struct {
 	// PoolCheck is the period of the pool's refill pass, which also
 	// recycles; a claim or a lost machine wakes it early (default 5 s).
 	PoolCheck time.Duration
+	// HeartbeatInterval is the period of this replica's heartbeat in the
+	// store and, with a cluster driver, of its look for sessions to adopt
+	// (default 2 s).
+	HeartbeatInterval time.Duration
+	// ReplicaTimeout is how old a replica's last heartbeat may be before
+	// the others take it for dead and, with a cluster driver, adopt its
+	// live sessions (default 3 heartbeat intervals).
+	ReplicaTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -73,6 +84,8 @@ func (c *Config) setDefaults() {
 	def(&c.StoreRetry, 100*time.Millisecond)
 	def(&c.PoolMaxAge, 30*time.Minute)
 	def(&c.PoolCheck, 5*time.Second)
+	def(&c.HeartbeatInterval, 2*time.Second)
+	def(&c.ReplicaTimeout, 3*c.HeartbeatInterval)
 	if c.Width <= 0 || c.Height <= 0 {
 		c.Width, c.Height = 1280, 800
 	}
@@ -116,12 +129,27 @@ type Manager struct {
 
 	// began is when the manager was made: sessions of this replica created
 	// before it were left by an earlier process.
-	began  time.Time
-	life   context.Context
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	driven map[string]context.CancelFunc
+	began time.Time
+	// cluster is the driver's Capabilities.Cluster: its machines outlive
+	// this replica, so a stop hands the sessions over instead of ending
+	// them, and this replica adopts the sessions of replicas that stopped.
+	cluster bool
+	// handover is set when the manager stops driving without ending its
+	// sessions: another replica adopts them.
+	handover atomic.Bool
+	// adoptMu serializes this process's adoptions, so that one session is
+	// never driven twice here.
+	adoptMu sync.Mutex
+	// replicaOn is set once the replica is recorded in the store (Run).
+	replicaOn atomic.Bool
+	life      context.Context
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	driven    map[string]context.CancelFunc
+	// adopted are the sessions adopted and not yet driven on (run takes
+	// them): they resume from their state instead of starting.
+	adopted map[string]bool
 }
 
 // Deps are the manager's collaborators. Vault and Notifier may be nil.
@@ -165,11 +193,13 @@ func New(cfg Config, d Deps) *Manager {
 	m := &Manager{
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
 		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock, machineKey: d.MachineKey,
-		http:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
-		began:  d.Clock.Now(),
-		life:   life,
-		stop:   stop,
-		driven: make(map[string]context.CancelFunc),
+		http:    &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
+		began:   d.Clock.Now().Truncate(time.Microsecond),                          // as the store keeps times
+		cluster: d.Driver.Capabilities().Cluster,
+		life:    life,
+		stop:    stop,
+		driven:  make(map[string]context.CancelFunc),
+		adopted: make(map[string]bool),
 	}
 	m.metrics = newMetrics(d.Registry, d.Store)
 	m.pool = newPool(d.Registry, d.Store, func() string { return m.cfg.Replica })
@@ -207,7 +237,7 @@ func (m *Manager) Start(ctx context.Context, userID, provider string) (*mc.Sessi
 	}
 	m.transitions(mc.StatePending, "")
 	m.log.Info("session created", mc.LogSessionID, s.ID, mc.LogUserID, userID, mc.LogProvider, provider, "pooled", pooled)
-	m.drive(s.ID, s.ExpiresAt)
+	m.drive(*s, pooled)
 	return s, nil
 }
 
@@ -309,11 +339,19 @@ func (m *Manager) Driving(id string) bool {
 	return ok
 }
 
-// Close stops the background loops and every session this process drives:
-// each ends failed with reason controller_shutdown and its machine is
-// destroyed (bounded), so a graceful stop leaves nothing behind.
+// Close stops the background loops and every session this process drives.
+// With a host driver each ends failed with reason controller_shutdown and
+// its machine is destroyed (bounded), so a graceful stop leaves nothing
+// behind. With a cluster driver the machines outlive this replica: the
+// sessions are handed over, not ended; the replica is marked stopping and
+// another adopts them at its next look, without waiting for the heartbeat
+// to go stale.
 func (m *Manager) Close() error {
+	if m.cluster {
+		m.handover.Store(true)
+	}
 	m.stop()
 	m.wg.Wait()
+	m.stopReplica()
 	return nil
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	transitions  *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	startSeconds prometheus.Histogram
+	adoptions    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, store mc.SessionStore) *metrics {
@@ -30,8 +31,12 @@ func newMetrics(reg prometheus.Registerer, store mc.SessionStore) *metrics {
 			Help:    "Time from the start of machine creation to readiness (RFB banner and agent health).",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 20, 30, 60, 90},
 		}),
+		adoptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mc_session_adoptions_total",
+			Help: "Live sessions this replica adopted from another (or from an earlier process of its own), by cause: replica_stopping, heartbeat_stale, replica_restarted.",
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.transitions, m.refused, m.startSeconds, &stateCollector{store: store})
+	reg.MustRegister(m.transitions, m.refused, m.startSeconds, m.adoptions, &stateCollector{store: store})
 	return m
 }
 

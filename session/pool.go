@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,8 +31,10 @@ import (
 type pooled struct {
 	cancel context.CancelFunc
 	// destroy asks the goroutine to destroy the machine on its way out:
-	// someone else removed the row (recycled, evicted, surplus).
-	destroy atomic.Bool
+	// someone else removed the row (recycled, evicted, surplus). Set and
+	// read under pool.mu, so that release and the goroutine's last decision
+	// (handOver) agree on who destroys the machine.
+	destroy bool
 }
 
 // pool is the manager's pool state in memory: which pooled machines this
@@ -73,18 +74,47 @@ func newPool(reg prometheus.Registerer, store mc.PoolStore, replica func() strin
 	return p
 }
 
-func (p *pool) track(id string, cancel context.CancelFunc) *pooled {
+func (p *pool) track(id string, cancel context.CancelFunc) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e := &pooled{cancel: cancel}
-	p.tracked[id] = e
-	return e
+	p.tracked[id] = &pooled{cancel: cancel}
 }
 
 func (p *pool) forget(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.tracked, id)
+}
+
+// destroying reports whether a destroy of machine id was asked for.
+func (p *pool) destroying(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.tracked[id]
+	return e != nil && e.destroy
+}
+
+// markDestroy asks for machine id to be destroyed by its goroutine.
+func (p *pool) markDestroy(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.tracked[id]; e != nil {
+		e.destroy = true
+	}
+}
+
+// handOver stops looking after machine id, whose row someone else took
+// out of the pool, unless a destroy of it was asked for: then it stays
+// looked after until destroyed, and handOver reports true. A release that
+// comes after handOver finds nothing and destroys the machine itself.
+func (p *pool) handOver(id string) (destroy bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.tracked[id]; e != nil && e.destroy {
+		return true
+	}
+	delete(p.tracked, id)
+	return false
 }
 
 // tracks reports whether this process looks after pooled machine id.
@@ -101,11 +131,11 @@ func (p *pool) tracks(id string) bool {
 func (p *pool) release(id string, destroy bool) bool {
 	p.mu.Lock()
 	e, ok := p.tracked[id]
+	if ok && destroy {
+		e.destroy = true
+	}
 	p.mu.Unlock()
 	if ok {
-		if destroy {
-			e.destroy.Store(true)
-		}
 		e.cancel()
 	}
 	return ok
@@ -274,32 +304,40 @@ func (m *Manager) fill(ctx context.Context, provider string) error {
 	p := mc.PooledMachine{ID: mc.NewID(), Provider: provider, Replica: m.cfg.Replica,
 		CreatedAt: m.clock.Now().UTC()}
 	pctx, cancel := context.WithCancel(m.life)
-	e := m.pool.track(p.ID, cancel) // before the row: reconcile must not take it for a leftover
+	m.pool.track(p.ID, cancel) // before the row: reconcile must not take it for a leftover
 	if err := m.store.AddPooled(ctx, p, m.capacity()); err != nil {
 		m.pool.forget(p.ID)
 		cancel()
 		return err
 	}
 	m.wg.Add(1)
-	go m.keep(pctx, p, e, false)
+	go m.keep(pctx, p, false)
 	return nil
 }
 
 // keep is one pooled machine's goroutine: it starts the machine (or adopts
 // a running one), marks it ready, and waits for its exit or its release.
-func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopted bool) {
+func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 	defer m.wg.Done()
 	log := m.log.With(mc.LogMachineID, p.ID, mc.LogProvider, p.Provider)
 	var reason mc.Reason
 	defer func() {
-		m.pool.forget(p.ID)
 		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 		defer cancel()
 		// Destroy when asked, or when this goroutine takes the row out of
 		// the pool itself (the machine died or failed, or the controller
-		// stops); a claimed machine is the session's.
-		if !e.destroy.Load() {
+		// stops); a claimed machine is the session's. The machine stays
+		// looked after until it is destroyed, so that a reconcile pass
+		// meanwhile does not take it for a leftover.
+		defer m.pool.forget(p.ID)
+		if !m.pool.destroying(p.ID) {
 			if err := m.store.RemovePooled(bg, p.ID); err != nil {
+				// Claimed: the session's now. Or taken out of the pool
+				// by another, who has it destroyed: here if it asked
+				// before the hand-over, else itself.
+				if m.pool.handOver(p.ID) {
+					m.teardown(p.ID, log)
+				}
 				return
 			}
 			if reason == "" {
@@ -315,7 +353,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopt
 	}()
 	if !adopted {
 		sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
-		mach, err := m.driver.Create(sctx, mc.MachineSpec{ID: p.ID, SessionID: p.ID, Provider: p.Provider,
+		mach, err := m.driver.Create(sctx, mc.MachineSpec{ID: p.ID, SessionID: p.ID, Pooled: true, Provider: p.Provider,
 			Secrets: m.machineKey.Secrets(p.ID), Width: m.cfg.Width, Height: m.cfg.Height})
 		if err == nil {
 			err = m.waitReady(sctx, mach, newAgentClient(m.http, mach, m.machineKey.Secrets(p.ID).AgentToken))
@@ -334,7 +372,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, e *pooled, adopt
 		}
 		if err := m.store.PooledReady(ctx, p.ID, mach, m.clock.Now().UTC()); err != nil {
 			if mc.ErrorCode(err) == mc.ENOTFOUND {
-				e.destroy.Store(true) // removed while it started
+				m.pool.markDestroy(p.ID) // removed while it started
 			}
 			return
 		}
@@ -375,9 +413,9 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 			cancel()
 			if herr == nil {
 				pctx, cancel := context.WithCancel(m.life)
-				e := m.pool.track(p.ID, cancel)
+				m.pool.track(p.ID, cancel)
 				m.wg.Add(1)
-				go m.keep(pctx, p, e, true)
+				go m.keep(pctx, p, true)
 				rep.Adopted = append(rep.Adopted, p.ID)
 				m.log.Info("adopted pooled machine", mc.LogMachineID, p.ID, mc.LogProvider, p.Provider)
 				continue

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,6 +219,9 @@ func TestPoolAfterCrash(t *testing.T) {
 	if len(rep.Adopted) != 1 || rep.Adopted[0] != keep {
 		t.Errorf("adopted %v, want [%s]", rep.Adopted, keep)
 	}
+	if !slices.Equal(rep.Destroyed, []string{startingLeft}) {
+		t.Errorf("destroyed %v, want [%s] once", rep.Destroyed, startingLeft)
+	}
 	waitGone(t, r.driver, startingLeft)
 	list, _ := r.store.PooledMachines(ctx, "r1")
 	if len(list) != 1 || list[0].ID != keep {
@@ -312,4 +317,153 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 		}
 	}
 	return -1
+}
+
+// TestReconcilePooledLeftovers: the driver marks the machines created for
+// the pool. Reconcile destroys a pooled machine that neither the pool nor a
+// session holds (a process stopped between taking its row out of the pool
+// and destroying it) as pool_orphaned, keeps one that a live session
+// claimed, and destroys each leftover once.
+func TestReconcilePooledLeftovers(t *testing.T) {
+	r := newRig(t, session.Config{}, fake.Config{})
+	reg := prometheus.NewRegistry()
+	r.mgr = session.New(session.Config{Replica: "r1", DestroyGrace: time.Millisecond},
+		session.Deps{Store: r.store, Driver: r.driver, Providers: testProviders, Registry: reg, MachineKey: r.key})
+	t.Cleanup(func() { r.mgr.Close() })
+	ctx := t.Context()
+	create := func(id string, pooled bool) mc.Machine {
+		m, err := r.driver.Create(ctx, mc.MachineSpec{ID: id, SessionID: id, Pooled: pooled, Provider: "demo", Secrets: r.key.Secrets(id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	leftover := mc.NewID()
+	create(leftover, true)
+	// Claimed by a session that another replica drives: its row left the
+	// pool in the claim, and the session owns it now.
+	claimed := mc.PooledMachine{ID: mc.NewID(), Provider: "demo", Replica: "r0", CreatedAt: time.Now()}
+	if err := r.store.AddPooled(ctx, claimed, mc.Capacity{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.PooledReady(ctx, claimed.ID, create(claimed.ID, true), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s := &mc.Session{ID: mc.NewID(), UserID: "alice", Provider: "demo", CreatedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour).UTC()}
+	if c, err := r.store.CreateSessionFromPool(ctx, s, "r0", mc.Capacity{}); err != nil || !c.Pooled || s.ID != claimed.ID {
+		t.Fatalf("claim: %+v, %v; session %s", c, err, s.ID)
+	}
+	cold := mc.NewMachineID()
+	create(cold, false)
+
+	rep, err := r.mgr.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(rep.Destroyed)
+	want := []string{leftover, cold}
+	slices.Sort(want)
+	if !slices.Equal(rep.Destroyed, want) {
+		t.Errorf("destroyed %v, want %v", rep.Destroyed, want)
+	}
+	if ms, err := r.driver.Inspect(ctx, claimed.ID); err != nil || !ms.Pooled || !ms.Running {
+		t.Errorf("the claimed pooled machine: %+v, %v; want it running and marked pooled", ms, err)
+	}
+	if got := metricValue(t, reg, "mc_pool_retired_total", map[string]string{"reason": string(mc.ReasonPoolOrphaned)}); got != 1 {
+		t.Errorf("pooled machines retired as pool_orphaned: %v, want 1", got)
+	}
+}
+
+// removeHookStore runs onRemove around the RemovePooled calls for one id:
+// before (inner false) and after (inner true) the store's own.
+type removeHookStore struct {
+	mc.Store
+	id       string
+	onRemove func(call int, after bool, err error)
+	onAdd    func()
+	mu       sync.Mutex
+	calls    int
+}
+
+func (s *removeHookStore) RemovePooled(ctx context.Context, id string) error {
+	if id != s.id {
+		return s.Store.RemovePooled(ctx, id)
+	}
+	s.mu.Lock()
+	s.calls++
+	call := s.calls
+	s.mu.Unlock()
+	s.onRemove(call, false, nil)
+	err := s.Store.RemovePooled(ctx, id)
+	s.onRemove(call, true, err)
+	return err
+}
+
+func (s *removeHookStore) AddPooled(ctx context.Context, p mc.PooledMachine, c mc.Capacity) error {
+	if s.onAdd != nil {
+		s.onAdd()
+	}
+	return s.Store.AddPooled(ctx, p, c)
+}
+
+// TestPoolRemovedWhileMachineDies: the refill recycles a pooled machine
+// (takes its row out of the pool) just as the machine dies, and its
+// goroutine, seeing the death, finds the row gone. Whichever of the two
+// comes first, the machine is destroyed: by the goroutine when the recycle
+// asked before the goroutine handed the machine over, else by the recycle.
+func TestPoolRemovedWhileMachineDies(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// handedOver: the goroutine's RemovePooled returns before the
+		// recycle asks for the destroy; else the ask comes first.
+		handedOver bool
+	}{
+		{"recycle asks first", false},
+		{"goroutine hands over first", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := testutil.NewClock(time.Now())
+			r := newRigWithClock(t, session.Config{}, fake.Config{}, clock)
+			st := &removeHookStore{Store: r.store}
+			r.mgr = session.New(session.Config{Replica: "r1", Pool: map[string]int{"demo": 1}, PoolMaxAge: time.Minute,
+				DestroyGrace: time.Millisecond}, session.Deps{Store: st, Driver: r.driver, Providers: testProviders,
+				MachineKey: r.key, Clock: clock})
+			t.Cleanup(func() { r.mgr.Close() })
+			if err := r.mgr.Refill(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			x := waitPool(t, r.store, "1 ready", readyN("demo", 1))["demo"][0]
+
+			arrived, returned, added := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			var addOnce sync.Once
+			st.onAdd = func() { addOnce.Do(func() { close(added) }) }
+			st.id = x
+			st.onRemove = func(call int, after bool, err error) {
+				switch {
+				case call == 1 && after: // the recycle took the row; the machine dies
+					r.driver.Kill(x)
+					if tt.handedOver {
+						<-returned
+					} else {
+						<-arrived
+					}
+				case call == 2 && !after: // the goroutine, on the machine's death
+					close(arrived)
+					if !tt.handedOver {
+						<-added // the recycle has asked for the destroy
+					}
+				case call == 2 && after:
+					if mc.ErrorCode(err) != mc.ENOTFOUND {
+						t.Errorf("the goroutine's RemovePooled: %v, want not_found", err)
+					}
+					close(returned)
+				}
+			}
+			clock.Advance(2 * time.Minute)
+			if err := r.mgr.Refill(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			waitGone(t, r.driver, x)
+		})
+	}
 }

@@ -21,11 +21,17 @@ type Report struct {
 	// Adopted are pooled machines left running by an earlier process that
 	// the pool keeps.
 	Adopted []string `json:"adopted,omitempty"`
+	// AdoptedSessions are live sessions whose machines outlived the
+	// process that drove them (a cluster driver), driven on from here: this
+	// replica's own, left by its earlier process, and those of replicas
+	// the store has no heartbeat of.
+	AdoptedSessions []string `json:"adopted_sessions,omitempty"`
 }
 
 // Run reconciles once at once, then every ReconcileInterval, until ctx ends
 // or the manager is closed.
 func (m *Manager) Run(ctx context.Context) {
+	m.runReplica(ctx)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -59,6 +65,13 @@ func (m *Manager) Run(ctx context.Context) {
 // controller_restart, or max_lifetime past their lifetime) or whose machine
 // is gone (machine_missing), and reclaims leases whose owner ended.
 //
+// With a cluster driver the machines outlive the process: this replica's
+// live sessions that nothing drives are adopted and driven on instead of
+// ended, and so are those of replicas that the store has no heartbeat of.
+// A cluster driver lists every replica's machines: a machine of another
+// replica's live session is left alone, and so is one whose session that
+// replica ended moments ago (it destroys it after the destroy grace).
+//
 // The view is consistent: the live sessions are read first and the host's
 // machines after, so a session seen ready had its machine before the host
 // was listed; a session is ended only at the version that was read (a
@@ -69,18 +82,9 @@ func (m *Manager) Run(ctx context.Context) {
 // an earlier process left them, and they end at once.
 func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	var rep Report
-	var live []*mc.Session
-	cursor := ""
-	for {
-		page, next, err := m.store.Sessions(ctx, mc.SessionFilter{Active: true, Limit: 500, Cursor: cursor})
-		if err != nil {
-			return rep, fmt.Errorf("list active sessions: %w", err)
-		}
-		live = append(live, page...)
-		if next == "" {
-			break
-		}
-		cursor = next
+	live, err := m.liveSessions(ctx, "")
+	if err != nil {
+		return rep, err
 	}
 	machines, err := m.driver.List(ctx)
 	if err != nil {
@@ -97,6 +101,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, err
 	}
 	for _, ms := range machines {
+		if !has(onHost, ms.ID) {
+			continue // destroyed with its pool row above
+		}
 		if m.pool.tracks(ms.ID) || pooled[ms.ID] {
 			continue // pooled: looked after by this process, or another replica's
 		}
@@ -109,27 +116,56 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 			continue // its own goroutine tears it down
 		}
 		s, err := m.store.Session(ctx, owner)
+		noSession := mc.ErrorCode(err) == mc.ENOTFOUND
 		switch {
-		case mc.ErrorCode(err) == mc.ENOTFOUND:
+		case noSession:
 		case err != nil:
 			return rep, fmt.Errorf("look up owner of machine %s: %w", ms.ID, err)
 		case s.State.Active():
 			continue // a live session owns it; the sessions below are checked next
+		case m.cluster && s.Replica != m.cfg.Replica && m.clock.Now().Sub(s.EndedAt) < m.cfg.DestroyGrace+teardownTimeout:
+			continue // its replica destroys it after the destroy grace
 		}
 		if err := m.driver.Destroy(ctx, ms.ID); err != nil {
 			m.log.Error("destroy orphaned machine", mc.LogMachineID, ms.ID, mc.LogError, err, mc.LogReason, mc.ReasonDestroyFailed)
 			continue
 		}
 		rep.Destroyed = append(rep.Destroyed, ms.ID)
+		if ms.Pooled && noSession {
+			// Started for the pool, never claimed, and no longer in it: a
+			// process stopped between taking its row out and destroying it.
+			m.pool.retired.WithLabelValues(string(mc.ReasonPoolOrphaned)).Inc()
+			m.log.Warn("destroyed pooled machine left by an earlier process", mc.LogMachineID, ms.ID, mc.LogReason, mc.ReasonPoolOrphaned)
+			continue
+		}
 		m.log.Warn("destroyed orphaned machine", mc.LogMachineID, ms.ID, mc.LogReason, mc.ReasonOrphanedMachine)
 	}
 
+	known, err := m.knownReplicas(ctx)
+	if err != nil {
+		return rep, err
+	}
 	now := m.clock.Now()
 	for _, s := range live {
-		if s.Replica != m.cfg.Replica || (s.CreatedAt.After(m.began) && now.Sub(s.CreatedAt) < m.cfg.StartTimeout) {
+		if s.Replica != m.cfg.Replica {
+			// A cluster's session whose replica has no heartbeat at all
+			// (forgotten, or from before replicas heartbeat).
+			if m.cluster && !known[s.Replica] && now.Sub(s.CreatedAt) > m.cfg.ReplicaTimeout &&
+				m.adopt(ctx, s, mc.ReasonHeartbeatStale) {
+				rep.AdoptedSessions = append(rep.AdoptedSessions, s.ID)
+			}
 			continue
 		}
+		if !s.CreatedAt.Before(m.began) && now.Sub(s.CreatedAt) < m.cfg.StartTimeout {
+			continue // this process may be starting it (created, not yet driven)
+		}
 		switch {
+		case !m.Driving(s.ID) && m.cluster:
+			// Ours, live, nothing drives it, but its machine outlived the
+			// process that did: driven on.
+			if m.adopt(ctx, s, mc.ReasonReplicaRestarted) {
+				rep.AdoptedSessions = append(rep.AdoptedSessions, s.ID)
+			}
 		case !m.Driving(s.ID):
 			// Ours, live, but nothing drives it: left by a crash.
 			to, reason, msg := mc.StateFailed, mc.ReasonControllerRestart, "the controller restarted while the session was live"
@@ -164,9 +200,9 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("reclaim leases: %w", err)
 	}
 	rep.Reclaimed = len(leases)
-	if len(rep.Destroyed)+len(rep.Failed)+rep.Reclaimed+len(rep.Adopted) > 0 {
+	if len(rep.Destroyed)+len(rep.Failed)+rep.Reclaimed+len(rep.Adopted)+len(rep.AdoptedSessions) > 0 {
 		m.log.Info("reconciled", "destroyed", len(rep.Destroyed), "failed", len(rep.Failed), "reclaimed", rep.Reclaimed,
-			"adopted", len(rep.Adopted))
+			"adopted", len(rep.Adopted), "adopted_sessions", len(rep.AdoptedSessions))
 	}
 	return rep, nil
 }
@@ -186,6 +222,23 @@ func (m *Manager) endAt(ctx context.Context, s *mc.Session, to mc.State, reason 
 	m.transitions(to, reason)
 	m.log.Warn("session ended", mc.LogSessionID, s.ID, "state", to, mc.LogReason, reason, "message", msg)
 	return true
+}
+
+// knownReplicas returns the replicas the store has a heartbeat of (only
+// with a cluster driver, which adopts the sessions of the others).
+func (m *Manager) knownReplicas(ctx context.Context) (map[string]bool, error) {
+	known := map[string]bool{m.cfg.Replica: true}
+	if !m.cluster {
+		return known, nil
+	}
+	list, err := m.store.Replicas(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list replicas: %w", err)
+	}
+	for _, r := range list {
+		known[r.ID] = true
+	}
+	return known, nil
 }
 
 // has reports whether the host has machine id.

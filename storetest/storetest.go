@@ -79,6 +79,9 @@ func Run(t *testing.T, newDB NewDB) {
 		{"PoolEvict", testPoolEvict},
 		{"PoolConcurrentClaims", testPoolConcurrentClaims},
 		{"PoolLeases", testPoolLeases},
+		{"Replicas", testReplicas},
+		{"AdoptSession", testAdoptSession},
+		{"AdoptRace", testAdoptRace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -227,9 +227,10 @@ func (s *suite) checkMachine(t testing.TB, d mc.Driver, spec mc.MachineSpec, m m
 		t.Errorf("Machine.ID = %q, want %q", m.ID, spec.ID)
 	}
 	// Reconcile matches machines to sessions by the session id the driver
-	// reports.
-	if st, err := d.Inspect(t.Context(), spec.ID); err != nil || st.SessionID != spec.SessionID {
-		t.Errorf("Inspect(%s) = session %q, %v; want session %s", spec.ID, st.SessionID, err, spec.SessionID)
+	// reports, and tells pooled machines by their mark.
+	if st, err := d.Inspect(t.Context(), spec.ID); err != nil || st.SessionID != spec.SessionID || st.Pooled != spec.Pooled {
+		t.Errorf("Inspect(%s) = session %q, pooled %v, %v; want session %s, pooled %v", spec.ID, st.SessionID, st.Pooled, err,
+			spec.SessionID, spec.Pooled)
 	}
 	if m.Driver != d.Name() {
 		t.Errorf("Machine.Driver = %q, want %q", m.Driver, d.Name())
@@ -375,6 +376,7 @@ func (s *suite) testTwoMachines(t *testing.T) {
 	)
 	for i := range 2 {
 		specs[i] = s.spec()
+		specs[i].Pooled = i == 1 // one for the warm pool: List marks it
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -391,6 +393,19 @@ func (s *suite) testTwoMachines(t *testing.T) {
 	}
 	if ms[0].VNCAddr() == ms[1].VNCAddr() || ms[0].AgentAddr() == ms[1].AgentAddr() {
 		t.Errorf("two machines share an address: %+v and %+v", ms[0], ms[1])
+	}
+	list, err := d.List(t.Context())
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	for i := range 2 {
+		j := slices.IndexFunc(list, func(x mc.MachineStatus) bool { return x.ID == specs[i].ID })
+		switch {
+		case j < 0:
+			t.Errorf("List has no machine %s", specs[i].ID)
+		case list[j].Pooled != specs[i].Pooled:
+			t.Errorf("List entry of machine %s: pooled %v, want %v", specs[i].ID, list[j].Pooled, specs[i].Pooled)
+		}
 	}
 	for i := range 2 {
 		WaitRFB(t, ms[i].VNCAddr().String(), s.opts.readyTimeout())

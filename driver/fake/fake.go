@@ -34,6 +34,10 @@ type Config struct {
 	Width, Height int
 	// Colour of the fake screen (default #1e6fd9, the demo page's blue).
 	Colour color.RGBA
+	// Cluster makes the driver report Capabilities.Cluster, as a driver
+	// whose machines outlive the replica that started them; with Share,
+	// two managers in one test see one cluster.
+	Cluster bool
 }
 
 // Driver is the fake driver (MC_DRIVER=fake): each machine is an in-process VNC server (RFB 3.8
@@ -43,8 +47,13 @@ type Config struct {
 // the same conformance suite as real drivers.
 type Driver struct {
 	cfg Config
-	mu  sync.Mutex
-	m   map[string]*fakeMachine
+	*machines
+}
+
+// machines are a driver's machines, which Share hands to another Driver.
+type machines struct {
+	mu sync.Mutex
+	m  map[string]*fakeMachine
 }
 
 var _ mc.Driver = (*Driver)(nil)
@@ -60,8 +69,13 @@ func New(cfg Config) *Driver {
 	if cfg.Colour == (color.RGBA{}) {
 		cfg.Colour = color.RGBA{0x1e, 0x6f, 0xd9, 0xff}
 	}
-	return &Driver{cfg: cfg, m: map[string]*fakeMachine{}}
+	return &Driver{cfg: cfg, machines: &machines{m: map[string]*fakeMachine{}}}
 }
+
+// Share returns another Driver on f's machines, as a second controller
+// replica sees the same cluster: each lists, waits on, drives and destroys
+// the machines that either created.
+func (f *Driver) Share() *Driver { return &Driver{cfg: f.cfg, machines: f.machines} }
 
 type fakeMachine struct {
 	status  mc.MachineStatus
@@ -87,7 +101,7 @@ func (f *Driver) Name() string { return "fake" }
 // Capabilities reports loopback isolation.
 func (f *Driver) Capabilities() mc.Capabilities {
 	return mc.Capabilities{Isolation: "loopback", Network: netip.MustParsePrefix("127.0.0.1/32"),
-		PortLo: 1024, PortHi: 65535, MaxMachines: f.cfg.MaxMachines}
+		PortLo: 1024, PortHi: 65535, MaxMachines: f.cfg.MaxMachines, Cluster: f.cfg.Cluster}
 }
 
 // Check always passes: the fake needs nothing from the host.
@@ -133,7 +147,8 @@ func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 	mach := mc.Machine{ID: spec.ID, Driver: f.Name(), IP: netip.MustParseAddr("127.0.0.1"),
 		VNCPort: vncL.Addr().(*net.TCPAddr).Port, AgentPort: agentL.Addr().(*net.TCPAddr).Port}
 	fm.mu.Lock()
-	fm.status = mc.MachineStatus{ID: spec.ID, SessionID: spec.SessionID, Machine: mach, Running: true, StartedAt: time.Now()}
+	fm.status = mc.MachineStatus{ID: spec.ID, SessionID: spec.SessionID, Pooled: spec.Pooled, Machine: mach,
+		Running: true, StartedAt: time.Now()}
 	fm.vnc = &rfbtest.FakeServer{Password: spec.Secrets.VNCPassword, Width: f.cfg.Width, Height: f.cfg.Height,
 		Colour: f.cfg.Colour, Name: "fake " + spec.Provider}
 	fm.vncL, fm.agentL = vncL, agentL

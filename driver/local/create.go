@@ -107,7 +107,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	dir := d.MachineDir(spec.ID)
 	home := filepath.Join(dir, "home")
 	tmpDir := d.MachineTmpDir(spec.ID)
-	st := &state{ID: spec.ID, SessionID: spec.SessionID, Mode: d.mode, Pool: d.pool.Name(),
+	st := &state{ID: spec.ID, SessionID: spec.SessionID, Pooled: spec.Pooled, Mode: d.mode, Pool: d.pool.Name(),
 		Slot: slot, Created: start.UTC()}
 	if d.confined {
 		v, err := d.store.Lease(ctx, uidPool, spec.ID, 0, uidRange/2-1)

@@ -38,7 +38,7 @@ func (d *Driver) Inspect(ctx context.Context, id string) (mc.MachineStatus, erro
 
 // status reports a machine whose state file was read.
 func (d *Driver) status(st *state) mc.MachineStatus {
-	s := mc.MachineStatus{ID: st.ID, SessionID: st.SessionID, Machine: st.Machine, StartedAt: st.Started}
+	s := mc.MachineStatus{ID: st.ID, SessionID: st.SessionID, Pooled: st.Pooled, Machine: st.Machine, StartedAt: st.Started}
 	switch {
 	case st.PID == 0:
 		s.Detail = "agent not started"

@@ -20,6 +20,8 @@ import (
 type state struct {
 	ID        string `json:"id"`
 	SessionID string `json:"session_id,omitempty"`
+	// Pooled: the machine was created for the warm pool (MachineSpec.Pooled).
+	Pooled    bool   `json:"pooled,omitempty"`
 	Mode      string `json:"mode"`
 	Pool      string `json:"pool"`
 	Slot      int    `json:"slot"`

@@ -295,6 +295,9 @@ func (s *Store) Sessions(ctx context.Context, f mc.SessionFilter) ([]*mc.Session
 	if f.Provider != "" {
 		where, args = append(where, "provider = ?"), append(args, f.Provider)
 	}
+	if f.Replica != "" {
+		where, args = append(where, "replica = ?"), append(args, f.Replica)
+	}
 	if f.State != "" {
 		if !f.State.Valid() {
 			return nil, "", mc.Errorf(mc.EINVALID, mc.ReasonBadState, "Unknown state %q.", f.State)

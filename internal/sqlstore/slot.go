@@ -59,6 +59,36 @@ func freeSlot(ctx context.Context, t tx, replica string) error {
 	return nil
 }
 
+// moveSlot moves a live session's count from one replica's scope to
+// another's (an adoption), without a bound: the session is counted already.
+// The two rows are updated in the order of their names, so that two
+// adoptions never wait on each other in a cycle.
+func moveSlot(ctx context.Context, t tx, from, to string) error {
+	if from == to {
+		return nil
+	}
+	steps := []struct {
+		scope string
+		delta int
+	}{{replicaScope(from), -1}, {replicaScope(to), 1}}
+	if steps[1].scope < steps[0].scope {
+		steps[0], steps[1] = steps[1], steps[0]
+	}
+	for _, st := range steps {
+		var err error
+		if st.delta < 0 {
+			_, err = t.exec(ctx, `UPDATE slots SET active = active - 1 WHERE scope = ? AND active > 0`, st.scope)
+		} else {
+			_, err = t.exec(ctx, `INSERT INTO slots (scope, active) VALUES (?, 1)
+				ON CONFLICT (scope) DO UPDATE SET active = slots.active + 1`, st.scope)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // CountActive returns the number of live sessions of every replica ("") or
 // of one: one row read, whatever the number of sessions, less the pooled
 // machines (a few rows) that hold slots too.
