@@ -93,8 +93,11 @@ install_packages() {
 	done
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing Debian packages: ${missing[*]}"
+	# A fresh machine may have no package lists yet: update once and retry.
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		-o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null
+		-o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null ||
+		{ apt-get update -qq -o DPkg::Lock::Timeout=900 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends -o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null; }
 }
 
 # build_etcd: a tiny main module around etcdmain (go install refuses etcd
