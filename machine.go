@@ -35,8 +35,12 @@ type Driver interface {
 	// or the machine is unknown (ENOTFOUND). An exited machine returns nil,
 	// or MachineOOMError (EUNAVAILABLE, machine_oom) when the kernel had
 	// killed a process of it for memory: its processes died of its memory
-	// limit. A machine whose processes die is seen within a second.
-	// Errors: ENOTFOUND, EUNAVAILABLE (machine_oom).
+	// limit. A cluster driver also ends a machine that the cluster took
+	// away, with an EUNAVAILABLE error whose reason says why
+	// (machine_evicted, image_pull_failed, unschedulable). A machine whose
+	// processes die is seen within a second.
+	// Errors: ENOTFOUND, EUNAVAILABLE (machine_oom, machine_evicted,
+	// image_pull_failed, unschedulable).
 	Wait(ctx context.Context, id string) error
 }
 

@@ -9,11 +9,19 @@ type Reason string
 // Reasons a session ends other than by completing, and signed_in, the reason
 // of a completed session.
 const (
-	ReasonStartTimeout      Reason = "start_timeout"
-	ReasonStartFailed       Reason = "start_failed"
-	ReasonMachineExited     Reason = "machine_exited"
-	ReasonMachineOOM        Reason = "machine_oom" // it exited after an OOM kill inside it
-	ReasonMachineMissing    Reason = "machine_missing"
+	ReasonStartTimeout   Reason = "start_timeout"
+	ReasonStartFailed    Reason = "start_failed"
+	ReasonMachineExited  Reason = "machine_exited"
+	ReasonMachineOOM     Reason = "machine_oom" // it exited after an OOM kill inside it
+	ReasonMachineMissing Reason = "machine_missing"
+	// ReasonMachineEvicted: the cluster took the machine away (its pod was
+	// deleted by someone other than the controller, evicted or preempted).
+	ReasonMachineEvicted Reason = "machine_evicted"
+	// ReasonImagePullFailed: the machine's image cannot be pulled.
+	ReasonImagePullFailed Reason = "image_pull_failed"
+	// ReasonUnschedulable: no node could take the machine within the
+	// configured wait.
+	ReasonUnschedulable     Reason = "unschedulable"
 	ReasonControllerRestart Reason = "controller_restart"
 	ReasonControllerStop    Reason = "controller_shutdown"
 	// ReasonStoreUnreachable: the store did not answer in time to record a

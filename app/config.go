@@ -54,22 +54,37 @@ type Config struct {
 	// machines see read-only (a stand-in provider's CA).
 	TestMachineBinds string
 	MaxMachines      int
-	MachineMemMB     int
-	MachinePids      int
-	MachineCPU       int
-	MachineTmpMB     int
-	MachineUIDBase   int
-	InsecureShared   bool
-	Geometry         string
-	StartTimeout     time.Duration
-	IdleTimeout      time.Duration
-	MaxLifetime      time.Duration
-	DestroyGrace     time.Duration
-	ReconcileEvery   time.Duration
-	Pool             string
-	PoolMaxAge       time.Duration
-	Heartbeat        time.Duration
-	ReplicaTimeout   time.Duration
+	// The kubernetes driver's settings (MC_K8S_*).
+	K8sKubeconfig        string
+	K8sNamespace         string
+	K8sImage             string
+	K8sImagePullPolicy   string
+	K8sRuntimeClass      string
+	K8sSeccompProfile    string
+	K8sCPURequest        string
+	K8sCPULimit          string
+	K8sMemoryRequest     string
+	K8sUnschedulableWait time.Duration
+	K8sPodNetwork        string
+	K8sControllerLabels  string
+	K8sControllerNS      string
+	K8sControllerCIDRs   string
+	MachineMemMB         int
+	MachinePids          int
+	MachineCPU           int
+	MachineTmpMB         int
+	MachineUIDBase       int
+	InsecureShared       bool
+	Geometry             string
+	StartTimeout         time.Duration
+	IdleTimeout          time.Duration
+	MaxLifetime          time.Duration
+	DestroyGrace         time.Duration
+	ReconcileEvery       time.Duration
+	Pool                 string
+	PoolMaxAge           time.Duration
+	Heartbeat            time.Duration
+	ReplicaTimeout       time.Duration
 
 	AllowedOrigins string
 	ViewerTokenTTL time.Duration
@@ -115,7 +130,7 @@ func (c *Config) settings() []setting {
 		{"log-level", "MC_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel, "info", false},
 		{"log-format", "MC_LOG_FORMAT", "text or json", &c.LogFormat, "text", false},
 
-		{"driver", "MC_DRIVER", "machine runtime: local, or fake (in-process stand-in machines, for tests and demos)", &c.Driver, "local", false},
+		{"driver", "MC_DRIVER", "machine runtime: local, kubernetes (a Pod per machine; the MC_K8S_* settings), or fake (in-process stand-in machines, for tests and demos)", &c.Driver, "local", false},
 		{"fake-start-delay", "MC_FAKE_START_DELAY", "with --driver fake: how long each fake machine takes to start", &c.FakeStartDelay, "0s", false},
 		{"local-mode", "MC_LOCAL_MODE", "local driver isolation: auto (namespaces when root), netns or loopback", &c.LocalMode, "auto", false},
 		{"bridge", "MC_BRIDGE", "bridge for machine namespaces", &c.Bridge, "mcbr0", false},
@@ -128,7 +143,21 @@ func (c *Config) settings() []setting {
 		{"test-machine-hosts", "MC_TEST_MACHINE_HOSTS", "tests only: each machine's /etc/hosts, to reach a stand-in provider", &c.TestHostsFile, "", false},
 		{"test-trust-spki", "MC_TEST_TRUST_SPKI", "tests only: base64 SHA-256 of a stand-in provider's certificate key that machines' Chromium accepts", &c.TestTrustSPKI, "", false},
 		{"test-machine-binds", "MC_TEST_MACHINE_BINDS", "tests only: comma-separated host paths machines see read-only (a stand-in provider's CA)", &c.TestMachineBinds, "", false},
-		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each)", &c.MaxMachines, "0", false},
+		{"max-machines", "MC_MAX_MACHINES", "maximum concurrent machines (default: from memory, about 500 MB each); with the kubernetes driver, every replica's machines in the namespace together (default 50)", &c.MaxMachines, "0", false},
+		{"k8s-kubeconfig", "MC_K8S_KUBECONFIG", "kubernetes driver: kubeconfig file of the cluster (default: in-cluster, the Pod's service account)", &c.K8sKubeconfig, "", false},
+		{"k8s-namespace", "MC_K8S_NAMESPACE", "kubernetes driver: namespace of the machines' Pods, Secrets and NetworkPolicy", &c.K8sNamespace, "mc-machines", false},
+		{"k8s-image", "MC_K8S_IMAGE", "kubernetes driver: the machine image (scripts/image/build.sh prints its reference); required", &c.K8sImage, "", false},
+		{"k8s-image-pull-policy", "MC_K8S_IMAGE_PULL_POLICY", "kubernetes driver: Always, IfNotPresent, or Never (an image imported into each node)", &c.K8sImagePullPolicy, "IfNotPresent", false},
+		{"k8s-runtime-class", "MC_K8S_RUNTIME_CLASS", "kubernetes driver: runtimeClassName of machine Pods (gVisor, Kata); default: the cluster's", &c.K8sRuntimeClass, "", false},
+		{"k8s-seccomp-profile", "MC_K8S_SECCOMP_PROFILE", "kubernetes driver: seccomp of machine Pods: a Localhost profile path below the kubelet's seccomp directory, or RuntimeDefault where it lets Chromium's sandbox make a user namespace (containerd 1.6's does not); install deploy/kubernetes/seccomp/mc-chromium.json on every node", &c.K8sSeccompProfile, "mc-chromium.json", false},
+		{"k8s-cpu-request", "MC_K8S_CPU_REQUEST", "kubernetes driver: CPU request of each machine (- for none)", &c.K8sCPURequest, "250m", false},
+		{"k8s-cpu-limit", "MC_K8S_CPU_LIMIT", "kubernetes driver: CPU limit of each machine (- for none)", &c.K8sCPULimit, "1", false},
+		{"k8s-memory-request", "MC_K8S_MEMORY_REQUEST", "kubernetes driver: memory request of each machine (its limit is MC_MACHINE_MEMORY_MB)", &c.K8sMemoryRequest, "512Mi", false},
+		{"k8s-unschedulable-wait", "MC_K8S_UNSCHEDULABLE_WAIT", "kubernetes driver: fail a machine whose Pod no node can take for this long (reason unschedulable)", &c.K8sUnschedulableWait, "30s", false},
+		{"k8s-pod-network", "MC_K8S_POD_NETWORK", "kubernetes driver: the cluster's pod network (CIDR), the only addresses the gateway dials; required", &c.K8sPodNetwork, "", false},
+		{"k8s-controller-labels", "MC_K8S_CONTROLLER_LABELS", "kubernetes driver: labels of the controller's Pods, whom the machines' NetworkPolicy admits (- for none: a controller outside the cluster)", &c.K8sControllerLabels, "app.kubernetes.io/name=master-controller", false},
+		{"k8s-controller-namespace", "MC_K8S_CONTROLLER_NAMESPACE", "kubernetes driver: namespace of the controller's Pods (default: the namespace this replica runs in, else master-controller)", &c.K8sControllerNS, "", false},
+		{"k8s-controller-cidrs", "MC_K8S_CONTROLLER_CIDRS", "kubernetes driver: comma-separated networks of controllers outside the cluster that the NetworkPolicy admits", &c.K8sControllerCIDRs, "", false},
 		{"machine-memory-mb", "MC_MACHINE_MEMORY_MB", "memory limit of each machine in MiB (its cgroup; its /tmp, /home and /dev/shm count against it)", &c.MachineMemMB, "1024", false},
 		{"machine-pids", "MC_MACHINE_PIDS", "most processes and threads in each machine", &c.MachinePids, "512", false},
 		{"machine-cpu-weight", "MC_MACHINE_CPU_WEIGHT", "CPU share of each machine relative to others (100: equal)", &c.MachineCPU, "100", false},
@@ -295,8 +324,10 @@ func (c *Config) Validate() []string {
 	}
 	switch c.Driver {
 	case "local", "fake":
+	case "kubernetes":
+		p = append(p, c.validateK8s()...)
 	default:
-		bad("MC_DRIVER", "%q is not a driver here (local, fake)", c.Driver)
+		bad("MC_DRIVER", "%q is not a driver here (local, kubernetes, fake)", c.Driver)
 	}
 	switch c.LocalMode {
 	case "auto", "netns", "loopback":
@@ -382,6 +413,48 @@ func (c *Config) Validate() []string {
 		}
 	}
 	return p
+}
+
+// validateK8s checks the kubernetes driver's settings.
+func (c *Config) validateK8s() []string {
+	var p []string
+	bad := func(env, format string, args ...any) { p = append(p, env+": "+fmt.Sprintf(format, args...)) }
+	if c.K8sImage == "" {
+		bad("MC_K8S_IMAGE", "is required with MC_DRIVER=kubernetes (scripts/image/build.sh prints it)")
+	}
+	if pfx, err := netip.ParsePrefix(c.K8sPodNetwork); err != nil {
+		bad("MC_K8S_POD_NETWORK", "%q is not a network like 10.244.0.0/16 (required with MC_DRIVER=kubernetes)", c.K8sPodNetwork)
+	} else if pfx.Bits() == 0 {
+		bad("MC_K8S_POD_NETWORK", "%q would let the gateway dial anywhere", c.K8sPodNetwork)
+	}
+	switch c.K8sImagePullPolicy {
+	case "Always", "IfNotPresent", "Never":
+	default:
+		bad("MC_K8S_IMAGE_PULL_POLICY", "%q is not Always, IfNotPresent or Never", c.K8sImagePullPolicy)
+	}
+	if c.K8sUnschedulableWait <= 0 {
+		bad("MC_K8S_UNSCHEDULABLE_WAIT", "must be positive")
+	}
+	if _, err := c.K8sCIDRs(); err != nil {
+		bad("MC_K8S_CONTROLLER_CIDRS", "%v", err)
+	}
+	return p
+}
+
+// K8sCIDRs parses MC_K8S_CONTROLLER_CIDRS.
+func (c *Config) K8sCIDRs() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(c.K8sControllerCIDRs, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a network like 10.0.0.0/8", item)
+		}
+		out = append(out, pfx)
+	}
+	return out, nil
 }
 
 // ParsePool parses "provider=N,…" (N ≥ 0; "" is none).

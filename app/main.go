@@ -170,6 +170,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (_ *M
 		return nil, err
 	}
 	m.Driver = drv
+	if c, ok := drv.(interface{ Close() error }); ok { // the kubernetes driver's watch
+		m.onClose("driver", func(context.Context) error { return c.Close() })
+	}
 
 	notifier, err := newNotifier(cfg, m.Log, m.Registry)
 	if err != nil {

@@ -7,12 +7,15 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/fake"
+	"github.com/master-controller/mc/driver/kubernetes"
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/gateway"
 	"github.com/master-controller/mc/token"
@@ -44,6 +47,12 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 			return nil, fmt.Errorf("local driver: %w", err)
 		}
 		d = ld
+	case "kubernetes":
+		kd, err := kubernetes.New(ctx, k8sConfig(cfg), log)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes driver: %w", err)
+		}
+		d = kd
 	default:
 		return nil, fmt.Errorf("unknown driver %q", cfg.Driver)
 	}
@@ -76,6 +85,27 @@ func localConfig(cfg Config) local.Config {
 		Limits:  local.Limits{Memory: int64(cfg.MachineMemMB) << 20, Pids: cfg.MachinePids, CPUWeight: cfg.MachineCPU},
 		TmpSize: tmp, HomeSize: tmp, ShmSize: tmp,
 		UIDBase: cfg.MachineUIDBase, InsecureSharedHost: cfg.InsecureShared,
+	}
+}
+
+// k8sConfig is the kubernetes driver's configuration from cfg (checked by
+// Validate).
+func k8sConfig(cfg Config) kubernetes.Config {
+	network, _ := netip.ParsePrefix(cfg.K8sPodNetwork)
+	cidrs, _ := cfg.K8sCIDRs()
+	seccomp := cfg.K8sSeccompProfile
+	if seccomp == "RuntimeDefault" {
+		seccomp = ""
+	}
+	tmp := int64(cfg.MachineTmpMB) << 20
+	return kubernetes.Config{
+		Kubeconfig: cfg.K8sKubeconfig, Namespace: cfg.K8sNamespace, Image: cfg.K8sImage,
+		ImagePullPolicy: corev1.PullPolicy(cfg.K8sImagePullPolicy), RuntimeClassName: cfg.K8sRuntimeClass,
+		SeccompProfile: seccomp, Replica: cfg.Replica, MaxMachines: cfg.MaxMachines, Network: network,
+		CPURequest: cfg.K8sCPURequest, CPULimit: cfg.K8sCPULimit,
+		MemoryRequest: cfg.K8sMemoryRequest, MemoryLimit: strconv.Itoa(cfg.MachineMemMB) + "Mi",
+		ShmSize: tmp, TmpSize: tmp, HomeSize: tmp, UnschedulableWait: cfg.K8sUnschedulableWait,
+		Controller: kubernetes.Peers{Labels: cfg.K8sControllerLabels, Namespace: cfg.K8sControllerNS, CIDRs: cidrs},
 	}
 }
 

@@ -110,6 +110,22 @@ func ended(s *mc.Session) *outcome {
 	return &outcome{code: CodeEnded, reason: ReasonSessionEnded, text: "the session has ended (" + string(s.State) + ")"}
 }
 
+// endedLive returns the outcome for a viewer whose stream was up when its
+// session ended in state s: a machine that went away under it (the
+// cluster evicted or deleted it, its processes died or were killed for
+// memory) is 4503, as when the stream breaks first, and the page's
+// reconnect then learns that the session has ended (4410); any other end
+// is as ended says.
+func endedLive(s *mc.Session) *outcome {
+	if s.State == mc.StateFailed {
+		switch s.Reason {
+		case mc.ReasonMachineEvicted, mc.ReasonMachineExited, mc.ReasonMachineOOM, mc.ReasonMachineMissing:
+			return &outcome{code: CodeMachineGone, reason: ReasonMachineGone, text: "the machine went away (" + string(s.Reason) + ")"}
+		}
+	}
+	return ended(s)
+}
+
 // tokenOutcome maps a token verification error to its outcome.
 func tokenOutcome(err error) *outcome {
 	r := mc.ErrorReason(err)

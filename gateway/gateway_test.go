@@ -475,6 +475,14 @@ func TestEndsWhileBridging(t *testing.T) {
 		{"machine gone", func(e *env, s *mc.Session, fake *rfbtest.FakeServer) {
 			fake.CloseConns()
 		}, 4503, "the machine went away"},
+		// The cluster takes the machine (a deleted or evicted Pod): the
+		// session fails before its stream breaks.
+		{"machine evicted", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
+			if _, err := e.store.Transition(t.Context(), mc.Transition{ID: s.ID, From: s.State, Version: s.Version,
+				To: mc.StateFailed, Reason: mc.ReasonMachineEvicted, Replica: "test", At: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}, 4503, "the machine went away (machine_evicted)"},
 		{"shutdown", func(e *env, s *mc.Session, _ *rfbtest.FakeServer) {
 			go e.gw.Shutdown(context.Background())
 		}, 1001, "the server is shutting down; reconnect"},

@@ -197,7 +197,11 @@ func (g *Gateway) watch(v *viewer, ch <-chan *mc.Session, ready chan<- *mc.Sessi
 				return
 			}
 			if s.State.Final() {
-				v.stop(ended(s))
+				if sent {
+					v.stop(endedLive(s))
+				} else {
+					v.stop(ended(s))
+				}
 				return
 			}
 			if !sent && (s.State == mc.StateReady || s.State == mc.StateCapturing) {
@@ -350,7 +354,7 @@ func (g *Gateway) copyOutcome(id string, err error) *outcome {
 	defer cancel()
 	s, serr := g.store.Session(ctx, id)
 	if serr == nil && s.State.Final() {
-		return ended(s)
+		return endedLive(s)
 	}
 	return endMachineGone.because(err)
 }

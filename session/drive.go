@@ -299,14 +299,16 @@ type machineGone struct {
 }
 
 // exitReason is the reason a session ends with when the driver's Wait for
-// its machine returned err: machine_exited (nil) or machine_oom; ok is false
-// when err says the machine did not exit (unknown, or ctx ended).
+// its machine returned err: machine_exited (nil), or the reason of an
+// unavailable error (machine_oom; a cluster's machine_evicted,
+// image_pull_failed, unschedulable); ok is false when err says the machine
+// did not exit (unknown, or ctx ended).
 func exitReason(err error) (reason mc.Reason, ok bool) {
 	switch {
 	case err == nil:
 		return mc.ReasonMachineExited, true
-	case mc.ErrorReason(err) == mc.ReasonMachineOOM:
-		return mc.ReasonMachineOOM, true
+	case mc.ErrorCode(err) == mc.EUNAVAILABLE && mc.ErrorReason(err) != "":
+		return mc.ErrorReason(err), true
 	}
 	return "", false
 }
@@ -324,8 +326,12 @@ func (m *Manager) watchGone(ctx context.Context, id, machineID string, expires t
 		gone.reason = reason
 		close(gone.done)
 		msg := "the machine's processes exited"
-		if reason == mc.ReasonMachineOOM {
+		switch reason {
+		case mc.ReasonMachineOOM:
 			msg = "the machine ran out of memory"
+		case mc.ReasonMachineExited:
+		default:
+			msg = "the machine went away: " + string(reason)
 		}
 		m.endDurable(ctx, id, expires, mc.StateFailed, reason, msg)
 	}()
@@ -368,6 +374,11 @@ func startErr(ctx, sctx context.Context, what string, err error) error {
 	}
 	if sctx.Err() != nil {
 		return failed(mc.ReasonStartTimeout, fmt.Errorf("%s: the machine did not become ready in time: %w", what, err))
+	}
+	// A driver that says why a machine cannot be had (a cluster's
+	// unschedulable, image_pull_failed) gives the session that reason.
+	if r := mc.ErrorReason(err); mc.ErrorCode(err) == mc.EUNAVAILABLE && r != "" {
+		return failed(r, fmt.Errorf("%s: %w", what, err))
 	}
 	return failed(mc.ReasonStartFailed, fmt.Errorf("%s: %w", what, err))
 }

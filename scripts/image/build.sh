@@ -75,8 +75,11 @@ missing=()
 for p in debootstrap umoci skopeo; do command -v "$p" >/dev/null || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
 	log "installing Debian packages: ${missing[*]}"
+	# A fresh machine may have no package lists yet: update once and retry.
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		-o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null
+		-o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null ||
+		{ apt-get update -qq -o DPkg::Lock::Timeout=900 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends -o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null; }
 fi
 
 pkgs=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PACKAGES" | grep -v '^$' | paste -sd, -)

@@ -15,6 +15,14 @@
 #                       answers on its pod IP from the host
 #   cluster.sh smoke-xvnc ARCHIVE REF   the machine image's Xvnc in a pod
 #                       answers an RFB banner on its pod IP from the host
+#   cluster.sh smoke-machine ARCHIVE REF   the machine image with the agent
+#                       (build.sh --agent) as a pod the way the kubernetes
+#                       driver runs it: RFB banner and agent /health on its
+#                       pod IP from the host; says whether Chromium's own
+#                       sandbox is on
+#   cluster.sh check-deploy [DIR]   kubectl apply -k DIR --dry-run=server
+#                       (default deploy/kubernetes) against the cluster; a
+#                       warning fails it too
 #   cluster.sh host     print the host facts "down" restores (compare a copy
 #                       taken before "up" with one taken after "down")
 #
@@ -44,6 +52,11 @@ HOST_NET=${MC_K8S_HOST_NET:-10.244.254.0/30}
 POD_CIDR=${MC_K8S_POD_CIDR:-10.244.0.0/24}
 SERVICE_CIDR=10.96.0.0/24
 PAUSE_IMAGE=registry.k8s.io/pause:mc
+# The machine pods' seccomp profile (deploy/kubernetes/seccomp/), installed
+# in the kubelet's seccomp directory at "up": pods name it as
+# {type: Localhost, localhostProfile: mc-chromium.json}.
+MACHINE_SECCOMP=mc-chromium.json
+SECCOMP_DIR=$(cd "$(dirname "$0")/../../deploy/kubernetes/seccomp" && pwd)
 
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 
@@ -58,6 +71,12 @@ HOST_IP=${net_base%.*}.$((${net_base##*.} + 1))
 NODE_IP=${net_base%.*}.$((${net_base##*.} + 2))
 CGROUP_ROOT=/$NAME
 NSENTER=(nsenter --net=/run/netns/$NETNS)
+# Host directories the daemons make at fixed places: containerd's CNI result
+# cache and shim sockets, the kubelet's container log links. Everything else
+# lives under $STATE and $DATA, so that two clusters with different names,
+# state and data directories, networks and pod CIDRs can run at once (every
+# daemon's port is inside its cluster's network namespace).
+host_dirs=(/var/lib/cni /run/containerd /var/log/containers)
 
 log() { printf '%s cluster: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -74,8 +93,11 @@ install_packages() {
 	done
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing Debian packages: ${missing[*]}"
+	# A fresh machine may have no package lists yet: update once and retry.
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		-o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null
+		-o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null ||
+		{ apt-get update -qq -o DPkg::Lock::Timeout=900 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends -o DPkg::Lock::Timeout=900 "${missing[@]}" >/dev/null; }
 }
 
 # build_etcd: a tiny main module around etcdmain (go install refuses etcd
@@ -340,10 +362,13 @@ write_configs() {
 	      runtime_type = "io.containerd.runc.v2"
 	      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
 	        SystemdCgroup = false
+	        Root = "$STATE/runc"
 	  [plugins."io.containerd.grpc.v1.cri".cni]
 	    bin_dir = "/usr/lib/cni"
 	    conf_dir = "$STATE/cni"
 	EOC
+	mkdir -p "$DATA/pod-logs" "$DATA/volume-plugins" "$DATA/kubelet/seccomp"
+	cp "$SECCOMP_DIR"/*.json "$DATA/kubelet/seccomp/"
 	cat >"$STATE/kubelet.yaml" <<-EOC
 	apiVersion: kubelet.config.k8s.io/v1beta1
 	kind: KubeletConfiguration
@@ -360,6 +385,7 @@ write_configs() {
 	healthzBindAddress: 127.0.0.1
 	failSwapOn: false
 	resolvConf: /etc/resolv.conf
+	podLogsDir: $DATA/pod-logs
 	serializeImagePulls: false
 	imageGCHighThresholdPercent: 100
 	imageGCLowThresholdPercent: 99
@@ -398,9 +424,11 @@ cmd_up() {
 	trap '[ $? = 0 ] || log "up failed; logs in $LOGS; clean up with: $0 down"' EXIT
 	mkdir -p "$STATE" "$LOGS" "$DATA"
 	echo "$(date -u +%s)" >"$STATE/started"
-	# containerd's CNI result cache is fixed at /var/lib/cni: if it is not
-	# there now, "down" removes it again.
-	[ -e /var/lib/cni ] || touch "$STATE/made-var-lib-cni"
+	# Host directories whose place is fixed (containerd's CNI result cache,
+	# its shim sockets, the kubelet's container log links): those not there
+	# now, "down" removes again (once no other cluster runs).
+	local h
+	for h in "${host_dirs[@]}"; do [ -e "$h" ] || echo "$h" >>"$STATE/made"; done
 	make_pki
 	write_configs
 	up_network
@@ -433,7 +461,8 @@ cmd_up() {
 		--authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
 		--authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
 		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
-		--use-service-account-credentials --leader-elect=false --bind-address 127.0.0.1
+		--use-service-account-credentials --leader-elect=false --bind-address 127.0.0.1 \
+		--allocate-node-cidrs --cluster-cidr "$POD_CIDR" --node-cidr-mask-size "${POD_CIDR#*/}"
 	start kube-scheduler "$BIN/kube-scheduler" \
 		--kubeconfig "$STATE/scheduler.kubeconfig" \
 		--authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
@@ -441,9 +470,11 @@ cmd_up() {
 		--leader-elect=false --bind-address 127.0.0.1
 	start kubelet "$BIN/kubelet" --config "$STATE/kubelet.yaml" \
 		--kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$DATA/kubelet" \
-		--node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+		--node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --volume-plugin-dir "$DATA/volume-plugins"
 	wait_for "node $NODE_NAME" 120 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
 	wait_for "default service account" 60 kubectl get serviceaccount default -n default
+	# The node's pod network, as clients read it (spec.podCIDR).
+	wait_for "pod CIDR of $NODE_NAME" 30 bash -c "[ -n \"\$(\"$BIN/kubectl\" --kubeconfig \"$KUBECONFIG_ADMIN\" get node \"$NODE_NAME\" -o jsonpath='{.spec.podCIDR}')\" ]"
 	log "cluster up in $((SECONDS - t0))s: node $NODE_NAME Ready, apiserver https://$NODE_IP:6443, pods in $POD_CIDR"
 	echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
 }
@@ -470,13 +501,28 @@ pids_of_cluster() {
 	return 0
 }
 
-# pids_of_binaries: processes running the cluster's own binaries.
+# pids_of_binaries: processes running the cluster's own binaries with this
+# cluster's state or data directory on their command line (the binaries are
+# shared with any other cluster running from the same cache).
 pids_of_binaries() {
 	local p e
 	for p in /proc/[0-9]*; do
 		e=$(readlink "$p/exe" 2>/dev/null) || continue
-		case $e in "$BIN"/* | "$ETCD_BIN") echo "${p#/proc/}" ;; esac
+		case $e in "$BIN"/* | "$ETCD_BIN") ;; *) continue ;; esac
+		tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qE "^($STATE|$DATA)(/|\$)" && echo "${p#/proc/}"
 	done
+	return 0
+}
+
+# other_clusters: the kubelets of other clusters running from this cache
+# (after this one's processes are gone).
+other_clusters() {
+	local p e
+	for p in /proc/[0-9]*; do
+		e=$(readlink "$p/exe" 2>/dev/null) || continue
+		[ "$e" = "$BIN/kubelet" ] && echo "${p#/proc/}"
+	done
+	return 0
 }
 
 cluster_pids() { { pids_in_netns; pids_of_cluster; pids_of_binaries; } | sort -u; }
@@ -536,7 +582,13 @@ cmd_down() {
 	[ -e "/run/netns/$NETNS" ] && ip netns del "$NETNS"
 	log "processes, mounts, cgroups and network gone after $((SECONDS - t0))s"
 	rm -f /var/lib/cni/results/"$NAME"-* 2>/dev/null || true
-	if [ -f "$STATE/made-var-lib-cni" ]; then rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true; fi
+	if [ -f "$STATE/made" ] && [ -z "$(other_clusters)" ]; then
+		local h
+		while read -r h; do
+			case $h in /var/log/containers) find "$h" -xtype l -delete 2>/dev/null || true ;; esac
+			[ -d "$h" ] && find "$h" -depth -type d -empty -delete 2>/dev/null || true
+		done <"$STATE/made"
+	fi
 	rm -rf "$DATA" "$STATE"
 	log "down in $((SECONDS - t0))s"
 }
@@ -568,20 +620,32 @@ cmd_env() {
 	echo "export MC_K8S_NODE_IP=$NODE_IP MC_K8S_POD_CIDR=$POD_CIDR"
 }
 
+# orphan_pod_netns: the pod network namespaces (cni-*) that no process is
+# in: what a cluster leaves if "down" misses one. Those of another cluster
+# running at the same time hold its pods' processes, so they are not listed.
+orphan_pod_netns() {
+	local ns ino
+	for ns in /run/netns/cni-*; do
+		[ -e "$ns" ] || continue
+		ino=$(stat -L -c %i "$ns" 2>/dev/null) || continue
+		[ -n "$(find -L /proc/[0-9]*/ns/net -maxdepth 0 -inum "$ino" 2>/dev/null | head -1)" ] || echo "${ns##*/}"
+	done
+}
+
 # cmd_host: the host's side of things this script may touch, one fact a line,
 # so that a snapshot before "up" and one after "down" can be compared.
 cmd_host() {
 	echo "ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
-	echo "netns $(ip netns list 2>/dev/null | awk -v n="$NETNS" '$1 == n || $1 ~ /^cni-/ {print $1}' | sort | paste -sd' ' -)"
+	echo "netns $({ ip netns list 2>/dev/null | awk -v n="$NETNS" '$1 == n {print $1}'; orphan_pod_netns; } | sort | paste -sd' ' -)"
 	echo "links $(ip -o link show | awk -F': ' -v n="$NAME" 'index($2, n) == 1 || $2 == "cni0" {print $2}' | sort | paste -sd' ' -)"
 	echo "routes $(ip route show | grep -F "${POD_CIDR%/*}" | paste -sd' ' -)"
 	local t
 	for t in filter nat mangle raw; do
 		echo "iptables-$t $(iptables-save -t "$t" 2>/dev/null | grep -v '^#' | grep -cE 'KUBE|CNI|cni0|'"${POD_CIDR%.*}") rules naming KUBE/CNI/the pod CIDR"
 	done
-	echo "mounts $(awk -v a="$DATA" -v b="$STATE" 'index($5, a) == 1 || index($5, b) == 1 || $5 ~ /netns\/cni-/ {print $5}' /proc/self/mountinfo | wc -l)"
+	echo "mounts $(awk -v a="$DATA" -v b="$STATE" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo | wc -l)"
 	echo "cgroups $(for d in $(cgroup_dirs); do [ -d "$d" ] && echo "$d"; done | paste -sd' ' -)"
-	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd /var/lib/cni; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
+	echo "dirs $(for d in "$DATA" "$STATE" /opt/containerd "${host_dirs[@]}"; do [ -e "$d" ] && echo "$d"; done | paste -sd' ' -)"
 	echo "processes $(cluster_pids | wc -l)"
 }
 
@@ -712,6 +776,183 @@ cmd_smoke_xvnc() {
 	echo "smoke-xvnc ok: $banner from $ip:5900"
 }
 
+# cmd_smoke_machine ARCHIVE REF: the machine image built with the agent
+# (scripts/image/build.sh --agent bin/mc-agent) imported into the node and run
+# as a pod the way the kubernetes driver runs it: the agent as entry point,
+# non-root, read-only root file system with emptyDirs, all capabilities
+# dropped, no privilege escalation, the machine seccomp profile (RuntimeDefault
+# plus the user namespaces of Chromium's sandbox), its token and VNC
+# password from a Secret. From the host, the pod IP must answer an RFB banner
+# (Xvnc) and the agent's /health with the browser up; then it says whether
+# Chromium's own sandbox (its user and PID namespaces and seccomp-BPF) is on
+# in the renderers.
+cmd_smoke_machine() {
+	need_root
+	local archive=${1:-} ref=${2:-}
+	[ -f "$archive" ] && [ -n "$ref" ] || die "usage: cluster.sh smoke-machine ARCHIVE REF (the two lines scripts/image/build.sh --agent prints)"
+	cmd_status >/dev/null || die "the cluster is not up"
+	local t0=$SECONDS pod=mc-machine-$RANDOM ip banner health token vncpw seccomp
+	if ! ctr_ images ls -q 2>/dev/null | grep -qxF "$ref"; then
+		ctr_ images import "$archive" >/dev/null
+		log "imported $ref in $((SECONDS - t0))s"
+	fi
+	# RuntimeDefault blocks the user namespaces Chromium's sandbox needs
+	# (unshare and clone with CLONE_NEWUSER need CAP_SYS_ADMIN there), so
+	# the machine runs with the same profile plus those (MC_K8S_SECCOMP=
+	# RuntimeDefault shows the difference: Chromium refuses to start).
+	case ${MC_K8S_SECCOMP:-$MACHINE_SECCOMP} in
+	RuntimeDefault) seccomp="{type: RuntimeDefault}" ;;
+	*) seccomp="{type: Localhost, localhostProfile: ${MC_K8S_SECCOMP:-$MACHINE_SECCOMP}}" ;;
+	esac
+	token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+	vncpw=$(head -c 6 /dev/urandom | base64 | tr -d '/+=' | cut -c1-8)
+	t0=$SECONDS
+	# The Secret's files are mounted one by one (subPath) into an emptyDir:
+	# the agent writes files beside them (the VNC password as Xvnc reads
+	# it, the X authority), and a Secret volume is read-only.
+	kubectl apply -f - >/dev/null <<-EOP
+	apiVersion: v1
+	kind: Secret
+	metadata: {name: $pod, namespace: default}
+	stringData: {agent-token: "$token", vnc-password: "$vncpw"}
+	---
+	apiVersion: v1
+	kind: Pod
+	metadata: {name: $pod, namespace: default}
+	spec:
+	  automountServiceAccountToken: false
+	  enableServiceLinks: false
+	  securityContext:
+	    runAsNonRoot: true
+	    runAsUser: 10000
+	    runAsGroup: 10000
+	    fsGroup: 10000
+	    seccompProfile: $seccomp
+	  containers:
+	  - name: machine
+	    image: $ref
+	    imagePullPolicy: Never
+	    args: [--listen, "0.0.0.0:8080", --token-file, /run/mc/agent-token, --vnc-listen, "0.0.0.0:5900",
+	      --vnc-password-file, /run/mc/vnc-password, --display, "1", --page-listen, "127.0.0.1:8081",
+	      --home, /home/mc, --tmp-dir, /tmp/mc, --start-url, "local:/demo/signin"]
+	    securityContext:
+	      allowPrivilegeEscalation: false
+	      readOnlyRootFilesystem: true
+	      capabilities: {drop: [ALL]}
+	    resources:
+	      requests: {cpu: 100m, memory: 256Mi}
+	      limits: {memory: 1Gi}
+	    volumeMounts:
+	    - {name: run, mountPath: /run/mc}
+	    - {name: secret, mountPath: /run/mc/agent-token, subPath: agent-token, readOnly: true}
+	    - {name: secret, mountPath: /run/mc/vnc-password, subPath: vnc-password, readOnly: true}
+	    - {name: tmp, mountPath: /tmp}
+	    - {name: home, mountPath: /home/mc}
+	    - {name: shm, mountPath: /dev/shm}
+	  volumes:
+	  - {name: run, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
+	  - {name: secret, secret: {secretName: $pod, defaultMode: 0440}}
+	  - {name: tmp, emptyDir: {medium: Memory, sizeLimit: 64Mi}}
+	  - {name: home, emptyDir: {sizeLimit: 512Mi}}
+	  - {name: shm, emptyDir: {medium: Memory, sizeLimit: 256Mi}}
+	EOP
+	# The pod and its Secret go whether the smoke passes (RETURN) or dies (EXIT).
+	# shellcheck disable=SC2064
+	trap "kubectl delete pod,secret $pod --grace-period=1 --wait=false >/dev/null 2>&1 || true" RETURN EXIT
+	kubectl wait --for=jsonpath='{.status.phase}'=Running "pod/$pod" --timeout=120s >/dev/null
+	ip=$(kubectl get pod "$pod" -o jsonpath='{.status.podIP}')
+	local running=$((SECONDS - t0))
+	wait_for "RFB banner at $ip:5900" 60 bash -c "exec 3<>/dev/tcp/$ip/5900 && timeout 2 head -c 12 <&3 | grep -q '^RFB'"
+	banner=$(timeout 5 bash -c "exec 3<>/dev/tcp/$ip/5900; head -c 12 <&3" | tr -d '\n')
+	local rfb=$((SECONDS - t0))
+	# /health answers 200 once both Xvnc and Chromium are up.
+	if ! wait_for_quiet 60 curl -fsS -o /dev/null -H "Authorization: Bearer $token" "http://$ip:8080/health"; then
+		kubectl logs "$pod" >&2 || true
+		die "smoke-machine: the agent's /health at $ip:8080 did not answer 200"
+	fi
+	health=$(curl -sS -H "Authorization: Bearer $token" "http://$ip:8080/health")
+	log "pod $pod Running at $ip after ${running}s; RFB after ${rfb}s; /health 200 after $((SECONDS - t0))s: $health"
+	[ "$banner" = "RFB 003.008" ] || die "smoke-machine: expected RFB 003.008, read \"$banner\""
+	local code
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://$ip:8080/health")
+	[ "$code" = 401 ] || die "smoke-machine: /health without the token answered $code, want 401"
+	sandbox_report "$pod"
+	memory_report "$pod"
+	echo "smoke-machine ok: $banner from $ip:5900, /health 200 from $ip:8080"
+}
+
+# sandbox_report POD: how Chromium's processes in POD are confined, read
+# from the host's /proc: a renderer in a user and PID namespace of its own
+# (the namespace sandbox) and with more seccomp filters than the container's
+# one (seccomp-BPF) has Chromium's own sandbox on.
+sandbox_report() {
+	local pod=$1 uid cg p agent="" renderer="" line
+	uid=$(kubectl get pod "$pod" -o jsonpath='{.metadata.uid}')
+	for p in /proc/[0-9]*; do
+		cg=$(cat "$p/cgroup" 2>/dev/null) || continue
+		case $cg in *"${uid//-/_}"* | *"$uid"*) ;; *) continue ;; esac
+		line=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
+		case $line in
+		*mc-agent*) [ -n "$agent" ] || agent=${p#/proc/} ;;
+		*--type=renderer*) [ -n "$renderer" ] || renderer=${p#/proc/} ;;
+		esac
+	done
+	[ -n "$agent" ] || die "sandbox: no agent process of pod $pod found"
+	[ -n "$renderer" ] || die "sandbox: no Chromium renderer running in pod $pod"
+	local userns pidns filters agentfilters
+	userns=$([ "$(readlink "/proc/$renderer/ns/user")" != "$(readlink "/proc/$agent/ns/user")" ] && echo own || echo shared)
+	pidns=$([ "$(readlink "/proc/$renderer/ns/pid")" != "$(readlink "/proc/$agent/ns/pid")" ] && echo own || echo shared)
+	filters=$(awk '/^Seccomp_filters:/ {print $2}' "/proc/$renderer/status")
+	agentfilters=$(awk '/^Seccomp_filters:/ {print $2}' "/proc/$agent/status")
+	log "sandbox: Chromium renderer pid $renderer: user namespace $userns, PID namespace $pidns, seccomp filters $filters (the container's: $agentfilters)"
+	if [ "$userns" = own ] && [ "$pidns" = own ] && [ "$filters" -gt "$agentfilters" ]; then
+		echo "chromium sandbox: on (namespaces and seccomp-BPF)"
+	else
+		die "chromium sandbox: NOT fully on (user ns $userns, pid ns $pidns, seccomp filters $filters vs $agentfilters)"
+	fi
+}
+
+# memory_report POD: the pod's memory as its cgroup counts it (v1: every
+# container and the pause container; the memory-backed emptyDirs count as
+# cache).
+memory_report() {
+	local uid d
+	uid=$(kubectl get pod "$1" -o jsonpath='{.metadata.uid}')
+	d=$(find "/sys/fs/cgroup/memory$CGROUP_ROOT" -maxdepth 3 -type d -name "pod$uid" 2>/dev/null | head -1)
+	[ -n "$d" ] || { log "memory: no cgroup of pod $1 found"; return 0; }
+	awk -v pod="$1" '$1 == "total_rss" {rss = $2} $1 == "total_cache" {cache = $2} $1 == "total_shmem" {shm = $2}
+		END {printf "memory of pod %s: rss %d MB, cache %d MB (shmem %d MB)\n", pod, rss / 1048576, cache / 1048576, shm / 1048576}' "$d/memory.stat"
+}
+
+# wait_for_quiet SECONDS CMD…: like wait_for, but returns 1 instead of dying.
+wait_for_quiet() {
+	local secs=$1 i
+	shift
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# cmd_check_deploy [DIR]: the kustomization in DIR (deploy/kubernetes)
+# rendered by kubectl and validated by the running cluster's API server
+# (apply --dry-run=server: schemas, admission, Pod Security). Its namespaces
+# are created for real first: the server cannot check objects in a
+# namespace that a dry run only pretends to create.
+cmd_check_deploy() {
+	local dir=${1:-$(dirname "$SECCOMP_DIR")} out
+	[ -f "$dir/kustomization.yaml" ] || die "check-deploy: no kustomization.yaml in $dir"
+	cmd_status >/dev/null || die "the cluster is not up"
+	kubectl kustomize "$dir" | awk 'BEGIN {RS = "\n---\n"} /(^|\n)kind: Namespace\n/ {print "---"; print}' |
+		kubectl apply -f - >/dev/null
+	# A warning (a Pod Security violation, a deprecated field) fails too.
+	out=$(kubectl apply -k "$dir" --dry-run=server 2>&1) || die "check-deploy: $out"
+	echo "$out"
+	if grep -qi '^warning' <<<"$out"; then die "check-deploy: the API server warned (above)"; fi
+	log "check-deploy: $dir accepted by the API server (dry run)"
+}
+
 cmd_import() {
 	[ -f "${1:-}" ] || die "import: no such archive: ${1:-}"
 	local t0=$SECONDS
@@ -729,6 +970,8 @@ import) cmd_import "${2:-}" ;;
 host) cmd_host ;;
 smoke) cmd_smoke ;;
 smoke-xvnc) cmd_smoke_xvnc "${2:-}" "${3:-}" ;;
+smoke-machine) cmd_smoke_machine "${2:-}" "${3:-}" ;;
+check-deploy) cmd_check_deploy "${2:-}" ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|import FILE|host (--help for more)" ;;
+*) die "usage: $0 build|up|down|status|env|smoke|smoke-xvnc ARCHIVE REF|smoke-machine ARCHIVE REF|check-deploy [DIR]|import FILE|host (--help for more)" ;;
 esac
