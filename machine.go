@@ -56,6 +56,10 @@ type Capabilities struct {
 	// PortLo and PortHi bound the ports a loopback machine may use.
 	PortLo int `json:"port_lo,omitempty"`
 	PortHi int `json:"port_hi,omitempty"`
+	// SocketDir, when set, is the directory below which machines listen
+	// on Unix sockets (Machine.SocketDir): the only sockets the gateway
+	// may dial.
+	SocketDir string `json:"socket_dir,omitempty"`
 	// MaxMachines is the number of machines the host can hold.
 	MaxMachines int `json:"max_machines"`
 	// Cluster reports machines placed on a cluster that every replica

@@ -21,11 +21,24 @@ func TestCommandLines(t *testing.T) {
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
+	unixCfg := cfg
+	unixCfg.Listen, unixCfg.VNCListen = "unix:/run/mc-sock/agent", "unix:/run/mc-sock/vnc"
+	if err := unixCfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	must := func(args []string, err error) []string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return args
+	}
 	tests := []struct {
 		name string
 		args []string
 	}{
-		{"xvnc", xvncArgs(cfg, "10.200.0.2", "5900", "/m/vnc-password.vnc", "/m/vnc-password.xauth")},
+		{"xvnc", must(xvncArgs(cfg, "/m/vnc-password.vnc", "/m/vnc-password.xauth"))},
+		{"xvnc-unix", must(xvncArgs(unixCfg, "/m/vnc-password.vnc", "/m/vnc-password.xauth"))},
 		{"chromium-root", chromiumArgs(cfg, "http://127.0.0.1:8081/demo/signin", true, false)},
 		{"chromium-user-small-shm", chromiumArgs(cfg, "about:blank", false, true)},
 	}

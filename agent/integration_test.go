@@ -295,7 +295,7 @@ func TestAgentIntegration(t *testing.T) {
 	// the prober's address blacklisted), then a VNC-authenticated session
 	// with the password from the plaintext file.
 	for range 8 {
-		if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
+		if err := rfb.Probe(t.Context(), "tcp", a.vncAddr); err != nil {
 			t.Fatalf("rfb banner: %v", err)
 		}
 	}
@@ -575,7 +575,7 @@ func TestAgentInNetns(t *testing.T) {
 
 	a := startRealAgent(t, &netnsTarget{name: ns, ip: nsIP})
 	t.Logf("agent start → /health 200 (namespace): %v", a.waitHealthy(t))
-	if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
+	if err := rfb.Probe(t.Context(), "tcp", a.vncAddr); err != nil {
 		t.Fatalf("rfb banner from the host: %v", err)
 	}
 	// DevTools (there is no port: it is a pipe) and the page server are
@@ -599,7 +599,7 @@ func BenchmarkAgentStart(b *testing.B) {
 	var banner, health, stop time.Duration
 	for b.Loop() {
 		a := startRealAgent(b, nil)
-		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), a.vncAddr) })
+		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), "tcp", a.vncAddr) })
 		banner += time.Since(a.startedAt)
 		health += a.waitHealthy(b)
 		t0 := time.Now()

@@ -591,7 +591,7 @@ func TestConfinementFileURLBlocked(t *testing.T) {
 	if out, err := m.run(t, false, "cat "+confine.ChromiumPolicyFile); err != nil || !strings.Contains(out, `"file://*"`) {
 		t.Fatalf("the machine's managed policy %s does not block file:// (%v): %s", confine.ChromiumPolicyFile, err, testutil.Tail(out, 300))
 	}
-	client := agentproto.NewClient(m.s.Machine.AgentAddr(), m.s.Secrets.AgentToken, nil)
+	client := agentproto.NewClient(m.s.Machine.AgentEndpoint(), m.s.Secrets.AgentToken, nil)
 	// The agent's own page opens: the path works.
 	if err := client.Open(t.Context(), "local:/demo/signin"); err != nil {
 		t.Fatalf("open the agent's sign-in page: %v", err)

@@ -8,13 +8,13 @@ import (
 	"time"
 )
 
-// Probe dials addr and reads the server's RFB version banner: the one check
+// Probe dials addr on network ("tcp" or "unix") and reads the server's RFB version banner: the one check
 // that a VNC server answers, for the agent's health and the controller's
 // readiness alike. It waits at most 2 s for the banner (less when ctx ends
 // sooner).
-func Probe(ctx context.Context, addr string) error {
+func Probe(ctx context.Context, network, addr string) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return fmt.Errorf("dial vnc %s: %w", addr, err)
 	}

@@ -211,7 +211,7 @@ func TestPrivateFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	drivertest.WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second)
+	drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
 	dir := d.MachineDir(spec.ID)
 	st := env.state(t, spec.ID)
 	// A confined machine's temporary directory is in its own /tmp, seen
@@ -285,7 +285,7 @@ func TestIsolation(t *testing.T) {
 		nss[i], _ = netpool.Names(spec.ID)
 	}
 	for _, m := range ms {
-		drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
+		drivertest.WaitRFB(t, m.VNCEndpoint().String(), 60*time.Second)
 	}
 	for _, m := range ms {
 		for _, a := range []string{m.VNCAddr().String(), m.AgentAddr().String()} {
@@ -335,8 +335,8 @@ func TestDestroyGone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
-			drivertest.WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second)
+			drivertest.WaitRFB(t, m.VNCEndpoint().String(), 60*time.Second)
+			drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
 			st := env.state(t, spec.ID)
 			if n := len(procfs.GroupMembers(st.PGID, st.StartTicks)); n < 3 {
 				t.Errorf("process group %d has %d processes, want agent, Xvnc and Chromium (≥ 3)", st.PGID, n)
@@ -458,7 +458,7 @@ func TestOrphans(t *testing.T) {
 				t.Fatalf("List = %v, want %v", got, want)
 			}
 			for _, s := range list {
-				drivertest.WaitRFB(t, s.Machine.VNCAddr().String(), 10*time.Second)
+				drivertest.WaitRFB(t, s.Machine.VNCEndpoint().String(), 10*time.Second)
 			}
 
 			// Wait on an adopted machine (not a child of this process) sees
