@@ -93,7 +93,11 @@ type netnsTarget struct {
 func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 	tb.Helper()
 	xvnc, chromium := requireMachine(tb)
-	bin := testutil.BuildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent")
+	// These tests run the agent as root on the host, outside any machine,
+	// where Chromium refuses its sandbox: a test build (mc_test_no_sandbox)
+	// starts it with --no-sandbox. The local driver's tests and e2e run
+	// production agents, sandbox on.
+	bin := testutil.BuildTagged(tb, "github.com/master-controller/mc/cmd/mc-agent", "mc_test_no_sandbox")
 	dir := tb.TempDir()
 	// A home far too long for a Unix socket below it, and a TMPDIR of
 	// exactly the longest length that the agent accepts (the agent creates
