@@ -236,4 +236,7 @@ const (
 	ReasonInsecureSharedHost  Reason = "insecure_shared_host"
 	ReasonNoCgroups           Reason = "no_cgroups"
 	ReasonUnconfinedNeedsFlag Reason = "unconfined_needs_flag"
+	ReasonNoUserNamespaces    Reason = "no_user_namespaces"
+	ReasonSocketDirNotPrivate Reason = "socket_dir_not_private"
+	ReasonSlirpMissing        Reason = "slirp_missing"
 )

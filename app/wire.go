@@ -133,6 +133,7 @@ func newGateway(cfg Config, st mc.Store, drv mc.Driver, kr *vault.Keyring, machi
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
 		MaxViewers: cfg.MaxViewers,
 	}
+	gcfg.SocketRoot = caps.SocketDir
 	if caps.Network.Addr().IsLoopback() {
 		gcfg.LoopbackPortLo, gcfg.LoopbackPortHi = caps.PortLo, caps.PortHi
 	} else if caps.Network.IsValid() {

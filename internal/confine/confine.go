@@ -410,7 +410,13 @@ func buildRoot(m Spec) error {
 	if err := os.Symlink("/tmp", join("/var/tmp")); err != nil {
 		return fmt.Errorf("link /var/tmp: %w", err)
 	}
-	if err := mkdirOwned(join("/tmp/.X11-unix"), 0o777|fs.ModeSticky, 0, 0); err != nil {
+	// Root's, as X expects; in a user namespace root is not mapped, and
+	// the one id there is, is the owner.
+	xOwner := 0
+	if m.UserNS {
+		xOwner = m.UID
+	}
+	if err := mkdirOwned(join("/tmp/.X11-unix"), 0o777|fs.ModeSticky, xOwner, xOwner); err != nil {
 		return err
 	}
 	if err := mkdirOwned(join(TmpDir), 0o700, m.UID, m.GID); err != nil {

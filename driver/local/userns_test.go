@@ -1,0 +1,368 @@
+package local
+
+import (
+	"bufio"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/driver/drivertest"
+	"github.com/master-controller/mc/internal/confine"
+	"github.com/master-controller/mc/internal/testutil"
+	"github.com/master-controller/mc/rfb"
+)
+
+// childEnv marks a test binary that TestUserns re-ran under a uid that is
+// not root.
+const childEnv = "MC_TEST_USERNS_CHILD"
+
+// asUnprivileged runs the test named by t in this test binary again under a
+// fresh uid that is not root (when the test runs as root, as CI does), so
+// that the driver's unprivileged mode is covered there too; it reports
+// whether the caller is the child that should run the test's body.
+func asUnprivileged(t *testing.T) bool {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return true
+	}
+	requireMachines(t)
+	n, _ := rand.Int(rand.Reader, big.NewInt(1<<20))
+	uid := 1900000000 + int(n.Int64()) // no user of the host has it
+	// Everything the child runs must be reachable by it: the build
+	// directories of go test and testutil are root's (0700).
+	dir, err := os.MkdirTemp("", "mc-userns-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, agent := filepath.Join(dir, "local.test"), filepath.Join(dir, "mc-agent")
+	for src, dst := range map[string]string{self: bin, agentPath: agent} {
+		if err := copyFile(src, dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=10m")
+	cmd.Dir = home
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home,
+		"TMPDIR=" + home, "MC_AGENT=" + agent, childEnv + "=1", "CI=" + os.Getenv("CI")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		t.Log("uid " + strconv.Itoa(uid) + ": " + sc.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%s as uid %d: %v", t.Name(), uid, err)
+	}
+	return false
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// usernsEnv is newEnv for mode userns, with a short socket directory of the
+// test's own.
+func usernsEnv(t *testing.T) *testEnv {
+	t.Helper()
+	if err := userNSCheck(); err != nil {
+		testutil.SkipOrFail(t, "unprivileged mode: %v", err)
+	}
+	env := newEnv(t, ModeUserns)
+	env.cfg.InsecureSharedHost = false
+	sd, err := os.MkdirTemp("", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sd) })
+	env.cfg.SocketDir = filepath.Join(sd, "m")
+	return env
+}
+
+// TestUsernsConformance: the conformance suite, in unprivileged mode.
+func TestUsernsConformance(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	env := usernsEnv(t)
+	d := env.driver(t)
+	if c := d.Capabilities(); c.Isolation != ModeUserns || c.SocketDir != env.cfg.SocketDir {
+		t.Fatalf("Capabilities = %+v, want userns with socket dir %s", c, env.cfg.SocketDir)
+	}
+	drivertest.Run(t, func(t *testing.T) mc.Driver { return d }, drivertest.Options{
+		Kill:      env.kill,
+		Leftovers: env.specLeftovers,
+	})
+}
+
+// TestUsernsAttacker: from inside an unprivileged machine, as its own uid
+// (the uid its browser runs under), nothing of the controller, the host or
+// another machine can be read or reached, and no machine has a TCP port
+// outside its own network namespace; the controller still reaches the
+// machine's VNC server through its socket.
+func TestUsernsAttacker(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	for _, b := range []string{"nsenter", "bash", "timeout"} {
+		if _, err := exec.LookPath(b); err != nil {
+			testutil.SkipOrFail(t, "the attacker test needs %s", b)
+		}
+	}
+	env := usernsEnv(t)
+	d := env.driver(t)
+	// What a controller keeps: a key file beside the machines' data.
+	keys := filepath.Join(env.cfg.DataDir, "vault.keys")
+	if err := os.WriteFile(keys, []byte("secret key material\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A service on the host's loopback, as the controller's API would be.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hostPort := ln.Addr().(*net.TCPAddr).Port
+
+	var specs [2]mc.MachineSpec
+	var ms [2]mc.Machine
+	for i := range specs {
+		specs[i] = newSpec()
+		destroyLater(t, d, specs[i].ID)
+		m, err := d.Create(t.Context(), specs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms[i] = m
+	}
+	for i, m := range ms {
+		drivertest.WaitRFB(t, m.VNCEndpoint().String(), 60*time.Second)
+		drivertest.WaitHealth(t, m.AgentEndpoint().String(), specs[i].Secrets.AgentToken, 60*time.Second)
+	}
+	// The controller reaches VNC through the socket, with the machine's
+	// password, as the gateway does.
+	ep := ms[0].VNCEndpoint()
+	c, err := net.DialTimeout(ep.Network, ep.Address, 2*time.Second)
+	if err != nil {
+		t.Fatalf("dial VNC socket: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := rfb.ClientHandshake(c, specs[0].Secrets.VNCPassword); err != nil {
+		t.Errorf("RFB handshake through the socket: %v", err)
+	}
+	c.Close()
+	for _, f := range []string{ms[0].SocketDir, d.cfg.SocketDir} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("socket dir %s: %v, %v; want mode 0700", f, fi.Mode(), err)
+		}
+	}
+
+	a, b := env.state(t, specs[0].ID), env.state(t, specs[1].ID)
+	// No process of either machine is in the host's network namespace:
+	// whatever they listen on is in their own.
+	hostNet, _ := os.Readlink("/proc/self/ns/net")
+	for _, st := range []*state{a, b} {
+		for _, pid := range machinePids(st.PGID) {
+			if ns, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns/net")); err == nil && ns == hostNet {
+				t.Errorf("process %d of machine %s is in the host's network namespace", pid, st.ID)
+			}
+		}
+	}
+	otherHome := filepath.Join(d.MachineDir(specs[1].ID), "home")
+	probes := map[string]string{
+		"the controller's data directory":   "ls " + env.cfg.DataDir,
+		"vault.keys":                        "cat " + keys,
+		"/root":                             "ls /root",
+		"/proc/1/root of the host":          "ls /proc/1/root/etc/shadow && cat /proc/1/root/etc/shadow",
+		"/sys":                              "ls /sys/class/net",
+		"another machine's home":            "ls " + otherHome,
+		"another machine's token":           "cat " + filepath.Join(otherHome, tokenFile),
+		"another machine's socket dir":      "ls " + b.SocketDir,
+		"another machine's VNC socket":      "test -S " + filepath.Join(b.SocketDir, mc.VNCSocket),
+		"the host's loopback service":       "exec 3<>/dev/tcp/127.0.0.1/" + strconv.Itoa(hostPort),
+		"the host's other addresses":        hostDials(hostPort),
+		"the host's data dir via /proc":     "ls /proc/*/root" + env.cfg.DataDir,
+		"a setuid way back to the host uid": "test -u /usr/bin/su && su -c true",
+	}
+	// The same means work on what is the machine's own: the probes fail
+	// for what they reach, not for how they try.
+	controls := map[string]string{
+		"its own socket":      "test -S " + confine.SocketDir + "/" + mc.VNCSocket,
+		"its own home":        "ls " + confine.Home,
+		"its own page server": "exec 3<>/dev/tcp/127.0.0.1/" + strconv.Itoa(nsPagePort),
+		"/usr":                "cat /usr/lib/os-release",
+	}
+	for what, script := range controls {
+		if out, err := inMachine(t, a.PID, script); err != nil {
+			t.Errorf("from machine A, %s: %v (%q); want success", what, err, out)
+		}
+	}
+	for what, script := range probes {
+		out, err := inMachine(t, a.PID, script)
+		if err == nil {
+			t.Errorf("from machine A, %s: succeeded (%q); want a failure", what, out)
+		} else if testing.Verbose() {
+			t.Logf("from machine A, %s: %v", what, err)
+		}
+	}
+	// Inside, the only TCP listener is the agent's page server on the
+	// machine's own loopback: no VNC, agent or DevTools port.
+	out, err := inMachine(t, a.PID, "cat /proc/net/tcp /proc/net/tcp6")
+	if err != nil {
+		t.Fatalf("read /proc/net/tcp in the machine: %v (%s)", err, out)
+	}
+	for _, l := range listeners(out) {
+		if l != fmt.Sprintf("127.0.0.1:%d", nsPagePort) {
+			t.Errorf("machine A listens on %s; want only its page server on 127.0.0.1:%d", l, nsPagePort)
+		}
+	}
+	// The machine's own uid maps to the controller's, and nothing else is
+	// mapped: no way to any other uid of the host.
+	if out, err := inMachine(t, a.PID, "cat /proc/self/uid_map"); err != nil || len(strings.Fields(out)) != 3 ||
+		strings.Fields(out)[0] != strconv.Itoa(confine.UserNSID) || strings.Fields(out)[2] != "1" {
+		t.Errorf("uid map in the machine = %q, %v; want one id, %d", out, err, confine.UserNSID)
+	}
+	// The agent and what it starts run without any capability in the
+	// machine's user namespace (Chromium's sandbox holds some in a nested
+	// namespace of its own, over nothing of the machine's).
+	caps := `u=$(readlink /proc/self/ns/user); for p in /proc/[0-9]*; do
+		[ "${p#/proc/}" = 1 ] && continue
+		[ "$(readlink $p/ns/user 2>/dev/null)" = "$u" ] || continue
+		echo "$(grep ^Name: $p/status | cut -f2) $(grep ^CapEff: $p/status | cut -f2)"
+	done`
+	out, err = inMachine(t, a.PID, caps)
+	if err != nil || !strings.Contains(out, "mc-agent") {
+		t.Errorf("capabilities of the machine's processes: %q, %v", out, err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasSuffix(l, " 0000000000000000") {
+			t.Errorf("a process of the machine has capabilities: %s", l)
+		}
+	}
+}
+
+// hostDials is a script that connects to port on each of the host's own
+// non-loopback IPv4 addresses; it succeeds if any connects (and fails when
+// the host has none, which is also what the probe wants).
+func hostDials(port int) string {
+	var s []string
+	for _, r := range prohibitedRanges() {
+		if ip, ok := strings.CutSuffix(r, "/32"); ok {
+			s = append(s, "timeout 2 bash -c 'exec 3<>/dev/tcp/"+ip+"/"+strconv.Itoa(port)+"'")
+		}
+	}
+	if len(s) == 0 {
+		return "false"
+	}
+	return strings.Join(s, " || ")
+}
+
+// inMachine runs script with bash inside the machine whose init is pid, in
+// all its namespaces, as the machine's uid without capabilities (as its
+// browser runs).
+func inMachine(tb testing.TB, pid int, script string) (string, error) {
+	tb.Helper()
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "--user", "--mount", "--pid", "--net", "--uts", "--ipc",
+		"--preserve-credentials", "--root", "--wd=/", "timeout", "5", "bash", "-c", script)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), err
+}
+
+// listeners returns the listening sockets (state 0A) of /proc/net/tcp{,6}
+// text as ip:port (IPv4 only; an IPv6 listener is "[v6]:port").
+func listeners(procNetTCP string) []string {
+	var ls []string
+	for _, line := range strings.Split(procNetTCP, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "0A" {
+			continue
+		}
+		addr, port, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		p, _ := strconv.ParseInt(port, 16, 32)
+		if len(addr) != 8 {
+			ls = append(ls, fmt.Sprintf("[v6]:%d", p))
+			continue
+		}
+		v, _ := strconv.ParseUint(addr, 16, 32)
+		ls = append(ls, fmt.Sprintf("%d.%d.%d.%d:%d", byte(v), byte(v>>8), byte(v>>16), byte(v>>24), p))
+	}
+	return ls
+}
+
+// machinePids are the processes of process group pgid.
+func machinePids(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
