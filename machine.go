@@ -48,7 +48,8 @@ func MachineOOMError(id string) *Error {
 
 // Capabilities describe a driver on this host.
 type Capabilities struct {
-	// Isolation is "netns", "loopback" or "vm".
+	// Isolation is "netns", "userns" (machines on Unix sockets below
+	// SocketDir), "loopback" or "vm".
 	Isolation string `json:"isolation"`
 	// Network is the machine network that gateway dials are confined to; for
 	// loopback isolation it is 127.0.0.1/32 with the port range below.

@@ -124,10 +124,15 @@ func (s *suite) testCapabilities(t *testing.T) {
 		t.Error("Name() is empty")
 	}
 	c := d.Capabilities()
-	if !slices.Contains([]string{"netns", "loopback", "vm"}, c.Isolation) {
-		t.Errorf("Isolation = %q, want netns, loopback or vm", c.Isolation)
+	if !slices.Contains([]string{"netns", "userns", "loopback", "vm"}, c.Isolation) {
+		t.Errorf("Isolation = %q, want netns, userns, loopback or vm", c.Isolation)
 	}
-	if !c.Network.IsValid() {
+	if c.Isolation == "userns" {
+		// Machines on Unix sockets below one directory, no network.
+		if !filepath.IsAbs(c.SocketDir) {
+			t.Errorf("userns SocketDir = %q, want an absolute directory", c.SocketDir)
+		}
+	} else if !c.Network.IsValid() {
 		t.Errorf("Network = %v, want a valid prefix", c.Network)
 	}
 	if c.MaxMachines < 1 {
