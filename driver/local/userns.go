@@ -55,10 +55,14 @@ const slirpTap = "tap0"
 // slirpDNS is slirp4netns's DNS forwarder in its default network.
 const slirpDNS = "10.0.2.3"
 
-// userNSCheck starts a process in new user, mount, PID and network
+// userNSCheck is what New and Doctor ask whether this host gives machines
+// user namespaces (a variable for tests of a host that does not).
+var userNSCheck = userNSWorks
+
+// userNSWorks starts a process in new user, mount, PID and network
 // namespaces, as a machine would, and reports why it cannot (nil when it
 // can).
-func userNSCheck() error {
+func userNSWorks() error {
 	cmd := exec.Command("/bin/true")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET,

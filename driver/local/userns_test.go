@@ -3,6 +3,7 @@ package local
 import (
 	"bufio"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -365,4 +366,31 @@ func machinePids(pgid int) []int {
 		}
 	}
 	return pids
+}
+
+// TestUsernsRefused: without root, on a host that gives no user namespaces,
+// New refuses in one line with its reason, unless InsecureSharedHost says
+// that unconfined machines are acceptable.
+func TestUsernsRefused(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	defer func(f func() error) { userNSCheck = f }(userNSCheck)
+	userNSCheck = func() error { return errors.New("this host allows no unprivileged user namespaces (test)") }
+	env := newEnv(t, "")
+	env.cfg.InsecureSharedHost = false
+	_, err := New(env.cfg, env.store, nil)
+	if mc.ErrorReason(err) != mc.ReasonNoUserNamespaces || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("New without user namespaces = %v; want one line, reason %s", err, mc.ReasonNoUserNamespaces)
+	}
+	t.Log(err)
+	env.cfg.InsecureSharedHost = true
+	d, err := New(env.cfg, env.store, nil)
+	if err != nil || d.Mode() != ModeLoopback || d.Confined() {
+		t.Fatalf("New with --insecure-shared-host = %v; want unconfined loopback", err)
+	}
+	env.cfg.Mode = ModeUserns
+	if _, err := New(env.cfg, env.store, nil); mc.ErrorReason(err) != mc.ReasonNoUserNamespaces {
+		t.Fatalf("New in mode userns without user namespaces = %v; want reason %s", err, mc.ReasonNoUserNamespaces)
+	}
 }
