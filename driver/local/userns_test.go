@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -56,7 +55,7 @@ func asUnprivileged(t *testing.T) bool {
 	}
 	bin, agent := filepath.Join(dir, "local.test"), filepath.Join(dir, "mc-agent")
 	for src, dst := range map[string]string{self: bin, agentPath: agent} {
-		if err := copyFile(src, dst, 0o755); err != nil {
+		if err := testutil.CopyFile(src, dst, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,23 +87,6 @@ func asUnprivileged(t *testing.T) bool {
 		t.Fatalf("%s as uid %d: %v", t.Name(), uid, err)
 	}
 	return false
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // usernsEnv is newEnv for mode userns, with a short socket directory of the
