@@ -230,6 +230,15 @@ func TestConfinementNetwork(t *testing.T) {
 		probes["the host's address "+addr] = connect(addr, port)
 	}
 	a.mustFail(t, probes)
+	// The cross-machine DevTools attack has no port to aim at: each machine
+	// listens on its VNC, agent and page ports only (DevTools is a pipe).
+	for _, m := range []*confinedMachine{a, b} {
+		for _, p := range listeningPorts(t, m) {
+			if p != 5900 && p != 8080 && p != 8081 {
+				t.Errorf("machine %s listens on TCP port %d", m.id, p)
+			}
+		}
+	}
 	if err := vncBanner(b.s.Machine.VNCAddr().String()); err != nil {
 		t.Errorf("the host no longer reaches the machine's VNC: %v", err)
 	}

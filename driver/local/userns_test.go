@@ -220,6 +220,10 @@ func TestUsernsAttacker(t *testing.T) {
 		"the host's other addresses":        hostDials(hostPort),
 		"the host's data dir via /proc":     "ls /proc/*/root" + env.cfg.DataDir,
 		"a setuid way back to the host uid": "test -u /usr/bin/su && su -c true",
+		// The cross-machine DevTools attack: where DevTools used to listen
+		// (9222, or a loopback slot's base+2), nothing does.
+		"a DevTools port":               "exec 3<>/dev/tcp/127.0.0.1/9222",
+		"machine B's old DevTools port": "exec 3<>/dev/tcp/127.0.0.1/" + strconv.Itoa(env.cfg.PortBase+4*b.Slot+2),
 	}
 	// The same means work on what is the machine's own: the probes fail
 	// for what they reach, not for how they try.
@@ -242,15 +246,22 @@ func TestUsernsAttacker(t *testing.T) {
 			t.Logf("from machine A, %s: %v", what, err)
 		}
 	}
-	// Inside, the only TCP listener is the agent's page server on the
-	// machine's own loopback: no VNC, agent or DevTools port.
-	out, err := inMachine(t, a.PID, "cat /proc/net/tcp /proc/net/tcp6")
-	if err != nil {
-		t.Fatalf("read /proc/net/tcp in the machine: %v (%s)", err, out)
-	}
-	for _, l := range listeners(out) {
-		if l != fmt.Sprintf("127.0.0.1:%d", nsPagePort) {
-			t.Errorf("machine A listens on %s; want only its page server on 127.0.0.1:%d", l, nsPagePort)
+	// Inside either machine, the only TCP listener is the agent's page
+	// server on the machine's own loopback: no VNC, agent or DevTools port
+	// (DevTools is a pipe).
+	var out string
+	for _, st := range []*state{a, b} {
+		out, err := inMachine(t, st.PID, "cat /proc/net/tcp /proc/net/tcp6; tr '\\0' ' ' < /proc/$(pgrep -o -x chromium)/cmdline")
+		if err != nil {
+			t.Fatalf("read /proc/net/tcp in the machine: %v (%s)", err, out)
+		}
+		for _, l := range listeners(out) {
+			if l != fmt.Sprintf("127.0.0.1:%d", nsPagePort) {
+				t.Errorf("machine %s listens on %s; want only its page server on 127.0.0.1:%d", st.ID, l, nsPagePort)
+			}
+		}
+		if !strings.Contains(out, "--remote-debugging-pipe") || strings.Contains(out, "--remote-debugging-port") {
+			t.Errorf("machine %s's Chromium: %q; want DevTools on a pipe only", st.ID, out[strings.LastIndex(out, "\n")+1:])
 		}
 	}
 	// The machine's own uid maps to the controller's, and nothing else is
