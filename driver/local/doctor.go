@@ -121,7 +121,11 @@ func Doctor(cfg Config) []Finding {
 		add("isolation", "userns, confined without root: user, mount, PID, IPC, UTS and network namespaces, tmpfs root, "+
 			"one uid per machine (the controller's on the host), Chromium sandbox, Unix sockets only in "+cfg.SocketDir+"; "+limits, true)
 		if cfg.Egress {
-			add("egress", "slirp4netns, host loopback closed, host addresses and private ranges routed nowhere", true)
+			if err := tunCheck(); err != nil {
+				add("egress", "refused: "+err.Error(), false)
+			} else {
+				add("egress", "slirp4netns, host loopback closed, host addresses and private ranges routed nowhere", true)
+			}
 		}
 	case cfg.InsecureSharedHost:
 		add("isolation", "INSECURE shared host: machines unconfined as this user (development only)", false)

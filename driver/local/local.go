@@ -267,6 +267,9 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 				return nil, mc.Errorf(mc.EINVALID, mc.ReasonSlirpMissing,
 					"local driver: egress for userns machines needs slirp4netns (Debian package slirp4netns): %v", err)
 			}
+			if err := tunCheck(); err != nil {
+				return nil, mc.Errorf(mc.EINVALID, mc.ReasonSlirpMissing, "local driver: egress for userns machines: %v", err)
+			}
 		}
 		if err := privateDir(cfg.SocketDir); err != nil {
 			return nil, err

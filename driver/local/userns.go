@@ -55,6 +55,20 @@ const slirpTap = "tap0"
 // slirpDNS is slirp4netns's DNS forwarder in its default network.
 const slirpDNS = "10.0.2.3"
 
+// tunDevice is what slirp4netns opens inside a machine's namespaces: it must
+// be readable and writable by the controller's user (mode 0666, udev's
+// default; some container hosts leave it 0600).
+const tunDevice = "/dev/net/tun"
+
+// tunCheck says why this user cannot open tunDevice (nil when it can).
+func tunCheck() error {
+	f, err := os.OpenFile(tunDevice, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w (slirp4netns needs it readable and writable by this user: mode 0666)", tunDevice, err)
+	}
+	return f.Close()
+}
+
 // userNSCheck is what New and Doctor ask whether this host gives machines
 // user namespaces (a variable for tests of a host that does not).
 var userNSCheck = userNSWorks
@@ -201,8 +215,11 @@ func (d *Driver) startSlirp(pid int, logf *os.File) error {
 		return fmt.Errorf("start slirp4netns: %w", err)
 	}
 	defer readyR.Close()
+	// --enable-sandbox (a mount namespace of slirp4netns's own) fails
+	// without root ("seteuid(0) ... parent failed", slirp4netns 1.2); its
+	// seccomp filter works.
 	cmd := exec.Command(d.cfg.SlirpPath, "--configure", "--mtu=65520", "--disable-host-loopback",
-		"--enable-sandbox", "--enable-seccomp", "--ready-fd=3", strconv.Itoa(pid), slirpTap)
+		"--enable-seccomp", "--ready-fd=3", strconv.Itoa(pid), slirpTap)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pid}

@@ -21,6 +21,7 @@ import (
 	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
+	"golang.org/x/sys/unix"
 )
 
 // childEnv marks a test binary that TestUserns re-ran under a uid that is
@@ -66,11 +67,29 @@ func asUnprivileged(t *testing.T) bool {
 	if err := os.Chown(home, uid, uid); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=10m")
+	args := []string{bin, "-test.run", "^" + t.Name() + "$", "-test.v", "-test.count=1", "-test.timeout=10m"}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+	if fi, err := os.Stat(tunDevice); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
+		// This host's /dev/net/tun is root's only (udev would make it
+		// 0666): the child gets a 0666 node of the same device in a mount
+		// namespace of its own, so that slirp4netns can run; the host's
+		// node is left as it is.
+		node := filepath.Join(dir, "tun")
+		if err := syscall.Mknod(node, syscall.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(node, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		u := strconv.Itoa(uid)
+		cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c",
+			`n=$1; u=$2; shift 2; mount --bind "$n" ` + tunDevice + ` && exec setpriv --reuid "$u" --regid "$u" --clear-groups "$@"`,
+			"sh", node, u}, args...)...)
+	}
 	cmd.Dir = home
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home,
 		"TMPDIR=" + home, "MC_AGENT=" + agent, childEnv + "=1", "CI=" + os.Getenv("CI")}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -385,5 +404,72 @@ func TestUsernsRefused(t *testing.T) {
 	env.cfg.Mode = ModeUserns
 	if _, err := New(env.cfg, env.store, nil); mc.ErrorReason(err) != mc.ReasonNoUserNamespaces {
 		t.Fatalf("New in mode userns without user namespaces = %v; want reason %s", err, mc.ReasonNoUserNamespaces)
+	}
+}
+
+// TestUsernsEgress: with egress on, a userns machine has slirp4netns's
+// interface and a default route, yet the host's loopback (slirp's gateway),
+// the host's own addresses and the private ranges stay out of reach; its
+// slirp4netns ends with the machine. No packet leaves the host: every
+// probe is refused on the way.
+func TestUsernsEgress(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	if _, err := exec.LookPath("slirp4netns"); err != nil {
+		testutil.SkipOrFail(t, "egress needs slirp4netns (Debian package slirp4netns)")
+	}
+	if err := tunCheck(); err != nil {
+		testutil.SkipOrFail(t, "egress: %v", err)
+	}
+	env := usernsEnv(t)
+	env.cfg.Egress = true
+	d := env.driver(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	spec := newSpec()
+	m, err := d.Create(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
+	st := env.state(t, spec.ID)
+	if out, err := inMachine(t, st.PID, "ip -4 addr show "+slirpTap+" && ip -4 route show default && cat /etc/resolv.conf"); err != nil ||
+		!strings.Contains(out, "10.0.2.100") || !strings.Contains(out, "default via 10.0.2.2") || !strings.Contains(out, slirpDNS) {
+		t.Fatalf("egress interface in the machine: %q, %v; want %s with a default route and slirp's DNS", out, err, slirpTap)
+	}
+	probes := map[string]string{
+		"the host's loopback through slirp's gateway": "exec 3<>/dev/tcp/10.0.2.2/" + port,
+		"a private range":                             "exec 3<>/dev/tcp/192.168.1.1/80",
+		"another private range":                       "exec 3<>/dev/tcp/172.16.0.1/80",
+		"link-local (cloud metadata)":                 "exec 3<>/dev/tcp/169.254.169.254/80",
+		"the host's other addresses":                  hostDials(ln.Addr().(*net.TCPAddr).Port),
+	}
+	for what, script := range probes {
+		if out, err := inMachine(t, st.PID, "timeout 3 bash -c '"+script+"'"); err == nil {
+			t.Errorf("with egress, %s: connected (%q); want a failure", what, out)
+		}
+	}
+	slirps := func() []int {
+		var ps []int
+		for _, pid := range machinePids(st.PGID) {
+			if b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm")); strings.TrimSpace(string(b)) == "slirp4netns" {
+				ps = append(ps, pid)
+			}
+		}
+		return ps
+	}
+	if len(slirps()) != 1 {
+		t.Errorf("slirp4netns processes in the machine's group: %v, want one", slirps())
+	}
+	if err := d.Destroy(t.Context(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ps := slirps(); len(ps) != 0 {
+		t.Errorf("slirp4netns %v outlives its machine", ps)
 	}
 }
