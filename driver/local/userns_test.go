@@ -444,10 +444,10 @@ func TestUsernsEgress(t *testing.T) {
 	}
 	probes := map[string]string{
 		"the host's loopback through slirp's gateway": "exec 3<>/dev/tcp/10.0.2.2/" + port,
-		"a private range":                             "exec 3<>/dev/tcp/192.168.1.1/80",
-		"another private range":                       "exec 3<>/dev/tcp/172.16.0.1/80",
-		"link-local (cloud metadata)":                 "exec 3<>/dev/tcp/169.254.169.254/80",
-		"the host's other addresses":                  hostDials(ln.Addr().(*net.TCPAddr).Port),
+		"a private range":             "exec 3<>/dev/tcp/192.168.1.1/80",
+		"another private range":       "exec 3<>/dev/tcp/172.16.0.1/80",
+		"link-local (cloud metadata)": "exec 3<>/dev/tcp/169.254.169.254/80",
+		"the host's other addresses":  hostDials(ln.Addr().(*net.TCPAddr).Port),
 	}
 	for what, script := range probes {
 		if out, err := inMachine(t, st.PID, "timeout 3 bash -c '"+script+"'"); err == nil {
