@@ -442,6 +442,12 @@ func TestUsernsEgress(t *testing.T) {
 		!strings.Contains(out, "10.0.2.100") || !strings.Contains(out, "default via 10.0.2.2") || !strings.Contains(out, slirpDNS) {
 		t.Fatalf("egress interface in the machine: %q, %v; want %s with a default route and slirp's DNS", out, err, slirpTap)
 	}
+	// The routes nowhere are in place before any probe aims at a private
+	// address, so that no probe could leave the host.
+	if out, err := inMachine(t, st.PID, "ip -4 route show type prohibit"); err != nil ||
+		!strings.Contains(out, "192.168.0.0/16") || !strings.Contains(out, "172.16.0.0/12") || !strings.Contains(out, "169.254.0.0/16") {
+		t.Fatalf("prohibit routes in the machine: %q, %v", out, err)
+	}
 	probes := map[string]string{
 		"the host's loopback through slirp's gateway": "exec 3<>/dev/tcp/10.0.2.2/" + port,
 		"a private range":             "exec 3<>/dev/tcp/192.168.1.1/80",
