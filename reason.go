@@ -238,5 +238,5 @@ const (
 	ReasonUnconfinedNeedsFlag Reason = "unconfined_needs_flag"
 	ReasonNoUserNamespaces    Reason = "no_user_namespaces"
 	ReasonSocketDirNotPrivate Reason = "socket_dir_not_private"
-	ReasonSlirpMissing        Reason = "slirp_missing"
+	ReasonEgressUnavailable   Reason = "egress_unavailable"
 )

@@ -264,11 +264,11 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		}
 		if cfg.Egress {
 			if _, err := exec.LookPath(cfg.SlirpPath); err != nil {
-				return nil, mc.Errorf(mc.EINVALID, mc.ReasonSlirpMissing,
+				return nil, mc.Errorf(mc.EINVALID, mc.ReasonEgressUnavailable,
 					"local driver: egress for userns machines needs slirp4netns (Debian package slirp4netns): %v", err)
 			}
 			if err := tunCheck(); err != nil {
-				return nil, mc.Errorf(mc.EINVALID, mc.ReasonSlirpMissing, "local driver: egress for userns machines: %v", err)
+				return nil, mc.Errorf(mc.EINVALID, mc.ReasonEgressUnavailable, "local driver: egress for userns machines: %v", err)
 			}
 		}
 		if err := privateDir(cfg.SocketDir); err != nil {
