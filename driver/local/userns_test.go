@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -477,5 +478,35 @@ func TestUsernsEgress(t *testing.T) {
 	}
 	if ps := slirps(); len(ps) != 0 {
 		t.Errorf("slirp4netns %v outlives its machine", ps)
+	}
+}
+
+// TestUsernsSweep: Sweep removes a socket directory whose machine is gone
+// and leaves a live machine's.
+func TestUsernsSweep(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	env := usernsEnv(t)
+	d := env.driver(t)
+	spec := newSpec()
+	destroyLater(t, d, spec.ID)
+	m, err := d.Create(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(env.cfg.SocketDir, "0badf00d")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := d.Sweep(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(removed, stale) {
+		t.Errorf("Sweep removed %v, want %s", removed, stale)
+	}
+	if _, err := os.Stat(m.SocketDir); err != nil {
+		t.Errorf("Sweep removed the live machine's socket dir: %v", err)
 	}
 }
