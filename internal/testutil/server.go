@@ -49,7 +49,8 @@ func StartServerAs(tb testing.TB, env map[string]string, uid int) *Server {
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	bin := filepath.Join(dir, "master-controller")
-	if err := CopyFile(ServerBinary(tb), bin, 0o755); err == nil {
+	err = CopyFile(ServerBinary(tb), bin, 0o755)
+	if err == nil {
 		err = os.Chmod(dir, 0o755)
 	}
 	if err != nil {
