@@ -1,11 +1,17 @@
 package mc
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 )
@@ -99,6 +105,28 @@ func (e Endpoint) String() string {
 		return "unix:" + e.Address
 	}
 	return e.Address
+}
+
+// ErrNotSocket is what Endpoint.Dial returns for a "unix" endpoint whose
+// path is not a socket (a symbolic link, say).
+var ErrNotSocket = errors.New("not a unix socket")
+
+// Dial connects to e within timeout (none when 0). A "unix" endpoint must be
+// a socket itself, not a symbolic link: a machine can write in its own
+// socket directory, and must not point the controller at another socket of
+// the host (the check comes just before the connect).
+func (e Endpoint) Dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+	if e.Network == "unix" {
+		fi, err := os.Lstat(e.Address)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("dial %s: %w", e.Address, ErrNotSocket)
+		}
+	}
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(ctx, e.Network, e.Address)
 }
 
 // ParseEndpoint is the inverse of Endpoint.String: "unix:" and a path is a

@@ -398,7 +398,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		health: func(ctx context.Context) proto.Health {
 			var h proto.Health
 			if x := xvncP.Load(); x != nil && x.Alive() {
-				h.VNC = rfb.Probe(ctx, vnc.Network, vnc.Address) == nil
+				h.VNC = rfb.Probe(ctx, vnc) == nil
 			}
 			if c, d := chromiumP.Load(), devtoolsP.Load(); c != nil && d != nil && c.Alive() {
 				_, err := d.Version(ctx)

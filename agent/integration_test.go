@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	mc "github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
@@ -299,7 +300,7 @@ func TestAgentIntegration(t *testing.T) {
 	// the prober's address blacklisted), then a VNC-authenticated session
 	// with the password from the plaintext file.
 	for range 8 {
-		if err := rfb.Probe(t.Context(), "tcp", a.vncAddr); err != nil {
+		if err := rfb.Probe(t.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}); err != nil {
 			t.Fatalf("rfb banner: %v", err)
 		}
 	}
@@ -579,7 +580,7 @@ func TestAgentInNetns(t *testing.T) {
 
 	a := startRealAgent(t, &netnsTarget{name: ns, ip: nsIP})
 	t.Logf("agent start → /health 200 (namespace): %v", a.waitHealthy(t))
-	if err := rfb.Probe(t.Context(), "tcp", a.vncAddr); err != nil {
+	if err := rfb.Probe(t.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}); err != nil {
 		t.Fatalf("rfb banner from the host: %v", err)
 	}
 	// DevTools (there is no port: it is a pipe) and the page server are
@@ -603,7 +604,7 @@ func BenchmarkAgentStart(b *testing.B) {
 	var banner, health, stop time.Duration
 	for b.Loop() {
 		a := startRealAgent(b, nil)
-		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), "tcp", a.vncAddr) })
+		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}) })
 		banner += time.Since(a.startedAt)
 		health += a.waitHealthy(b)
 		t0 := time.Now()

@@ -49,12 +49,8 @@ func NewClient(ep mc.Endpoint, token mc.Secret, hc *http.Client) *Client {
 		tr = http.DefaultTransport.(*http.Transport)
 	}
 	tr = tr.Clone()
-	path := ep.Address
 	tr.Proxy = nil
-	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
-	}
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return ep.Dial(ctx, 0) }
 	uc := *hc
 	uc.Transport = tr
 	return &Client{base: "http://agent", token: token, http: &uc}

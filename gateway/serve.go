@@ -315,8 +315,7 @@ func (g *Gateway) dial(ctx context.Context, t target) (net.Conn, error) {
 // dialOnce makes one connection to the target's VNC server: the one place
 // that knows how a resolved address is reached.
 func (g *Gateway) dialOnce(ctx context.Context, t target) (net.Conn, error) {
-	d := net.Dialer{Timeout: g.cfg.DialTimeout}
-	return d.DialContext(ctx, t.ep.Network, t.ep.Address)
+	return t.ep.Dial(ctx, g.cfg.DialTimeout)
 }
 
 // bridge presents the browser a server without authentication (the token

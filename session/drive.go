@@ -363,7 +363,7 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 	var last error
 	for {
 		if !vncOK {
-			if last = rfb.Probe(ctx, mach.VNCEndpoint().Network, mach.VNCEndpoint().Address); last == nil {
+			if last = rfb.Probe(ctx, mach.VNCEndpoint()); last == nil {
 				vncOK = true
 			}
 		}

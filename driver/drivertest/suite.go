@@ -438,7 +438,7 @@ func WaitRFB(t testing.TB, addr string, timeout time.Duration) {
 // or timeout passes (see testutil.Poll).
 func DialRFB(ctx context.Context, addr string, timeout time.Duration) error {
 	ep := mc.ParseEndpoint(addr)
-	return testutil.Poll(ctx, timeout, func() error { return rfb.Probe(ctx, ep.Network, ep.Address) })
+	return testutil.Poll(ctx, timeout, func() error { return rfb.Probe(ctx, ep) })
 }
 
 // WaitHealth polls the agent at addr (host:port or unix:path) until GET /health with token answers
