@@ -32,8 +32,10 @@ const childEnv = "MC_TEST_USERNS_CHILD"
 // asUnprivileged runs the test named by t in this test binary again under a
 // fresh uid that is not root (when the test runs as root, as CI does), so
 // that the driver's unprivileged mode is covered there too; it reports
-// whether the caller is the child that should run the test's body.
-func asUnprivileged(t *testing.T) bool {
+// whether the caller is the child that should run the test's body. Each of
+// setup runs first, as root, with the child's uid, and may add to the
+// child's environment.
+func asUnprivileged(t *testing.T, setup ...func(uid int, env map[string]string)) bool {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		return true
@@ -91,6 +93,13 @@ func asUnprivileged(t *testing.T) bool {
 	cmd.Dir = home
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home,
 		"TMPDIR=" + home, "MC_AGENT=" + agent, childEnv + "=1", "CI=" + os.Getenv("CI")}
+	extra := map[string]string{}
+	for _, f := range setup {
+		f(uid, extra)
+	}
+	for k, v := range extra {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -508,5 +517,86 @@ func TestUsernsSweep(t *testing.T) {
 	}
 	if _, err := os.Stat(m.SocketDir); err != nil {
 		t.Errorf("Sweep removed the live machine's socket dir: %v", err)
+	}
+}
+
+// cgroupParentEnv names the cgroup parent that the root parent of a test
+// delegated to the test's uid.
+const cgroupParentEnv = "MC_TEST_DELEGATED_CGROUP"
+
+// delegateCgroups makes, as root, a cgroup parent in each v1 hierarchy
+// (memory, pids, cpu) owned by uid, as an administrator delegates one to the
+// controller's user, and removes it (with what the test left in it) at the
+// end.
+func delegateCgroups(t *testing.T) func(uid int, env map[string]string) {
+	return func(uid int, env map[string]string) {
+		if CgroupVersion() != 1 {
+			return // the unified hierarchy: not this host's, not tested here
+		}
+		n, _ := rand.Int(rand.Reader, big.NewInt(1<<30))
+		name := "mc-test-deleg-" + strconv.Itoa(int(n.Int64()))
+		for _, c := range []string{"memory", "pids", "cpu"} {
+			dir := filepath.Join(CgroupRoot, c, name)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				subs, _ := os.ReadDir(dir)
+				for _, s := range subs {
+					if s.IsDir() {
+						_ = os.Remove(filepath.Join(dir, s.Name()))
+					}
+				}
+				_ = os.Remove(dir)
+			})
+			for _, f := range []string{"", "cgroup.procs"} {
+				if err := os.Chown(filepath.Join(dir, f), uid, uid); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		env[cgroupParentEnv] = name
+	}
+}
+
+// TestUsernsDelegatedCgroup: where root delegated a cgroup parent to the
+// controller's user, userns machines get a cgroup of their own below it,
+// with the memory and process limits, and Destroy removes it.
+func TestUsernsDelegatedCgroup(t *testing.T) {
+	if !asUnprivileged(t, delegateCgroups(t)) {
+		return
+	}
+	parent := os.Getenv(cgroupParentEnv)
+	if parent == "" {
+		testutil.SkipOrFail(t, "no delegated cgroup parent (run as root on a cgroup v1 host)")
+	}
+	env := usernsEnv(t)
+	env.cfg.CgroupParent = parent
+	env.cfg.Limits.Memory = 768 << 20
+	d := env.driver(t)
+	if d.cgroupV != 1 {
+		t.Fatalf("cgroup version %d with a delegated v1 parent, want 1", d.cgroupV)
+	}
+	spec := newSpec()
+	m, err := d.Create(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
+	st := env.state(t, spec.ID)
+	cg := &cgroup{version: st.Cgroup, dirs: st.CgroupDirs}
+	if len(cg.dirs) != 3 || !slices.Contains(cg.procs(), st.PID) || len(cg.procs()) < 4 {
+		t.Errorf("machine cgroup %v holds %v; want the init %d and the machine's processes", cg.dirs, cg.procs(), st.PID)
+	}
+	if b, err := os.ReadFile(filepath.Join(cg.dirs[0], "memory.limit_in_bytes")); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(768<<20) {
+		t.Errorf("memory limit %q, %v; want %d", b, err, 768<<20)
+	}
+	if err := d.Destroy(t.Context(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range cg.dirs {
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("cgroup %s left after Destroy", dir)
+		}
 	}
 }
