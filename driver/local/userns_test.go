@@ -234,6 +234,36 @@ func TestUsernsAttacker(t *testing.T) {
 			}
 		}
 	}
+	// And the host's own listening TCP sockets (ss -ltn on the host) hold
+	// none of theirs.
+	hostTCP, _ := os.ReadFile("/proc/net/tcp")
+	hostTCP6, _ := os.ReadFile("/proc/net/tcp6")
+	hostListen := map[string]bool{}
+	for _, l := range strings.Split(string(hostTCP)+string(hostTCP6), "\n") {
+		if f := strings.Fields(l); len(f) > 9 && f[3] == "0A" {
+			hostListen[f[9]] = true
+		}
+	}
+	sockets := 0
+	for _, st := range []*state{a, b} {
+		for _, pid := range machinePids(st.PGID) {
+			fds, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+			for _, fd := range fds {
+				l, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd.Name()))
+				in, ok := strings.CutPrefix(l, "socket:[")
+				if !ok {
+					continue
+				}
+				sockets++
+				if hostListen[strings.TrimSuffix(in, "]")] {
+					t.Errorf("process %d of machine %s listens on a TCP port of the host", pid, st.ID)
+				}
+			}
+		}
+	}
+	if sockets == 0 {
+		t.Errorf("found no socket of the machines' processes to check")
+	}
 	otherHome := filepath.Join(d.MachineDir(specs[1].ID), "home")
 	probes := map[string]string{
 		"the controller's data directory":   "ls " + env.cfg.DataDir,
