@@ -630,3 +630,39 @@ func TestUsernsDelegatedCgroup(t *testing.T) {
 		}
 	}
 }
+
+// TestUsernsPidsPerMachine: RLIMIT_NPROC bounds each machine on its own
+// (the kernel counts it per user namespace), not all machines of the
+// controller's uid together: three machines whose tasks add up to more
+// than the limit all start, and each machine's init carries the limit.
+func TestUsernsPidsPerMachine(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	env := usernsEnv(t)
+	env.cfg.Limits.Pids = 200
+	d := env.driver(t)
+	total := 0
+	for range 3 {
+		spec := newSpec()
+		destroyLater(t, d, spec.ID)
+		m, err := d.Create(t.Context(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
+		st := env.state(t, spec.ID)
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(st.PID), "limits"))
+		if err != nil || !strings.Contains(string(b), "Max processes             200                  200") {
+			t.Errorf("limits of machine %s's init: %v\n%s", spec.ID, err, b)
+		}
+		for _, pid := range machinePids(st.PGID) {
+			if ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task")); err == nil {
+				total += len(ents)
+			}
+		}
+	}
+	if total <= 200 {
+		t.Logf("the three machines have %d tasks, not more than the limit: the test shows nothing on this host", total)
+	}
+}
