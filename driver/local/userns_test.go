@@ -323,6 +323,23 @@ func TestUsernsAttacker(t *testing.T) {
 			t.Errorf("machine %s's Chromium: %q; want DevTools on a pipe only", st.ID, out[strings.LastIndex(out, "\n")+1:])
 		}
 	}
+	// Chromium keeps its sandbox in the machine: its renderers run under
+	// seccomp-BPF with no new privileges.
+	out, err = inMachine(t, a.PID, `for p in /proc/[0-9]*; do
+		[ "$(cat $p/comm 2>/dev/null)" = chromium ] || continue
+		if tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q -- --type=renderer; then
+			grep -E '^(Seccomp|NoNewPrivs):' $p/status | tr '\n\t' '  '; echo
+		fi
+	done`)
+	renderers := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || out == "" {
+		t.Errorf("renderers of machine A: %q, %v; want at least one", out, err)
+	}
+	for _, r := range renderers {
+		if !strings.Contains(r, "Seccomp: 2") || !strings.Contains(r, "NoNewPrivs: 1") {
+			t.Errorf("a renderer of machine A runs without its sandbox: %q", r)
+		}
+	}
 	// The machine's own uid maps to the controller's, and nothing else is
 	// mapped: no way to any other uid of the host.
 	if out, err := inMachine(t, a.PID, "cat /proc/self/uid_map"); err != nil || len(strings.Fields(out)) != 3 ||
