@@ -551,6 +551,7 @@ func BenchmarkReady(b *testing.B) {
 			env := newEnv(b, mode)
 			if mode == ModeUserns {
 				env.cfg.InsecureSharedHost = false
+				env.cfg.SocketDir = filepath.Join(b.TempDir(), "s")
 			}
 			d := env.driver(b)
 			var rfb, health, destroy []time.Duration
