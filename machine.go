@@ -52,7 +52,8 @@ func MachineOOMError(id string) *Error {
 
 // Capabilities describe a driver on this host.
 type Capabilities struct {
-	// Isolation is "netns", "loopback" or "vm".
+	// Isolation is "netns", "userns" (machines on Unix sockets below
+	// SocketDir), "loopback" or "vm".
 	Isolation string `json:"isolation"`
 	// Network is the machine network that gateway dials are confined to; for
 	// loopback isolation it is 127.0.0.1/32 with the port range below.
@@ -60,6 +61,10 @@ type Capabilities struct {
 	// PortLo and PortHi bound the ports a loopback machine may use.
 	PortLo int `json:"port_lo,omitempty"`
 	PortHi int `json:"port_hi,omitempty"`
+	// SocketDir, when set, is the directory below which machines listen
+	// on Unix sockets (Machine.SocketDir): the only sockets the gateway
+	// may dial.
+	SocketDir string `json:"socket_dir,omitempty"`
 	// MaxMachines is the number of machines the host can hold.
 	MaxMachines int `json:"max_machines"`
 	// Cluster reports machines placed on a cluster that every replica

@@ -261,4 +261,7 @@ const (
 	ReasonInsecureSharedHost  Reason = "insecure_shared_host"
 	ReasonNoCgroups           Reason = "no_cgroups"
 	ReasonUnconfinedNeedsFlag Reason = "unconfined_needs_flag"
+	ReasonNoUserNamespaces    Reason = "no_user_namespaces"
+	ReasonSocketDirNotPrivate Reason = "socket_dir_not_private"
+	ReasonEgressUnavailable   Reason = "egress_unavailable"
 )

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/master-controller/mc/rfb"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,11 +45,13 @@ import (
 // Config is the agent's configuration, one field per command-line flag.
 type Config struct {
 	// Listen is the agent API's address (IP:8080 in a namespace, or
-	// 127.0.0.1:PORT in loopback mode).
+	// 127.0.0.1:PORT in loopback mode), or "unix:" and a socket path
+	// (mc.ParseEndpoint), which the agent makes 0600.
 	Listen string
 	// TokenFile holds the per-machine agent token.
 	TokenFile string
-	// VNCListen is where Xvnc listens (IP:PORT).
+	// VNCListen is where Xvnc listens: IP:PORT, or "unix:" and a socket
+	// path (0600, and no TCP port at all).
 	VNCListen string
 	// VNCPasswordFile holds the plaintext VNC password; the agent writes the
 	// obfuscated file that Xvnc reads beside it (same name + ".vnc").
@@ -130,8 +133,15 @@ func (cfg *Config) Check() error {
 	if cfg.Width < 64 || cfg.Height < 64 || cfg.Width > 8192 || cfg.Height > 8192 {
 		return fmt.Errorf("geometry %dx%d out of range", cfg.Width, cfg.Height)
 	}
-	if _, _, err := net.SplitHostPort(cfg.VNCListen); err != nil {
-		return fmt.Errorf("--vnc-listen %s: %w", cfg.VNCListen, err)
+	for flag, v := range map[string]string{"--vnc-listen": cfg.VNCListen, "--listen": cfg.Listen} {
+		ep := mc.ParseEndpoint(v)
+		if ep.Network == "unix" {
+			if !filepath.IsAbs(ep.Address) || len(ep.Address) > 107 {
+				return fmt.Errorf("%s %s: want an absolute socket path of at most 107 bytes", flag, v)
+			}
+		} else if _, _, err := net.SplitHostPort(v); err != nil {
+			return fmt.Errorf("%s %s: %w", flag, v, err)
+		}
 	}
 	home, err := filepath.Abs(cfg.Home)
 	if err != nil {
@@ -340,10 +350,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	closers = append(closers, closer{"x authority file", func() { os.Remove(authFile) }})
 
-	if err := ensureLoopbackUp(); err != nil {
+	if err := confine.LoopbackUp(); err != nil {
 		return err
 	}
-	apiLn, err := net.Listen("tcp", cfg.Listen)
+	apiLn, err := listen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen agent api %s: %w", cfg.Listen, err)
 	}
@@ -374,6 +384,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: pageBase, display: cfg.Display,
 		cliDir: cfg.CLIDir, openerExe: exe}, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
+	vnc := mc.ParseEndpoint(cfg.VNCListen)
 	a := &api{
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),
 		log:       log,
@@ -387,7 +398,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		health: func(ctx context.Context) proto.Health {
 			var h proto.Health
 			if x := xvncP.Load(); x != nil && x.Alive() {
-				h.VNC = rfb.Probe(ctx, cfg.VNCListen) == nil
+				h.VNC = rfb.Probe(ctx, vnc) == nil
 			}
 			if c, d := chromiumP.Load(), devtoolsP.Load(); c != nil && d != nil && c.Alive() {
 				_, err := d.Version(ctx)
@@ -463,4 +474,21 @@ func stoppedOr(ctx context.Context, log *slog.Logger, err error) error {
 		return nil
 	}
 	return err
+}
+
+// listen listens on addr: a TCP address, or "unix:" and a socket path that
+// only this user may connect to (0600, created under a umask that never
+// lets it be more open, even for a moment).
+func listen(addr string) (net.Listener, error) {
+	ep := mc.ParseEndpoint(addr)
+	if ep.Network != "unix" {
+		return net.Listen("tcp", addr)
+	}
+	if err := os.Remove(ep.Address); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", ep.Address)
+	syscall.Umask(old)
+	return ln, err
 }

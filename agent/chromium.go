@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,10 +21,11 @@ import (
 // TCP port that a page of this or another machine could reach); no
 // first-run UI, background traffic, keyring or sync.
 //
-// Chromium keeps its own sandbox (namespaces and seccomp-BPF) on. Only an
-// agent run as root outside a machine (the agent's own tests) passes
-// --no-sandbox, because Chromium refuses to start as root with it on; the
-// local driver never runs the agent as root.
+// Chromium keeps its own sandbox (namespaces and seccomp-BPF) on. Only a
+// test build of the agent (tag mc_test_no_sandbox, see testNoSandbox) run
+// as root outside a machine passes --no-sandbox (noSandbox), because
+// Chromium refuses to start as root with it on; the local driver never runs
+// the agent as root.
 //
 // No flag keeps the crash handler in the agent's process group: Chromium 156
 // (Debian) always starts chrome_crashpad_handler in a session of its own.
@@ -33,7 +35,7 @@ import (
 // a real page). The handler exits by itself within two seconds of its
 // browser (measured after a SIGKILL of the group); the agent kills any left
 // when it stops (killStrays), and a machine's PID namespace ends with it.
-func chromiumArgs(cfg Config, startURL string, root, smallShm bool) []string {
+func chromiumArgs(cfg Config, startURL string, noSandbox, smallShm bool) []string {
 	args := []string{
 		"--user-data-dir=" + filepath.Join(cfg.BrowserHome, "chromium-profile"),
 		"--remote-debugging-pipe",
@@ -57,7 +59,7 @@ func chromiumArgs(cfg Config, startURL string, root, smallShm bool) []string {
 		"--window-position=0,0",
 		"--kiosk",
 	}
-	if root {
+	if noSandbox && testNoSandbox {
 		args = append(args, "--no-sandbox")
 	}
 	if cfg.TestTrustSPKI != "" {
@@ -84,8 +86,11 @@ func shmIsSmall() bool {
 // hold page URLs).
 func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, authFile string) (*child, *cdp, error) {
 	root := os.Geteuid() == 0
+	if root && !testNoSandbox {
+		return nil, nil, errors.New("start chromium: the agent runs as root outside a machine, where Chromium cannot keep its sandbox; run it in a machine of the local driver")
+	}
 	if root {
-		log.Warn("agent runs as root outside a machine: Chromium without its sandbox")
+		log.Warn("test build of the agent runs as root outside a machine: Chromium without its sandbox")
 	}
 	browserIn, browserOut, devtools, err := cdpPipes()
 	if err != nil {

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/http"
-	"net/netip"
 	"net/url"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ func testClient(tb testing.TB, a *testAPI, token string) *proto.Client {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return proto.NewClient(netip.MustParseAddrPort(u.Host), mc.SecretOf(token), nil)
+	return proto.NewClient(mc.Endpoint{Network: "tcp", Address: u.Host}, mc.SecretOf(token), nil)
 }
 
 func TestClient(t *testing.T) {

@@ -21,16 +21,34 @@ func TestCommandLines(t *testing.T) {
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
+	unixCfg := cfg
+	unixCfg.Listen, unixCfg.VNCListen = "unix:/run/mc-sock/agent", "unix:/run/mc-sock/vnc"
+	if err := unixCfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	must := func(args []string, err error) []string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return args
+	}
 	tests := []struct {
 		name string
 		args []string
 	}{
-		{"xvnc", xvncArgs(cfg, "10.200.0.2", "5900", "/m/vnc-password.vnc", "/m/vnc-password.xauth")},
-		{"chromium-root", chromiumArgs(cfg, "http://127.0.0.1:8081/demo/signin", true, false)},
+		{"xvnc", must(xvncArgs(cfg, "/m/vnc-password.vnc", "/m/vnc-password.xauth"))},
+		{"xvnc-unix", must(xvncArgs(unixCfg, "/m/vnc-password.vnc", "/m/vnc-password.xauth"))},
+		{"chromium-root-production", chromiumArgs(cfg, "http://127.0.0.1:8081/demo/signin", true, false)},
 		{"chromium-user-small-shm", chromiumArgs(cfg, "about:blank", false, true)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Asked for or not, a production agent never turns Chromium's
+			// sandbox off.
+			if !testNoSandbox && slices.Contains(tt.args, "--no-sandbox") {
+				t.Fatalf("production command line has --no-sandbox: %q", tt.args)
+			}
 			got := strings.Join(tt.args, "\n") + "\n"
 			path := filepath.Join("testdata", tt.name+".golden")
 			if *update {

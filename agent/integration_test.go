@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/master-controller/mc"
+	mc "github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
@@ -94,7 +94,11 @@ type netnsTarget struct {
 func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 	tb.Helper()
 	xvnc, chromium := requireMachine(tb)
-	bin := testutil.BuildBinary(tb, "github.com/master-controller/mc/cmd/mc-agent")
+	// These tests run the agent as root on the host, outside any machine,
+	// where Chromium refuses its sandbox: a test build (mc_test_no_sandbox)
+	// starts it with --no-sandbox. The local driver's tests and e2e run
+	// production agents, sandbox on.
+	bin := testutil.BuildTagged(tb, "github.com/master-controller/mc/cmd/mc-agent", "mc_test_no_sandbox")
 	dir := tb.TempDir()
 	// A home far too long for a Unix socket below it, and a TMPDIR of
 	// exactly the longest length that the agent accepts (the agent creates
@@ -296,7 +300,7 @@ func TestAgentIntegration(t *testing.T) {
 	// the prober's address blacklisted), then a VNC-authenticated session
 	// with the password from the plaintext file.
 	for range 8 {
-		if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
+		if err := rfb.Probe(t.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}); err != nil {
 			t.Fatalf("rfb banner: %v", err)
 		}
 	}
@@ -576,7 +580,7 @@ func TestAgentInNetns(t *testing.T) {
 
 	a := startRealAgent(t, &netnsTarget{name: ns, ip: nsIP})
 	t.Logf("agent start → /health 200 (namespace): %v", a.waitHealthy(t))
-	if err := rfb.Probe(t.Context(), a.vncAddr); err != nil {
+	if err := rfb.Probe(t.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}); err != nil {
 		t.Fatalf("rfb banner from the host: %v", err)
 	}
 	// DevTools (there is no port: it is a pipe) and the page server are
@@ -600,7 +604,7 @@ func BenchmarkAgentStart(b *testing.B) {
 	var banner, health, stop time.Duration
 	for b.Loop() {
 		a := startRealAgent(b, nil)
-		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), a.vncAddr) })
+		testutil.WaitFor(b, 60*time.Second, "RFB banner", func() error { return rfb.Probe(b.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}) })
 		banner += time.Since(a.startedAt)
 		health += a.waitHealthy(b)
 		t0 := time.Now()

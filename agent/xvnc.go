@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/master-controller/mc"
 )
 
 // xauthority returns an X authority file with one MIT-MAGIC-COOKIE-1 entry for
@@ -37,16 +39,25 @@ func xauthority(display int, cookie []byte) []byte {
 }
 
 // xvncArgs is Xvnc's command line. -interface confines the VNC listener to
-// the machine's IP; -nolisten tcp keeps X11 itself off the network;
-// -displayfd 3 tells the agent when the server accepts connections; -auth
-// keeps other local users off the display.
-func xvncArgs(cfg Config, ip, port, passwdFile, authFile string) []string {
-	return []string{
+// the machine's IP, or, for a unix: VNCListen, -rfbunixpath puts it on a
+// socket (0600) and -rfbport -1 opens no TCP port at all; -nolisten tcp
+// keeps X11 itself off the network; -displayfd 3 tells the agent when the
+// server accepts connections; -auth keeps other local users off the display.
+func xvncArgs(cfg Config, passwdFile, authFile string) ([]string, error) {
+	var listen []string
+	if ep := mc.ParseEndpoint(cfg.VNCListen); ep.Network == "unix" {
+		listen = []string{"-rfbport", "-1", "-rfbunixpath", ep.Address} // 0600 by default (-rfbunixmode 384)
+	} else {
+		ip, port, err := net.SplitHostPort(cfg.VNCListen)
+		if err != nil {
+			return nil, fmt.Errorf("parse vnc address %s: %w", cfg.VNCListen, err)
+		}
+		listen = []string{"-rfbport", port, "-interface", ip}
+	}
+	return append([]string{
 		":" + strconv.Itoa(cfg.Display),
 		"-geometry", fmt.Sprintf("%dx%d", cfg.Width, cfg.Height),
-		"-depth", "24",
-		"-rfbport", port,
-		"-interface", ip,
+		"-depth", "24"}, append(listen,
 		"-SecurityTypes", "VncAuth",
 		"-PasswordFile", passwdFile,
 		"-auth", authFile,
@@ -60,7 +71,7 @@ func xvncArgs(cfg Config, ip, port, passwdFile, authFile string) []string {
 		"-UseBlacklist=0",
 		"-desktop", "mc",
 		"-displayfd", "3",
-	}
+	)...), nil
 }
 
 // xvncEnv is Xvnc's whole environment. It has no TMPDIR: the X server's
@@ -72,16 +83,16 @@ func xvncEnv(cfg Config) []string {
 
 // startXvnc starts Xvnc and returns once its display accepts connections.
 func startXvnc(ctx context.Context, log *slog.Logger, cfg Config, passwdFile, authFile string) (*child, error) {
-	ip, port, err := net.SplitHostPort(cfg.VNCListen)
+	args, err := xvncArgs(cfg, passwdFile, authFile)
 	if err != nil {
-		return nil, fmt.Errorf("parse vnc address %s: %w", cfg.VNCListen, err)
+		return nil, err
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	cmd := exec.Command(cfg.Xvnc, xvncArgs(cfg, ip, port, passwdFile, authFile)...)
+	cmd := exec.Command(cfg.Xvnc, args...)
 	cmd.Env = xvncEnv(cfg)
 	cmd.ExtraFiles = []*os.File{w}
 	c, err := startChild("xvnc", cmd, func(line string) { log.Debug("xvnc", "line", line) })

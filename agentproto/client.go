@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"time"
@@ -32,14 +32,28 @@ type Client struct {
 	http  *http.Client
 }
 
-// NewClient returns a client for the agent at addr. A nil hc means
-// http.DefaultClient; every call is bounded by CallTimeout (plus the wait of
-// a long poll) whatever hc's own timeout.
-func NewClient(addr netip.AddrPort, token mc.Secret, hc *http.Client) *Client {
+// NewClient returns a client for the agent at ep (a TCP address or a Unix
+// socket: mc.Machine.AgentEndpoint). A nil hc means http.DefaultClient; for
+// a socket, hc's transport is cloned to dial the socket. Every call is
+// bounded by CallTimeout (plus the wait of a long poll) whatever hc's own
+// timeout.
+func NewClient(ep mc.Endpoint, token mc.Secret, hc *http.Client) *Client {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	return &Client{base: "http://" + addr.String(), token: token, http: hc}
+	if ep.Network != "unix" {
+		return &Client{base: "http://" + ep.Address, token: token, http: hc}
+	}
+	tr, ok := hc.Transport.(*http.Transport)
+	if !ok || tr == nil {
+		tr = http.DefaultTransport.(*http.Transport)
+	}
+	tr = tr.Clone()
+	tr.Proxy = nil
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return ep.Dial(ctx, 0) }
+	uc := *hc
+	uc.Transport = tr
+	return &Client{base: "http://agent", token: token, http: &uc}
 }
 
 // Health returns the agent's health. A machine that answers but is not

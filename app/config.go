@@ -132,7 +132,7 @@ func (c *Config) settings() []setting {
 
 		{"driver", "MC_DRIVER", "machine runtime: local, kubernetes (a Pod per machine; the MC_K8S_* settings), or fake (in-process stand-in machines, for tests and demos)", &c.Driver, "local", false},
 		{"fake-start-delay", "MC_FAKE_START_DELAY", "with --driver fake: how long each fake machine takes to start", &c.FakeStartDelay, "0s", false},
-		{"local-mode", "MC_LOCAL_MODE", "local driver isolation: auto (namespaces when root), netns or loopback", &c.LocalMode, "auto", false},
+		{"local-mode", "MC_LOCAL_MODE", "local driver isolation: auto (netns as root, userns without root), netns, userns or loopback", &c.LocalMode, "auto", false},
 		{"bridge", "MC_BRIDGE", "bridge for machine namespaces", &c.Bridge, "mcbr0", false},
 		{"network", "MC_NETWORK", "machine network (the bridge holds .1)", &c.Network, "10.200.0.0/24", false},
 		{"local-egress", "MC_LOCAL_EGRESS", "let machines reach the internet (forwarding and NAT; never the host or private ranges); needed for real logins", &c.LocalEgress, "false", false},
@@ -330,9 +330,9 @@ func (c *Config) Validate() []string {
 		bad("MC_DRIVER", "%q is not a driver here (local, kubernetes, fake)", c.Driver)
 	}
 	switch c.LocalMode {
-	case "auto", "netns", "loopback":
+	case "auto", "netns", "userns", "loopback":
 	default:
-		bad("MC_LOCAL_MODE", "%q is not auto, netns or loopback", c.LocalMode)
+		bad("MC_LOCAL_MODE", "%q is not auto, netns, userns or loopback", c.LocalMode)
 	}
 	if pfx, err := netip.ParsePrefix(c.Network); err != nil || !pfx.Addr().Is4() || pfx.Bits() > 29 {
 		bad("MC_NETWORK", "%q is not an IPv4 network of at least 8 addresses", c.Network)

@@ -60,8 +60,11 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 		return nil, fmt.Errorf("%s driver cannot run on this host: %w", d.Name(), err)
 	}
 	caps := d.Capabilities()
-	log.Info("driver ready", "driver", d.Name(), "isolation", caps.Isolation, "network", caps.Network.String(),
-		"max_machines", caps.MaxMachines)
+	where := slog.String("network", caps.Network.String())
+	if caps.SocketDir != "" {
+		where = slog.String("socket_dir", caps.SocketDir)
+	}
+	log.Info("driver ready", "driver", d.Name(), "isolation", caps.Isolation, where, "max_machines", caps.MaxMachines)
 	return d, nil
 }
 
@@ -163,6 +166,7 @@ func newGateway(cfg Config, st mc.Store, drv mc.Driver, kr *vault.Keyring, machi
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Origins(), ReadyTimeout: cfg.ReadyWait, PingInterval: cfg.PingInterval,
 		MaxViewers: cfg.MaxViewers,
 	}
+	gcfg.SocketRoot = caps.SocketDir
 	if caps.Network.Addr().IsLoopback() {
 		gcfg.LoopbackPortLo, gcfg.LoopbackPortHi = caps.PortLo, caps.PortHi
 	} else if caps.Network.IsValid() {

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -60,10 +59,10 @@ func benchStartToReady(b *testing.B, mode string) {
 		mem = append(mem, float64(p)/(1<<20))
 		procs = append(procs, n)
 		if logb, err := os.ReadFile(filepath.Join(ms.Dir, "agent.log")); err == nil {
-			if v, ok := logNumber(logb, "machine confined", "took_ms"); ok {
+			if v, ok := testutil.LogNumber(logb, "machine confined", "took_ms"); ok {
 				confineMS = append(confineMS, v)
 			}
-			if v, ok := logNumber(logb, "machine agent ready", "ready_ms"); ok {
+			if v, ok := testutil.LogNumber(logb, "machine agent ready", "ready_ms"); ok {
 				agentMS = append(agentMS, v)
 			}
 		}
@@ -114,18 +113,4 @@ func quantile(xs []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
-}
-
-// logNumber finds the first JSON log line with msg and returns its numeric
-// field key.
-func logNumber(log []byte, msg, key string) (float64, bool) {
-	for _, l := range strings.Split(string(log), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != msg {
-			continue
-		}
-		v, ok := m[key].(float64)
-		return v, ok
-	}
-	return 0, false
 }

@@ -230,6 +230,15 @@ func TestConfinementNetwork(t *testing.T) {
 		probes["the host's address "+addr] = connect(addr, port)
 	}
 	a.mustFail(t, probes)
+	// The cross-machine DevTools attack has no port to aim at: each machine
+	// listens on its VNC, agent and page ports only (DevTools is a pipe).
+	for _, m := range []*confinedMachine{a, b} {
+		for _, p := range listeningPorts(t, m) {
+			if p != 5900 && p != 8080 && p != 8081 {
+				t.Errorf("machine %s listens on TCP port %d", m.id, p)
+			}
+		}
+	}
 	if err := vncBanner(b.s.Machine.VNCAddr().String()); err != nil {
 		t.Errorf("the host no longer reaches the machine's VNC: %v", err)
 	}
@@ -591,7 +600,7 @@ func TestConfinementFileURLBlocked(t *testing.T) {
 	if out, err := m.run(t, false, "cat "+confine.ChromiumPolicyFile); err != nil || !strings.Contains(out, `"file://*"`) {
 		t.Fatalf("the machine's managed policy %s does not block file:// (%v): %s", confine.ChromiumPolicyFile, err, testutil.Tail(out, 300))
 	}
-	client := agentproto.NewClient(m.s.Machine.AgentAddr(), m.s.Secrets.AgentToken, nil)
+	client := agentproto.NewClient(m.s.Machine.AgentEndpoint(), m.s.Secrets.AgentToken, nil)
 	// The agent's own page opens: the path works.
 	if err := client.Open(t.Context(), "local:/demo/signin"); err != nil {
 		t.Fatalf("open the agent's sign-in page: %v", err)

@@ -12,6 +12,8 @@ package gateway
 
 import (
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -39,6 +41,10 @@ type Config struct {
 	// (127.0.0.0/8, ::1) with a port in [lo, hi], for the local driver's
 	// loopback mode. Zero allows no loopback address.
 	LoopbackPortLo, LoopbackPortHi int
+	// SocketRoot allows machines that listen on Unix sockets (the local
+	// driver without root): a session's VNC socket must lie below this
+	// directory. Empty allows no socket.
+	SocketRoot string
 
 	// ReadyTimeout bounds the wait for a pending or starting session to
 	// become ready (then 1013). Default 90 s.
@@ -100,6 +106,16 @@ func (c Config) withDefaults() Config {
 		c.MaxViewers = 1
 	}
 	return c
+}
+
+// allowedSocket reports whether the gateway may dial the Unix socket path:
+// a clean absolute path strictly below SocketRoot.
+func (c Config) allowedSocket(path string) bool {
+	if c.SocketRoot == "" || !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return false
+	}
+	rel, err := filepath.Rel(filepath.Clean(c.SocketRoot), path)
+	return err == nil && rel != "." && !strings.HasPrefix(rel, "..")
 }
 
 // allowedAddr reports whether the gateway may dial a.

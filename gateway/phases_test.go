@@ -165,11 +165,47 @@ func TestResolvePhase(t *testing.T) {
 				}
 				return
 			}
-			if got.addr != ap || got.password.Reveal() != pw.Reveal() {
-				t.Fatalf("got target %v, want the session's address and password", got.addr)
+			if got.ep != (mc.Endpoint{Network: "tcp", Address: ap.String()}) || got.password.Reveal() != pw.Reveal() {
+				t.Fatalf("got target %v, want the session's address and password", got.ep)
 			}
 		})
 	}
+}
+
+func TestResolveSocket(t *testing.T) {
+	g, err := New(Config{SocketRoot: "/run/mc/sockets"}, Deps{Store: errStore{}, Tokens: noTokens{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		dir  string
+		want mc.Reason
+	}{
+		{"/run/mc/sockets/m1", ""},
+		{"/run/mc/sockets/../other", ReasonAddressNotAllowed},
+		{"/run/mc/socketsX/m1", ReasonAddressNotAllowed},
+		{"/tmp/m1", ReasonAddressNotAllowed},
+		{"run/mc/sockets/m1", ReasonAddressNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.dir, func(t *testing.T) {
+			s := &mc.Session{ID: mc.NewID(), Machine: mc.Machine{SocketDir: tt.dir}}
+			got, o := g.resolve(s)
+			wantOutcome(t, o, tt.want)
+			if o == nil && got.ep != (mc.Endpoint{Network: "unix", Address: tt.dir + "/vnc"}) {
+				t.Fatalf("got target %v, want the session's VNC socket", got.ep)
+			}
+		})
+	}
+	// A gateway without a socket root dials no socket.
+	g2, _ := New(Config{Networks: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/24")}}, Deps{Store: errStore{}, Tokens: noTokens{}})
+	_, o := g2.resolve(&mc.Session{ID: mc.NewID(), Machine: mc.Machine{SocketDir: "/run/mc/sockets/m1"}})
+	wantOutcome(t, o, ReasonAddressNotAllowed)
+}
+
+// tcpTarget is a target at a TCP address.
+func tcpTarget(a netip.AddrPort, pw mc.Secret) target {
+	return target{ep: mc.Endpoint{Network: "tcp", Address: a.String()}, ip: a.Addr(), password: pw}
 }
 
 // noTokens is a TokenVerifier for gateways whose tests never verify a token.
@@ -198,7 +234,7 @@ func TestHandshakePhase(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up, o := e.gw.handshake(t.Context(), target{addr: tt.addr, password: pw})
+			up, o := e.gw.handshake(t.Context(), tcpTarget(tt.addr, pw))
 			wantOutcome(t, o, tt.want)
 			if o != nil {
 				return
@@ -227,7 +263,7 @@ func TestHandshakePhase(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan *outcome, 1)
 		go func() {
-			_, o := e.gw.handshake(ctx, target{addr: hang, password: pw})
+			_, o := e.gw.handshake(ctx, tcpTarget(hang, pw))
 			done <- o
 		}()
 		cancel()

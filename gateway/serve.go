@@ -30,7 +30,7 @@ func (g *Gateway) serve(c *wsproto.Conn, v *viewer, rec *record) (*outcome, <-ch
 		return o, b.done
 	}
 	t, o := g.resolve(s)
-	rec.ip = t.addr.Addr()
+	rec.ip = t.ip
 	if o != nil {
 		return o, b.done
 	}
@@ -226,21 +226,37 @@ func (g *Gateway) touch(ctx context.Context, id string) {
 // target is what the gateway dials for a session: its machine's VNC server
 // and the password it expects.
 type target struct {
-	addr     netip.AddrPort
+	ep       mc.Endpoint
+	ip       netip.Addr // of a TCP endpoint, for logs (masked)
 	password mc.Secret
+}
+
+// where names t in an error: a masked IP, or "unix socket".
+func (t target) where() string {
+	if t.ep.Network == "unix" {
+		return "unix socket"
+	}
+	return maskIP(t.ip)
 }
 
 // resolve maps a ready session to the address the gateway may dial: only
 // the session's own, and only inside the machine networks (or the allowed
 // loopback ports). Anything else is 4502 and never dialled.
 func (g *Gateway) resolve(s *mc.Session) (target, *outcome) {
-	t := target{addr: s.Machine.VNCAddr(), password: s.Secrets.VNCPassword}
+	t := target{ep: s.Machine.VNCEndpoint(), password: s.Secrets.VNCPassword}
+	if t.ep.Network == "tcp" {
+		t.ip = s.Machine.IP
+	}
 	if !g.keys.IsZero() {
 		t.password = g.keys.Secrets(s.ID).VNCPassword
 	}
-	if !g.cfg.allowedAddr(t.addr) {
+	allowed := g.cfg.allowedAddr(s.Machine.VNCAddr())
+	if t.ep.Network == "unix" {
+		allowed = g.cfg.allowedSocket(t.ep.Address)
+	}
+	if !allowed {
 		return t, endAddr.because(fmt.Errorf("vnc address %s of session %s is outside the machine network",
-			maskIP(t.addr.Addr()), s.ID))
+			t.where(), s.ID))
 	}
 	return t, nil
 }
@@ -259,12 +275,12 @@ func (g *Gateway) handshake(ctx context.Context, t target) (net.Conn, *outcome) 
 	_, err = rfb.ClientHandshake(up, t.password)
 	if !stop() {
 		up.Close()
-		return nil, endInternal.because(fmt.Errorf("rfb handshake with %s: %w", maskIP(t.addr.Addr()), ctx.Err()))
+		return nil, endInternal.because(fmt.Errorf("rfb handshake with %s: %w", t.where(), ctx.Err()))
 	}
 	up.SetDeadline(time.Time{})
 	if err != nil {
 		up.Close()
-		err = fmt.Errorf("rfb handshake with %s: %w", maskIP(t.addr.Addr()), err)
+		err = fmt.Errorf("rfb handshake with %s: %w", t.where(), err)
 		var ae *rfb.AuthError
 		switch {
 		case errors.Is(err, rfb.ErrNotRFB), errors.Is(err, rfb.ErrUnsupportedVersion):
@@ -297,14 +313,13 @@ func (g *Gateway) dial(ctx context.Context, t target) (net.Conn, error) {
 			return c, nil
 		}
 	}
-	return nil, fmt.Errorf("dial vnc %s: %w", maskIP(t.addr.Addr()), err)
+	return nil, fmt.Errorf("dial vnc %s: %w", t.where(), err)
 }
 
 // dialOnce makes one connection to the target's VNC server: the one place
 // that knows how a resolved address is reached.
 func (g *Gateway) dialOnce(ctx context.Context, t target) (net.Conn, error) {
-	d := net.Dialer{Timeout: g.cfg.DialTimeout}
-	return d.DialContext(ctx, "tcp", t.addr.String())
+	return t.ep.Dial(ctx, g.cfg.DialTimeout)
 }
 
 // bridge presents the browser a server without authentication (the token

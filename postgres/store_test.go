@@ -67,8 +67,8 @@ func TestMigrate(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	var n int
-	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 6 {
-		t.Fatalf("got %d migrations recorded, %v, want 6", n, err)
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("got %d migrations recorded, %v, want 7", n, err)
 	}
 	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots", "pool_machines", "replicas"} {
 		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = $1`, table).Scan(&n); err != nil || n != 1 {

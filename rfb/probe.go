@@ -4,17 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"time"
+
+	"github.com/master-controller/mc"
 )
 
-// Probe dials addr and reads the server's RFB version banner: the one check
+// Probe dials ep (mc.Endpoint.Dial) and reads the server's RFB version banner: the one check
 // that a VNC server answers, for the agent's health and the controller's
 // readiness alike. It waits at most 2 s for the banner (less when ctx ends
 // sooner).
-func Probe(ctx context.Context, addr string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+func Probe(ctx context.Context, ep mc.Endpoint) error {
+	addr := ep.String()
+	conn, err := ep.Dial(ctx, 0)
 	if err != nil {
 		return fmt.Errorf("dial vnc %s: %w", addr, err)
 	}

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Go may be installed without being on PATH (the official tarball).
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 
-want=(Xvnc:tigervnc-standalone-server chromium:chromium ip:iproute2 iptables:iptables)
+want=(Xvnc:tigervnc-standalone-server chromium:chromium ip:iproute2 iptables:iptables slirp4netns:slirp4netns)
 if [ "${1:-}" = "test" ]; then
 	want+=(websockify:websockify pg_ctl:postgresql-15 vncpasswd:tigervnc-tools node:nodejs npm:npm python3:python3)
 fi

@@ -20,5 +20,5 @@ type agentClient struct {
 }
 
 func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient {
-	return &agentClient{Client: agentproto.NewClient(m.AgentAddr(), token, hc)}
+	return &agentClient{Client: agentproto.NewClient(m.AgentEndpoint(), token, hc)}
 }

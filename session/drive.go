@@ -391,7 +391,7 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 	var last error
 	for {
 		if !vncOK {
-			if last = rfb.Probe(ctx, mach.VNCAddr().String()); last == nil {
+			if last = rfb.Probe(ctx, mach.VNCEndpoint()); last == nil {
 				vncOK = true
 			}
 		}

@@ -53,8 +53,8 @@ func TestMigrate(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 6 {
-		t.Fatalf("got %d migrations recorded, %v, want 6", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("got %d migrations recorded, %v, want 7", n, err)
 	}
 	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots", "pool_machines", "replicas"} {
 		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {

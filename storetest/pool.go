@@ -17,7 +17,8 @@ func addReady(tb testing.TB, s mc.Store, replica, provider string, c mc.Capacity
 	if err := s.AddPooled(context.Background(), p, c); err != nil {
 		tb.Fatalf("add pooled: %v", err)
 	}
-	p.Machine = mc.Machine{ID: p.ID, Driver: "fake", IP: netip.MustParseAddr("10.0.0.9"), VNCPort: 5900, AgentPort: 8080}
+	p.Machine = mc.Machine{ID: p.ID, Driver: "fake", IP: netip.MustParseAddr("10.0.0.9"), VNCPort: 5900, AgentPort: 8080,
+		SocketDir: "/run/mc/sockets/" + p.ID}
 	if err := s.PooledReady(context.Background(), p.ID, p.Machine, time.Now()); err != nil {
 		tb.Fatalf("pooled ready: %v", err)
 	}

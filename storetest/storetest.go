@@ -676,6 +676,15 @@ func testSetMachine(t *testing.T, open Opener) {
 	if err != nil || got.Machine != m6 || !got.Secrets.VNCPassword.IsZero() {
 		t.Fatalf("got %+v, %v, want %+v without secrets", got.Machine, err, m6)
 	}
+	// A machine on Unix sockets only round-trips its socket directory.
+	mu := mc.Machine{ID: sess.ID, Driver: "local", SocketDir: "/run/mc/sockets/0a1b2c3d"}
+	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, mu, mc.MachineSecrets{})
+	if err != nil || got.Machine != mu {
+		t.Fatalf("got %+v, %v, want %+v", got.Machine, err, mu)
+	}
+	if stored := get(t, s, sess.ID); stored.Machine != mu {
+		t.Errorf("got stored machine %+v, want %+v", stored.Machine, mu)
+	}
 	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, mc.Machine{}, mc.MachineSecrets{})
 	if err != nil || got.Machine != (mc.Machine{}) {
 		t.Fatalf("got %+v, %v, want the zero machine", got.Machine, err)

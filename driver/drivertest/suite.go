@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -123,10 +124,15 @@ func (s *suite) testCapabilities(t *testing.T) {
 		t.Error("Name() is empty")
 	}
 	c := d.Capabilities()
-	if !slices.Contains([]string{"netns", "loopback", "vm"}, c.Isolation) {
-		t.Errorf("Isolation = %q, want netns, loopback or vm", c.Isolation)
+	if !slices.Contains([]string{"netns", "userns", "loopback", "vm"}, c.Isolation) {
+		t.Errorf("Isolation = %q, want netns, userns, loopback or vm", c.Isolation)
 	}
-	if !c.Network.IsValid() {
+	if c.Isolation == "userns" {
+		// Machines on Unix sockets below one directory, no network.
+		if !filepath.IsAbs(c.SocketDir) {
+			t.Errorf("userns SocketDir = %q, want an absolute directory", c.SocketDir)
+		}
+	} else if !c.Network.IsValid() {
 		t.Errorf("Network = %v, want a valid prefix", c.Network)
 	}
 	if c.MaxMachines < 1 {
@@ -157,14 +163,14 @@ func (s *suite) testLifecycle(t *testing.T) {
 	s.checkMachine(t, d, spec, m)
 
 	start := time.Now()
-	WaitRFB(t, m.VNCAddr().String(), s.opts.readyTimeout())
+	WaitRFB(t, m.VNCEndpoint().String(), s.opts.readyTimeout())
 	t.Logf("RFB banner %v after Create returned", time.Since(start))
-	WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, s.opts.readyTimeout())
+	WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, s.opts.readyTimeout())
 	t.Logf("agent healthy %v after Create returned", time.Since(start))
 
 	// Without the token, or with a wrong one, the agent refuses.
 	for _, tok := range []mc.Secret{{}, mc.SecretOf("wrong")} {
-		if code, err := health(ctx, m.AgentAddr().String(), tok); err != nil || code != http.StatusUnauthorized {
+		if code, err := health(ctx, m.AgentEndpoint().String(), tok); err != nil || code != http.StatusUnauthorized {
 			t.Errorf("GET /health with token %q: status %d, %v; want %d", tok, code, err, http.StatusUnauthorized)
 		}
 	}
@@ -235,6 +241,17 @@ func (s *suite) checkMachine(t testing.TB, d mc.Driver, spec mc.MachineSpec, m m
 	if m.Driver != d.Name() {
 		t.Errorf("Machine.Driver = %q, want %q", m.Driver, d.Name())
 	}
+	if c.SocketDir != "" {
+		// A machine on Unix sockets only: a directory of its own below
+		// the driver's, and no TCP address.
+		if rel, err := filepath.Rel(c.SocketDir, m.SocketDir); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			t.Errorf("Machine.SocketDir = %q, want a directory below %s", m.SocketDir, c.SocketDir)
+		}
+		if m.VNCPort != 0 || m.AgentPort != 0 {
+			t.Errorf("Machine has ports %d, %d beside its sockets; want none", m.VNCPort, m.AgentPort)
+		}
+		return
+	}
 	if !m.IP.IsValid() || !c.Network.Contains(m.IP) {
 		t.Errorf("Machine.IP = %v, want an address in %v", m.IP, c.Network)
 	}
@@ -269,7 +286,7 @@ func (s *suite) checkGone(t testing.TB, d mc.Driver, spec mc.MachineSpec, m mc.M
 		}
 	}
 	if m.VNCPort != 0 {
-		if c, err := net.DialTimeout("tcp", m.VNCAddr().String(), time.Second); err == nil {
+		if c, err := net.DialTimeout("tcp", m.VNCEndpoint().String(), time.Second); err == nil {
 			c.Close()
 			t.Errorf("VNC address %v still accepts connections after Destroy", m.VNCAddr())
 		}
@@ -335,7 +352,7 @@ func (s *suite) testWaitAfterKill(t *testing.T) {
 	d := s.newDriver(t)
 	ctx := t.Context()
 	spec, m := s.create(t, d)
-	WaitRFB(t, m.VNCAddr().String(), s.opts.readyTimeout())
+	WaitRFB(t, m.VNCEndpoint().String(), s.opts.readyTimeout())
 
 	waited := make(chan error, 1)
 	go func() { waited <- d.Wait(ctx, spec.ID) }()
@@ -391,7 +408,7 @@ func (s *suite) testTwoMachines(t *testing.T) {
 		}
 		s.checkMachine(t, d, specs[i], ms[i])
 	}
-	if ms[0].VNCAddr() == ms[1].VNCAddr() || ms[0].AgentAddr() == ms[1].AgentAddr() {
+	if ms[0].VNCEndpoint() == ms[1].VNCEndpoint() || ms[0].AgentEndpoint() == ms[1].AgentEndpoint() {
 		t.Errorf("two machines share an address: %+v and %+v", ms[0], ms[1])
 	}
 	list, err := d.List(t.Context())
@@ -408,11 +425,11 @@ func (s *suite) testTwoMachines(t *testing.T) {
 		}
 	}
 	for i := range 2 {
-		WaitRFB(t, ms[i].VNCAddr().String(), s.opts.readyTimeout())
-		WaitHealth(t, ms[i].AgentAddr().String(), specs[i].Secrets.AgentToken, s.opts.readyTimeout())
+		WaitRFB(t, ms[i].VNCEndpoint().String(), s.opts.readyTimeout())
+		WaitHealth(t, ms[i].AgentEndpoint().String(), specs[i].Secrets.AgentToken, s.opts.readyTimeout())
 	}
 	// Each agent accepts only its own token.
-	if code, err := health(t.Context(), ms[0].AgentAddr().String(), specs[1].Secrets.AgentToken); err != nil || code != http.StatusUnauthorized {
+	if code, err := health(t.Context(), ms[0].AgentEndpoint().String(), specs[1].Secrets.AgentToken); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("machine 0 with machine 1's token: %d, %v; want %d", code, err, http.StatusUnauthorized)
 	}
 	for i := range 2 {
@@ -423,7 +440,7 @@ func (s *suite) testTwoMachines(t *testing.T) {
 	}
 }
 
-// WaitRFB dials addr until it answers an RFB 3.x banner or timeout passes,
+// WaitRFB dials addr (an mc.Endpoint's String: host:port or unix:path) until it answers an RFB 3.x banner or timeout passes,
 // with a short backoff between attempts, and fails t on timeout.
 func WaitRFB(t testing.TB, addr string, timeout time.Duration) {
 	t.Helper()
@@ -435,10 +452,11 @@ func WaitRFB(t testing.TB, addr string, timeout time.Duration) {
 // DialRFB dials addr until it answers an RFB 3.x banner ("RFB 003.00x\n")
 // or timeout passes (see testutil.Poll).
 func DialRFB(ctx context.Context, addr string, timeout time.Duration) error {
-	return testutil.Poll(ctx, timeout, func() error { return rfb.Probe(ctx, addr) })
+	ep := mc.ParseEndpoint(addr)
+	return testutil.Poll(ctx, timeout, func() error { return rfb.Probe(ctx, ep) })
 }
 
-// WaitHealth polls the agent at addr until GET /health with token answers
+// WaitHealth polls the agent at addr (host:port or unix:path) until GET /health with token answers
 // 200 or timeout passes, and fails t on timeout.
 func WaitHealth(t testing.TB, addr string, token mc.Secret, timeout time.Duration) {
 	t.Helper()
@@ -461,11 +479,26 @@ func PollHealth(ctx context.Context, addr string, token mc.Secret, timeout time.
 	})
 }
 
-var client = &http.Client{Timeout: 2 * time.Second}
+// client dials the endpoint that a request's host names: "agent" for the
+// address in its context.
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		if ep, ok := ctx.Value(endpointKey{}).(mc.Endpoint); ok {
+			return d.DialContext(ctx, ep.Network, ep.Address)
+		}
+		return d.DialContext(ctx, network, addr)
+	},
+}}
 
-// health returns the status of GET /health with token ("" sends no header).
+type endpointKey struct{}
+
+// health returns the status of GET /health with token ("" sends no header)
+// from the agent at addr (host:port or unix:path).
 func health(ctx context.Context, addr string, token mc.Secret) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+agentproto.PathHealth, nil)
+	ep := mc.ParseEndpoint(addr)
+	ctx = context.WithValue(ctx, endpointKey{}, ep)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+agentproto.PathHealth, nil)
 	if err != nil {
 		return 0, err
 	}

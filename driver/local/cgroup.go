@@ -80,8 +80,13 @@ func (c *cgroup) create(l Limits) error {
 			return fmt.Errorf("create cgroup %s: %w", parent, err)
 		}
 		// The parent hands its children the controllers (the root may need
-		// them too; enabling what is enabled is fine).
+		// them too; enabling what is enabled is fine). A parent delegated
+		// to this user (not root) has them already, and the root is not
+		// this user's to write.
 		for _, d := range []string{CgroupRoot, parent} {
+			if os.Geteuid() != 0 && cgroupDelegated(2, strings.TrimPrefix(parent, CgroupRoot+"/")) {
+				break
+			}
 			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+memory +pids +cpu"), 0o644); err != nil {
 				return fmt.Errorf("enable cgroup controllers in %s: %w", d, err)
 			}

@@ -109,7 +109,13 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	tmpDir := d.MachineTmpDir(spec.ID)
 	st := &state{ID: spec.ID, SessionID: spec.SessionID, Pooled: spec.Pooled, Mode: d.mode, Pool: d.pool.Name(),
 		Slot: slot, Created: start.UTC()}
-	if d.confined {
+	if d.mode == ModeUserns {
+		st.SocketDir = d.socketDirOf(spec.ID)
+		st.Cgroup = d.cgroupV
+		if d.cgroupV != 0 {
+			st.CgroupDirs = cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).dirs
+		}
+	} else if d.confined {
 		v, err := d.store.Lease(ctx, uidPool, spec.ID, 0, uidRange/2-1)
 		if err != nil {
 			return mc.Machine{}, fmt.Errorf("lease uid for %s: %w", spec.ID, err)
@@ -135,7 +141,11 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	}
 	// After the directory (whose state names it), so that it is never
 	// without a machine directory. A confined machine has a /tmp of its own.
-	if !d.confined {
+	if st.SocketDir != "" {
+		if err := os.Mkdir(st.SocketDir, 0o700); err != nil {
+			return mc.Machine{}, fmt.Errorf("create socket dir: %w", err)
+		}
+	} else if !d.confined {
 		if err := d.newTmpDir(tmpDir, dir); err != nil {
 			return mc.Machine{}, err
 		}
@@ -149,6 +159,9 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		netnsTook           time.Duration
 	)
 	switch d.mode {
+	case ModeUserns:
+		m.SocketDir = st.SocketDir
+		pageAddr = "127.0.0.1:" + strconv.Itoa(nsPagePort)
 	case ModeNetns:
 		t0 := time.Now()
 		// ip runs to the end even when ctx ends (a few ms), so that no
@@ -171,6 +184,11 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	}
 	vncListen = m.VNCAddr().String()
 	agentListen = m.AgentAddr().String()
+	if m.SocketDir != "" {
+		// The same directory, as the machine sees it.
+		vncListen = mc.Endpoint{Network: "unix", Address: confine.SocketDir + "/" + mc.VNCSocket}.String()
+		agentListen = mc.Endpoint{Network: "unix", Address: confine.SocketDir + "/" + mc.AgentSocket}.String()
+	}
 	st.Machine = m
 	if err := ctx.Err(); err != nil {
 		return mc.Machine{}, err
@@ -186,7 +204,12 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		"--chromium", d.cfg.ChromiumPath,
 		"--cli-dir", cliDir(d.cfg.CLIDir),
 	}
-	if d.confined {
+	if d.mode == ModeUserns {
+		// One uid in the machine: the agent starts Chromium itself.
+		args = append(args, "--home", confine.Home, "--tmp-dir", confine.TmpDir,
+			"--token-file", confine.TokenFile, "--vnc-password-file", confine.VNCPasswordFile,
+			"--xauth-file", confine.XAuthFile)
+	} else if d.confined {
 		args = append(args, "--home", confine.Home, "--tmp-dir", confine.TmpDir,
 			"--token-file", confine.TokenFile, "--vnc-password-file", confine.VNCPasswordFile,
 			"--launcher", "--browser-home", confine.BrowserHome, "--browser-tmp-dir", confine.BrowserTmpDir,
@@ -205,7 +228,9 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 	}
 	defer logf.Close()
 	var cmd *exec.Cmd
-	if d.confined {
+	if d.mode == ModeUserns {
+		cmd, err = d.startUserNS(st, dir, args, logf)
+	} else if d.confined {
 		cmd, err = d.startConfined(ctx, st, dir, ns, args, logf)
 	} else {
 		cmd, err = d.startUnconfined(ns, home, args, logf)
@@ -242,7 +267,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		return mc.Machine{}, err
 	}
 	d.log.Info("machine created", mc.LogMachineID, spec.ID, mc.LogSessionID, spec.SessionID,
-		"mode", d.mode, "confined", d.confined, "slot", slot, "addr", vncListen, "pid", st.PID,
+		"mode", d.mode, "confined", d.Confined(), "slot", slot, "addr", vncListen, "pid", st.PID,
 		"netns_ms", netnsTook.Milliseconds(), "took_ms", time.Since(start).Milliseconds())
 	return m, nil
 }

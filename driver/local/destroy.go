@@ -100,8 +100,13 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 			errs = append(errs, err)
 		}
 	}
-	if st != nil && st.PID > 0 && st.Cgroup == 0 {
+	if st != nil && st.PID > 0 && st.Cgroup == 0 && st.SocketDir == "" {
 		removeDeadXSocket(d.cfg.DisplayBase + st.Slot)
+	}
+	if st != nil && st.SocketDir != "" && filepath.Dir(st.SocketDir) == d.cfg.SocketDir {
+		if err := os.RemoveAll(st.SocketDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove socket dir: %w", err))
+		}
 	}
 	owner := id
 	if st != nil {

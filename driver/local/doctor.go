@@ -47,11 +47,12 @@ func Doctor(cfg Config) []Finding {
 	default:
 		add("cgroup", "none with memory and pids", false)
 	}
-	userns := readInt("/proc/sys/user/max_user_namespaces")
-	if clone := readInt("/proc/sys/kernel/unprivileged_userns_clone"); clone == 0 && fileExists("/proc/sys/kernel/unprivileged_userns_clone") {
-		userns = 0
+	usernsErr := userNSCheck()
+	if usernsErr == nil {
+		add("userns", "unprivileged user namespaces work (max "+strconv.Itoa(readInt("/proc/sys/user/max_user_namespaces"))+")", true)
+	} else {
+		add("userns", usernsErr.Error(), false)
 	}
-	add("userns", map[bool]string{true: "unprivileged user namespaces allowed (" + strconv.Itoa(userns) + ")", false: "unprivileged user namespaces not allowed"}[userns > 0], userns > 0)
 	fw := "none (install iptables or nftables)"
 	fwOK := false
 	for _, t := range []string{"iptables", "nft"} {
@@ -71,6 +72,7 @@ func Doctor(cfg Config) []Finding {
 		{"chromium", cfg.ChromiumPath, "chromium"},
 		{"agent", cfg.AgentPath, "build ./cmd/mc-agent"},
 		{"ip", "ip", "iproute2"},
+		{"slirp4netns", cfg.SlirpPath, "slirp4netns; egress of machines without root"},
 	} {
 		if p, err := exec.LookPath(b.path); err == nil {
 			add(b.name, p, true)
@@ -100,17 +102,37 @@ func Doctor(cfg Config) []Finding {
 		if mode == "" {
 			mode = ModeNetns
 		}
-		if mode == ModeNetns {
+		switch mode {
+		case ModeNetns:
 			add("isolation", "netns, confined: namespaces, tmpfs root, cgroup, uids per machine, Chromium sandbox, firewall", true)
-		} else {
+		case ModeUserns:
+			add("isolation", "refused: mode userns is for a controller that is not root", false)
+		default:
 			add("isolation", "loopback, confined but for the network: machines share the host's loopback", true)
 		}
 	case root:
 		add("isolation", "none possible: no cgroups", false)
+	case usernsErr == nil && (cfg.Mode == "" || cfg.Mode == ModeUserns):
+		limits := "no cgroup this user may make below " + cfg.CgroupParent + " (cgroup v" + strconv.Itoa(v) +
+			" not delegated): memory NOT limited per machine, processes by RLIMIT_NPROC " + strconv.Itoa(cfg.Limits.Pids)
+		if v != 0 && cgroupDelegated(v, cfg.CgroupParent) {
+			limits = "cgroup v" + strconv.Itoa(v) + " delegated below " + cfg.CgroupParent + ": memory, pids, CPU limited"
+		}
+		add("isolation", "userns, confined without root: user, mount, PID, IPC, UTS and network namespaces, tmpfs root, "+
+			"one uid per machine (the controller's on the host), Chromium sandbox, Unix sockets only in "+cfg.SocketDir+"; "+limits, true)
+		if cfg.Egress {
+			if err := tunCheck(); err != nil {
+				add("egress", "refused: "+err.Error(), false)
+			} else {
+				add("egress", "slirp4netns, host loopback closed, host addresses and private ranges routed nowhere", true)
+			}
+		}
 	case cfg.InsecureSharedHost:
 		add("isolation", "INSECURE shared host: machines unconfined as this user (development only)", false)
+	case usernsErr != nil:
+		add("isolation", "refused: not root and no user namespaces (run as root, allow user namespaces, or --insecure-shared-host for development)", false)
 	default:
-		add("isolation", "refused: not root (run as root, or --insecure-shared-host for development)", false)
+		add("isolation", "refused: mode "+cfg.Mode+" without root is unconfined (use mode userns, run as root, or --insecure-shared-host for development)", false)
 	}
 	return fs
 }

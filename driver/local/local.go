@@ -11,10 +11,13 @@
 // uid of the machine's own with no capability and no new privileges;
 // Chromium keeps its sandbox on. Firewall rules keep netns machines off the
 // host and each other. Destroy kills the PID namespace's first process, which
-// ends the whole machine, and checks that its cgroup is empty. Without root
-// nothing of this is possible, and the driver refuses to run unless
-// Config.InsecureSharedHost says that unconfined machines are acceptable
-// (development only).
+// ends the whole machine, and checks that its cgroup is empty.
+//
+// Without root (mode "userns", see userns.go) the same init runs in a user
+// namespace of its own with a network namespace of its own, builds the same
+// root, and the machine listens on Unix sockets only. A host that allows no
+// unprivileged user namespaces is refused unless Config.InsecureSharedHost
+// says that unconfined machines are acceptable (development only).
 //
 // Everything the driver knows about a machine is on the host: a directory
 // <DataDir>/machines/<hash> with a machine.json state file and the private
@@ -54,6 +57,7 @@ const Name = "local"
 const (
 	ModeNetns    = "netns"
 	ModeLoopback = "loopback"
+	// ModeUserns (userns.go) is the mode of a controller that is not root.
 )
 
 // Ports and addresses of a machine, fixed inside a namespace.
@@ -80,11 +84,23 @@ type Config struct {
 	// ChromiumPath is the browser, handed to the agent (default: "chromium"
 	// on PATH).
 	ChromiumPath string
-	// Mode is "netns" (a network namespace per machine on Bridge; needs root)
-	// or "loopback" (ports on 127.0.0.1 from PortBase). Empty picks netns
-	// when running as root and the bridge can be set up, else loopback;
-	// "loopback" forces loopback even as root.
+	// Mode is "netns" (a network namespace per machine on Bridge; needs
+	// root), "userns" (without root: a user and network namespace per
+	// machine, Unix sockets only) or "loopback" (ports on 127.0.0.1 from
+	// PortBase: confined but for the network as root, unconfined without
+	// root, which needs InsecureSharedHost). Empty picks netns as root when
+	// the bridge can be set up (else loopback), and userns without root
+	// when the host allows user namespaces (else, with InsecureSharedHost,
+	// loopback).
 	Mode string
+	// SocketDir is where machines of mode userns get their socket
+	// directories, SocketDir/<hash> (default TmpDir/mc-sockets-<uid>). It
+	// must be a directory of the controller's user that only it can open
+	// (0700); New makes it. The gateway dials only sockets below it.
+	SocketDir string
+	// SlirpPath is slirp4netns (Debian package slirp4netns), which gives
+	// userns machines egress when Egress is on (default: on PATH).
+	SlirpPath string
 	// Bridge is the Linux bridge of netns mode (default "mcbr0"). It also
 	// names the lease pool, "local/<Bridge>", in both modes.
 	Bridge string
@@ -117,7 +133,8 @@ type Config struct {
 	// specs that do not set one.
 	Geometry string
 	// Egress lets netns machines reach beyond the host (IP forwarding and
-	// MASQUERADE), never the host or a private range; off by default.
+	// MASQUERADE), and userns machines through slirp4netns, never the host
+	// or a private range; off by default.
 	Egress bool
 	// CLIDir is the directory of the provider CLIs (claude, codex, gemini),
 	// handed to the agent as --cli-dir (default
@@ -163,8 +180,8 @@ type Config struct {
 }
 
 // Confined reports whether machines are confined: the controller runs as
-// root.
-func (d *Driver) Confined() bool { return d.confined }
+// root, or in mode userns.
+func (d *Driver) Confined() bool { return d.confined || d.mode == ModeUserns }
 
 // Driver runs machines as local process groups. It implements mc.Driver.
 type Driver struct {
@@ -218,20 +235,49 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, store: store, pool: pool, log: log,
 		locks: map[string]*idLock{}, procs: map[string]*proc{}}
-	if os.Geteuid() == 0 {
+	unprivileged := os.Geteuid() != 0
+	if !unprivileged {
 		d.confined = true
 		if d.cgroupV = CgroupVersion(); d.cgroupV == 0 {
 			return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoCgroups,
 				"local driver: no cgroup file system with the memory and pids controllers at %s; machines cannot be confined", CgroupRoot)
 		}
-	} else if !cfg.InsecureSharedHost {
+	} else if cfg.Mode == "" || cfg.Mode == ModeUserns {
+		if err := userNSCheck(); err == nil {
+			cfg.Mode = ModeUserns
+		} else if cfg.Mode == ModeUserns || !cfg.InsecureSharedHost {
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonNoUserNamespaces,
+				"local driver: not root and %v, so machines cannot be confined; run as root, allow user namespaces, or pass --insecure-shared-host for development", err)
+		}
+	}
+	if unprivileged && cfg.Mode != ModeUserns && !cfg.InsecureSharedHost {
 		return nil, mc.Errorf(mc.EINVALID, mc.ReasonUnconfinedNeedsFlag,
-			"local driver: not running as root, so machines cannot be confined (any page could read this user's files); run as root, or pass --insecure-shared-host for development")
+			"local driver: mode %s without root runs machines unconfined (any page could read this user's files); use mode userns, run as root, or pass --insecure-shared-host for development", cfg.Mode)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch cfg.Mode {
+	case ModeUserns:
+		if !unprivileged {
+			return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadMode, "local driver mode userns is for a controller that is not root; as root, use netns")
+		}
+		if cfg.Egress {
+			if _, err := exec.LookPath(cfg.SlirpPath); err != nil {
+				return nil, mc.Errorf(mc.EINVALID, mc.ReasonEgressUnavailable,
+					"local driver: egress for userns machines needs slirp4netns (Debian package slirp4netns): %v", err)
+			}
+			if err := tunCheck(); err != nil {
+				return nil, mc.Errorf(mc.EINVALID, mc.ReasonEgressUnavailable, "local driver: egress for userns machines: %v", err)
+			}
+		}
+		if err := privateDir(cfg.SocketDir); err != nil {
+			return nil, err
+		}
+		if v := CgroupVersion(); v != 0 && cgroupDelegated(v, cfg.CgroupParent) {
+			d.cgroupV = v
+		}
+		d.mode = ModeUserns
 	case ModeLoopback:
 		d.mode = ModeLoopback
 	case ModeNetns:
@@ -252,7 +298,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 			}
 		}
 	default:
-		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadMode, "local driver mode %q is not netns or loopback", cfg.Mode)
+		return nil, mc.Errorf(mc.EINVALID, mc.ReasonBadMode, "local driver mode %q is not netns, userns or loopback", cfg.Mode)
 	}
 	if lo, hi := ephemeralPorts(); d.mode == ModeLoopback && cfg.PortBase+3 >= lo && cfg.PortBase <= hi {
 		return nil, mc.Errorf(mc.EINVALID, mc.ReasonPortBaseEphemeral,
@@ -271,7 +317,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
 	d.removeStaleNew()
-	if !d.confined {
+	if !d.Confined() {
 		log.Warn("local driver: INSECURE shared host: machines run unconfined as this user; development only",
 			mc.LogReason, mc.ReasonInsecureSharedHost)
 	}
@@ -280,7 +326,11 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 			return nil, fmt.Errorf("firewall for bridge %s: %w", cfg.Bridge, err)
 		}
 	}
-	log.Info("local driver ready", "mode", d.mode, "confined", d.confined, "cgroup_version", d.cgroupV,
+	if d.mode == ModeUserns && d.cgroupV == 0 {
+		log.Warn("local driver: no cgroup that this user may make below "+cfg.CgroupParent+": machines' memory is not limited; processes are limited by RLIMIT_NPROC only",
+			mc.LogReason, mc.ReasonNoCgroups)
+	}
+	log.Info("local driver ready", "mode", d.mode, "confined", d.Confined(), "cgroup_version", d.cgroupV,
 		"bridge", cfg.Bridge, "network", cfg.Network.String(), "max_machines", d.max)
 	return d, nil
 }
@@ -333,6 +383,19 @@ func (c *Config) defaults() error {
 	}
 	if c.ChromiumPath == "" {
 		c.ChromiumPath = "chromium"
+	}
+	if c.SlirpPath == "" {
+		c.SlirpPath = "slirp4netns"
+	}
+	if c.SocketDir == "" {
+		c.SocketDir = filepath.Join(c.TmpDir, "mc-sockets-"+strconv.Itoa(os.Geteuid()))
+	}
+	if c.SocketDir, err = filepath.Abs(c.SocketDir); err != nil {
+		return fmt.Errorf("socket dir %s: %w", c.SocketDir, err)
+	}
+	if n := len(c.SocketDir + "/01234567/" + mc.AgentSocket); n > 107 {
+		return mc.Errorf(mc.EINVALID, mc.ReasonTmpDirTooLong,
+			"socket dir %s is too long: a machine's socket below it would exceed a Unix socket path's 107 bytes", c.SocketDir)
 	}
 	if c.Bridge == "" {
 		c.Bridge = netpool.DefaultBridge
@@ -411,9 +474,11 @@ func (d *Driver) capacity() int {
 	if n <= 0 {
 		n = max(1, int(memTotal()/(500<<20)))
 	}
-	if d.mode == ModeNetns {
+	switch d.mode {
+	case ModeNetns:
 		n = min(n, d.pool.Size())
-	} else {
+	case ModeUserns:
+	default:
 		n = min(n, portSlots(d.cfg.PortBase))
 	}
 	return min(n, 30000-d.cfg.DisplayBase)
@@ -481,10 +546,15 @@ func (d *Driver) Mode() string { return d.mode }
 // Pool returns the lease pool's name, "local/<bridge>".
 func (d *Driver) Pool() string { return d.pool.Name() }
 
-// Capabilities reports netns or loopback isolation, the machine network (or
-// 127.0.0.1/32 with the port range) and the machine limit.
+// Capabilities reports netns, userns or loopback isolation, the machine
+// network (or 127.0.0.1/32 with the port range, or the socket directory)
+// and the machine limit.
 func (d *Driver) Capabilities() mc.Capabilities {
 	c := mc.Capabilities{Isolation: d.mode, MaxMachines: d.max}
+	if d.mode == ModeUserns {
+		c.SocketDir = d.cfg.SocketDir
+		return c
+	}
 	if d.mode == ModeNetns {
 		c.Network = d.pool.Config().Network
 		return c

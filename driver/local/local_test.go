@@ -211,7 +211,7 @@ func TestPrivateFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	drivertest.WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second)
+	drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
 	dir := d.MachineDir(spec.ID)
 	st := env.state(t, spec.ID)
 	// A confined machine's temporary directory is in its own /tmp, seen
@@ -285,7 +285,7 @@ func TestIsolation(t *testing.T) {
 		nss[i], _ = netpool.Names(spec.ID)
 	}
 	for _, m := range ms {
-		drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
+		drivertest.WaitRFB(t, m.VNCEndpoint().String(), 60*time.Second)
 	}
 	for _, m := range ms {
 		for _, a := range []string{m.VNCAddr().String(), m.AgentAddr().String()} {
@@ -335,8 +335,8 @@ func TestDestroyGone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			drivertest.WaitRFB(t, m.VNCAddr().String(), 60*time.Second)
-			drivertest.WaitHealth(t, m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second)
+			drivertest.WaitRFB(t, m.VNCEndpoint().String(), 60*time.Second)
+			drivertest.WaitHealth(t, m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second)
 			st := env.state(t, spec.ID)
 			if n := len(procfs.GroupMembers(st.PGID, st.StartTicks)); n < 3 {
 				t.Errorf("process group %d has %d processes, want agent, Xvnc and Chromium (≥ 3)", st.PGID, n)
@@ -458,7 +458,7 @@ func TestOrphans(t *testing.T) {
 				t.Fatalf("List = %v, want %v", got, want)
 			}
 			for _, s := range list {
-				drivertest.WaitRFB(t, s.Machine.VNCAddr().String(), 10*time.Second)
+				drivertest.WaitRFB(t, s.Machine.VNCEndpoint().String(), 10*time.Second)
 			}
 
 			// Wait on an adopted machine (not a child of this process) sees
@@ -536,12 +536,28 @@ func orphanController(raw string) error {
 // BenchmarkReady measures Create → RFB banner and Create → agent /health,
 // the PSS of one machine's process group, and Destroy. Run with
 // go test -run '^$' -bench Ready -benchtime 10x ./driver/local/
+// BenchmarkReady measures Create to RFB banner and to agent health, Destroy,
+// and the PSS of a machine. As root it runs netns and loopback (both
+// confined); as another user, userns (confined without root) beside
+// loopback (unconfined, InsecureSharedHost): the cost of each confinement
+// side by side with the same machine without it.
 func BenchmarkReady(b *testing.B) {
-	for _, mode := range modes {
+	ms := modes
+	if os.Geteuid() != 0 {
+		ms = []string{ModeUserns, ModeLoopback}
+	}
+	for _, mode := range ms {
 		b.Run(mode, func(b *testing.B) {
 			env := newEnv(b, mode)
+			if mode == ModeUserns {
+				env.cfg.InsecureSharedHost = false
+				env.cfg.SocketDir = filepath.Join(b.TempDir(), "s")
+			}
 			d := env.driver(b)
 			var rfb, health, destroy []time.Duration
+			// From the machine's log: init building the confined root,
+			// the agent's start to Xvnc ready and to Chromium answering.
+			var confineMS, xvncMS, agentMS []float64
 			var pssTotal int64
 			var nProcs int
 			for b.Loop() {
@@ -552,16 +568,26 @@ func BenchmarkReady(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := drivertest.DialRFB(b.Context(), m.VNCAddr().String(), 60*time.Second); err != nil {
+				if err := drivertest.DialRFB(b.Context(), m.VNCEndpoint().String(), 60*time.Second); err != nil {
 					b.Fatal(err)
 				}
 				rfb = append(rfb, time.Since(start))
-				if err := drivertest.PollHealth(b.Context(), m.AgentAddr().String(), spec.Secrets.AgentToken, 60*time.Second); err != nil {
+				if err := drivertest.PollHealth(b.Context(), m.AgentEndpoint().String(), spec.Secrets.AgentToken, 60*time.Second); err != nil {
 					b.Fatal(err)
 				}
 				health = append(health, time.Since(start))
 				b.StopTimer()
 				st := env.state(b, spec.ID)
+				if log, err := os.ReadFile(filepath.Join(d.MachineDir(spec.ID), agentLogFile)); err == nil {
+					for _, x := range []struct {
+						to       *[]float64
+						msg, key string
+					}{{&confineMS, "machine confined", "took_ms"}, {&xvncMS, "machine agent ready", "xvnc_ms"}, {&agentMS, "machine agent ready", "ready_ms"}} {
+						if v, ok := testutil.LogNumber(log, x.msg, x.key); ok {
+							*x.to = append(*x.to, v)
+						}
+					}
+				}
 				p, n := procfs.PSS(procfs.GroupMembers(st.PGID, 0))
 				pssTotal += p
 				nProcs = n
@@ -577,6 +603,12 @@ func BenchmarkReady(b *testing.B) {
 			b.ReportMetric(float64(testutil.Median(destroy).Milliseconds()), "destroy-ms-median")
 			b.ReportMetric(float64(pssTotal)/float64(len(rfb))/(1<<20), "pss-MB")
 			b.ReportMetric(float64(nProcs), "procs")
+			for name, xs := range map[string][]float64{"confine-ms-median": confineMS, "xvnc-ms-median": xvncMS, "agent-ready-ms-median": agentMS} {
+				if len(xs) > 0 {
+					slices.Sort(xs)
+					b.ReportMetric(xs[len(xs)/2], name)
+				}
+			}
 		})
 	}
 }

@@ -30,6 +30,8 @@ type state struct {
 	// TmpDir is the machine's private temporary directory (Chromium's
 	// TMPDIR), recorded so that Destroy removes it even after TmpDir changed.
 	TmpDir string `json:"tmp_dir,omitempty"`
+	// SocketDir is a userns machine's socket directory on the host.
+	SocketDir string `json:"socket_dir,omitempty"`
 	// UID is a confined machine's uid (and gid), leased in pool
 	// "local/uid"; zero for an unconfined machine.
 	UID int `json:"uid,omitempty"`

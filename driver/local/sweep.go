@@ -23,6 +23,7 @@ import (
 func (d *Driver) Sweep(ctx context.Context) ([]string, error) {
 	removed, err := d.sweepTmpDirs()
 	removed = append(removed, d.sweepCgroups(ctx)...)
+	removed = append(removed, d.sweepSocketDirs()...)
 	if d.mode != ModeNetns || err != nil {
 		return removed, err
 	}
@@ -120,4 +121,27 @@ func (d *Driver) sweepTmpDirs() ([]string, error) {
 		removed = append(removed, dir)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// sweepSocketDirs removes userns machines' socket directories
+// (SocketDir/<hash>) whose machine directory is gone.
+func (d *Driver) sweepSocketDirs() []string {
+	if d.mode != ModeUserns {
+		return nil
+	}
+	ents, _ := os.ReadDir(d.cfg.SocketDir)
+	var removed []string
+	for _, e := range ents {
+		if !e.IsDir() || len(e.Name()) != 8 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d.machinesDir(), e.Name())); err == nil {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(d.cfg.SocketDir, e.Name())); err == nil {
+			d.log.Info("swept socket dir without machine", "dir", e.Name(), mc.LogReason, mc.ReasonOrphan)
+			removed = append(removed, filepath.Join(d.cfg.SocketDir, e.Name()))
+		}
+	}
+	return removed
 }

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -51,7 +52,25 @@ const (
 	VNCPasswordFile = SecretsDir + "/vnc-password"
 	// ChromiumPolicyFile is Chromium's managed policy in the machine's /etc.
 	ChromiumPolicyFile = "/etc/chromium/policies/managed/mc.json"
+	// SocketDir is where a machine in a user namespace sees its socket
+	// directory on the host (Spec.SocketDir): the agent and Xvnc listen
+	// there, and the controller dials them from the host side.
+	SocketDir = "/run/mc-sock"
 )
+
+// UserNSID is the uid and gid of a machine in a user namespace (Spec.UserNS):
+// the one id its namespace maps, to the controller's own.
+const UserNSID = 1000
+
+// UserNSCaps are the capabilities that "mc-agent init" keeps, within its
+// own user namespace only, across its exec in UserNS mode (as ambient
+// capabilities, since it runs under UserNSID rather than the namespace's
+// root): what building the root file system and the network needs. Init
+// clears them before it starts the agent, which has none.
+var UserNSCaps = []uintptr{
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_SETPCAP,
+	unix.CAP_NET_ADMIN, unix.CAP_SYS_CHROOT, unix.CAP_SYS_ADMIN,
+}
 
 // Spec is the confinement of one machine, as `mc-agent init` reads it
 // from a JSON file the driver writes (it holds no secret). Init runs as root
@@ -89,6 +108,28 @@ type Spec struct {
 	Env []string `json:"env,omitempty"`
 	// Hostname is the machine's host name (UTS namespace).
 	Hostname string `json:"hostname"`
+
+	// UserNS says that init runs in a user namespace of its own (the
+	// controller is not root): UID and GID are UserNSID, the only id
+	// mapped; init holds UserNSCaps as ambient capabilities and clears
+	// them before it starts the agent; there is no browser uid of its own.
+	UserNS bool `json:"userns,omitempty"`
+	// SocketDir is a host directory (0700, the controller's) that the
+	// machine sees at confine.SocketDir, read-write: where its agent and
+	// VNC server listen.
+	SocketDir string `json:"socket_dir,omitempty"`
+	// NProc, when positive, is init's RLIMIT_NPROC: in a user namespace
+	// the kernel counts it per namespace, so it bounds the machine's
+	// processes and threads where no cgroup can.
+	NProc int `json:"nproc,omitempty"`
+	// Prohibit are IPv4 prefixes that the machine's network namespace
+	// routes nowhere ("prohibit" routes that only init, with CAP_NET_ADMIN,
+	// could change): the host's own addresses and the private ranges,
+	// beside whatever user-mode egress (slirp4netns) gives it.
+	Prohibit []string `json:"prohibit,omitempty"`
+	// ResolvConf, when set, is the machine's /etc/resolv.conf (instead of a
+	// copy of the host's).
+	ResolvConf string `json:"resolv_conf,omitempty"`
 }
 
 // Read reads a Spec from a JSON file.
@@ -125,10 +166,21 @@ func Init(m Spec, goFD *os.File, agentArgs []string, log *slog.Logger) (int, err
 		goFD.Close()
 	}
 	t0 := time.Now()
+	if m.UserNS {
+		if err := userNSNetwork(m); err != nil {
+			return 1, err
+		}
+	}
 	if err := buildRoot(m); err != nil {
 		return 1, err
 	}
 	if err := dropBoundingSet(); err != nil {
+		return 1, err
+	}
+	var cred *syscall.Credential
+	if !m.UserNS {
+		cred = &syscall.Credential{Uid: uint32(m.UID), Gid: uint32(m.GID), Groups: []uint32{}}
+	} else if err := dropAmbient(); err != nil {
 		return 1, err
 	}
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + Home, "LANG=C.UTF-8", "TZ=UTC",
@@ -153,7 +205,7 @@ func Init(m Spec, goFD *os.File, agentArgs []string, log *slog.Logger) (int, err
 		Env:   env,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: uint32(m.UID), Gid: uint32(m.GID), Groups: []uint32{}},
+			Credential: cred,
 			Pdeathsig:  syscall.SIGKILL,
 		},
 	})
@@ -216,6 +268,65 @@ func Init(m Spec, goFD *os.File, agentArgs []string, log *slog.Logger) (int, err
 			srv.handle(r.m, r.fds)
 		}
 	}
+}
+
+// dropAmbient clears this thread's ambient and inheritable capabilities
+// (UserNS): the agent, forked from it under the same uid, then execs with
+// none, whatever init holds.
+func dropAmbient() error {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("clear inheritable capabilities: %w", err)
+	}
+	return nil
+}
+
+// userNSNetwork sets up a machine's own network namespace from inside
+// (UserNS): RLIMIT_NPROC, loopback up, and a "prohibit" route for each of
+// m.Prohibit, with ip(8) from the host's /usr (before the root changes).
+func userNSNetwork(m Spec) error {
+	if m.NProc > 0 {
+		lim := unix.Rlimit{Cur: uint64(m.NProc), Max: uint64(m.NProc)}
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &lim); err != nil {
+			return fmt.Errorf("limit processes to %d: %w", m.NProc, err)
+		}
+	}
+	if err := LoopbackUp(); err != nil {
+		return err
+	}
+	if len(m.Prohibit) == 0 {
+		return nil
+	}
+	var batch strings.Builder
+	for _, p := range m.Prohibit {
+		fmt.Fprintf(&batch, "route replace prohibit %s\n", p)
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"} {
+			if _, serr := os.Stat(p); serr == nil {
+				ip, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("route private ranges nowhere: ip(8) not found (Debian package iproute2)")
+	}
+	cmd := exec.Command(ip, "-4", "-batch", "-")
+	cmd.Stdin = strings.NewReader(batch.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("route private ranges nowhere: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // dropBoundingSet empties this thread's capability bounding set and sets no
@@ -299,7 +410,13 @@ func buildRoot(m Spec) error {
 	if err := os.Symlink("/tmp", join("/var/tmp")); err != nil {
 		return fmt.Errorf("link /var/tmp: %w", err)
 	}
-	if err := mkdirOwned(join("/tmp/.X11-unix"), 0o777|fs.ModeSticky, 0, 0); err != nil {
+	// Root's, as X expects; in a user namespace root is not mapped, and
+	// the one id there is, is the owner.
+	xOwner := 0
+	if m.UserNS {
+		xOwner = m.UID
+	}
+	if err := mkdirOwned(join("/tmp/.X11-unix"), 0o777|fs.ModeSticky, xOwner, xOwner); err != nil {
 		return err
 	}
 	if err := mkdirOwned(join(TmpDir), 0o700, m.UID, m.GID); err != nil {
@@ -331,6 +448,17 @@ func buildRoot(m Spec) error {
 	for src, dst := range map[string]string{m.TokenFile: TokenFile, m.VNCPasswordFile: VNCPasswordFile} {
 		if err := copyOwned(src, join(dst), 0o600, m.UID, m.GID); err != nil {
 			return err
+		}
+	}
+	if m.SocketDir != "" {
+		if err := os.MkdirAll(join(SocketDir), 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", SocketDir, err)
+		}
+		if err := unix.Mount(m.SocketDir, join(SocketDir), "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind socket directory: %w", err)
+		}
+		if err := unix.Mount("", join(SocketDir), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("remount socket directory: %w", err)
 		}
 	}
 	// Further read-only paths come after the writable places, so that a
@@ -398,17 +526,21 @@ func curatedEtc(m Spec, etc string) error {
 	if m.Hostname != "" {
 		hosts += "127.0.1.1\t" + m.Hostname + "\n"
 	}
+	passwd := fmt.Sprintf("root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nmc:x:%d:%d:machine:%s:/bin/sh\n", m.UID, m.GID, Home)
+	group := fmt.Sprintf("root:x:0:\nmc:x:%d:\n", m.GID)
+	if m.BrowserUID > 0 {
+		passwd += fmt.Sprintf("browser:x:%d:%d:browser:%s:/usr/sbin/nologin\n", m.BrowserUID, m.BrowserGID, BrowserHome)
+		group += fmt.Sprintf("browser:x:%d:\n", m.BrowserGID)
+	}
 	files := map[string]string{
-		"passwd": fmt.Sprintf("root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nmc:x:%d:%d:machine:%s:/bin/sh\n"+
-			"browser:x:%d:%d:browser:%s:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-			m.UID, m.GID, Home, m.BrowserUID, m.BrowserGID, BrowserHome),
-		"group":         fmt.Sprintf("root:x:0:\nmc:x:%d:\nbrowser:x:%d:\nnogroup:x:65534:\n", m.GID, m.BrowserGID),
+		"passwd":        passwd + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		"group":         group + "nogroup:x:65534:\n",
 		"hosts":         hosts,
 		"hostname":      m.Hostname + "\n",
 		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
-		"resolv.conf":   "",
+		"resolv.conf":   m.ResolvConf,
 	}
-	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil && m.ResolvConf == "" {
 		files["resolv.conf"] = string(b)
 	}
 	for _, f := range []string{"ld.so.cache", "ld.so.conf", "os-release", "mime.types", "protocols", "services"} {

@@ -11,11 +11,11 @@ import (
 )
 
 const poolCols = `id, provider, replica, state, machine_id, machine_driver, machine_ip, vnc_port, agent_port,
-	created_at, ready_at`
+	machine_socket_dir, created_at, ready_at`
 
 func scanPooled(row scanner) (p mc.PooledMachine, err error) {
 	err = row.Scan(&p.ID, &p.Provider, &p.Replica, &p.State, &p.Machine.ID, &p.Machine.Driver, ipOf{&p.Machine.IP},
-		&p.Machine.VNCPort, &p.Machine.AgentPort,
+		&p.Machine.VNCPort, &p.Machine.AgentPort, &p.Machine.SocketDir,
 		timeOf{&p.CreatedAt}, timeOf{&p.ReadyAt})
 	return p, err
 }
@@ -41,7 +41,7 @@ func (s *Store) AddPooled(ctx context.Context, p mc.PooledMachine, c mc.Capacity
 	}
 	return s.write(ctx, func(t tx) error {
 		inserted, err := affected(t.exec(ctx, `INSERT INTO pool_machines (`+poolCols+`)
-			VALUES (?, ?, ?, 'starting', '', '', '', 0, 0, ?, NULL) ON CONFLICT DO NOTHING`,
+			VALUES (?, ?, ?, 'starting', '', '', '', 0, 0, '', ?, NULL) ON CONFLICT DO NOTHING`,
 			p.ID, p.Provider, p.Replica,
 			s.d.Time(storekit.UTC(p.CreatedAt))))
 		if err != nil {
@@ -58,8 +58,8 @@ func (s *Store) AddPooled(ctx context.Context, p mc.PooledMachine, c mc.Capacity
 func (s *Store) PooledReady(ctx context.Context, id string, m mc.Machine, at time.Time) error {
 	return s.write(ctx, func(t tx) error {
 		ok, err := affected(t.exec(ctx, `UPDATE pool_machines SET state = 'ready', machine_id = ?, machine_driver = ?,
-			machine_ip = ?, vnc_port = ?, agent_port = ?, ready_at = ? WHERE id = ?`,
-			m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, s.d.Time(storekit.UTC(at)), id))
+			machine_ip = ?, vnc_port = ?, agent_port = ?, machine_socket_dir = ?, ready_at = ? WHERE id = ?`,
+			m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, m.SocketDir, s.d.Time(storekit.UTC(at)), id))
 		if err == nil && !ok {
 			err = pooledNotFound(id)
 		}

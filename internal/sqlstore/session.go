@@ -34,6 +34,7 @@ var sessionColumns = []column{
 	{"machine_ip", func(_ *Dialect, s *mc.Session) any { return ipText(s.Machine.IP) }, func(s *mc.Session) any { return ipOf{&s.Machine.IP} }},
 	{"vnc_port", func(_ *Dialect, s *mc.Session) any { return s.Machine.VNCPort }, func(s *mc.Session) any { return &s.Machine.VNCPort }},
 	{"agent_port", func(_ *Dialect, s *mc.Session) any { return s.Machine.AgentPort }, func(s *mc.Session) any { return &s.Machine.AgentPort }},
+	{"machine_socket_dir", func(_ *Dialect, s *mc.Session) any { return s.Machine.SocketDir }, func(s *mc.Session) any { return &s.Machine.SocketDir }},
 	{"machine_pooled", func(_ *Dialect, s *mc.Session) any { return boolInt(s.Machine.Pooled) }, func(s *mc.Session) any { return &s.Machine.Pooled }},
 	{"vnc_password", func(_ *Dialect, s *mc.Session) any { return s.Secrets.VNCPassword.Reveal() }, func(s *mc.Session) any { return secretOf{&s.Secrets.VNCPassword} }},
 	{"agent_token", func(_ *Dialect, s *mc.Session) any { return s.Secrets.AgentToken.Reveal() }, func(s *mc.Session) any { return secretOf{&s.Secrets.AgentToken} }},
@@ -392,8 +393,8 @@ func (s *Store) transition(ctx context.Context, x tx, t mc.Transition) (*mc.Sess
 		args = append(args, at, string(t.Reason))
 	}
 	if m := t.Machine; m != nil {
-		set = append(set, "machine_id = ?", "machine_driver = ?", "machine_ip = ?", "vnc_port = ?", "agent_port = ?")
-		args = append(args, m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort)
+		set = append(set, "machine_id = ?", "machine_driver = ?", "machine_ip = ?", "vnc_port = ?", "agent_port = ?", "machine_socket_dir = ?")
+		args = append(args, m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, m.SocketDir)
 	}
 	args = append(args, t.ID, string(t.From), t.Version)
 	sess, err := scanSession(x.row(ctx, `UPDATE sessions SET `+strings.Join(set, ", ")+`
@@ -416,10 +417,10 @@ func (s *Store) transition(ctx context.Context, x tx, t mc.Transition) (*mc.Sess
 func (s *Store) SetMachine(ctx context.Context, id string, version int64, m mc.Machine, secrets mc.MachineSecrets) (*mc.Session, error) {
 	return s.change(ctx, id, func(t tx) (*mc.Session, error) {
 		sess, err := scanSession(t.row(ctx, `UPDATE sessions SET
-			machine_id = ?, machine_driver = ?, machine_ip = ?, vnc_port = ?, agent_port = ?,
+			machine_id = ?, machine_driver = ?, machine_ip = ?, vnc_port = ?, agent_port = ?, machine_socket_dir = ?,
 			vnc_password = ?, agent_token = ?, version = version + 1, updated_at = ?
 			WHERE id = ? AND version = ? AND state NOT IN `+finalStates+` RETURNING `+sessionCols,
-			m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, secrets.VNCPassword.Reveal(), secrets.AgentToken.Reveal(),
+			m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, m.SocketDir, secrets.VNCPassword.Reveal(), secrets.AgentToken.Reveal(),
 			s.d.Time(s.now()), id, version))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, stale(ctx, t, id)

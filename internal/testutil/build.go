@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -29,16 +30,34 @@ type build struct {
 // "github.com/master-controller/mc/cmd/mc-agent") once per test binary,
 // statically (CGO_ENABLED=0), and returns the binary's path. It is for
 // TestMain, which has no testing.TB; RemoveBuilt removes what it made.
-func Build(pkg string) (string, error) {
+func Build(pkg string) (string, error) { return buildTags(pkg, "") }
+
+// BuildTagged is BuildBinary with build tags (comma-separated), for test
+// builds of a command; each (pkg, tags) is built once per test binary.
+func BuildTagged(tb testing.TB, pkg, tags string) string {
+	tb.Helper()
+	p, err := buildTags(pkg, tags)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func buildTags(pkg, tags string) (string, error) {
 	dirOnce.Do(func() { buildDir, dirErr = os.MkdirTemp("", "mc-test-bin-") })
 	if dirErr != nil {
 		return "", fmt.Errorf("go build %s: %w", pkg, dirErr)
 	}
-	v, _ := builds.LoadOrStore(pkg, &build{})
+	v, _ := builds.LoadOrStore(pkg+" "+tags, &build{})
 	b := v.(*build)
 	b.once.Do(func() {
 		out := filepath.Join(buildDir, path.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+		args := []string{"build", "-o", out}
+		if tags != "" {
+			out += "-" + strings.ReplaceAll(tags, ",", "-")
+			args = []string{"build", "-tags", tags, "-o", out}
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v: %s", pkg, err, bytes.TrimSpace(msg))

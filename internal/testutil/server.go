@@ -2,8 +2,10 @@ package testutil
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"syscall"
 	"testing"
@@ -32,7 +34,52 @@ var servingRE = regexp.MustCompile(`serving at (http://\S+)`)
 // it started do not, unless they see to it themselves.
 func StartServer(tb testing.TB, env map[string]string) *Server {
 	tb.Helper()
-	cmd := exec.Command(ServerBinary(tb), "serve")
+	return startServer(tb, ServerBinary(tb), env, nil)
+}
+
+// StartServerAs is StartServer under uid (and gid uid, no supplementary
+// groups) instead of this process's user (root): how a test covers a
+// controller that is not root. The binary is copied where uid can run it;
+// what env names (the data directory, the agent) must be uid's to use.
+func StartServerAs(tb testing.TB, env map[string]string, uid int) *Server {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "mc-server-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "master-controller")
+	err = CopyFile(ServerBinary(tb), bin, 0o755)
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return startServer(tb, bin, env, &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}})
+}
+
+// CopyFile copies the file src to a new file dst with mode.
+func CopyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func startServer(tb testing.TB, bin string, env map[string]string, cred *syscall.Credential) *Server {
+	tb.Helper()
+	cmd := exec.Command(bin, "serve")
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -43,7 +90,7 @@ func StartServer(tb testing.TB, env map[string]string) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start server: %v", err)
 	}

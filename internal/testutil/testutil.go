@@ -8,6 +8,8 @@ package testutil
 
 import (
 	"bytes"
+	"encoding/json"
+	"strings"
 	"sync"
 )
 
@@ -39,4 +41,18 @@ func Tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// LogNumber finds the first JSON log line (slog's JSON handler) with msg and
+// returns its numeric field key.
+func LogNumber(log []byte, msg, key string) (float64, bool) {
+	for _, l := range strings.Split(string(log), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != msg {
+			continue
+		}
+		v, ok := m[key].(float64)
+		return v, ok
+	}
+	return 0, false
 }

@@ -1,4 +1,4 @@
-package agent
+package confine
 
 import (
 	"fmt"
@@ -6,11 +6,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ensureLoopbackUp brings the loopback interface up when it is down: in a
+// LoopbackUp brings the loopback interface up when it is down: in a
 // fresh network namespace it is, and Chromium's DevTools and the page server
 // listen on 127.0.0.1. Where lo is already up (the host, loopback mode)
-// nothing changes and no privilege is needed.
-func ensureLoopbackUp() error {
+// nothing changes and no privilege is needed. The agent calls it, and a
+// machine's init in a user namespace (where the agent could not).
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("bring up lo: %w", err)

@@ -1,0 +1,8 @@
+//go:build mc_test_no_sandbox
+
+package agent
+
+// testNoSandbox: this agent is a test build (tag mc_test_no_sandbox) for the
+// agent's integration tests, which run it as root outside a machine; there,
+// and only there, Chromium runs with --no-sandbox.
+const testNoSandbox = true
