@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -223,8 +224,8 @@ type Driver struct {
 	now    func() time.Time
 
 	informer cache.SharedIndexInformer
-	stop     chan struct{}
-	stopOnce sync.Once
+	// stop ends the watch (Close).
+	stop context.CancelFunc
 	// capMu makes the cap's count and the reservation one step.
 	capMu sync.Mutex
 
@@ -264,10 +265,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, err
 	}
 	rc.UserAgent = "master-controller/" + cfg.Replica
-	if log != nil {
-		// client-go logs through klog: into this log, not stderr.
-		klog.SetSlogLogger(log.With("component", "client-go"))
-	}
 	client, err := k8s.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
@@ -285,7 +282,6 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 	}
 	d := &Driver{
 		cfg: cfg, client: client, log: log.With("driver", Name), now: time.Now,
-		stop:       make(chan struct{}),
 		changed:    map[string]chan struct{}{},
 		creating:   map[string]bool{},
 		destroying: map[string]bool{},
@@ -306,7 +302,12 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 	}); err != nil {
 		return nil, fmt.Errorf("watch machine pods: %w", err)
 	}
-	go d.informer.Run(d.stop)
+	// The watch logs (through klog's contextual logging) into this log,
+	// not stderr; it lives until Close, not as long as ctx.
+	wctx, stop := context.WithCancel(klog.NewContext(context.Background(),
+		logr.FromSlogHandler(d.log.With("component", "client-go").Handler())))
+	d.stop = stop
+	go d.informer.RunWithContext(wctx)
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), d.informer.HasSynced) {
@@ -325,7 +326,7 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 // Close stops the watch. Machines keep running (another replica, or this
 // one after a restart, adopts them).
 func (d *Driver) Close() error {
-	d.stopOnce.Do(func() { close(d.stop) })
+	d.stop()
 	return nil
 }
 
