@@ -312,13 +312,13 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), d.informer.HasSynced) {
 		d.Close()
-		return nil, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine,
+		return nil, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable,
 			"kubernetes driver: no listing of pods in namespace %s within %v (is the cluster reachable, and may this account list pods there?)",
 			cfg.Namespace, cfg.SyncTimeout)
 	}
 	if err := d.ensurePolicy(ctx); err != nil {
 		d.policyErr = err
-		d.log.Error("network policy of machines", mc.LogReason, mc.ReasonNoMachine, mc.LogError, err.Error())
+		d.log.Error("network policy of machines", mc.LogReason, mc.ReasonClusterUnreachable, mc.LogError, err.Error())
 	}
 	return d, nil
 }
@@ -344,21 +344,21 @@ func (d *Driver) Capabilities() mc.Capabilities {
 // account may still list its Pods (one small request).
 func (d *Driver) Check(ctx context.Context) error {
 	if !d.informer.HasSynced() {
-		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine, "kubernetes driver: the watch of namespace %s has not listed it yet", d.cfg.Namespace)
+		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable, "kubernetes driver: the watch of namespace %s has not listed it yet", d.cfg.Namespace)
 	}
 	d.mu.Lock()
 	perr := d.policyErr
 	d.mu.Unlock()
 	if perr != nil {
 		if err := d.ensurePolicy(ctx); err != nil {
-			return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine, "kubernetes driver: network policy of machines: %v", err)
+			return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable, "kubernetes driver: network policy of machines: %v", err)
 		}
 		d.mu.Lock()
 		d.policyErr = nil
 		d.mu.Unlock()
 	}
 	if _, err := d.client.CoreV1().Pods(d.cfg.Namespace).List(ctx, listOne); err != nil {
-		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine, "kubernetes driver: list pods in namespace %s: %v", d.cfg.Namespace, err)
+		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable, "kubernetes driver: list pods in namespace %s: %v", d.cfg.Namespace, err)
 	}
 	return nil
 }
