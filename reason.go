@@ -143,6 +143,9 @@ const (
 	ReasonTmpDirTooLong        Reason = "tmp_dir_too_long"
 	ReasonOrphan               Reason = "orphan"
 	ReasonOrphanedMachine      Reason = "orphaned_machine"
+	// ReasonClusterUnreachable: a cluster driver cannot list, watch or
+	// write what machines are made of (API server down, RBAC, network).
+	ReasonClusterUnreachable Reason = "cluster_unreachable"
 )
 
 // Reasons of the machine agent's errors and of a login that failed.

@@ -103,6 +103,9 @@ func TestWaitReasons(t *testing.T) {
 			s.Phase = corev1.PodFailed
 			s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}
 		}, ""},
+		{"container ended, sandbox not yet down", func(s *corev1.PodStatus) {
+			s.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}
+		}, ""},
 		{"image gone", func(s *corev1.PodStatus) {
 			s.Phase = corev1.PodPending
 			s.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff"}}

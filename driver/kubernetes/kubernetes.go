@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -223,8 +224,8 @@ type Driver struct {
 	now    func() time.Time
 
 	informer cache.SharedIndexInformer
-	stop     chan struct{}
-	stopOnce sync.Once
+	// stop ends the watch (Close).
+	stop context.CancelFunc
 	// capMu makes the cap's count and the reservation one step.
 	capMu sync.Mutex
 
@@ -264,10 +265,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, err
 	}
 	rc.UserAgent = "master-controller/" + cfg.Replica
-	if log != nil {
-		// client-go logs through klog: into this log, not stderr.
-		klog.SetSlogLogger(log.With("component", "client-go"))
-	}
 	client, err := k8s.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
@@ -285,7 +282,6 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 	}
 	d := &Driver{
 		cfg: cfg, client: client, log: log.With("driver", Name), now: time.Now,
-		stop:       make(chan struct{}),
 		changed:    map[string]chan struct{}{},
 		creating:   map[string]bool{},
 		destroying: map[string]bool{},
@@ -306,18 +302,23 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 	}); err != nil {
 		return nil, fmt.Errorf("watch machine pods: %w", err)
 	}
-	go d.informer.Run(d.stop)
+	// The watch logs (through klog's contextual logging) into this log,
+	// not stderr; it lives until Close, not as long as ctx.
+	wctx, stop := context.WithCancel(klog.NewContext(context.Background(),
+		logr.FromSlogHandler(d.log.With("component", "client-go").Handler())))
+	d.stop = stop
+	go d.informer.RunWithContext(wctx)
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), d.informer.HasSynced) {
 		d.Close()
-		return nil, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine,
+		return nil, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable,
 			"kubernetes driver: no listing of pods in namespace %s within %v (is the cluster reachable, and may this account list pods there?)",
 			cfg.Namespace, cfg.SyncTimeout)
 	}
 	if err := d.ensurePolicy(ctx); err != nil {
 		d.policyErr = err
-		d.log.Error("network policy of machines", mc.LogReason, mc.ReasonNoMachine, mc.LogError, err.Error())
+		d.log.Error("network policy of machines", mc.LogReason, mc.ReasonClusterUnreachable, mc.LogError, err.Error())
 	}
 	return d, nil
 }
@@ -325,7 +326,7 @@ func NewWithClient(ctx context.Context, cfg Config, client k8s.Interface, log *s
 // Close stops the watch. Machines keep running (another replica, or this
 // one after a restart, adopts them).
 func (d *Driver) Close() error {
-	d.stopOnce.Do(func() { close(d.stop) })
+	d.stop()
 	return nil
 }
 
@@ -343,21 +344,21 @@ func (d *Driver) Capabilities() mc.Capabilities {
 // account may still list its Pods (one small request).
 func (d *Driver) Check(ctx context.Context) error {
 	if !d.informer.HasSynced() {
-		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine, "kubernetes driver: the watch of namespace %s has not listed it yet", d.cfg.Namespace)
+		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable, "kubernetes driver: the watch of namespace %s has not listed it yet", d.cfg.Namespace)
 	}
 	d.mu.Lock()
 	perr := d.policyErr
 	d.mu.Unlock()
 	if perr != nil {
 		if err := d.ensurePolicy(ctx); err != nil {
-			return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine, "kubernetes driver: network policy of machines: %v", err)
+			return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable, "kubernetes driver: network policy of machines: %v", err)
 		}
 		d.mu.Lock()
 		d.policyErr = nil
 		d.mu.Unlock()
 	}
 	if _, err := d.client.CoreV1().Pods(d.cfg.Namespace).List(ctx, listOne); err != nil {
-		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonNoMachine, "kubernetes driver: list pods in namespace %s: %v", d.cfg.Namespace, err)
+		return mc.Errorf(mc.EUNAVAILABLE, mc.ReasonClusterUnreachable, "kubernetes driver: list pods in namespace %s: %v", d.cfg.Namespace, err)
 	}
 	return nil
 }

@@ -54,6 +54,11 @@ func (d *Driver) judge(id string, p *corev1.Pod, destroyed bool, now time.Time) 
 		if t := cs.State.Terminated; t != nil && t.Reason == "OOMKilled" {
 			return verdict{ended: true, err: mc.MachineOOMError(id)}
 		}
+		// The kubelet reports the container's end before it has torn the
+		// Pod's sandbox down and made the Pod's phase final.
+		if cs.State.Terminated != nil && cs.Name == containerName {
+			return verdict{ended: true}
+		}
 		if w := cs.State.Waiting; w != nil && imagePullReasons[w.Reason] {
 			return verdict{ended: true, err: mc.Errorf(mc.EUNAVAILABLE, mc.ReasonImagePullFailed,
 				"machine %s: its image cannot be pulled (%s)", id, w.Reason)}

@@ -6,7 +6,8 @@
 #                       proxy (cached by version), install the Debian packages,
 #                       make the pause image
 #   cluster.sh up       build if needed, then start the cluster; prints the
-#                       kubeconfig path (export KUBECONFIG=…)
+#                       kubeconfig path (export KUBECONFIG=…); the node gets
+#                       the seccomp profiles of deploy/kubernetes/seccomp/
 #   cluster.sh down     stop it and leave the host as it was
 #   cluster.sh status   say what runs; exit 0 only if the node is Ready
 #   cluster.sh env      print the shell exports for a running cluster
