@@ -33,9 +33,11 @@ const (
 	// LabelSession is the hash of the session id (SessionLabel).
 	LabelSession = "master-controller.dev/session"
 	// LabelReplica is the creating replica's name, made a label value.
-	LabelReplica    = "master-controller.dev/replica"
-	annotMachineID  = "master-controller.dev/machine-id"
-	annotSessionID  = "master-controller.dev/session-id"
+	LabelReplica   = "master-controller.dev/replica"
+	annotMachineID = "master-controller.dev/machine-id"
+	annotSessionID = "master-controller.dev/session-id"
+	// annotPooled is "true" on a machine started for the warm pool.
+	annotPooled     = "master-controller.dev/pooled"
 	annotReplica    = "master-controller.dev/replica"
 	annotProvider   = "master-controller.dev/provider"
 	annotDestroying = "master-controller.dev/destroying"
@@ -99,7 +101,11 @@ func (d *Driver) labels(spec mc.MachineSpec) map[string]string {
 }
 
 func (d *Driver) annotations(spec mc.MachineSpec) map[string]string {
-	return map[string]string{annotMachineID: spec.ID, annotSessionID: spec.SessionID, annotReplica: d.cfg.Replica, annotProvider: spec.Provider}
+	a := map[string]string{annotMachineID: spec.ID, annotSessionID: spec.SessionID, annotReplica: d.cfg.Replica, annotProvider: spec.Provider}
+	if spec.Pooled {
+		a[annotPooled] = "true"
+	}
+	return a
 }
 
 // secretFor is machine spec's Secret (without its owner: the Pod does not

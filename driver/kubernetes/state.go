@@ -99,7 +99,8 @@ func evicted(id, why string) error {
 // status is the MachineStatus of Pod p.
 func (d *Driver) status(p *corev1.Pod) mc.MachineStatus {
 	id := p.Annotations[annotMachineID]
-	st := mc.MachineStatus{ID: id, SessionID: p.Annotations[annotSessionID], Machine: d.machine(id, p)}
+	st := mc.MachineStatus{ID: id, SessionID: p.Annotations[annotSessionID], Machine: d.machine(id, p),
+		Pooled: p.Annotations[annotPooled] == "true"}
 	for _, cs := range p.Status.ContainerStatuses {
 		if r := cs.State.Running; r != nil && cs.Name == containerName {
 			st.Running = p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
