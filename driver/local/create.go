@@ -331,6 +331,25 @@ func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, a
 	if err := cg.create(d.cfg.Limits); err != nil {
 		return nil, err
 	}
+	// A process group of its own for Destroy; no parent-death signal, since
+	// machines outlive a restarting controller.
+	attr := &syscall.SysProcAttr{Setpgid: true,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS}
+	start := func(start func() error) error { return start() }
+	if ns != "" {
+		// Forked from a thread inside the machine's network namespace, the
+		// init starts there.
+		start = func(start func() error) error { return netpool.Do(ns, start) }
+	}
+	return d.startInit(specPath, args, logf, attr, start, cg, nil)
+}
+
+// startInit starts "mc-agent init --machine specPath -- args" with attr
+// (through start, which may run it from another namespace), puts it into cg
+// when there is one, runs then (if not nil) with its pid, and only then lets
+// it go on: the init waits for its fd 3 to close. On error the init is gone.
+func (d *Driver) startInit(specPath string, args []string, logf *os.File, attr *syscall.SysProcAttr,
+	start func(func() error) error, cg *cgroup, then func(pid int) error) (*exec.Cmd, error) {
 	goR, goW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start machine: %w", err)
@@ -341,25 +360,26 @@ func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, a
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.ExtraFiles = []*os.File{goR}
-	// A process group of its own for Destroy; no parent-death signal, since
-	// machines outlive a restarting controller.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true,
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS}
-	if ns != "" {
-		// Forked from a thread inside the machine's network namespace, the
-		// init starts there.
-		err = netpool.Do(ns, cmd.Start)
-	} else {
-		err = cmd.Start()
-	}
+	cmd.SysProcAttr = attr
+	err = start(cmd.Start)
 	goR.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start machine init: %w", err)
 	}
-	if err := cg.add(cmd.Process.Pid); err != nil {
+	fail := func(err error) (*exec.Cmd, error) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, err
+	}
+	if cg != nil {
+		if err := cg.add(cmd.Process.Pid); err != nil {
+			return fail(err)
+		}
+	}
+	if then != nil {
+		if err := then(cmd.Process.Pid); err != nil {
+			return fail(err)
+		}
 	}
 	return cmd, nil // goW closes: the init goes on
 }

@@ -166,44 +166,18 @@ func (d *Driver) startUserNS(st *state, dir string, args []string, logf *os.File
 			return nil, err
 		}
 	}
-	goR, goW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("start machine: %w", err)
-	}
-	defer goW.Close()
-	cmd := exec.Command(d.cfg.AgentPath, append([]string{"init", "--machine", specPath, "--go-fd", "3", "--"}, args...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.ExtraFiles = []*os.File{goR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true,
+	attr := &syscall.SysProcAttr{Setpgid: true,
 		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC |
 			syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: confine.UserNSID, HostID: os.Getuid(), Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: confine.UserNSID, HostID: os.Getgid(), Size: 1}},
 		AmbientCaps: confine.UserNSCaps,
 	}
-	err = cmd.Start()
-	goR.Close()
-	if err != nil {
-		return nil, fmt.Errorf("start machine init: %w", err)
-	}
-	fail := func(err error) (*exec.Cmd, error) {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, err
-	}
-	if cg != nil {
-		if err := cg.add(cmd.Process.Pid); err != nil {
-			return fail(err)
-		}
-	}
+	var then func(pid int) error
 	if d.cfg.Egress {
-		if err := d.startSlirp(cmd.Process.Pid, logf); err != nil {
-			return fail(err)
-		}
+		then = func(pid int) error { return d.startSlirp(pid, logf) }
 	}
-	return cmd, nil // goW closes: the init goes on
+	return d.startInit(specPath, args, logf, attr, func(start func() error) error { return start() }, cg, then)
 }
 
 // startSlirp gives the network namespace of pid user-mode egress: a process
