@@ -50,10 +50,19 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Clock defaults to the system clock.
 	Clock mc.Clock
-	// MachineKey derives the machines' VNC passwords (the session manager's
-	// key). Zero: the password the session record carries (tests).
-	MachineKey mc.MachineKey
+	// MachineKey gives the machines' VNC passwords: the session manager's
+	// mc.MachineKey (a test gives its own). Required.
+	MachineKey MachineSecrets
 }
+
+// MachineSecrets gives the secrets of the machine of a session, which are
+// derived, never stored (mc.MachineKey implements it). The gateway takes the
+// VNC password.
+type MachineSecrets interface {
+	Secrets(sessionID string) mc.MachineSecrets
+}
+
+var _ MachineSecrets = mc.MachineKey{}
 
 // TokenProtocolPrefix is the prefix of the Sec-WebSocket-Protocol entry that
 // carries a viewer token for clients that cannot put it in the URL.
@@ -68,7 +77,7 @@ type Gateway struct {
 	tokens  TokenVerifier
 	log     *slog.Logger
 	clock   mc.Clock
-	keys    mc.MachineKey
+	keys    MachineSecrets
 	m       *metrics
 	pool    *bufPool
 
@@ -81,8 +90,8 @@ type Gateway struct {
 
 // New returns a Gateway.
 func New(cfg Config, deps Deps) (*Gateway, error) {
-	if deps.Store == nil || deps.Tokens == nil {
-		return nil, errors.New("new gateway: Store and Tokens are required")
+	if deps.Store == nil || deps.Tokens == nil || deps.MachineKey == nil {
+		return nil, errors.New("new gateway: Store, Tokens and MachineKey are required")
 	}
 	m, err := newMetrics(deps.Registry)
 	if err != nil {

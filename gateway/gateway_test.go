@@ -43,6 +43,30 @@ type env struct {
 	reg    *prometheus.Registry
 	// Store is what the gateway sees (the SQLite store unless wrapped).
 	wrap func(Store) Store
+	// passwords are the machines' VNC passwords the gateway is given.
+	passwords *passwords
+}
+
+// passwords is a test's source of the machines' VNC passwords: the one each
+// session's machine was given (a machine key derives them in production).
+type passwords struct {
+	mu sync.Mutex
+	m  map[string]mc.Secret
+}
+
+func newPasswords() *passwords { return &passwords{m: map[string]mc.Secret{}} }
+
+func (p *passwords) set(sessionID string, pw mc.Secret) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m[sessionID] = pw
+}
+
+// Secrets returns the VNC password set for the session, zero if none.
+func (p *passwords) Secrets(sessionID string) mc.MachineSecrets {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return mc.MachineSecrets{VNCPassword: p.m[sessionID]}
 }
 
 func newEnv(tb testing.TB, cfg Config, opts ...func(*env)) *env {
@@ -53,7 +77,7 @@ func newEnv(tb testing.TB, cfg Config, opts ...func(*env)) *env {
 	}
 	tb.Cleanup(func() { st.Close() })
 	key := mc.NewSecret(32)
-	e := &env{store: st, key: key, signer: token.NewSigner(key, nil), reg: prometheus.NewRegistry()}
+	e := &env{store: st, key: key, signer: token.NewSigner(key, nil), reg: prometheus.NewRegistry(), passwords: newPasswords()}
 	for _, o := range opts {
 		o(e)
 	}
@@ -68,7 +92,7 @@ func newEnv(tb testing.TB, cfg Config, opts ...func(*env)) *env {
 		cfg.DialTries = 2
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.gw, err = New(cfg, Deps{Store: gs, Tokens: e.signer, Logger: log, Registry: e.reg})
+	e.gw, err = New(cfg, Deps{Store: gs, Tokens: e.signer, Logger: log, Registry: e.reg, MachineKey: e.passwords})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -137,10 +161,12 @@ func (e *env) session(tb testing.TB, state mc.State, addr netip.AddrPort, pw mc.
 	return s
 }
 
+// setMachine records the session's machine at addr, whose VNC password is pw.
 func (e *env) setMachine(tb testing.TB, s *mc.Session, addr netip.AddrPort, pw mc.Secret) *mc.Session {
 	tb.Helper()
 	m := mc.Machine{ID: s.ID, Driver: "test", IP: addr.Addr(), VNCPort: int(addr.Port()), AgentPort: 1}
-	s, err := e.store.SetMachine(tb.Context(), s.ID, s.Version, m, mc.MachineSecrets{VNCPassword: pw, AgentToken: mc.NewSecret(8)})
+	e.passwords.set(s.ID, pw)
+	s, err := e.store.SetMachine(tb.Context(), s.ID, s.Version, m, mc.MachineSecrets{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -45,8 +45,8 @@ func TestWaitPhase(t *testing.T) {
 		s := e.session(t, mc.StateReady, addr, pw)
 		got, o := e.gw.wait(newTestViewer(s.ID), &record{})
 		wantOutcome(t, o, "")
-		if got.Machine.VNCAddr() != addr || got.Secrets.VNCPassword.Reveal() != pw.Reveal() {
-			t.Fatalf("got machine %v, want the session's with its password", got.Machine.VNCAddr())
+		if got.Machine.VNCAddr() != addr {
+			t.Fatalf("got machine %v, want the session's", got.Machine.VNCAddr())
 		}
 	})
 	for _, tt := range []struct {
@@ -124,20 +124,20 @@ func TestWaitPhase(t *testing.T) {
 			tt.end(e, s, v)
 			r := <-done
 			wantOutcome(t, r.o, tt.want)
-			if tt.want == "" && r.s.Secrets.VNCPassword.Reveal() != pw.Reveal() {
-				t.Fatal("the ready session lacks the machine's password")
+			if tt.want == "" && r.s.Machine.VNCAddr() != addr {
+				t.Fatalf("got machine %v, want the session's", r.s.Machine.VNCAddr())
 			}
 		})
 	}
 }
 
 func TestResolvePhase(t *testing.T) {
+	key := mc.NewMachineKey(mc.NewSecret(32))
 	g, err := New(Config{Networks: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/24")},
-		LoopbackPortLo: 5900, LoopbackPortHi: 5999}, Deps{Store: errStore{}, Tokens: noTokens{}})
+		LoopbackPortLo: 5900, LoopbackPortHi: 5999}, Deps{Store: errStore{}, Tokens: noTokens{}, MachineKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw := mc.NewSecret(8)
 	tests := []struct {
 		addr string
 		want mc.Reason
@@ -155,8 +155,7 @@ func TestResolvePhase(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
 			ap := netip.MustParseAddrPort(tt.addr)
-			s := &mc.Session{ID: mc.NewID(), Machine: mc.Machine{IP: ap.Addr(), VNCPort: int(ap.Port())},
-				Secrets: mc.MachineSecrets{VNCPassword: pw}}
+			s := &mc.Session{ID: mc.NewID(), Machine: mc.Machine{IP: ap.Addr(), VNCPort: int(ap.Port())}}
 			got, o := g.resolve(s)
 			wantOutcome(t, o, tt.want)
 			if o != nil {
@@ -165,15 +164,15 @@ func TestResolvePhase(t *testing.T) {
 				}
 				return
 			}
-			if got.ep != (mc.Endpoint{Network: "tcp", Address: ap.String()}) || got.password.Reveal() != pw.Reveal() {
-				t.Fatalf("got target %v, want the session's address and password", got.ep)
+			if got.ep != (mc.Endpoint{Network: "tcp", Address: ap.String()}) || got.password.Reveal() != key.Secrets(s.ID).VNCPassword.Reveal() {
+				t.Fatalf("got target %v, want the session's address and the password its key derives", got.ep)
 			}
 		})
 	}
 }
 
 func TestResolveSocket(t *testing.T) {
-	g, err := New(Config{SocketRoot: "/run/mc/sockets"}, Deps{Store: errStore{}, Tokens: noTokens{}})
+	g, err := New(Config{SocketRoot: "/run/mc/sockets"}, Deps{Store: errStore{}, Tokens: noTokens{}, MachineKey: newPasswords()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,9 +197,27 @@ func TestResolveSocket(t *testing.T) {
 		})
 	}
 	// A gateway without a socket root dials no socket.
-	g2, _ := New(Config{Networks: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/24")}}, Deps{Store: errStore{}, Tokens: noTokens{}})
+	g2, _ := New(Config{Networks: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/24")}}, Deps{Store: errStore{}, Tokens: noTokens{}, MachineKey: newPasswords()})
 	_, o := g2.resolve(&mc.Session{ID: mc.NewID(), Machine: mc.Machine{SocketDir: "/run/mc/sockets/m1"}})
 	wantOutcome(t, o, ReasonAddressNotAllowed)
+}
+
+// TestNewNeedsDeps: a gateway has no password of its own to fall back on,
+// so one without a machine key (or a store, or tokens) is refused.
+func TestNewNeedsDeps(t *testing.T) {
+	full := Deps{Store: errStore{}, Tokens: noTokens{}, MachineKey: mc.NewMachineKey(mc.NewSecret(32))}
+	if _, err := New(Config{}, full); err != nil {
+		t.Fatalf("got %v with every dependency, want a gateway", err)
+	}
+	for name, d := range map[string]Deps{
+		"no machine key": {Store: full.Store, Tokens: full.Tokens},
+		"no store":       {Tokens: full.Tokens, MachineKey: full.MachineKey},
+		"no tokens":      {Store: full.Store, MachineKey: full.MachineKey},
+	} {
+		if _, err := New(Config{}, d); err == nil {
+			t.Errorf("%s: got a gateway, want an error", name)
+		}
+	}
 }
 
 // tcpTarget is a target at a TCP address.

@@ -99,7 +99,7 @@ func (g *Gateway) wait(v *viewer, rec *record) (*mc.Session, *outcome) {
 	}
 	if g.log.Enabled(ctx, slog.LevelDebug) {
 		g.log.LogAttrs(ctx, slog.LevelDebug, "viewer session", slog.String(mc.LogSessionID, id),
-			slog.String("viewer_id", v.id), slog.Any("session", s)) // Secrets log as REDACTED
+			slog.String("viewer_id", v.id), slog.Any("session", s))
 	}
 	rec.ip = s.Machine.IP
 	if s.State.Final() {
@@ -150,12 +150,6 @@ func (g *Gateway) wait(v *viewer, rec *record) (*mc.Session, *outcome) {
 	}
 	if o != nil {
 		return nil, o
-	}
-	if ready.Secrets.VNCPassword.IsZero() {
-		// A change that came without the machine's secrets.
-		r := *ready
-		r.Secrets.VNCPassword = s.Secrets.VNCPassword
-		ready = &r
 	}
 	return ready, nil
 }
@@ -239,16 +233,14 @@ func (t target) where() string {
 	return maskIP(t.ip)
 }
 
-// resolve maps a ready session to the address the gateway may dial: only
-// the session's own, and only inside the machine networks (or the allowed
-// loopback ports). Anything else is 4502 and never dialled.
+// resolve maps a ready session to the address the gateway may dial, and the
+// password that the machine key gives its machine: only the session's own
+// address, and only inside the machine networks (or the allowed loopback
+// ports). Anything else is 4502 and never dialled.
 func (g *Gateway) resolve(s *mc.Session) (target, *outcome) {
-	t := target{ep: s.Machine.VNCEndpoint(), password: s.Secrets.VNCPassword}
+	t := target{ep: s.Machine.VNCEndpoint(), password: g.keys.Secrets(s.ID).VNCPassword}
 	if t.ep.Network == "tcp" {
 		t.ip = s.Machine.IP
-	}
-	if !g.keys.IsZero() {
-		t.password = g.keys.Secrets(s.ID).VNCPassword
 	}
 	allowed := g.cfg.allowedAddr(s.Machine.VNCAddr())
 	if t.ep.Network == "unix" {
