@@ -74,17 +74,17 @@ func TestIDs(t *testing.T) {
 func TestSecretNeverShows(t *testing.T) {
 	const value = "hunter2-very-secret"
 	s := mc.SecretOf(value)
-	sess := mc.Session{ID: "x", Secrets: mc.MachineSecrets{VNCPassword: s, AgentToken: s}}
+	spec := mc.MachineSpec{ID: "x", Secrets: mc.MachineSecrets{VNCPassword: s, AgentToken: s}}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	log.Info("dump", "secret", s, "session", sess, "secrets", sess.Secrets)
-	slog.New(slog.NewTextHandler(&logs, nil)).Info("dump", "secret", s, "session", sess)
+	log.Info("dump", "secret", s, "spec", spec, "secrets", spec.Secrets)
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("dump", "secret", s, "spec", spec)
 	js, _ := json.Marshal(struct {
 		S    mc.Secret
-		Sess mc.Session
-	}{s, sess})
+		Spec mc.MachineSpec
+	}{s, spec})
 	for name, out := range map[string]string{
-		"%v": fmt.Sprintf("%v", s), "%+v": fmt.Sprintf("%+v", sess), "%#v": fmt.Sprintf("%#v", sess),
+		"%v": fmt.Sprintf("%v", s), "%+v": fmt.Sprintf("%+v", spec), "%#v": fmt.Sprintf("%#v", spec),
 		"String": s.String(), "slog": logs.String(), "json": string(js),
 	} {
 		if strings.Contains(out, value) {

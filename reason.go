@@ -116,7 +116,6 @@ const (
 	ReasonPoolExhausted      Reason = "pool_exhausted"
 	ReasonBadCredential      Reason = "bad_credential"
 	ReasonCredentialNotFound Reason = "credential_not_found"
-	ReasonBadSecret          Reason = "bad_secret"
 )
 
 // Reasons of the drivers' and the machine network's errors.

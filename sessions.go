@@ -52,12 +52,6 @@ type Session struct {
 	// Version increases by one on every change of state or machine;
 	// transitions compare it.
 	Version int64 `json:"version"`
-
-	// Secrets are no longer filled or stored: a machine's secrets are
-	// derived from a MachineKey whenever they are needed. The field stays
-	// until the stores' secret columns are dropped; the manager writes it
-	// empty. Never in JSON, never in logs.
-	Secrets MachineSecrets `json:"-"`
 }
 
 // Machine is where a session's browser runs. It is the zero value until the

@@ -14,10 +14,6 @@ type Store interface {
 	CredentialStore
 	PoolStore
 	ReplicaStore
-	// EnsureSecret returns the secret stored under name, storing value first
-	// when there is none; the first writer wins, so every replica shares one
-	// value (the viewer-token signing key, for example).
-	EnsureSecret(ctx context.Context, name string, value Secret) (Secret, error)
 	// Ping checks that the store is reachable (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -31,7 +27,7 @@ type SessionStore interface {
 	// returns nil the session is within capacity on every replica at once.
 	// s.ID, UserID, Provider, CreatedAt and ExpiresAt must be set; the store
 	// sets State (pending), Replica (from replica), UpdatedAt and ActiveAt
-	// (= CreatedAt) and Version (1), and persists s.Secrets. The slot is freed
+	// (= CreatedAt) and Version (1). The slot is freed
 	// when the session reaches a final state.
 	// Errors: ECONFLICT (reason "active_session", SessionID set to the existing
 	// session's id) when the user already has an active session for the
@@ -68,7 +64,7 @@ type SessionStore interface {
 	// SetMachine records the machine of a live session (compare-and-set on
 	// version like Transition, but the state stays) and publishes the change.
 	// Errors: ENOTFOUND, ECONFLICT ("stale").
-	SetMachine(ctx context.Context, id string, version int64, m Machine, secrets MachineSecrets) (*Session, error)
+	SetMachine(ctx context.Context, id string, version int64, m Machine) (*Session, error)
 
 	// Touch records activity at the given time (monotonic: an older time is
 	// ignored). It does not change Version or publish.

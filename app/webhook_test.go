@@ -55,7 +55,8 @@ func TestWebhookOnFinalState(t *testing.T) {
 	if ev.SessionID != c.Session.ID || ev.State != mc.StateCancelled || ev.Reason != mc.ReasonCancelledByAPI || ev.UserID != "hook-user" {
 		t.Errorf("event %+v", ev)
 	}
-	for _, secret := range []string{s.Secrets.VNCPassword.Reveal(), s.Secrets.AgentToken.Reveal(), c.Viewer.Token} {
+	sec := tm.MachineKey.Secrets(s.ID)
+	for _, secret := range []string{sec.VNCPassword.Reveal(), sec.AgentToken.Reveal(), c.Viewer.Token} {
 		if secret != "" && strings.Contains(string(d.body), secret) {
 			t.Error("the webhook body holds a session secret")
 		}

@@ -56,7 +56,10 @@ type confinedMachine struct {
 	c  *controller
 	id string // session id
 	s  *mc.Session
-	ms machineState
+	// sec are the machine's secrets, derived from the machine key (the
+	// store keeps none).
+	sec mc.MachineSecrets
+	ms  machineState
 }
 
 // startConfined starts a demo session on c and waits until its machine shows
@@ -65,13 +68,13 @@ func startConfined(tb testing.TB, c *controller, user string) *confinedMachine {
 	tb.Helper()
 	cr := c.api.createSession(tb, user, "demo")
 	s := testutil.WaitState(tb, c.Store, cr.Session.ID, mc.StateReady, 60*time.Second)
-	s.Secrets = c.MachineKey.Secrets(s.ID) // the store keeps no secret
-	waitDemoPage(tb, c.Store, s.ID, s.Machine.VNCAddr().String(), s.Secrets.VNCPassword, 30*time.Second)
+	sec := c.MachineKey.Secrets(s.ID)
+	waitDemoPage(tb, c.Store, s.ID, s.Machine.VNCAddr().String(), sec.VNCPassword, 30*time.Second)
 	ms := readMachine(tb, c.dataDir, s.Machine.ID)
 	if ms.UID < 1000 || ms.Cgroup == 0 || len(ms.CgroupDirs) == 0 {
 		tb.Fatalf("machine %s is not confined: uid %d, cgroup version %d", s.ID, ms.UID, ms.Cgroup)
 	}
-	return &confinedMachine{c: c, id: s.ID, s: s, ms: ms}
+	return &confinedMachine{c: c, id: s.ID, s: s, sec: sec, ms: ms}
 }
 
 // run runs script with /bin/sh inside the machine (its mount, PID, network,
@@ -353,7 +356,7 @@ func TestConfinementFileDialog(t *testing.T) {
 	requireConfinement(t)
 	c := startController(t, controllerEnv(t, defaultMode()))
 	m := startConfined(t, c, "dialog")
-	addr, pw := m.s.Machine.VNCAddr().String(), m.s.Secrets.VNCPassword
+	addr, pw := m.s.Machine.VNCAddr().String(), m.sec.VNCPassword
 	before, err := vncCapture(addr, pw)
 	if err != nil {
 		t.Fatal(err)
@@ -600,7 +603,7 @@ func TestConfinementFileURLBlocked(t *testing.T) {
 	if out, err := m.run(t, false, "cat "+confine.ChromiumPolicyFile); err != nil || !strings.Contains(out, `"file://*"`) {
 		t.Fatalf("the machine's managed policy %s does not block file:// (%v): %s", confine.ChromiumPolicyFile, err, testutil.Tail(out, 300))
 	}
-	client := agentproto.NewClient(m.s.Machine.AgentEndpoint(), m.s.Secrets.AgentToken, nil)
+	client := agentproto.NewClient(m.s.Machine.AgentEndpoint(), m.sec.AgentToken, nil)
 	// The agent's own page opens: the path works.
 	if err := client.Open(t.Context(), "local:/demo/signin"); err != nil {
 		t.Fatalf("open the agent's sign-in page: %v", err)

@@ -166,7 +166,7 @@ func (e *env) setMachine(tb testing.TB, s *mc.Session, addr netip.AddrPort, pw m
 	tb.Helper()
 	m := mc.Machine{ID: s.ID, Driver: "test", IP: addr.Addr(), VNCPort: int(addr.Port()), AgentPort: 1}
 	e.passwords.set(s.ID, pw)
-	s, err := e.store.SetMachine(tb.Context(), s.ID, s.Version, m, mc.MachineSecrets{})
+	s, err := e.store.SetMachine(tb.Context(), s.ID, s.Version, m)
 	if err != nil {
 		tb.Fatal(err)
 	}

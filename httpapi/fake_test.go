@@ -158,8 +158,7 @@ func (m *fakeSessions) Start(_ context.Context, userID, provider string) (*mc.Se
 	}
 	now := time.Now().UTC()
 	s := &mc.Session{ID: mc.NewID(), UserID: userID, Provider: provider, State: mc.StatePending,
-		CreatedAt: now, UpdatedAt: now, ActiveAt: now, ExpiresAt: now.Add(time.Hour), Version: 1,
-		Secrets: mc.NewMachineSecrets()}
+		CreatedAt: now, UpdatedAt: now, ActiveAt: now, ExpiresAt: now.Add(time.Hour), Version: 1}
 	f.sessions[s.ID] = s
 	f.order = append([]string{s.ID}, f.order...)
 	f.events[s.ID] = []mc.Event{{SessionID: s.ID, Seq: 1, State: mc.StatePending, Replica: "test", At: now}}

@@ -45,7 +45,7 @@ type storeSessions struct{ st mc.Store }
 func (m storeSessions) Start(ctx context.Context, userID, provider string) (*mc.Session, error) {
 	now := time.Now().UTC()
 	s := &mc.Session{ID: mc.NewID(), UserID: userID, Provider: provider, CreatedAt: now,
-		ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
+		ExpiresAt: now.Add(time.Hour)}
 	if err := m.st.CreateSession(ctx, s, "test", mc.Capacity{}); err != nil {
 		return nil, err
 	}

@@ -48,7 +48,7 @@ const ListenerApplicationName = "mc_listener"
 // Options configure a Store. The zero value is usable.
 type Options struct {
 	// Clock gives the times the store sets itself (UpdatedAt of SetMachine,
-	// lease and secret times, default event and audit times).
+	// lease times, default event and audit times).
 	Clock mc.Clock
 	// Logger receives the listener's reconnects and the store's warnings.
 	// Default: discard.

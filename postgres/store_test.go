@@ -67,13 +67,21 @@ func TestMigrate(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	var n int
-	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 7 {
-		t.Fatalf("got %d migrations recorded, %v, want 7", n, err)
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 8 {
+		t.Fatalf("got %d migrations recorded, %v, want 8", n, err)
 	}
-	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots", "pool_machines", "replicas"} {
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "slots", "pool_machines", "replicas"} {
 		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = $1`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
 		}
+	}
+	// Machine secrets are derived (migration 8 dropped where they were kept).
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'secrets'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("got %d secrets tables, %v, want 0", n, err)
+	}
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'
+		AND table_name = 'sessions' AND column_name IN ('vnc_password', 'agent_token')`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("got %d secret columns in sessions, %v, want 0", n, err)
 	}
 }
 

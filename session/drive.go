@@ -351,7 +351,7 @@ func (m *Manager) serve(ctx context.Context, id string, expires time.Time, prov 
 // recordMachine records the machine of s, which is starting at s.Version. A
 // retry after a write whose answer was lost finds the machine recorded.
 func (m *Manager) recordMachine(ctx context.Context, s *mc.Session, mach mc.Machine) error {
-	_, err := m.store.SetMachine(ctx, s.ID, s.Version, mach, mc.MachineSecrets{}) // the store keeps no secret
+	_, err := m.store.SetMachine(ctx, s.ID, s.Version, mach)
 	if mc.ErrorCode(err) != mc.ECONFLICT {
 		return err
 	}

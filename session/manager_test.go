@@ -516,7 +516,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	now := time.Now().UTC().Add(-time.Second)
 	var ids []string
 	for i, u := range []string{"u1", "u2", "u3"} {
-		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
+		s := &mc.Session{ID: mc.NewID(), UserID: u, Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 		if err := r.store.CreateSession(ctx, s, "r1", mc.Capacity{}); err != nil {
 			t.Fatal(err)
 		}
@@ -524,7 +524,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < 2 {
-			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mc.NewMachineID(), SessionID: s.ID, Secrets: s.Secrets}); err != nil {
+			if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mc.NewMachineID(), SessionID: s.ID, Secrets: r.key.Secrets(s.ID)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -535,7 +535,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another replica's live session must be left alone.
-	other := &mc.Session{ID: mc.NewID(), UserID: "u9", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Secrets: mc.NewMachineSecrets()}
+	other := &mc.Session{ID: mc.NewID(), UserID: "u9", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	if err := r.store.CreateSession(ctx, other, "r2", mc.Capacity{}); err != nil {
 		t.Fatal(err)
 	}

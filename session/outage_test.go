@@ -101,11 +101,11 @@ func (o *outageStore) Transition(ctx context.Context, t mc.Transition) (*mc.Sess
 	return o.Store.Transition(ctx, t)
 }
 
-func (o *outageStore) SetMachine(ctx context.Context, id string, version int64, m mc.Machine, s mc.MachineSecrets) (*mc.Session, error) {
+func (o *outageStore) SetMachine(ctx context.Context, id string, version int64, m mc.Machine) (*mc.Session, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	return o.Store.SetMachine(ctx, id, version, m, s)
+	return o.Store.SetMachine(ctx, id, version, m)
 }
 
 func (o *outageStore) Touch(ctx context.Context, id string, at time.Time) error {

@@ -18,7 +18,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"path/filepath"
@@ -37,10 +39,16 @@ import (
 
 var _ mc.Store = (*Store)(nil)
 
+// migrations are SQLite's parts of the schema's versions, beside the shared
+// ones of internal/sqlstore.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
 // Options configure a Store. The zero value is usable.
 type Options struct {
 	// Clock gives the times the store sets itself (UpdatedAt of SetMachine,
-	// lease and secret times, default event and audit times).
+	// lease times, default event and audit times).
 	Clock mc.Clock
 	// Logger receives the store's few warnings. Default: discard.
 	Logger *slog.Logger
@@ -64,6 +72,10 @@ type Store struct {
 // dialect is SQLite's SQL: ? placeholders, times as Unix microseconds in
 // STRICT tables, and the in-process broadcaster of the file key.
 func dialect(key string) sqlstore.Dialect {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory exists
+	}
 	return sqlstore.Dialect{
 		Name: "sqlite",
 		Time: sqlstore.MicrosTime,
@@ -71,26 +83,26 @@ func dialect(key string) sqlstore.Dialect {
 			"time": "INTEGER", "int64": "INTEGER", "bytes": "BLOB", "id": "TEXT",
 			"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "strict": " STRICT",
 		},
-		Classify: classify,
-		Publish:  func(id string) { publish(key, id) },
-		Probe:    probe,
+		Migrations: sub,
+		Classify:   classify,
+		Publish:    func(id string) { publish(key, id) },
+		Probe:      probe,
 	}
 }
 
-// probe commits a write of 256 KiB (a row written and deleted again), more
-// than the WAL can hold in pages left over from a write that failed: it
-// succeeds when the disk has room for many ordinary writes again.
+// probe commits a write of 256 KiB (a row of space_probe written and deleted
+// again), more than the WAL can hold in pages left over from a write that
+// failed: it succeeds when the disk has room for many ordinary writes again.
 func probe(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at)
-		VALUES ('mc_probe', hex(zeroblob(131072)), 0) ON CONFLICT (name) DO NOTHING`); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO space_probe (value) VALUES (hex(zeroblob(131072)))`); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM secrets WHERE name = 'mc_probe'`); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM space_probe`); err != nil {
 		return err
 	}
 	return tx.Commit()

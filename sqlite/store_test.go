@@ -53,14 +53,15 @@ func TestMigrate(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 7 {
-		t.Fatalf("got %d migrations recorded, %v, want 7", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 8 {
+		t.Fatalf("got %d migrations recorded, %v, want 8", n, err)
 	}
-	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "secrets", "slots", "pool_machines", "replicas"} {
+	for _, table := range []string{"sessions", "session_events", "leases", "credentials", "audit", "slots", "pool_machines", "replicas", "space_probe"} {
 		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil || n != 1 {
 			t.Errorf("table %s: got %d, %v, want it to exist", table, n, err)
 		}
 	}
+	wantNoStoredSecrets(t, db)
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("got journal_mode %q, %v, want wal", mode, err)
@@ -147,10 +148,10 @@ func TestMigrateCountsLiveSessions(t *testing.T) {
 	}
 }
 
-// TestMigrateErasesStoredSecrets: a database from before machine secrets
-// were derived holds them, and the viewer-token key, in plaintext; migration
-// 5 erases both.
-func TestMigrateErasesStoredSecrets(t *testing.T) {
+// TestMigrateDropsStoredSecrets: a database from before machine secrets
+// were derived has session columns and a table for secrets; migration 8
+// drops them, and the sessions stay readable.
+func TestMigrateDropsStoredSecrets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mc.db")
 	s := open(t, path, sqlite.Options{})
 	sess := storetest.NewSession("u1", "demo", time.Time{})
@@ -164,23 +165,40 @@ func TestMigrateErasesStoredSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	const pw, tok, key = "old-vnc-password", "old-agent-token", "old-viewer-token-key"
-	if _, err := db.Exec(`UPDATE sessions SET vnc_password = ?, agent_token = ?`, pw, tok); err != nil {
+	// Back to version 7: the columns and the table as they were.
+	if _, err := db.Exec(`DROP TABLE space_probe;
+		ALTER TABLE sessions ADD COLUMN vnc_password TEXT NOT NULL DEFAULT '';
+		ALTER TABLE sessions ADD COLUMN agent_token TEXT NOT NULL DEFAULT '';
+		CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT;
+		DELETE FROM schema_migrations WHERE version = 8`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`INSERT INTO secrets (name, value, created_at) VALUES ('viewer_token_key', ?, 0)`, key); err != nil {
+	db.Close()
+
+	s = open(t, path, sqlite.Options{})
+	if got, err := s.Session(t.Context(), sess.ID); err != nil || got.ID != sess.ID {
+		t.Fatalf("got %v, %v after migrating, want the session", got, err)
+	}
+	if err := s.Ping(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`DELETE FROM schema_migrations WHERE version = 5`); err != nil {
+	ro, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
 		t.Fatal(err)
 	}
-	open(t, path, sqlite.Options{})
+	defer ro.Close()
+	wantNoStoredSecrets(t, ro)
+}
+
+// wantNoStoredSecrets fails if db has a place for a secret: the sessions'
+// machine-secret columns or the secrets table.
+func wantNoStoredSecrets(tb testing.TB, db *sql.DB) {
+	tb.Helper()
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM sessions WHERE vnc_password <> '' OR agent_token <> ''`).Scan(&n); err != nil || n != 0 {
-		t.Errorf("got %d sessions with stored machine secrets after migrating, %v; want 0", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('sessions') WHERE name IN ('vnc_password', 'agent_token')`).Scan(&n); err != nil || n != 0 {
+		tb.Errorf("got %d secret columns in sessions, %v, want 0", n, err)
 	}
-	if err := db.QueryRow(`SELECT count(*) FROM secrets WHERE name = 'viewer_token_key'`).Scan(&n); err != nil || n != 0 {
-		t.Errorf("got %d viewer token keys stored after migrating, %v; want 0", n, err)
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'secrets'`).Scan(&n); err != nil || n != 0 {
+		tb.Errorf("got %d secrets tables, %v, want 0", n, err)
 	}
 }

@@ -72,7 +72,6 @@ func Run(t *testing.T, newDB NewDB) {
 		{"ReclaimLeases", testReclaimLeases},
 		{"Credentials", testCredentials},
 		{"Audit", testAudit},
-		{"EnsureSecret", testEnsureSecret},
 		{"Ping", testPing},
 		{"PoolClaim", testPoolClaim},
 		{"PoolCapacity", testPoolCapacity},
@@ -533,7 +532,7 @@ func testFinalNeverChanges(t *testing.T, open Opener) {
 				_, err := s.Transition(t.Context(), mc.Transition{ID: sess.ID, From: final, Version: sess.Version, To: to, Replica: "r1"})
 				wantErr(t, err, mc.EINVALID, "bad_transition")
 			}
-			_, err := s.SetMachine(t.Context(), sess.ID, sess.Version, mc.Machine{ID: sess.ID}, mc.NewMachineSecrets())
+			_, err := s.SetMachine(t.Context(), sess.ID, sess.Version, mc.Machine{ID: sess.ID})
 			wantErr(t, err, mc.ECONFLICT, "")
 			equal(t, "final session", get(t, s, sess.ID), sess)
 			if got := len(events(t, s, sess.ID)); got != n {
@@ -650,42 +649,38 @@ func testSetMachine(t *testing.T, open Opener) {
 	sess := reach(t, s, create(t, s, "u1", "demo"), mc.StateStarting)
 	n := len(events(t, s, sess.ID))
 	m := mc.Machine{ID: sess.ID, Driver: "local", IP: netip.MustParseAddr("127.0.0.1"), VNCPort: 41000, AgentPort: 41001}
-	secrets := mc.NewMachineSecrets()
-	got, err := s.SetMachine(t.Context(), sess.ID, sess.Version, m, secrets)
+	got, err := s.SetMachine(t.Context(), sess.ID, sess.Version, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.State != mc.StateStarting || got.Version != sess.Version+1 || got.Machine != m {
 		t.Errorf("got %s v%d %+v, want starting v%d %+v", got.State, got.Version, got.Machine, sess.Version+1, m)
 	}
-	if got.Secrets.VNCPassword.Reveal() != secrets.VNCPassword.Reveal() || got.Secrets.AgentToken.Reveal() != secrets.AgentToken.Reveal() {
-		t.Error("got other machine secrets than the ones set")
-	}
 	equal(t, "stored session", get(t, s, sess.ID), got)
 	if got := len(events(t, s, sess.ID)); got != n {
 		t.Errorf("got %d events, want %d (SetMachine is not a transition)", got, n)
 	}
-	_, err = s.SetMachine(t.Context(), sess.ID, sess.Version, m, secrets)
+	_, err = s.SetMachine(t.Context(), sess.ID, sess.Version, m)
 	wantErr(t, err, mc.ECONFLICT, "stale")
-	_, err = s.SetMachine(t.Context(), mc.NewID(), 1, m, secrets)
+	_, err = s.SetMachine(t.Context(), mc.NewID(), 1, m)
 	wantErr(t, err, mc.ENOTFOUND, "")
 
 	// IPv6 and the zero machine round-trip too.
 	m6 := mc.Machine{ID: sess.ID, Driver: "qemu", IP: netip.MustParseAddr("fd00::7"), VNCPort: 5900}
-	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, m6, mc.MachineSecrets{})
-	if err != nil || got.Machine != m6 || !got.Secrets.VNCPassword.IsZero() {
-		t.Fatalf("got %+v, %v, want %+v without secrets", got.Machine, err, m6)
+	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, m6)
+	if err != nil || got.Machine != m6 {
+		t.Fatalf("got %+v, %v, want %+v", got.Machine, err, m6)
 	}
 	// A machine on Unix sockets only round-trips its socket directory.
 	mu := mc.Machine{ID: sess.ID, Driver: "local", SocketDir: "/run/mc/sockets/0a1b2c3d"}
-	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, mu, mc.MachineSecrets{})
+	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, mu)
 	if err != nil || got.Machine != mu {
 		t.Fatalf("got %+v, %v, want %+v", got.Machine, err, mu)
 	}
 	if stored := get(t, s, sess.ID); stored.Machine != mu {
 		t.Errorf("got stored machine %+v, want %+v", stored.Machine, mu)
 	}
-	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, mc.Machine{}, mc.MachineSecrets{})
+	got, err = s.SetMachine(t.Context(), sess.ID, got.Version, mc.Machine{})
 	if err != nil || got.Machine != (mc.Machine{}) {
 		t.Fatalf("got %+v, %v, want the zero machine", got.Machine, err)
 	}
@@ -1296,38 +1291,6 @@ func testAudit(t *testing.T, open Opener) {
 	list, err := s.Audit(ctx, mc.AuditFilter{Limit: 1})
 	if err != nil || len(list) != 1 || list[0].At.IsZero() {
 		t.Errorf("got %+v, %v, want an entry stamped by the store", list, err)
-	}
-}
-
-func testEnsureSecret(t *testing.T, open Opener) {
-	a, b := open(t), open(t)
-	const n = 10
-	got := make([]mc.Secret, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		s := a
-		if i%2 == 1 {
-			s = b
-		}
-		wg.Go(func() { got[i], errs[i] = s.EnsureSecret(context.Background(), "viewer_token_key", mc.NewSecret(32)) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	for i := range got {
-		if got[i].IsZero() || got[i].Reveal() != got[0].Reveal() {
-			t.Fatalf("replica %d got another secret than replica 0; want one shared value", i)
-		}
-	}
-	again, err := a.EnsureSecret(t.Context(), "viewer_token_key", mc.SecretOf("late"))
-	if err != nil || again.Reveal() != got[0].Reveal() {
-		t.Fatalf("got %v, want the first writer's value", err)
-	}
-	other, err := a.EnsureSecret(t.Context(), "other", mc.SecretOf("v2"))
-	if err != nil || other.Reveal() != "v2" {
-		t.Fatalf("got %v for another name, want its own value", err)
 	}
 }
 

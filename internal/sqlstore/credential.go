@@ -113,23 +113,3 @@ func (s *Store) Audit(ctx context.Context, f mc.AuditFilter) ([]mc.AuditEntry, e
 	}, "list audit entries")
 	return list, err
 }
-
-// EnsureSecret returns the secret stored under name, storing value first when
-// there is none (the first writer wins).
-func (s *Store) EnsureSecret(ctx context.Context, name string, value mc.Secret) (mc.Secret, error) {
-	if name == "" || value.IsZero() {
-		return mc.Secret{}, mc.Errorf(mc.EINVALID, mc.ReasonBadSecret, "A secret needs a name and a value.")
-	}
-	var v string
-	err := s.write(ctx, func(t tx) error {
-		if _, err := t.exec(ctx, `INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)
-			ON CONFLICT (name) DO NOTHING`, name, value.Reveal(), s.d.Time(s.now())); err != nil {
-			return err
-		}
-		return t.row(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
-	}, "ensure secret %s", name)
-	if err != nil {
-		return mc.Secret{}, err
-	}
-	return mc.SecretOf(v), nil
-}

@@ -36,8 +36,6 @@ var sessionColumns = []column{
 	{"agent_port", func(_ *Dialect, s *mc.Session) any { return s.Machine.AgentPort }, func(s *mc.Session) any { return &s.Machine.AgentPort }},
 	{"machine_socket_dir", func(_ *Dialect, s *mc.Session) any { return s.Machine.SocketDir }, func(s *mc.Session) any { return &s.Machine.SocketDir }},
 	{"machine_pooled", func(_ *Dialect, s *mc.Session) any { return boolInt(s.Machine.Pooled) }, func(s *mc.Session) any { return &s.Machine.Pooled }},
-	{"vnc_password", func(_ *Dialect, s *mc.Session) any { return s.Secrets.VNCPassword.Reveal() }, func(s *mc.Session) any { return secretOf{&s.Secrets.VNCPassword} }},
-	{"agent_token", func(_ *Dialect, s *mc.Session) any { return s.Secrets.AgentToken.Reveal() }, func(s *mc.Session) any { return secretOf{&s.Secrets.AgentToken} }},
 	{"created_at", func(d *Dialect, s *mc.Session) any { return d.Time(s.CreatedAt) }, func(s *mc.Session) any { return timeOf{&s.CreatedAt} }},
 	{"updated_at", func(d *Dialect, s *mc.Session) any { return d.Time(s.UpdatedAt) }, func(s *mc.Session) any { return timeOf{&s.UpdatedAt} }},
 	{"ready_at", func(d *Dialect, s *mc.Session) any { return d.Time(s.ReadyAt) }, func(s *mc.Session) any { return timeOf{&s.ReadyAt} }},
@@ -131,23 +129,6 @@ func (v loginOf) Scan(src any) error {
 	p, err := storekit.ParseLogin("", text)
 	*v.p = p
 	return err
-}
-
-// secretOf scans a text column into a Secret.
-type secretOf struct{ s *mc.Secret }
-
-func (v secretOf) Scan(src any) error {
-	switch x := src.(type) {
-	case string:
-		*v.s = mc.SecretOf(x)
-	case []byte:
-		*v.s = mc.SecretOf(string(x))
-	case nil:
-		*v.s = mc.Secret{}
-	default:
-		return fmt.Errorf("scan secret: unexpected %T", src)
-	}
-	return nil
 }
 
 // CreateSession inserts s in state pending at version 1, with its first
@@ -413,14 +394,14 @@ func (s *Store) transition(ctx context.Context, x tx, t mc.Transition) (*mc.Sess
 	return sess, err
 }
 
-// SetMachine records the machine and its secrets by compare-and-set on version.
-func (s *Store) SetMachine(ctx context.Context, id string, version int64, m mc.Machine, secrets mc.MachineSecrets) (*mc.Session, error) {
+// SetMachine records the machine by compare-and-set on version.
+func (s *Store) SetMachine(ctx context.Context, id string, version int64, m mc.Machine) (*mc.Session, error) {
 	return s.change(ctx, id, func(t tx) (*mc.Session, error) {
 		sess, err := scanSession(t.row(ctx, `UPDATE sessions SET
 			machine_id = ?, machine_driver = ?, machine_ip = ?, vnc_port = ?, agent_port = ?, machine_socket_dir = ?,
-			vnc_password = ?, agent_token = ?, version = version + 1, updated_at = ?
+			version = version + 1, updated_at = ?
 			WHERE id = ? AND version = ? AND state NOT IN `+finalStates+` RETURNING `+sessionCols,
-			m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, m.SocketDir, secrets.VNCPassword.Reveal(), secrets.AgentToken.Reveal(),
+			m.ID, m.Driver, ipText(m.IP), m.VNCPort, m.AgentPort, m.SocketDir,
 			s.d.Time(s.now()), id, version))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, stale(ctx, t, id)
