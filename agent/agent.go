@@ -58,8 +58,6 @@ type Config struct {
 	VNCPasswordFile string
 	// Display is the X display number.
 	Display int
-	// PageListen is the local page server's address (127.0.0.1:PORT).
-	PageListen string
 	// Home is the private home directory; the Chromium profile is
 	// Home/chromium-profile.
 	Home string
@@ -90,7 +88,8 @@ type Config struct {
 	// certificate's public key that Chromium accepts without a trusted CA
 	// (a stand-in provider's). Empty in every real machine.
 	TestTrustSPKI string
-	// StartURL is the first page; "local:/path" is a page of PageListen.
+	// StartURL is the first page; "local:/path" is a local page (served
+	// through the browser's DevTools, see LocalOrigin).
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
 	Width, Height int
@@ -118,7 +117,7 @@ func (cfg *Config) Check() error {
 	var missing []string
 	for name, v := range map[string]string{
 		"--listen": cfg.Listen, "--token-file": cfg.TokenFile, "--vnc-listen": cfg.VNCListen,
-		"--vnc-password-file": cfg.VNCPasswordFile, "--page-listen": cfg.PageListen, "--home": cfg.Home,
+		"--vnc-password-file": cfg.VNCPasswordFile, "--home": cfg.Home,
 	} {
 		if v == "" {
 			missing = append(missing, name)
@@ -357,17 +356,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen agent api %s: %w", cfg.Listen, err)
 	}
-	pageLn, err := net.Listen("tcp", cfg.PageListen)
-	if err != nil {
-		apiLn.Close()
-		return fmt.Errorf("listen page server %s: %w", cfg.PageListen, err)
-	}
-	pageBase := "http://" + pageLn.Addr().String()
 	startURL := "about:blank"
 	if cfg.StartURL != "" {
-		if startURL, err = resolveURL(cfg.StartURL, pageBase); err != nil {
+		if startURL, err = resolveURL(cfg.StartURL, LocalOrigin); err != nil {
 			apiLn.Close()
-			pageLn.Close()
 			return fmt.Errorf("--start-url: %w", err)
 		}
 	}
@@ -381,7 +373,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("find own executable (the login commands' opener): %w", err)
 	}
-	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: pageBase, display: cfg.Display,
+	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: LocalOrigin, display: cfg.Display,
 		cliDir: cfg.CLIDir, openerExe: exe}, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	vnc := mc.ParseEndpoint(cfg.VNCListen)
@@ -389,7 +381,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),
 		log:       log,
 		browser:   browser,
-		pageBase:  pageBase,
+		pageBase:  LocalOrigin,
 		login:     lg,
 		ready: func() bool {
 			x, c := xvncP.Load(), chromiumP.Load()
@@ -408,14 +400,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		},
 	}
 	apiSrv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
-	pageSrv := &http.Server{Handler: pageHandler(cfg.Home, log), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = apiSrv.Serve(apiLn) }()
-	go func() { _ = pageSrv.Serve(pageLn) }()
-	closers = append(closers, closer{"http servers", func() {
+	closers = append(closers, closer{"agent api server", func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = apiSrv.Shutdown(sctx)
-		_ = pageSrv.Shutdown(sctx)
 	}})
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
@@ -432,24 +421,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	tX := time.Since(t0)
 
 	sctx, cancel = context.WithTimeout(ctx, cfg.StartTimeout)
-	chromium, devtools, err := startChromium(sctx, log, cfg, startURL, authFile)
-	cancel()
+	chromium, devtools, err := startChromium(sctx, log, cfg, authFile)
 	if err != nil {
+		cancel()
 		return stoppedOr(ctx, log, err)
 	}
-	devtoolsP.Store(devtools)
-	chromiumP.Store(chromium)
-	windowCtx, stopWindows := context.WithCancel(ctx)
-	go func() {
-		if err := devtools.KeepOneWindow(windowCtx, log); err != nil && windowCtx.Err() == nil {
-			log.Warn("watch browser windows", mc.LogError, err)
-		}
-	}()
-	closers = append(closers, closer{"window watch", stopWindows})
 	closers = append(closers, closer{"chromium", func() {
 		chromium.Stop(log, 3*time.Second)
 		devtools.Close()
 	}})
+	// The local pages, served through DevTools, before any page asks for
+	// one: Chromium starts on about:blank and goes to the start URL after.
+	browserCtx, stopBrowser := context.WithCancel(ctx)
+	closers = append(closers, closer{"local pages and window watch", stopBrowser})
+	err = serveLocalPages(browserCtx, devtools, pageHandler(cfg.Home, log), log)
+	cancel()
+	if err != nil {
+		return stoppedOr(ctx, log, err)
+	}
+	if startURL != "about:blank" {
+		openStartURL(ctx, log, devtools, startURL)
+	}
+	devtoolsP.Store(devtools)
+	chromiumP.Store(chromium)
+	go func() {
+		if err := devtools.KeepOneWindow(browserCtx, log); err != nil && browserCtx.Err() == nil {
+			log.Warn("watch browser windows", mc.LogError, err)
+		}
+	}()
 	log.Info("machine agent ready", "listen", apiLn.Addr().String(), "vnc", cfg.VNCListen, "display", cfg.Display,
 		"xvnc_ms", tX.Milliseconds(), "ready_ms", time.Since(t0).Milliseconds())
 
@@ -463,6 +462,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case <-chromium.Exited:
 		log.Error("chromium exited", mc.LogError, chromium.Err, mc.LogReason, mc.ReasonMachineExited)
 		return &ExitError{Proc: "chromium", Err: chromium.Err}
+	}
+}
+
+// startPageTimeout bounds the wait for the start page at start.
+const startPageTimeout = 15 * time.Second
+
+// openStartURL shows the start URL in the browser's tab and waits, at most
+// startPageTimeout, until the tab shows it (Page.navigate answers before
+// the tab commits to the page), so that a login started once the agent is
+// ready finds it there. A page that fails or is slow to load is the user's
+// to see (a provider offline): it is logged, and the start goes on; a
+// browser that died is seen by the caller.
+func openStartURL(ctx context.Context, log *slog.Logger, devtools *cdp, startURL string) {
+	ctx, cancel := context.WithTimeout(ctx, startPageTimeout)
+	defer cancel()
+	err := devtools.Navigate(ctx, startURL)
+	if err == nil {
+		err = devtools.waitTab(ctx, startURL)
+	}
+	if err != nil {
+		log.Warn("open start url", "url", redactURL(startURL), mc.LogError, err)
 	}
 }
 
