@@ -3,8 +3,9 @@
 // and Chromium as its children, serves the agent API (package agentproto
 // defines it) behind a per-machine Bearer token, runs providers' logins and
 // hands their credential files over once, and serves the demo provider's
-// sign-in page. It exits with an *ExitError when Xvnc or Chromium exits, so
-// that the driver sees the machine as gone.
+// sign-in page to its browser through DevTools (no socket: see
+// LocalOrigin). It exits with an *ExitError when Xvnc or Chromium exits,
+// so that the driver sees the machine as gone.
 //
 // A login runs the provider's recipe (see mc.Provider): its seed files and
 // env, its command under a wide pseudo-terminal with BROWSER and an xdg-open
