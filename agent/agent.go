@@ -248,25 +248,44 @@ func checkPrivateDir(dir string) error {
 }
 
 // chromiumBrowser opens pages through Chromium's DevTools protocol, once
-// Chromium runs.
-type chromiumBrowser struct{ cdp *atomic.Pointer[cdp] }
+// Chromium runs and has opened the start URL (started is closed): a page
+// opened before could be replaced by the start page, and a login would
+// not find the start page shown.
+type chromiumBrowser struct {
+	cdp     *atomic.Pointer[cdp]
+	started <-chan struct{}
+}
+
+// client returns the DevTools client once the start URL is open.
+func (b chromiumBrowser) client(ctx context.Context) (*cdp, error) {
+	c := b.cdp.Load()
+	if c == nil {
+		return nil, errNoBrowser
+	}
+	select {
+	case <-b.started:
+		return c, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the start page: %w", ctx.Err())
+	}
+}
 
 // errNoBrowser says that Chromium has not started (yet).
 var errNoBrowser = errors.New("the browser is not running")
 
 func (b chromiumBrowser) Open(ctx context.Context, url string) error {
-	c := b.cdp.Load()
-	if c == nil {
-		return errNoBrowser
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
 	}
 	return c.Navigate(ctx, url)
 }
 
 // TabURLs lists the URLs of the browser's pages.
 func (b chromiumBrowser) TabURLs(ctx context.Context) ([]string, error) {
-	c := b.cdp.Load()
-	if c == nil {
-		return nil, errNoBrowser
+	c, err := b.client(ctx)
+	if err != nil {
+		return nil, err
 	}
 	ts, err := c.Targets(ctx)
 	if err != nil {
@@ -369,7 +388,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// through these pointers.
 	var xvncP, chromiumP atomic.Pointer[child]
 	var devtoolsP atomic.Pointer[cdp]
-	browser := chromiumBrowser{&devtoolsP}
+	startOpened := make(chan struct{})
+	browser := chromiumBrowser{cdp: &devtoolsP, started: startOpened}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable (the login commands' opener): %w", err)
@@ -440,9 +460,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return stoppedOr(ctx, log, err)
 	}
-	if startURL != "about:blank" {
-		openStartURL(ctx, log, devtools, startURL)
-	}
+	// The start page loads in the background, as a page given on the
+	// command line would; the browser's users wait for it (chromiumBrowser).
+	go func() {
+		defer close(startOpened)
+		if startURL != "about:blank" {
+			openStartURL(browserCtx, log, devtools, startURL)
+		}
+	}()
 	devtoolsP.Store(devtools)
 	chromiumP.Store(chromium)
 	go func() {
@@ -471,8 +496,7 @@ const startPageTimeout = 15 * time.Second
 
 // openStartURL shows the start URL in the browser's tab and waits, at most
 // startPageTimeout, until the tab shows it (Page.navigate answers before
-// the tab commits to the page), so that a login started once the agent is
-// ready finds it there. A page that fails or is slow to load is the user's
+// the tab commits to the page), so that the first login finds it there. A page that fails or is slow to load is the user's
 // to see (a provider offline): it is logged, and the start goes on; a
 // browser that died is seen by the caller.
 func openStartURL(ctx context.Context, log *slog.Logger, devtools *cdp, startURL string) {
