@@ -174,6 +174,9 @@ const (
 	ReasonCredentialsMissing  Reason = "credentials_missing"
 	ReasonBrowserError        Reason = "browser_error"
 	ReasonLoginCancelled      Reason = "login_cancelled"
+	// ReasonLocalPageFailed: the agent could not answer the browser's
+	// request for one of its local pages (the browser got an error page).
+	ReasonLocalPageFailed Reason = "local_page_failed"
 )
 
 // Reasons a viewer's WebSocket is refused or closed (the close frame's

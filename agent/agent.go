@@ -3,8 +3,9 @@
 // and Chromium as its children, serves the agent API (package agentproto
 // defines it) behind a per-machine Bearer token, runs providers' logins and
 // hands their credential files over once, and serves the demo provider's
-// sign-in page. It exits with an *ExitError when Xvnc or Chromium exits, so
-// that the driver sees the machine as gone.
+// sign-in page to its browser through DevTools (no socket: see
+// LocalOrigin). It exits with an *ExitError when Xvnc or Chromium exits,
+// so that the driver sees the machine as gone.
 //
 // A login runs the provider's recipe (see mc.Provider): its seed files and
 // env, its command under a wide pseudo-terminal with BROWSER and an xdg-open
@@ -58,8 +59,6 @@ type Config struct {
 	VNCPasswordFile string
 	// Display is the X display number.
 	Display int
-	// PageListen is the local page server's address (127.0.0.1:PORT).
-	PageListen string
 	// Home is the private home directory; the Chromium profile is
 	// Home/chromium-profile.
 	Home string
@@ -90,7 +89,8 @@ type Config struct {
 	// certificate's public key that Chromium accepts without a trusted CA
 	// (a stand-in provider's). Empty in every real machine.
 	TestTrustSPKI string
-	// StartURL is the first page; "local:/path" is a page of PageListen.
+	// StartURL is the first page; "local:/path" is a local page (served
+	// through the browser's DevTools, see LocalOrigin).
 	StartURL string
 	// Width and Height are the screen geometry (default 1280×800).
 	Width, Height int
@@ -118,7 +118,7 @@ func (cfg *Config) Check() error {
 	var missing []string
 	for name, v := range map[string]string{
 		"--listen": cfg.Listen, "--token-file": cfg.TokenFile, "--vnc-listen": cfg.VNCListen,
-		"--vnc-password-file": cfg.VNCPasswordFile, "--page-listen": cfg.PageListen, "--home": cfg.Home,
+		"--vnc-password-file": cfg.VNCPasswordFile, "--home": cfg.Home,
 	} {
 		if v == "" {
 			missing = append(missing, name)
@@ -248,25 +248,44 @@ func checkPrivateDir(dir string) error {
 }
 
 // chromiumBrowser opens pages through Chromium's DevTools protocol, once
-// Chromium runs.
-type chromiumBrowser struct{ cdp *atomic.Pointer[cdp] }
+// Chromium runs and has opened the start URL (started is closed): a page
+// opened before could be replaced by the start page, and a login would
+// not find the start page shown.
+type chromiumBrowser struct {
+	cdp     *atomic.Pointer[cdp]
+	started <-chan struct{}
+}
+
+// client returns the DevTools client once the start URL is open.
+func (b chromiumBrowser) client(ctx context.Context) (*cdp, error) {
+	c := b.cdp.Load()
+	if c == nil {
+		return nil, errNoBrowser
+	}
+	select {
+	case <-b.started:
+		return c, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the start page: %w", ctx.Err())
+	}
+}
 
 // errNoBrowser says that Chromium has not started (yet).
 var errNoBrowser = errors.New("the browser is not running")
 
 func (b chromiumBrowser) Open(ctx context.Context, url string) error {
-	c := b.cdp.Load()
-	if c == nil {
-		return errNoBrowser
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
 	}
 	return c.Navigate(ctx, url)
 }
 
 // TabURLs lists the URLs of the browser's pages.
 func (b chromiumBrowser) TabURLs(ctx context.Context) ([]string, error) {
-	c := b.cdp.Load()
-	if c == nil {
-		return nil, errNoBrowser
+	c, err := b.client(ctx)
+	if err != nil {
+		return nil, err
 	}
 	ts, err := c.Targets(ctx)
 	if err != nil {
@@ -357,17 +376,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen agent api %s: %w", cfg.Listen, err)
 	}
-	pageLn, err := net.Listen("tcp", cfg.PageListen)
-	if err != nil {
-		apiLn.Close()
-		return fmt.Errorf("listen page server %s: %w", cfg.PageListen, err)
-	}
-	pageBase := "http://" + pageLn.Addr().String()
 	startURL := "about:blank"
 	if cfg.StartURL != "" {
-		if startURL, err = resolveURL(cfg.StartURL, pageBase); err != nil {
+		if startURL, err = resolveURL(cfg.StartURL, LocalOrigin); err != nil {
 			apiLn.Close()
-			pageLn.Close()
 			return fmt.Errorf("--start-url: %w", err)
 		}
 	}
@@ -376,12 +388,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// through these pointers.
 	var xvncP, chromiumP atomic.Pointer[child]
 	var devtoolsP atomic.Pointer[cdp]
-	browser := chromiumBrowser{&devtoolsP}
+	startOpened := make(chan struct{})
+	browser := chromiumBrowser{cdp: &devtoolsP, started: startOpened}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable (the login commands' opener): %w", err)
 	}
-	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: pageBase, display: cfg.Display,
+	lg := newLogin(loginConfig{home: cfg.Home, tmpDir: cfg.TmpDir, pageBase: LocalOrigin, display: cfg.Display,
 		cliDir: cfg.CLIDir, openerExe: exe}, browser, log)
 	closers = append(closers, closer{"login", lg.Close})
 	vnc := mc.ParseEndpoint(cfg.VNCListen)
@@ -389,7 +402,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),
 		log:       log,
 		browser:   browser,
-		pageBase:  pageBase,
+		pageBase:  LocalOrigin,
 		login:     lg,
 		ready: func() bool {
 			x, c := xvncP.Load(), chromiumP.Load()
@@ -408,14 +421,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		},
 	}
 	apiSrv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
-	pageSrv := &http.Server{Handler: pageHandler(cfg.Home, log), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = apiSrv.Serve(apiLn) }()
-	go func() { _ = pageSrv.Serve(pageLn) }()
-	closers = append(closers, closer{"http servers", func() {
+	closers = append(closers, closer{"agent api server", func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = apiSrv.Shutdown(sctx)
-		_ = pageSrv.Shutdown(sctx)
 	}})
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
@@ -432,24 +442,39 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	tX := time.Since(t0)
 
 	sctx, cancel = context.WithTimeout(ctx, cfg.StartTimeout)
-	chromium, devtools, err := startChromium(sctx, log, cfg, startURL, authFile)
-	cancel()
+	chromium, devtools, err := startChromium(sctx, log, cfg, authFile)
 	if err != nil {
+		cancel()
 		return stoppedOr(ctx, log, err)
 	}
-	devtoolsP.Store(devtools)
-	chromiumP.Store(chromium)
-	windowCtx, stopWindows := context.WithCancel(ctx)
-	go func() {
-		if err := devtools.KeepOneWindow(windowCtx, log); err != nil && windowCtx.Err() == nil {
-			log.Warn("watch browser windows", mc.LogError, err)
-		}
-	}()
-	closers = append(closers, closer{"window watch", stopWindows})
 	closers = append(closers, closer{"chromium", func() {
 		chromium.Stop(log, 3*time.Second)
 		devtools.Close()
 	}})
+	// The local pages, served through DevTools, before any page asks for
+	// one: Chromium starts on about:blank and goes to the start URL after.
+	browserCtx, stopBrowser := context.WithCancel(ctx)
+	closers = append(closers, closer{"local pages and window watch", stopBrowser})
+	err = serveLocalPages(browserCtx, devtools, pageHandler(cfg.Home, log), log)
+	cancel()
+	if err != nil {
+		return stoppedOr(ctx, log, err)
+	}
+	// The start page loads in the background, as a page given on the
+	// command line would; the browser's users wait for it (chromiumBrowser).
+	go func() {
+		defer close(startOpened)
+		if startURL != "about:blank" {
+			openStartURL(browserCtx, log, devtools, startURL)
+		}
+	}()
+	devtoolsP.Store(devtools)
+	chromiumP.Store(chromium)
+	go func() {
+		if err := devtools.KeepOneWindow(browserCtx, log); err != nil && browserCtx.Err() == nil {
+			log.Warn("watch browser windows", mc.LogError, err)
+		}
+	}()
 	log.Info("machine agent ready", "listen", apiLn.Addr().String(), "vnc", cfg.VNCListen, "display", cfg.Display,
 		"xvnc_ms", tX.Milliseconds(), "ready_ms", time.Since(t0).Milliseconds())
 
@@ -463,6 +488,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case <-chromium.Exited:
 		log.Error("chromium exited", mc.LogError, chromium.Err, mc.LogReason, mc.ReasonMachineExited)
 		return &ExitError{Proc: "chromium", Err: chromium.Err}
+	}
+}
+
+// startPageTimeout bounds the wait for the start page at start.
+const startPageTimeout = 15 * time.Second
+
+// openStartURL shows the start URL in the browser's tab and waits, at most
+// startPageTimeout, until the tab shows it (Page.navigate answers before
+// the tab commits to the page), so that the first login finds it there. A page that fails or is slow to load is the user's
+// to see (a provider offline): it is logged, and the start goes on; a
+// browser that died is seen by the caller.
+func openStartURL(ctx context.Context, log *slog.Logger, devtools *cdp, startURL string) {
+	ctx, cancel := context.WithTimeout(ctx, startPageTimeout)
+	defer cancel()
+	err := devtools.Navigate(ctx, startURL)
+	if err == nil {
+		err = devtools.waitTab(ctx, startURL)
+	}
+	if err != nil {
+		log.Warn("open start url", "url", redactURL(startURL), mc.LogError, err)
 	}
 }
 

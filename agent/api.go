@@ -25,7 +25,7 @@ type api struct {
 	// browser answer 503 before.
 	ready    func() bool
 	browser  Browser
-	pageBase string
+	pageBase string // LocalOrigin (a test's server in tests), for local: URLs
 	login    *login
 }
 

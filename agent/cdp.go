@@ -34,13 +34,66 @@ type cdp struct {
 	calls  map[int64]chan cdpReply
 	closed chan struct{} // closed when the read side ends
 	err    error         // why it ended, set before closed is closed
-	events chan cdpEvent // browser-level events, dropped when full
+	// queues hold the browser-level events (not a page session's) of
+	// the methods subscribed to; the others are ignored.
+	queues map[string]*eventQueue
 }
 
-// cdpEvent is one event of the browser (not of a page session).
-type cdpEvent struct {
-	Method string          `json:"method"`
-	Params json.RawMessage `json:"params"`
+// eventQueue holds the parameters of one method's events, oldest first,
+// without a bound: an event is never dropped (a Fetch.requestPaused left
+// unanswered hangs its page for good). Its reader takes them with next.
+type eventQueue struct {
+	closed <-chan struct{} // the client's
+	mu     sync.Mutex
+	params []json.RawMessage
+	wake   chan struct{} // holds a value once params has grown
+}
+
+func (q *eventQueue) push(p json.RawMessage) {
+	q.mu.Lock()
+	q.params = append(q.params, p)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the oldest event's parameters, waiting for one until ctx
+// ends or the browser's end of the pipe closes (then ok is false).
+func (q *eventQueue) next(ctx context.Context) (params json.RawMessage, ok bool) {
+	for {
+		q.mu.Lock()
+		if len(q.params) > 0 {
+			p := q.params[0]
+			q.params[0] = nil
+			q.params = q.params[1:]
+			q.mu.Unlock()
+			return p, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-q.closed:
+			return nil, false
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+// subscribe returns the queue of the browser-level events named method,
+// which collects them from now on. Each method has one queue, and so one
+// reader.
+func (c *cdp) subscribe(method string) *eventQueue {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queues[method]
+	if q == nil {
+		q = &eventQueue{closed: c.closed, wake: make(chan struct{}, 1)}
+		c.queues[method] = q
+	}
+	return q
 }
 
 // cdpTarget is one entry of Target.getTargets.
@@ -84,7 +137,7 @@ func cdpPipes() (browserIn, browserOut *os.File, c *cdp, err error) {
 // newCDP returns a client that writes commands to w and reads replies from
 // r until r ends.
 func newCDP(w io.WriteCloser, r io.ReadCloser) *cdp {
-	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{}), events: make(chan cdpEvent, 64)}
+	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{}), queues: map[string]*eventQueue{}}
 	go c.read(r)
 	return c
 }
@@ -106,14 +159,18 @@ func (c *cdp) read(r io.ReadCloser) {
 		}
 		if rep.ID == 0 {
 			var ev struct {
-				cdpEvent
-				SessionID string `json:"sessionId"`
+				Method    string          `json:"method"`
+				Params    json.RawMessage `json:"params"`
+				SessionID string          `json:"sessionId"`
 			}
-			if json.Unmarshal(msg, &ev) == nil && ev.SessionID == "" && ev.Method != "" {
-				select {
-				case c.events <- ev.cdpEvent:
-				default:
-				}
+			if json.Unmarshal(msg, &ev) != nil || ev.SessionID != "" || ev.Method == "" {
+				continue
+			}
+			c.mu.Lock()
+			q := c.queues[ev.Method]
+			c.mu.Unlock()
+			if q != nil {
+				q.push(ev.Params)
 			}
 			continue
 		}
@@ -301,6 +358,30 @@ func (c *cdp) navigate(ctx context.Context, url string) error {
 	return fmt.Errorf("navigate: %s", res.ErrorText)
 }
 
+// waitTab returns once the browser's first tab shows url (polling every
+// 20 ms), or with the error that ended the wait.
+func (c *cdp) waitTab(ctx context.Context, url string) error {
+	for {
+		ts, err := c.Targets(ctx)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if t.isTab() {
+				if sameURL(t.URL, url) {
+					return nil
+				}
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the tab to show %s: %w", redactURL(url), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // KeepOneWindow closes every page target that the browser creates from now
 // on (Ctrl+N, a pop-up, a link to a new window) while the tab it keeps is
 // still there: the machine is a kiosk of one tab, and a second window would
@@ -321,34 +402,32 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 			kept = t.ID
 		}
 	}
+	created := c.subscribe("Target.targetCreated")
 	// This announces every existing target as created too.
 	if err := c.call(ctx, "", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil); err != nil {
 		return err
 	}
 	for {
-		select {
-		case ev := <-c.events:
-			var p struct {
-				TargetInfo cdpTarget `json:"targetInfo"`
-			}
-			if ev.Method != "Target.targetCreated" || json.Unmarshal(ev.Params, &p) != nil ||
-				!p.TargetInfo.isWindow() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
-				continue
-			}
-			if !c.hasTarget(ctx, kept) {
-				kept = p.TargetInfo.ID
-				continue
-			}
-			if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
-				log.Warn("close a second browser window", mc.LogError, err)
-				continue
-			}
-			log.Info("closed a second browser window")
-		case <-c.closed:
-			return nil
-		case <-ctx.Done():
+		params, ok := created.next(ctx)
+		if !ok {
 			return nil
 		}
+		var p struct {
+			TargetInfo cdpTarget `json:"targetInfo"`
+		}
+		if json.Unmarshal(params, &p) != nil ||
+			!p.TargetInfo.isWindow() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
+			continue
+		}
+		if !c.hasTarget(ctx, kept) {
+			kept = p.TargetInfo.ID
+			continue
+		}
+		if err := c.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.TargetInfo.ID}, nil); err != nil {
+			log.Warn("close a second browser window", mc.LogError, err)
+			continue
+		}
+		log.Info("closed a second browser window")
 	}
 }
 

@@ -19,7 +19,10 @@ import (
 // screen (pixel checks and clicks at fixed positions are then reliable);
 // DevTools over the pipe on fds 3 and 4 only (--remote-debugging-pipe: no
 // TCP port that a page of this or another machine could reach); no
-// first-run UI, background traffic, keyring or sync.
+// first-run UI, background traffic, keyring or sync. The name of the local
+// pages' origin never resolves (localResolverRule): the agent answers them
+// through DevTools, nothing else may. It starts on about:blank, so that the
+// agent serves the local pages before any page asks for one.
 //
 // Chromium keeps its own sandbox (namespaces and seccomp-BPF) on. Only a
 // test build of the agent (tag mc_test_no_sandbox, see testNoSandbox) run
@@ -35,7 +38,7 @@ import (
 // a real page). The handler exits by itself within two seconds of its
 // browser (measured after a SIGKILL of the group); the agent kills any left
 // when it stops (killStrays), and a machine's PID namespace ends with it.
-func chromiumArgs(cfg Config, startURL string, noSandbox, smallShm bool) []string {
+func chromiumArgs(cfg Config, noSandbox, smallShm bool) []string {
 	args := []string{
 		"--user-data-dir=" + filepath.Join(cfg.BrowserHome, "chromium-profile"),
 		"--remote-debugging-pipe",
@@ -51,6 +54,7 @@ func chromiumArgs(cfg Config, startURL string, noSandbox, smallShm bool) []strin
 		"--noerrdialogs",
 		"--password-store=basic",
 		"--force-device-scale-factor=1",
+		"--host-resolver-rules=" + localResolverRule,
 		// Without a window manager, kiosk mode cannot go full screen, and a
 		// window of exactly the screen's size comes out one pixel short in
 		// each direction (measured with Chromium 156 on Xvnc): ask for one
@@ -69,7 +73,7 @@ func chromiumArgs(cfg Config, startURL string, noSandbox, smallShm bool) []strin
 		// A small /dev/shm (containers, small VMs) crashes renderers.
 		args = append(args, "--disable-dev-shm-usage")
 	}
-	return append(args, startURL)
+	return append(args, "about:blank")
 }
 
 // shmIsSmall reports whether /dev/shm is missing or smaller than 256 MiB.
@@ -81,10 +85,10 @@ func shmIsSmall() bool {
 	return uint64(st.Bsize)*st.Blocks < 256<<20
 }
 
-// startChromium starts Chromium on the display with DevTools on a pipe and
-// returns once the browser answers over it. Its output is not logged (it can
+// startChromium starts Chromium on the display with DevTools on a pipe, on
+// a blank tab, and returns once the browser answers over it. Its output is not logged (it can
 // hold page URLs).
-func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, authFile string) (*child, *cdp, error) {
+func startChromium(ctx context.Context, log *slog.Logger, cfg Config, authFile string) (*child, *cdp, error) {
 	root := os.Geteuid() == 0
 	if root && !testNoSandbox {
 		return nil, nil, errors.New("start chromium: the agent runs as root outside a machine, where Chromium cannot keep its sandbox; run it in a machine of the local driver")
@@ -100,11 +104,11 @@ func startChromium(ctx context.Context, log *slog.Logger, cfg Config, startURL, 
 	if cfg.Launcher != nil {
 		var path string
 		if path, err = exec.LookPath(cfg.Chromium); err == nil {
-			c, err = startBrowserChild(cfg.Launcher, "chromium", append([]string{path}, chromiumArgs(cfg, startURL, false, shmIsSmall())...),
+			c, err = startBrowserChild(cfg.Launcher, "chromium", append([]string{path}, chromiumArgs(cfg, false, shmIsSmall())...),
 				chromiumEnv(cfg, authFile), cfg.BrowserHome, []*os.File{browserIn, browserOut}, nil)
 		}
 	} else {
-		cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, startURL, root, shmIsSmall())...)
+		cmd := exec.Command(cfg.Chromium, chromiumArgs(cfg, root, shmIsSmall())...)
 		cmd.Dir = cfg.BrowserHome
 		cmd.Env = chromiumEnv(cfg, authFile)
 		cmd.ExtraFiles = []*os.File{browserIn, browserOut} // fds 3 and 4
@@ -164,8 +168,9 @@ func envOr(k, def string) string {
 	return def
 }
 
-// waitFirstPage returns once the browser lists a page target (polling every
-// 20 ms), or with the error that ended the wait.
+// waitFirstPage returns once the browser lists its first tab (polling every
+// 20 ms; Chromium's hidden pages of its own do not count), or with the
+// error that ended the wait.
 func waitFirstPage(ctx context.Context, devtools *cdp) error {
 	for {
 		ts, err := devtools.Targets(ctx)
@@ -173,7 +178,7 @@ func waitFirstPage(ctx context.Context, devtools *cdp) error {
 			return err
 		}
 		for _, t := range ts {
-			if t.Type == "page" {
+			if t.isTab() {
 				return nil
 			}
 		}

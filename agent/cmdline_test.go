@@ -16,7 +16,7 @@ func TestCommandLines(t *testing.T) {
 	cfg := Config{
 		Listen: "10.200.0.2:8080", TokenFile: "/m/token", VNCListen: "10.200.0.2:5900",
 		VNCPasswordFile: "/m/vnc-password", Display: 100,
-		PageListen: "127.0.0.1:8081", Home: "/m/home", Width: 1280, Height: 800,
+		Home: "/m/home", Width: 1280, Height: 800,
 	}
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
@@ -39,8 +39,8 @@ func TestCommandLines(t *testing.T) {
 	}{
 		{"xvnc", must(xvncArgs(cfg, "/m/vnc-password.vnc", "/m/vnc-password.xauth"))},
 		{"xvnc-unix", must(xvncArgs(unixCfg, "/m/vnc-password.vnc", "/m/vnc-password.xauth"))},
-		{"chromium-root-production", chromiumArgs(cfg, "http://127.0.0.1:8081/demo/signin", true, false)},
-		{"chromium-user-small-shm", chromiumArgs(cfg, "about:blank", false, true)},
+		{"chromium-root-production", chromiumArgs(cfg, true, false)},
+		{"chromium-user-small-shm", chromiumArgs(cfg, false, true)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,7 +70,7 @@ func TestCommandLines(t *testing.T) {
 func TestConfigCheck(t *testing.T) {
 	valid := func() Config {
 		return Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
-			Display: 100, PageListen: "127.0.0.1:4", Home: "h"}
+			Display: 100, Home: "h"}
 	}
 	tests := []struct {
 		name   string
@@ -109,7 +109,7 @@ func TestConfigCheck(t *testing.T) {
 // socket and lock file stay in /tmp/.X11-unix and /tmp).
 func TestEnvironments(t *testing.T) {
 	cfg := Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
-		Display: 100, PageListen: "127.0.0.1:4", Home: "/m/home", TmpDir: "/tmp/mc-01234567"}
+		Display: 100, Home: "/m/home", TmpDir: "/tmp/mc-01234567"}
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}

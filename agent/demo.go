@@ -32,9 +32,9 @@ type DemoCredential struct {
 	User        string `json:"user"`
 }
 
-// pageHandler serves the unauthenticated local pages (127.0.0.1 only): the
-// demo provider's sign-in, which writes its credential file into home the
-// way a CLI login would.
+// pageHandler serves the local pages (LocalOrigin, to the machine's browser
+// only, through DevTools: see localPages): the demo provider's sign-in,
+// which writes its credential file into home the way a CLI login would.
 func pageHandler(home string, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /demo/signin", func(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +35,6 @@ type realAgent struct {
 	token       string
 	vncAddr     string
 	vncPassword string
-	pageBase    string
 	home        string
 	tmpDir      string
 	display     int
@@ -119,16 +119,14 @@ func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 		logs:   &testutil.SyncBuffer{},
 	}
 	a.display = freeDisplay(tb)
-	var listen, page string
+	var listen string
 	if ns == nil {
 		a.vncAddr = fmt.Sprintf("127.0.0.1:%d", freePort(tb))
 		listen = fmt.Sprintf("127.0.0.1:%d", freePort(tb))
-		page = fmt.Sprintf("127.0.0.1:%d", freePort(tb))
 	} else {
 		a.vncAddr, listen = ns.ip+":5900", ns.ip+":8080"
-		page = "127.0.0.1:8081"
 	}
-	a.base, a.pageBase = "http://"+listen, "http://"+page
+	a.base = "http://" + listen
 	for name, v := range map[string]string{"token": a.token, "vnc-password": a.vncPassword + "\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
 			tb.Fatal(err)
@@ -140,7 +138,6 @@ func startRealAgent(tb testing.TB, ns *netnsTarget) *realAgent {
 		"--vnc-listen", a.vncAddr,
 		"--vnc-password-file", filepath.Join(dir, "vnc-password"),
 		"--display", strconv.Itoa(a.display),
-		"--page-listen", page,
 		"--home", a.home,
 		"--tmp-dir", a.tmpDir,
 		"--start-url", "local:/demo/signin",
@@ -314,6 +311,11 @@ func TestAgentIntegration(t *testing.T) {
 
 	step("start page on the VNC screen")
 	a.checkPaths(t)
+	// The agent's process group listens on the agent API and VNC only: the
+	// local pages it shows have no socket.
+	if got, want := a.listeners(t, true), []string{a.base[len("http://"):], a.vncAddr}; !sameSet(got, want) {
+		t.Errorf("TCP listeners of the agent's processes = %v, want %v", got, want)
+	}
 
 	// POST /open navigates through DevTools on the pipe: it answers once
 	// the navigation has committed.
@@ -400,6 +402,33 @@ func (a *realAgent) checkPaths(tb testing.TB) {
 			tb.Errorf("process %d (%s) of the machine is outside the agent's group %d (in %d)", pid, name, pgid, g)
 		}
 	}
+}
+
+// listeners lists the listening TCP sockets (ip:port) in the agent's
+// network namespace, all of them, or with ownOnly those that the agent's
+// process group holds.
+func (a *realAgent) listeners(tb testing.TB, ownOnly bool) []string {
+	tb.Helper()
+	ls, err := procfs.TCPListeners(a.cmd.Process.Pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	own := procfs.SocketInodes(procfs.GroupMembers(a.cmd.Process.Pid, 0))
+	var out []string
+	for _, l := range ls {
+		if !ownOnly || own[l.Inode] {
+			out = append(out, l.Addr.String())
+		}
+	}
+	return out
+}
+
+// sameSet reports whether a and b hold the same strings, in any order.
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 // waitExit waits up to 20 s for the agent to exit after cause (such as
@@ -583,13 +612,14 @@ func TestAgentInNetns(t *testing.T) {
 	if err := rfb.Probe(t.Context(), mc.Endpoint{Network: "tcp", Address: a.vncAddr}); err != nil {
 		t.Fatalf("rfb banner from the host: %v", err)
 	}
-	// DevTools (there is no port: it is a pipe) and the page server are
-	// not reachable from outside.
-	for _, port := range []string{"9222", "8081"} {
-		if c, err := net.DialTimeout("tcp", nsIP+":"+port, time.Second); err == nil {
-			c.Close()
-			t.Errorf("%s:%s reachable from the host", nsIP, port)
-		}
+	// Nothing in the namespace listens on TCP but VNC and the agent API:
+	// DevTools is a pipe, the local pages are served through it.
+	if got, want := a.listeners(t, false), []string{nsIP + ":5900", nsIP + ":8080"}; !sameSet(got, want) {
+		t.Errorf("TCP listeners in the machine's namespace = %v, want %v", got, want)
+	}
+	if c, err := net.DialTimeout("tcp", nsIP+":9222", time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s:9222 (DevTools) reachable from the host", nsIP)
 	}
 	vnc := dialRFB(t, a.vncAddr, a.vncPassword)
 	clickDemoSignIn(t, a, vnc)

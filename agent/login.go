@@ -45,7 +45,7 @@ var errGone = &mc.Error{Code: mc.ENOTFOUND, Reason: mc.ReasonResultDelivered, Me
 type loginConfig struct {
 	home     string
 	tmpDir   string // TMPDIR of login commands
-	pageBase string // http://<page-listen>, for local: URLs
+	pageBase string // LocalOrigin (a test's server in tests), for local: URLs
 	// display is the X display a login command is told of (0: none).
 	display int
 	// cliDir holds the provider CLIs; it comes on PATH after the shims.
@@ -211,7 +211,7 @@ func sameURL(a, b string) bool {
 	return norm(a) == norm(b)
 }
 
-// resolveURL rewrites "local:/path" to the page server and accepts only
+// resolveURL rewrites "local:/path" to a local page and accepts only
 // http(s) URLs and about:blank.
 func resolveURL(raw, pageBase string) (string, error) {
 	if rest, ok := strings.CutPrefix(raw, "local:"); ok {

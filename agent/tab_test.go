@@ -11,7 +11,7 @@ func TestIsTab(t *testing.T) {
 		want   bool
 	}{
 		{cdpTarget{Type: "page", URL: "about:blank"}, true},
-		{cdpTarget{Type: "page", URL: "http://127.0.0.1:8081/demo/signin"}, true},
+		{cdpTarget{Type: "page", URL: LocalOrigin + "/demo/signin"}, true},
 		{cdpTarget{Type: "page", URL: "https://auth.openai.com/oauth/authorize"}, true},
 		{cdpTarget{Type: "page", URL: "chrome://omnibox-popup.top-chrome/"}, false},
 		{cdpTarget{Type: "page", URL: "chrome://omnibox-popup.top-chrome/omnibox_popup_aim.html"}, false},

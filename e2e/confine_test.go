@@ -20,6 +20,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/internal/confine"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
 )
@@ -182,8 +183,8 @@ func TestConfinementFiles(t *testing.T) {
 
 // TestConfinementNetwork: from inside a netns machine, no connection
 // reaches the host (its bridge address, its other addresses, the
-// controller's own port) or another machine (VNC, agent, page server, a
-// DevTools port); the host still reaches the machine's VNC server.
+// controller's own port) or another machine (VNC, agent, a DevTools
+// port); the host still reaches the machine's VNC server.
 func TestConfinementNetwork(t *testing.T) {
 	requireConfinement(t)
 	env := controllerEnv(t, "netns")
@@ -224,7 +225,6 @@ func TestConfinementNetwork(t *testing.T) {
 		"the controller's API on the bridge": connect(gw.String(), strings.TrimPrefix(c.URL[strings.LastIndex(c.URL, ":"):], ":")),
 		"another machine's VNC":              connect(b.ms.Machine.IP.String(), "5900"),
 		"another machine's agent":            connect(b.ms.Machine.IP.String(), "8080"),
-		"another machine's page server":      connect(b.ms.Machine.IP.String(), "8081"),
 		"another machine's DevTools port":    connect(b.ms.Machine.IP.String(), "9222"),
 		"its own DevTools port":              connect("127.0.0.1", "9222"),
 		"the host's 127.0.0.1":               connect("127.0.0.1", port),
@@ -234,10 +234,11 @@ func TestConfinementNetwork(t *testing.T) {
 	}
 	a.mustFail(t, probes)
 	// The cross-machine DevTools attack has no port to aim at: each machine
-	// listens on its VNC, agent and page ports only (DevTools is a pipe).
+	// listens on its VNC and agent ports only (DevTools is a pipe, and the
+	// local pages are served through it).
 	for _, m := range []*confinedMachine{a, b} {
 		for _, p := range listeningPorts(t, m) {
-			if p != 5900 && p != 8080 && p != 8081 {
+			if p != 5900 && p != 8080 {
 				t.Errorf("machine %s listens on TCP port %d", m.id, p)
 			}
 		}
@@ -261,10 +262,10 @@ func TestConfinementLoopbackDevTools(t *testing.T) {
 	if err == nil {
 		t.Errorf("machine A connected to machine B's DevTools port %s: %s", cdpPort, out)
 	}
-	// Nothing of either machine listens beyond VNC, agent and page server.
+	// Nothing of either machine listens beyond VNC and agent.
 	for _, m := range []*confinedMachine{a, b} {
 		base := m.ms.Machine.VNCPort
-		allowed := map[int]bool{base: true, base + 1: true, base + 3: true}
+		allowed := map[int]bool{base: true, base + 1: true}
 		for _, p := range listeningPorts(t, m) {
 			if !allowed[p] {
 				t.Errorf("machine %s listens on TCP port %d", m.id, p)
@@ -707,26 +708,21 @@ func hostAddrs(tb testing.TB) []string {
 // the sockets its processes hold).
 func listeningPorts(tb testing.TB, m *confinedMachine) []int {
 	tb.Helper()
-	inodes := map[string]bool{}
-	for _, pid := range m.cgroupProcs() {
-		fds, _ := os.ReadDir("/proc/" + pid + "/fd")
-		for _, fd := range fds {
-			if l, err := os.Readlink("/proc/" + pid + "/fd/" + fd.Name()); err == nil && strings.HasPrefix(l, "socket:[") {
-				inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
-			}
+	var pids []int
+	for _, p := range m.cgroupProcs() {
+		if pid, err := strconv.Atoi(p); err == nil {
+			pids = append(pids, pid)
 		}
 	}
+	own := procfs.SocketInodes(pids)
+	ls, err := procfs.TCPListeners(m.ms.PID)
+	if err != nil {
+		tb.Fatalf("listening sockets of machine %s: %v", m.id, err)
+	}
 	var ports []int
-	for _, f := range []string{"tcp", "tcp6"} {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(m.ms.PID) + "/net/" + f)
-		for _, l := range strings.Split(string(b), "\n")[1:] {
-			fs := strings.Fields(l)
-			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] { // 0A: LISTEN
-				continue
-			}
-			_, hexPort, _ := strings.Cut(fs[1], ":")
-			p, _ := strconv.ParseInt(hexPort, 16, 32)
-			ports = append(ports, int(p))
+	for _, l := range ls {
+		if own[l.Inode] {
+			ports = append(ports, int(l.Addr.Port()))
 		}
 	}
 	return ports

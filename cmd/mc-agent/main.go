@@ -9,7 +9,7 @@
 // Xvnc or Chromium exits unexpectedly or it cannot start, 2 on bad flags.
 //
 // Flags: --listen, --token-file, --vnc-listen, --vnc-password-file,
-// --display, --page-listen, --home, --tmp-dir, --cli-dir, --start-url, --geometry,
+// --display, --home, --tmp-dir, --cli-dir, --start-url, --geometry,
 // --xvnc, --chromium, --start-timeout, --log-level (see -help).
 //
 // "mc-agent init --machine FILE [--go-fd 3] -- AGENT FLAGS" is the first
@@ -57,7 +57,6 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.VNCListen, "vnc-listen", "", "address Xvnc listens on (IP:PORT)")
 	fs.StringVar(&cfg.VNCPasswordFile, "vnc-password-file", "", "file holding the plaintext VNC password")
 	fs.IntVar(&cfg.Display, "display", 0, "X display number N (:N)")
-	fs.StringVar(&cfg.PageListen, "page-listen", "", "local page server address (127.0.0.1:PORT)")
 	fs.StringVar(&cfg.Home, "home", "", "private HOME; Chromium profile in HOME/chromium-profile")
 	fs.StringVar(&cfg.TmpDir, "tmp-dir", "", fmt.Sprintf("TMPDIR of Chromium and login commands, at most %d bytes (Chromium's singleton socket is below it); created 0700 if missing (default HOME/tmp)", agent.MaxTmpDirLen))
 	fs.StringVar(&cfg.BrowserHome, "browser-home", "", "Chromium's HOME, with its profile (default --home)")
@@ -66,7 +65,7 @@ func run(args []string, stderr io.Writer) int {
 	launcher := fs.Bool("launcher", false, "start Chromium through the machine's init (fd 3), under the browser's uid")
 	fs.StringVar(&cfg.CLIDir, "cli-dir", "", "directory of the provider CLIs (claude, codex, gemini), on the login commands' PATH")
 	fs.StringVar(&cfg.TestTrustSPKI, "test-trust-spki", "", "tests only: base64 SHA-256 of a certificate key Chromium accepts (a stand-in provider's)")
-	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is a page of --page-listen`)
+	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is one of the agent's own pages (`+agent.LocalOrigin+`/path, served through the browser's DevTools)`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")
 	fs.StringVar(&cfg.Chromium, "chromium", "chromium", "Chromium binary")

@@ -8,7 +8,7 @@ import (
 
 func TestRunBadFlags(t *testing.T) {
 	full := []string{"--listen", "127.0.0.1:1", "--token-file", "t", "--vnc-listen", "127.0.0.1:2",
-		"--vnc-password-file", "p", "--display", "100", "--page-listen", "127.0.0.1:4", "--home", "h"}
+		"--vnc-password-file", "p", "--display", "100", "--home", "h"}
 	tests := []struct {
 		name string
 		args []string
@@ -39,7 +39,7 @@ func TestRunMissingSecretFile(t *testing.T) {
 	dir := t.TempDir()
 	var stderr bytes.Buffer
 	args := []string{"--listen", "127.0.0.1:0", "--token-file", dir + "/none", "--vnc-listen", "127.0.0.1:0",
-		"--vnc-password-file", dir + "/none", "--display", "100", "--page-listen", "127.0.0.1:0", "--home", dir}
+		"--vnc-password-file", dir + "/none", "--display", "100", "--home", dir}
 	if got := run(args, &stderr); got != 1 {
 		t.Errorf("exit = %d, want 1", got)
 	}

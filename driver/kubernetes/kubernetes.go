@@ -52,7 +52,6 @@ const Name = "kubernetes"
 const (
 	VNCPort   = 5900
 	AgentPort = 8080
-	pagePort  = 8081
 )
 
 // Config configures the driver. The zero value of a field takes the default

@@ -130,7 +130,6 @@ func (d *Driver) podFor(spec mc.MachineSpec, w, h int) *corev1.Pod {
 		"--listen", "0.0.0.0:" + strconv.Itoa(AgentPort),
 		"--vnc-listen", "0.0.0.0:" + strconv.Itoa(VNCPort),
 		"--display", "1",
-		"--page-listen", "127.0.0.1:" + strconv.Itoa(pagePort),
 		"--home", home,
 		"--tmp-dir", "/tmp/mc",
 		"--token-file", runDir + "/" + secretAgentToken,

@@ -153,15 +153,14 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 
 	display := d.cfg.DisplayBase + slot
 	var (
-		m                   = mc.Machine{ID: spec.ID, Driver: Name}
-		pageAddr, vncListen string
-		agentListen, ns     string
-		netnsTook           time.Duration
+		m                      = mc.Machine{ID: spec.ID, Driver: Name}
+		vncListen, agentListen string
+		ns                     string
+		netnsTook              time.Duration
 	)
 	switch d.mode {
 	case ModeUserns:
 		m.SocketDir = st.SocketDir
-		pageAddr = "127.0.0.1:" + strconv.Itoa(nsPagePort)
 	case ModeNetns:
 		t0 := time.Now()
 		// ip runs to the end even when ctx ends (a few ms), so that no
@@ -175,12 +174,10 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		}
 		netnsTook = time.Since(t0)
 		m.IP, m.VNCPort, m.AgentPort = att.IP, nsVNCPort, nsAgentPort
-		pageAddr = "127.0.0.1:" + strconv.Itoa(nsPagePort)
 		ns = att.Namespace
 	default:
 		base := d.cfg.PortBase + 4*slot
 		m.IP, m.VNCPort, m.AgentPort = netip.MustParseAddr("127.0.0.1"), base, base+1
-		pageAddr = "127.0.0.1:" + strconv.Itoa(base+3)
 	}
 	vncListen = m.VNCAddr().String()
 	agentListen = m.AgentAddr().String()
@@ -198,7 +195,6 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 		"--listen", agentListen,
 		"--vnc-listen", vncListen,
 		"--display", strconv.Itoa(display),
-		"--page-listen", pageAddr,
 		"--geometry", fmt.Sprintf("%dx%d", w, h),
 		"--xvnc", d.cfg.XvncPath,
 		"--chromium", d.cfg.ChromiumPath,

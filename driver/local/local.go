@@ -64,7 +64,6 @@ const (
 const (
 	nsVNCPort   = 5900
 	nsAgentPort = 8080
-	nsPagePort  = 8081
 )
 
 // Config configures the local driver. The zero value works: every field has a
@@ -114,11 +113,12 @@ type Config struct {
 	// MaxTmpDirLen bytes long.
 	TmpDir string
 	// PortBase is the first loopback port (default 21000); slot s uses
-	// PortBase+4s+{0 VNC, 1 agent, 2 CDP, 3 page}. The range must stay out
-	// of the kernel's ephemeral port range (net.ipv4.ip_local_port_range,
-	// usually 32768–60999), where an outgoing connection may hold a port
-	// first: a PortBase inside it is refused, and MaxMachines is capped so
-	// that the range ends below it.
+	// PortBase+4s+{0 VNC, 1 agent}; +2 and +3 are unused (they were
+	// DevTools and the local pages, now both on the DevTools pipe). The
+	// range must stay out of the kernel's ephemeral port range
+	// (net.ipv4.ip_local_port_range, usually 32768–60999), where an
+	// outgoing connection may hold a port first: a PortBase inside it is
+	// refused, and MaxMachines is capped so that the range ends below it.
 	PortBase int
 	// DisplayBase is the X display of slot 0 (default 100); slot s uses
 	// :(DisplayBase+s). Display sockets are host-wide, so two drivers on one

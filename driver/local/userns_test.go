@@ -20,6 +20,7 @@ import (
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/driver/drivertest"
 	"github.com/master-controller/mc/internal/confine"
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
 	"github.com/master-controller/mc/rfb"
 	"golang.org/x/sys/unix"
@@ -236,33 +237,41 @@ func TestUsernsAttacker(t *testing.T) {
 	}
 	// And the host's own listening TCP sockets (ss -ltn on the host) hold
 	// none of theirs.
-	hostTCP, _ := os.ReadFile("/proc/net/tcp")
-	hostTCP6, _ := os.ReadFile("/proc/net/tcp6")
-	hostListen := map[string]bool{}
-	for _, l := range strings.Split(string(hostTCP)+string(hostTCP6), "\n") {
-		if f := strings.Fields(l); len(f) > 9 && f[3] == "0A" {
-			hostListen[f[9]] = true
-		}
+	hostListen, err := procfs.TCPListeners(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
 	}
 	sockets := 0
 	for _, st := range []*state{a, b} {
-		for _, pid := range machinePids(st.PGID) {
-			fds, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
-			for _, fd := range fds {
-				l, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd.Name()))
-				in, ok := strings.CutPrefix(l, "socket:[")
-				if !ok {
-					continue
-				}
-				sockets++
-				if hostListen[strings.TrimSuffix(in, "]")] {
-					t.Errorf("process %d of machine %s listens on a TCP port of the host", pid, st.ID)
-				}
+		theirs := procfs.SocketInodes(machinePids(st.PGID))
+		sockets += len(theirs)
+		for _, l := range hostListen {
+			if theirs[l.Inode] {
+				t.Errorf("machine %s listens on %v, a TCP port of the host", st.ID, l.Addr)
 			}
 		}
 	}
 	if sockets == 0 {
 		t.Errorf("found no socket of the machines' processes to check")
+	}
+	// Inside either machine (ss -ltn in its network namespace), nothing
+	// listens on TCP at all: VNC and the agent API are Unix sockets,
+	// DevTools is a pipe, and the local pages are served through it.
+	for _, st := range []*state{a, b} {
+		ls, err := procfs.TCPListeners(st.PID)
+		if err != nil {
+			t.Fatalf("listening sockets in machine %s: %v", st.ID, err)
+		}
+		for _, l := range ls {
+			t.Errorf("machine %s listens on TCP %v; want no TCP listener", st.ID, l.Addr)
+		}
+		out, err := inMachine(t, st.PID, "tr '\\0' ' ' < /proc/$(pgrep -o -x chromium)/cmdline")
+		if err != nil {
+			t.Fatalf("read Chromium's command line in the machine: %v (%s)", err, out)
+		}
+		if !strings.Contains(out, "--remote-debugging-pipe") || strings.Contains(out, "--remote-debugging-port") {
+			t.Errorf("machine %s's Chromium: %q; want DevTools on a pipe only", st.ID, out)
+		}
 	}
 	otherHome := filepath.Join(d.MachineDir(specs[1].ID), "home")
 	probes := map[string]string{
@@ -287,10 +296,13 @@ func TestUsernsAttacker(t *testing.T) {
 	// The same means work on what is the machine's own: the probes fail
 	// for what they reach, not for how they try.
 	controls := map[string]string{
-		"its own socket":      "test -S " + confine.SocketDir + "/" + mc.VNCSocket,
-		"its own home":        "ls " + confine.Home,
-		"its own page server": "exec 3<>/dev/tcp/127.0.0.1/" + strconv.Itoa(nsPagePort),
-		"/usr":                "cat /usr/lib/os-release",
+		"its own socket": "test -S " + confine.SocketDir + "/" + mc.VNCSocket,
+		"its own home":   "ls " + confine.Home,
+		// A port of its own loopback that a process of its own listens
+		// on (perl, of Debian's essential perl-base) for this probe.
+		"a port it listens on itself": `perl -MIO::Socket::INET -e '$l = IO::Socket::INET->new(LocalAddr => "127.0.0.1:7001", Listen => 1) or die $!; $l->accept' &
+			for i in $(seq 40); do timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/7001' 2>/dev/null && exit 0; sleep 0.1; done; exit 1`,
+		"/usr": "cat /usr/lib/os-release",
 	}
 	for what, script := range controls {
 		if out, err := inMachine(t, a.PID, script); err != nil {
@@ -305,24 +317,7 @@ func TestUsernsAttacker(t *testing.T) {
 			t.Logf("from machine A, %s: %v", what, err)
 		}
 	}
-	// Inside either machine, the only TCP listener is the agent's page
-	// server on the machine's own loopback: no VNC, agent or DevTools port
-	// (DevTools is a pipe).
 	var out string
-	for _, st := range []*state{a, b} {
-		out, err := inMachine(t, st.PID, "cat /proc/net/tcp /proc/net/tcp6; tr '\\0' ' ' < /proc/$(pgrep -o -x chromium)/cmdline")
-		if err != nil {
-			t.Fatalf("read /proc/net/tcp in the machine: %v (%s)", err, out)
-		}
-		for _, l := range listeners(out) {
-			if l != fmt.Sprintf("127.0.0.1:%d", nsPagePort) {
-				t.Errorf("machine %s listens on %s; want only its page server on 127.0.0.1:%d", st.ID, l, nsPagePort)
-			}
-		}
-		if !strings.Contains(out, "--remote-debugging-pipe") || strings.Contains(out, "--remote-debugging-port") {
-			t.Errorf("machine %s's Chromium: %q; want DevTools on a pipe only", st.ID, out[strings.LastIndex(out, "\n")+1:])
-		}
-	}
 	// Chromium keeps its sandbox in the machine: its renderers run under
 	// seccomp-BPF with no new privileges.
 	out, err = inMachine(t, a.PID, `for p in /proc/[0-9]*; do
@@ -395,30 +390,6 @@ func inMachine(tb testing.TB, pid int, script string) (string, error) {
 		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), err
-}
-
-// listeners returns the listening sockets (state 0A) of /proc/net/tcp{,6}
-// text as ip:port (IPv4 only; an IPv6 listener is "[v6]:port").
-func listeners(procNetTCP string) []string {
-	var ls []string
-	for _, line := range strings.Split(procNetTCP, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[3] != "0A" {
-			continue
-		}
-		addr, port, ok := strings.Cut(f[1], ":")
-		if !ok {
-			continue
-		}
-		p, _ := strconv.ParseInt(port, 16, 32)
-		if len(addr) != 8 {
-			ls = append(ls, fmt.Sprintf("[v6]:%d", p))
-			continue
-		}
-		v, _ := strconv.ParseUint(addr, 16, 32)
-		ls = append(ls, fmt.Sprintf("%d.%d.%d.%d:%d", byte(v), byte(v>>8), byte(v>>16), byte(v>>24), p))
-	}
-	return ls
 }
 
 // machinePids are the processes of process group pgid.

@@ -7,8 +7,8 @@ import (
 )
 
 // LoopbackUp brings the loopback interface up when it is down: in a
-// fresh network namespace it is, and Chromium's DevTools and the page server
-// listen on 127.0.0.1. Where lo is already up (the host, loopback mode)
+// fresh network namespace it is, and a login command's callback server
+// listens on 127.0.0.1, where the provider sends the browser back. Where lo is already up (the host, loopback mode)
 // nothing changes and no privilege is needed. The agent calls it, and a
 // machine's init in a user namespace (where the agent could not).
 func LoopbackUp() error {

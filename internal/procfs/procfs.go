@@ -1,6 +1,7 @@
 // Package procfs reads what Linux's /proc says of processes: a process's
-// state, process group and start time, and which live processes belong to a
-// process group or carry a given HOME in their environment. The local driver,
+// state, process group and start time, which live processes belong to a
+// process group or carry a given HOME in their environment, and the TCP
+// sockets that listen in a process's network namespace. The local driver,
 // the machine agent and the end-to-end tests find a machine's processes with
 // it.
 package procfs
@@ -8,6 +9,8 @@ package procfs
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -135,4 +138,68 @@ func PSS(pids []int) (total int64, n int) {
 		f.Close()
 	}
 	return total, n
+}
+
+// Listener is a listening TCP socket.
+type Listener struct {
+	// Addr is the local address and port.
+	Addr netip.AddrPort
+	// Inode is the socket's inode number, as /proc/<pid>/fd links name it
+	// ("socket:[Inode]").
+	Inode string
+}
+
+// TCPListeners lists the listening TCP sockets (IPv4 and IPv6) of the
+// network namespace of process pid, as ss -ltn would inside it.
+func TCPListeners(pid int) ([]Listener, error) {
+	var ls []Listener
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/" + f)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, parseTCPListeners(string(b))...)
+	}
+	return ls, nil
+}
+
+// parseTCPListeners parses the text of /proc/net/tcp or tcp6.
+func parseTCPListeners(text string) []Listener {
+	var ls []Listener
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" { // 0A: LISTEN
+			continue
+		}
+		hexAddr, hexPort, ok := strings.Cut(f[1], ":")
+		port, err := strconv.ParseUint(hexPort, 16, 16)
+		raw, herr := hex.DecodeString(hexAddr)
+		if !ok || err != nil || herr != nil || (len(raw) != 4 && len(raw) != 16) {
+			continue
+		}
+		// The address is in 32-bit words of host (little-endian) order.
+		for i := 0; i < len(raw); i += 4 {
+			raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+		}
+		addr, _ := netip.AddrFromSlice(raw)
+		ls = append(ls, Listener{Addr: netip.AddrPortFrom(addr, uint16(port)), Inode: f[9]})
+	}
+	return ls
+}
+
+// SocketInodes returns the inodes of the sockets that pids hold open (a
+// process gone meanwhile holds none).
+func SocketInodes(pids []int) map[string]bool {
+	inodes := map[string]bool{}
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			l, _ := os.Readlink(dir + "/" + fd.Name())
+			if in, ok := strings.CutPrefix(l, "socket:["); ok {
+				inodes[strings.TrimSuffix(in, "]")] = true
+			}
+		}
+	}
+	return inodes
 }

@@ -3,6 +3,8 @@ package procfs_test
 import (
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -153,5 +155,45 @@ func TestStatAliveGroupMembers(t *testing.T) {
 	}
 	if procfs.Alive(0, 0) || procfs.Alive(-1, 0) {
 		t.Error("Alive(0 or -1) = true, want false")
+	}
+}
+
+// TestTCPListeners: a socket this process listens on, IPv4 and IPv6, is
+// among the listeners of its network namespace, with its address, port and
+// the inode that this process's fds name; a connected socket is not.
+func TestTCPListeners(t *testing.T) {
+	var want []netip.AddrPort
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if addr == "[::1]:0" {
+				continue // no IPv6 on this host
+			}
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		want = append(want, ln.Addr().(*net.TCPAddr).AddrPort())
+	}
+	c, err := net.Dial("tcp", want[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ls, err := procfs.TCPListeners(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := procfs.SocketInodes([]int{os.Getpid()})
+	for _, w := range want {
+		i := slices.IndexFunc(ls, func(l procfs.Listener) bool { return l.Addr == w })
+		if i < 0 {
+			t.Errorf("listeners %v lack %v", ls, w)
+		} else if !mine[ls[i].Inode] {
+			t.Errorf("listener %v: inode %s not among this process's sockets", w, ls[i].Inode)
+		}
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	if slices.ContainsFunc(ls, func(l procfs.Listener) bool { return l.Addr == local }) {
+		t.Errorf("listeners hold the connected socket %v", local)
 	}
 }

@@ -834,7 +834,7 @@ cmd_smoke_machine() {
 	    image: $ref
 	    imagePullPolicy: Never
 	    args: [--listen, "0.0.0.0:8080", --token-file, /run/mc/agent-token, --vnc-listen, "0.0.0.0:5900",
-	      --vnc-password-file, /run/mc/vnc-password, --display, "1", --page-listen, "127.0.0.1:8081",
+	      --vnc-password-file, /run/mc/vnc-password, --display, "1",
 	      --home, /home/mc, --tmp-dir, /tmp/mc, --start-url, "local:/demo/signin"]
 	    securityContext:
 	      allowPrivilegeEscalation: false
