@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/httprec"
 )
 
 // The local pages (the demo provider's sign-in, "local:/path" URLs) are
@@ -116,9 +117,9 @@ func (p *localPages) answer(ctx context.Context, params json.RawMessage) {
 			mc.LogReason, mc.ReasonLocalPageFailed, mc.LogError, err)
 		res = failedPage()
 	} else {
-		p.log.Debug("local page", "method", req.Request.Method, "url", redactURL(req.Request.URL), "status", res.status)
+		p.log.Debug("local page", "method", req.Request.Method, "url", redactURL(req.Request.URL), "status", res.Status)
 	}
-	if err := p.c.call(cctx, "", "Fetch.fulfillRequest", res.fulfill(req.RequestID), nil); err != nil {
+	if err := p.c.call(cctx, "", "Fetch.fulfillRequest", fulfillParams(req.RequestID, res), nil); err != nil {
 		p.log.Error("answer local page", "url", redactURL(req.Request.URL), mc.LogReason, mc.ReasonLocalPageFailed, mc.LogError, err)
 		// The page must not wait on: fail the request instead.
 		if err := p.c.call(cctx, "", "Fetch.failRequest", map[string]any{"requestId": req.RequestID, "errorReason": "Failed"}, nil); err != nil {
@@ -129,7 +130,7 @@ func (p *localPages) answer(ctx context.Context, params json.RawMessage) {
 
 // run runs the handler on req, bounded by p.timeout; a handler that panics
 // or overruns is an error.
-func (p *localPages) run(ctx context.Context, req *pausedRequest) (*pageResponse, error) {
+func (p *localPages) run(ctx context.Context, req *pausedRequest) (*httprec.Recorder, error) {
 	body, err := req.body()
 	if err != nil {
 		return nil, err
@@ -147,7 +148,7 @@ func (p *localPages) run(ctx context.Context, req *pausedRequest) (*pageResponse
 		}
 	}
 	r.RemoteAddr = "browser"
-	w := &pageResponse{header: http.Header{}}
+	w := &httprec.Recorder{}
 	done := make(chan any, 1)
 	go func() {
 		defer func() { done <- recover() }()
@@ -188,35 +189,15 @@ func (req *pausedRequest) body() ([]byte, error) {
 	return nil, nil
 }
 
-// pageResponse is an http.ResponseWriter that keeps the response.
-type pageResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (w *pageResponse) Header() http.Header { return w.header }
-
-func (w *pageResponse) WriteHeader(status int) {
-	if w.status == 0 {
-		w.status = status
-	}
-}
-
-func (w *pageResponse) Write(b []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	return w.body.Write(b)
-}
-
 // fulfill is Fetch.fulfillRequest's parameters for the response.
-func (w *pageResponse) fulfill(requestID string) map[string]any {
-	status := w.status
+func fulfillParams(requestID string, w *httprec.Recorder) map[string]any {
+	status := w.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	headers := []map[string]string{}
-	for _, k := range slices.Sorted(maps.Keys(w.header)) {
-		for _, v := range w.header[k] {
+	for _, k := range slices.Sorted(maps.Keys(w.Header())) {
+		for _, v := range w.Header()[k] {
 			headers = append(headers, map[string]string{"name": k, "value": v})
 		}
 	}
@@ -224,13 +205,13 @@ func (w *pageResponse) fulfill(requestID string) map[string]any {
 		"requestId":       requestID,
 		"responseCode":    status,
 		"responseHeaders": headers,
-		"body":            base64.StdEncoding.EncodeToString(w.body.Bytes()),
+		"body":            base64.StdEncoding.EncodeToString(w.Body.Bytes()),
 	}
 }
 
 // failedPage is the browser's answer when a local page fails.
-func failedPage() *pageResponse {
-	w := &pageResponse{header: http.Header{}}
+func failedPage() *httprec.Recorder {
+	w := &httprec.Recorder{}
 	writePage(w, http.StatusBadGateway, failedPageHTML)
 	return w
 }

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/httprec"
 )
 
 // routeUnmatched is the route label of requests that matched no route.
@@ -124,29 +124,29 @@ var redirectHandlerType = reflect.TypeOf(http.RedirectHandler("/", http.StatusTe
 // 405 (with its Allow header) and redirects to a clean path become JSON
 // answers; anything else the mux decides is passed on as it is.
 func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
-	rec := &recorder{header: make(http.Header)}
+	rec := &httprec.Recorder{}
 	h.ServeHTTP(rec, r)
-	switch rec.status {
+	switch rec.Status {
 	case http.StatusNotFound:
 		s.fail(w, r, mc.Errorf(mc.ENOTFOUND, ReasonNoRoute, "no such route"))
 	case http.StatusMethodNotAllowed:
-		w.Header().Set("Allow", rec.header.Get("Allow"))
+		w.Header().Set("Allow", rec.Header().Get("Allow"))
 		s.fail(w, r, mc.Errorf(mc.EINVALID, ReasonMethodNotAllowed, "method %s is not allowed here", r.Method))
 	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		// The mux's redirect to the clean path ("/static" → "/static/",
 		// "/api/v1//sessions" → "/api/v1/sessions"; 307, which keeps the
 		// method and body), with a JSON body.
-		loc := rec.header.Get("Location")
+		loc := rec.Header().Get("Location")
 		w.Header().Set("Location", loc)
 		err := mc.Errorf(mc.ENOTFOUND, ReasonRedirect, "this path is %s", truncate(loc, 256))
 		reqState(r.Context()).err = err
-		writeJSON(w, rec.status, ErrorBody{Error: errorDetail(err)})
+		writeJSON(w, rec.Status, ErrorBody{Error: errorDetail(err)})
 	default:
-		for k, v := range rec.header {
+		for k, v := range rec.Header() {
 			w.Header()[k] = v
 		}
-		w.WriteHeader(rec.status)
-		_, _ = w.Write(rec.body.Bytes())
+		w.WriteHeader(rec.Status)
+		_, _ = w.Write(rec.Body.Bytes())
 	}
 }
 
@@ -301,28 +301,6 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// recorder captures what the mux's fallback handlers write.
-type recorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.body.Write(b)
-}
 
 // metrics are the API's Prometheus collectors. Labels are route patterns and
 // status codes: never a session or user id.
