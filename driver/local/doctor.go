@@ -80,14 +80,16 @@ func Doctor(cfg Config) []Finding {
 			add(b.name, "missing ("+b.pkg+")", false)
 		}
 	}
+	// The login commands find the CLIs in CLIDir (bound into the machine),
+	// not on the controller's PATH.
 	var clis []string
 	for _, c := range []string{"claude", "codex", "gemini"} {
-		if p, err := exec.LookPath(c); err == nil {
+		if p := filepath.Join(cfg.CLIDir, c); isExecutable(p) {
 			clis = append(clis, p)
 		}
 	}
 	if len(clis) == 0 {
-		add("clis", "none of claude, codex, gemini on PATH (only the demo provider works)", true)
+		add("clis", "none of claude, codex, gemini in "+cfg.CLIDir+" (only the demo provider works; scripts/deps.sh installs them)", true)
 	} else {
 		add("clis", strings.Join(clis, ","), true)
 	}
