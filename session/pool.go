@@ -202,7 +202,7 @@ func (m *Manager) retire(id string, reason mc.Reason) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.teardown(id, m.log.With(mc.LogMachineID, id))
+		m.teardown(id, m.log)
 	}()
 }
 
@@ -336,7 +336,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 				// by another, who has it destroyed: here if it asked
 				// before the hand-over, else itself.
 				if m.pool.handOver(p.ID) {
-					m.teardown(p.ID, log)
+					m.teardown(p.ID, m.log.With(mc.LogProvider, p.Provider))
 				}
 				return
 			}
@@ -349,7 +349,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 				m.pool.kick()
 			}
 		}
-		m.teardown(p.ID, log)
+		m.teardown(p.ID, m.log.With(mc.LogProvider, p.Provider))
 	}()
 	if !adopted {
 		sctx, scancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
