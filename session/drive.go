@@ -384,7 +384,9 @@ func startErr(ctx, sctx context.Context, what string, err error) error {
 }
 
 // waitReady waits until the machine's VNC server answers an RFB banner and
-// its agent answers /health, retrying with a short backoff.
+// its agent answers /health, retrying with a short backoff. The backoff
+// stops growing at readyPollMax: a probe costs a connection and one local
+// request, and every step of it is added to the session's start.
 func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentClient) error {
 	backoff := 10 * time.Millisecond
 	vncOK := false
@@ -405,9 +407,12 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 200*time.Millisecond)
+		backoff = min(backoff*2, readyPollMax)
 	}
 }
+
+// readyPollMax bounds waitReady's backoff between probes.
+const readyPollMax = 50 * time.Millisecond
 
 // login starts the provider's login in the agent, waits for its result,
 // seals it into the vault and completes the session. dctx is ctx bounded by
