@@ -161,7 +161,8 @@ func TestImportsPointInward(t *testing.T) {
 	// agentproto is the one definition of the agent's API (agent, session, fake driver).
 	shared := map[string]bool{mod: true, mod + "/rfb": true, mod + "/rfb/rfbtest": true, mod + "/token": true, mod + "/internal/storekit": true,
 		mod + "/internal/sqlstore": true, mod + "/internal/procfs": true, mod + "/internal/wsproto": true,
-		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true, mod + "/internal/confine": true, mod + "/agentproto": true}
+		mod + "/internal/jsonkey": true, mod + "/internal/atomicfile": true, mod + "/internal/confine": true, mod + "/agentproto": true,
+		mod + "/internal/httprec": true}
 	// Pairs allowed besides: the local driver builds on netpool, and the
 	// driver conformance suite polls with the tests' one poll helper.
 	allowed := map[[2]string]bool{
