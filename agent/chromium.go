@@ -25,10 +25,10 @@ import (
 // agent serves the local pages before any page asks for one.
 //
 // Chromium keeps its own sandbox (namespaces and seccomp-BPF) on. Only a
-// test build of the agent (tag mc_test_no_sandbox, see testNoSandbox) run
-// as root outside a machine passes --no-sandbox (noSandbox), because
-// Chromium refuses to start as root with it on; the local driver never runs
-// the agent as root.
+// test build of the agent (tag mc_test_no_sandbox, see testUnsandboxedArgs)
+// run as root outside a machine (noSandbox) turns it off, because Chromium
+// refuses to start as root with it on; the local driver never runs the
+// agent as root.
 //
 // No flag keeps the crash handler in the agent's process group: Chromium 156
 // (Debian) always starts chrome_crashpad_handler in a session of its own.
@@ -63,8 +63,8 @@ func chromiumArgs(cfg Config, noSandbox, smallShm bool) []string {
 		"--window-position=0,0",
 		"--kiosk",
 	}
-	if noSandbox && testNoSandbox {
-		args = append(args, "--no-sandbox")
+	if noSandbox {
+		args = append(args, testUnsandboxedArgs...)
 	}
 	if cfg.TestTrustSPKI != "" {
 		args = append(args, "--ignore-certificate-errors-spki-list="+cfg.TestTrustSPKI)
@@ -90,7 +90,7 @@ func shmIsSmall() bool {
 // hold page URLs).
 func startChromium(ctx context.Context, log *slog.Logger, cfg Config, authFile string) (*child, *cdp, error) {
 	root := os.Geteuid() == 0
-	if root && !testNoSandbox {
+	if root && len(testUnsandboxedArgs) == 0 {
 		return nil, nil, errors.New("start chromium: the agent runs as root outside a machine, where Chromium cannot keep its sandbox; run it in a machine of the local driver")
 	}
 	if root {

@@ -2,11 +2,10 @@
 
 package agent
 
-// testNoSandbox lets an agent that runs as root outside any machine start
-// Chromium with --no-sandbox (Chromium refuses to run as root with its
-// sandbox on). It is true only in an agent built with the
-// mc_test_no_sandbox tag, which the agent's own integration tests build: they
-// run the agent as root on the host, outside the local driver's
-// confinement. A production agent never passes --no-sandbox; as root it
-// refuses to start Chromium at all.
-const testNoSandbox = false
+// testUnsandboxedArgs are the Chromium flags that turn its sandbox off, for
+// an agent that runs as root outside any machine (Chromium refuses to run as
+// root with its sandbox on). Only an agent built with the mc_test_no_sandbox
+// tag has any: the agent's own integration tests build it and run it as root
+// on the host, outside the local driver's confinement. A production agent
+// has none, and as root it refuses to start Chromium at all.
+var testUnsandboxedArgs []string
