@@ -211,37 +211,29 @@ func TestUnschedulable(t *testing.T) {
 // not pull) ends image_pull_failed: Create fails (and removes it) when the
 // kubelet says so before the Pod has an address, else Wait returns it.
 func TestImageMissing(t *testing.T) {
-	c := testCluster(t)
-	ns := c.Namespace(t)
-	cfg := c.config(ns)
-	cfg.Image = "docker.io/library/mc-machine:no-such-tag"
-	d := c.driver(t, cfg)
-	s := spec()
-	_, err := d.Create(t.Context(), s)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		err = d.Wait(ctx, s.ID)
-		cancel()
-		if derr := d.Destroy(t.Context(), s.ID); derr != nil {
-			t.Fatal(derr)
-		}
-	}
-	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonImagePullFailed {
-		t.Fatalf("machine with a missing image: %v, want unavailable image_pull_failed", err)
-	}
-	if left := c.leftovers(t, ns, s.ID); len(left) > 0 {
-		t.Errorf("after the failed Create the cluster still has: %s", strings.Join(left, "; "))
-	}
+	failsToStart(t, "a missing image", mc.ReasonImagePullFailed, func(cfg *kubernetes.Config) {
+		cfg.Image = "docker.io/library/mc-machine:no-such-tag"
+	})
 }
 
 // TestSeccompProfileMissing: a node without the configured seccomp profile
 // cannot create the machine's container: the machine ends start_failed at
 // once (the kubelet would retry for ever).
 func TestSeccompProfileMissing(t *testing.T) {
+	failsToStart(t, "its seccomp profile missing", mc.ReasonStartFailed, func(cfg *kubernetes.Config) {
+		cfg.SeccompProfile = "no-such-profile.json"
+	})
+}
+
+// failsToStart checks that a machine under a configuration that broke
+// (what) ends unavailable with reason, from Create or else from Wait, and
+// leaves nothing in the cluster.
+func failsToStart(t *testing.T, what string, reason mc.Reason, broke func(*kubernetes.Config)) {
+	t.Helper()
 	c := testCluster(t)
 	ns := c.Namespace(t)
 	cfg := c.config(ns)
-	cfg.SeccompProfile = "no-such-profile.json"
+	broke(&cfg)
 	d := c.driver(t, cfg)
 	s := spec()
 	_, err := d.Create(t.Context(), s)
@@ -253,8 +245,11 @@ func TestSeccompProfileMissing(t *testing.T) {
 			t.Fatal(derr)
 		}
 	}
-	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != mc.ReasonStartFailed {
-		t.Fatalf("machine without its seccomp profile: %v, want unavailable start_failed", err)
+	if mc.ErrorCode(err) != mc.EUNAVAILABLE || mc.ErrorReason(err) != reason {
+		t.Fatalf("machine with %s: %v, want unavailable %s", what, err, reason)
+	}
+	if left := c.leftovers(t, ns, s.ID); len(left) > 0 {
+		t.Errorf("after the failed Create the cluster still has: %s", strings.Join(left, "; "))
 	}
 	t.Logf("%v", err)
 }
