@@ -308,20 +308,11 @@ func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, a
 	if err := os.Mkdir(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create machine root: %w", err)
 	}
-	spec := confine.Spec{
-		Root: root, UID: st.UID, GID: st.UID, BrowserUID: st.UID + 1, BrowserGID: st.UID + 1,
-		TokenFile: filepath.Join(dir, "home", tokenFile), VNCPasswordFile: filepath.Join(dir, "home", vncPasswordFile),
-		TmpSize: d.cfg.TmpSize, HomeSize: d.cfg.HomeSize, ShmSize: d.cfg.ShmSize,
-		ReadOnlyBinds: d.machineBinds(), Hosts: d.machineHosts(), Env: d.cfg.Env,
-		Hostname: "mc-" + netpool.Hash(st.ID),
-	}
-	b, err := json.MarshalIndent(spec, "", "  ")
+	spec := d.initSpec(st, dir, root)
+	spec.UID, spec.GID, spec.BrowserUID, spec.BrowserGID = st.UID, st.UID, st.UID+1, st.UID+1
+	specPath, err := writeInitSpec(dir, spec)
 	if err != nil {
-		return nil, fmt.Errorf("write machine confinement: %w", err)
-	}
-	specPath := filepath.Join(dir, initSpecFile)
-	if err := os.WriteFile(specPath, b, 0o600); err != nil {
-		return nil, fmt.Errorf("write machine confinement: %w", err)
+		return nil, err
 	}
 	cg := cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(st.ID))
 	if err := cg.create(d.cfg.Limits); err != nil {
@@ -338,6 +329,33 @@ func (d *Driver) startConfined(ctx context.Context, st *state, dir, ns string, a
 		start = func(start func() error) error { return netpool.Do(ns, start) }
 	}
 	return d.startInit(specPath, args, logf, attr, start, cg, nil)
+}
+
+// initSpec is the confinement of the machine in dir that both confined
+// modes share: its root, secrets, tmpfs sizes, binds, hosts, environment
+// and host name.
+func (d *Driver) initSpec(st *state, dir, root string) confine.Spec {
+	return confine.Spec{
+		Root:      root,
+		TokenFile: filepath.Join(dir, "home", tokenFile), VNCPasswordFile: filepath.Join(dir, "home", vncPasswordFile),
+		TmpSize: d.cfg.TmpSize, HomeSize: d.cfg.HomeSize, ShmSize: d.cfg.ShmSize,
+		ReadOnlyBinds: d.machineBinds(), Hosts: d.machineHosts(), Env: d.cfg.Env,
+		Hostname: "mc-" + netpool.Hash(st.ID),
+	}
+}
+
+// writeInitSpec writes spec as the confinement file of the machine in dir
+// (what its init reads) and returns the file's path.
+func writeInitSpec(dir string, spec confine.Spec) (string, error) {
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("write machine confinement: %w", err)
+	}
+	path := filepath.Join(dir, initSpecFile)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return "", fmt.Errorf("write machine confinement: %w", err)
+	}
+	return path, nil
 }
 
 // startInit starts "mc-agent init --machine specPath -- args" with attr

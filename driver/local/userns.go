@@ -1,7 +1,6 @@
 package local
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -140,24 +139,15 @@ func (d *Driver) startUserNS(st *state, dir string, args []string, logf *os.File
 	if err := os.Mkdir(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create machine root: %w", err)
 	}
-	spec := confine.Spec{
-		Root: root, UID: confine.UserNSID, GID: confine.UserNSID, UserNS: true,
-		TokenFile: filepath.Join(dir, "home", tokenFile), VNCPasswordFile: filepath.Join(dir, "home", vncPasswordFile),
-		TmpSize: d.cfg.TmpSize, HomeSize: d.cfg.HomeSize, ShmSize: d.cfg.ShmSize,
-		ReadOnlyBinds: d.machineBinds(), Hosts: d.machineHosts(), Env: d.cfg.Env,
-		Hostname: "mc-" + netpool.Hash(st.ID), SocketDir: st.SocketDir,
-		NProc: d.cfg.Limits.Pids, Prohibit: prohibitedRanges(),
-	}
+	spec := d.initSpec(st, dir, root)
+	spec.UID, spec.GID, spec.UserNS = confine.UserNSID, confine.UserNSID, true
+	spec.SocketDir, spec.NProc, spec.Prohibit = st.SocketDir, d.cfg.Limits.Pids, prohibitedRanges()
 	if d.cfg.Egress {
 		spec.ResolvConf = "nameserver " + slirpDNS + "\n"
 	}
-	b, err := json.MarshalIndent(spec, "", "  ")
+	specPath, err := writeInitSpec(dir, spec)
 	if err != nil {
-		return nil, fmt.Errorf("write machine confinement: %w", err)
-	}
-	specPath := filepath.Join(dir, initSpecFile)
-	if err := os.WriteFile(specPath, b, 0o600); err != nil {
-		return nil, fmt.Errorf("write machine confinement: %w", err)
+		return nil, err
 	}
 	var cg *cgroup
 	if d.cgroupV != 0 {
