@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,9 +15,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
 )
 
@@ -314,6 +317,9 @@ func TestLocalPagesChromium(t *testing.T) {
 	cmd := exec.Command(chromium, args...)
 	cmd.Env = chromiumEnv(cfg, "")
 	cmd.ExtraFiles = []*os.File{browserIn, browserOut}
+	// A process group of its own, so that the cleanup ends every process
+	// of this Chromium before its profile directory is removed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -323,9 +329,18 @@ func TestLocalPagesChromium(t *testing.T) {
 	browserIn.Close()
 	browserOut.Close()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 		c.Close()
+		// The group's other processes die asynchronously: wait, bounded,
+		// until none is left, so that the profile is not written to while
+		// it is removed.
+		_ = testutil.Poll(context.Background(), 10*time.Second, func() error {
+			if len(procfs.GroupMembers(cmd.Process.Pid, 0)) > 0 {
+				return errors.New("chromium processes left")
+			}
+			return nil
+		})
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
