@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,7 +42,17 @@ func TestUnprivilegedViewer(t *testing.T) {
 		if err := os.Chown(env["MC_DATA_DIR"], uid, uid); err != nil {
 			t.Fatal(err)
 		}
+		// The pages too: the checkout may sit in a directory only root can
+		// enter (mktemp -d makes it 0700).
+		web := filepath.Join(dir, "web")
+		if out, err := exec.Command("cp", "-R", env["MC_WEB_DIR"], web).CombinedOutput(); err != nil {
+			t.Fatalf("copy the pages for uid %d: %v: %s", uid, err, out)
+		}
+		if out, err := exec.Command("chmod", "-R", "a+rX", web).CombinedOutput(); err != nil {
+			t.Fatalf("open the pages to uid %d: %v: %s", uid, err, out)
+		}
 		env["MC_AGENT_PATH"] = agent
+		env["MC_WEB_DIR"] = web
 		env["HOME"] = env["MC_DATA_DIR"]
 	}
 	// The default socket directory of this uid.
