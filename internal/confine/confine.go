@@ -713,11 +713,17 @@ func copyOwned(src, dst string, mode fs.FileMode, uid, gid int) error {
 // chromiumPolicy is Chromium's managed policy in a machine: the user and the
 // pages get a browser tab and nothing else. No file:// pages, no file
 // chooser (Ctrl+O, uploads, "save as"), no downloads, no DevTools window, no
-// internal chrome:// pages, no new windows or profiles, no printing, no
-// extensions.
+// internal chrome:// pages but chrome://sandbox, no new windows or
+// profiles, no printing, no extensions.
 var chromiumPolicy = map[string]any{
 	"URLBlocklist": []string{"file://*", "chrome://*", "devtools://*", "chrome-untrusted://*",
 		"view-source:*", "chrome-extension://*", "chrome-search://*", "filesystem:*"},
+	// The one exception to chrome://*: chrome://sandbox only reports the
+	// state of Chromium's own sandbox (read-only, it changes nothing, and
+	// shows nothing of the host or of other machines). The agent reads it
+	// in a background tab of its own for GET /sandbox, the evidence that
+	// the browser of a machine keeps its namespace and seccomp layers.
+	"URLAllowlist":              []string{"chrome://sandbox"},
 	"AllowFileSelectionDialogs": false,
 	"DownloadRestrictions":      3, // block all downloads
 	// DevTools stay available to the agent's own session on the pipe: 2

@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // TestChromiumPolicy pins what the managed policy must close: file:// and
-// internal pages, the file chooser, downloads, pop-ups; and that it keeps
-// DevTools usable for the agent's pipe (2 would refuse the agent).
+// internal pages, the file chooser, downloads, pop-ups; that it keeps
+// DevTools usable for the agent's pipe (2 would refuse the agent); and that
+// the only exception to the blocklist is chrome://sandbox (the agent's
+// GET /sandbox reads it).
 func TestChromiumPolicy(t *testing.T) {
 	b, err := ChromiumPolicy()
 	if err != nil {
@@ -20,14 +23,19 @@ func TestChromiumPolicy(t *testing.T) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		t.Fatalf("policy is not JSON: %v", err)
 	}
-	block := map[string]bool{}
-	for _, u := range p["URLBlocklist"].([]any) {
-		block[u.(string)] = true
-	}
-	for _, u := range []string{"file://*", "chrome://*", "devtools://*", "view-source:*"} {
-		if !block[u] {
-			t.Errorf("URLBlocklist lacks %s", u)
+	strs := func(key string) []string {
+		var out []string
+		for _, u := range p[key].([]any) {
+			out = append(out, u.(string))
 		}
+		return out
+	}
+	if got, want := strs("URLBlocklist"), []string{"file://*", "chrome://*", "devtools://*", "chrome-untrusted://*",
+		"view-source:*", "chrome-extension://*", "chrome-search://*", "filesystem:*"}; !slices.Equal(got, want) {
+		t.Errorf("URLBlocklist = %q, want %q", got, want)
+	}
+	if got, want := strs("URLAllowlist"), []string{"chrome://sandbox"}; !slices.Equal(got, want) {
+		t.Errorf("URLAllowlist = %q, want %q", got, want)
 	}
 	for k, want := range map[string]any{
 		"AllowFileSelectionDialogs": false, "DownloadRestrictions": 3.0, "DefaultPopupsSetting": 2.0,
