@@ -281,6 +281,15 @@ func (b chromiumBrowser) Open(ctx context.Context, url string) error {
 	return c.Navigate(ctx, url)
 }
 
+// Sandbox reads the browser's chrome://sandbox (cdp.Sandbox).
+func (b chromiumBrowser) Sandbox(ctx context.Context) (proto.BrowserSandbox, error) {
+	c, err := b.client(ctx)
+	if err != nil {
+		return proto.BrowserSandbox{}, err
+	}
+	return c.Sandbox(ctx)
+}
+
 // TabURLs lists the URLs of the browser's pages.
 func (b chromiumBrowser) TabURLs(ctx context.Context) ([]string, error) {
 	c, err := b.client(ctx)
@@ -402,6 +411,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		tokenHash: sha256.Sum256([]byte(token.Reveal())),
 		log:       log,
 		browser:   browser,
+		sandbox:   browser.Sandbox,
 		pageBase:  LocalOrigin,
 		login:     lg,
 		ready: func() bool {

@@ -23,8 +23,10 @@ type api struct {
 	health    func(ctx context.Context) proto.Health
 	// ready reports whether Xvnc and Chromium run; calls that need the
 	// browser answer 503 before.
-	ready    func() bool
-	browser  Browser
+	ready   func() bool
+	browser Browser
+	// sandbox reads chrome://sandbox (chromiumBrowser.Sandbox).
+	sandbox  func(ctx context.Context) (proto.BrowserSandbox, error)
 	pageBase string // LocalOrigin (a test's server in tests), for local: URLs
 	login    *login
 }
@@ -38,6 +40,7 @@ func (a *api) handler() http.Handler {
 	mux.Handle("POST /login/start", a.wrap(a.handleLoginStart))
 	mux.Handle("GET /login/status", a.wrap(a.handleLoginStatus))
 	mux.Handle("GET /login/result", a.wrap(a.handleLoginResult))
+	mux.Handle("GET /sandbox", a.wrap(a.handleSandbox))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mc-agent"`)
@@ -207,5 +210,23 @@ func (a *api) handleLoginResult(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.log.Info("login result delivered", "files", len(res.Files))
 	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// handleSandbox answers what the browser's chrome://sandbox shows. The
+// page is read in a background tab: the user's tab does not change.
+func (a *api) handleSandbox(w http.ResponseWriter, r *http.Request) error {
+	if !a.ready() {
+		return errStarting
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	s, err := a.sandbox(ctx)
+	if err != nil {
+		e := mc.Errorf(mc.EUNAVAILABLE, mc.ReasonBrowserUnavailable, "the browser's sandbox page could not be read")
+		e.Err = err
+		return e
+	}
+	writeJSON(w, http.StatusOK, s)
 	return nil
 }

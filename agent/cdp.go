@@ -37,6 +37,14 @@ type cdp struct {
 	// queues hold the browser-level events (not a page session's) of
 	// the methods subscribed to; the others are ignored.
 	queues map[string]*eventQueue
+	// own are the targets that the agent created for itself (see
+	// createOwnTarget): not the user's, so neither a tab to navigate nor a
+	// window for the kiosk to close. ownMu is held for writing from
+	// before such a target is created until its id is in own, so that
+	// nobody who has heard of the target (Target.targetCreated,
+	// Target.getTargets) looks it up before then.
+	ownMu sync.RWMutex
+	own   map[string]bool
 }
 
 // eventQueue holds the parameters of one method's events, oldest first,
@@ -137,7 +145,8 @@ func cdpPipes() (browserIn, browserOut *os.File, c *cdp, err error) {
 // newCDP returns a client that writes commands to w and reads replies from
 // r until r ends.
 func newCDP(w io.WriteCloser, r io.ReadCloser) *cdp {
-	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{}), queues: map[string]*eventQueue{}}
+	c := &cdp{w: w, calls: map[int64]chan cdpReply{}, closed: make(chan struct{}), queues: map[string]*eventQueue{},
+		own: map[string]bool{}}
 	go c.read(r)
 	return c
 }
@@ -247,13 +256,60 @@ func (c *cdp) Version(ctx context.Context) (map[string]string, error) {
 	return v, err
 }
 
-// Targets lists the browser's targets.
+// Targets lists the browser's targets but the agent's own (see
+// createOwnTarget): Chromium lists the newest first, and a background tab
+// of the agent's must never be taken for the user's.
 func (c *cdp) Targets(ctx context.Context) ([]cdpTarget, error) {
 	var res struct {
 		TargetInfos []cdpTarget `json:"targetInfos"`
 	}
-	err := c.call(ctx, "", "Target.getTargets", nil, &res)
-	return res.TargetInfos, err
+	if err := c.call(ctx, "", "Target.getTargets", nil, &res); err != nil {
+		return nil, err
+	}
+	c.ownMu.RLock()
+	defer c.ownMu.RUnlock()
+	ts := res.TargetInfos[:0]
+	for _, t := range res.TargetInfos {
+		if !c.own[t.ID] {
+			ts = append(ts, t)
+		}
+	}
+	return ts, nil
+}
+
+// isOwn reports whether id is a target that the agent created for itself,
+// waiting for one being created to be recorded first.
+func (c *cdp) isOwn(id string) bool {
+	c.ownMu.RLock()
+	defer c.ownMu.RUnlock()
+	return c.own[id]
+}
+
+// createOwnTarget creates a target for the agent's own use
+// (Target.createTarget with params) and records it as the agent's, so that
+// KeepOneWindow leaves it open and Targets leaves it out. The caller closes
+// it with closeOwnTarget.
+func (c *cdp) createOwnTarget(ctx context.Context, params map[string]any) (string, error) {
+	c.ownMu.Lock()
+	defer c.ownMu.Unlock()
+	var res struct {
+		TargetID string `json:"targetId"`
+	}
+	if err := c.call(ctx, "", "Target.createTarget", params, &res); err != nil {
+		return "", err
+	}
+	c.own[res.TargetID] = true
+	return res.TargetID, nil
+}
+
+// closeOwnTarget closes a target of createOwnTarget's, even when ctx has
+// ended (with at most two seconds of its own). Its id stays recorded as
+// the agent's: KeepOneWindow may read the event of its creation only now
+// (an id is 32 bytes, and the agent creates one per GET /sandbox).
+func (c *cdp) closeOwnTarget(ctx context.Context, id string) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	return c.call(cctx, "", "Target.closeTarget", map[string]any{"targetId": id}, nil)
 }
 
 // isTab reports whether t is a tab of the browser's window: a page target
@@ -308,10 +364,16 @@ func (c *cdp) Session(ctx context.Context, fn func(call func(method string, para
 	if err != nil {
 		return err
 	}
+	return c.attach(ctx, t.ID, fn)
+}
+
+// attach runs fn with a flattened DevTools session attached to the target
+// id, detached afterwards (even when ctx has ended).
+func (c *cdp) attach(ctx context.Context, id string, fn func(call func(method string, params, result any) error) error) error {
 	var att struct {
 		SessionID string `json:"sessionId"`
 	}
-	if err := c.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": t.ID, "flatten": true}, &att); err != nil {
+	if err := c.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": id, "flatten": true}, &att); err != nil {
 		return err
 	}
 	defer func() {
@@ -385,10 +447,11 @@ func (c *cdp) waitTab(ctx context.Context, url string) error {
 // KeepOneWindow closes every page target that the browser creates from now
 // on (Ctrl+N, a pop-up, a link to a new window) while the tab it keeps is
 // still there: the machine is a kiosk of one tab, and a second window would
-// cover it. Targets that exist when it starts are left alone; the tab kept
-// is the first page among them, or else the first one created, and when it
-// is gone the next one created takes its place. It returns when ctx ends or
-// the browser is gone.
+// cover it. Targets that exist when it starts are left alone, and so are
+// the agent's own (createOwnTarget); the tab kept is the first page among
+// the first, or else the first one created, and when it is gone the next
+// one created takes its place. It returns when ctx ends or the browser is
+// gone.
 func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 	ts, err := c.Targets(ctx)
 	if err != nil {
@@ -407,6 +470,7 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 	if err := c.call(ctx, "", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil); err != nil {
 		return err
 	}
+	log.Debug("kiosk watches for new windows")
 	for {
 		params, ok := created.next(ctx)
 		if !ok {
@@ -416,7 +480,7 @@ func (c *cdp) KeepOneWindow(ctx context.Context, log *slog.Logger) error {
 			TargetInfo cdpTarget `json:"targetInfo"`
 		}
 		if json.Unmarshal(params, &p) != nil ||
-			!p.TargetInfo.isWindow() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept {
+			!p.TargetInfo.isWindow() || existing[p.TargetInfo.ID] || p.TargetInfo.ID == kept || c.isOwn(p.TargetInfo.ID) {
 			continue
 		}
 		if !c.hasTarget(ctx, kept) {

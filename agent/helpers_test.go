@@ -80,6 +80,11 @@ type testAPI struct {
 	browser *fakeBrowser
 	health  proto.Health
 	login   *login
+	// starting makes the API answer as a machine still starting;
+	// sandbox and sandboxErr are what GET /sandbox reads.
+	starting   bool
+	sandbox    proto.BrowserSandbox
+	sandboxErr error
 }
 
 func newTestAPI(tb testing.TB) *testAPI {
@@ -100,10 +105,13 @@ func newTestAPI(tb testing.TB) *testAPI {
 		tokenHash: sha256.Sum256([]byte(t.token)),
 		log:       log,
 		health:    func(context.Context) proto.Health { return t.health },
-		ready:     func() bool { return true },
+		ready:     func() bool { return !t.starting },
 		browser:   t.browser,
-		pageBase:  t.page.URL,
-		login:     t.login,
+		sandbox: func(context.Context) (proto.BrowserSandbox, error) {
+			return t.sandbox, t.sandboxErr
+		},
+		pageBase: t.page.URL,
+		login:    t.login,
 	}
 	t.srv = httptest.NewServer(a.handler())
 	tb.Cleanup(t.srv.Close)

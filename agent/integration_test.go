@@ -317,6 +317,22 @@ func TestAgentIntegration(t *testing.T) {
 		t.Errorf("TCP listeners of the agent's processes = %v, want %v", got, want)
 	}
 
+	// GET /sandbox reads chrome://sandbox in a background tab: this test
+	// build runs Chromium without its sandbox, and the answer says so; the
+	// visible tab still shows the sign-in page, and the kiosk closed
+	// nothing.
+	status, body = a.do(t, "GET", proto.PathSandbox, nil)
+	if sb := decode[proto.BrowserSandbox](t, body); status != http.StatusOK || sb.Adequate || len(sb.Layers) == 0 {
+		t.Errorf("sandbox = %d %s; want 200, not adequate (--no-sandbox)", status, body)
+	} else if l, _ := sb.Layer(proto.SandboxLayer1); l.Status != "None" {
+		t.Errorf("sandbox layer 1 = %+v, want None (--no-sandbox)", l)
+	}
+	waitForOr(t, "sign-in page after /sandbox", 20*time.Second, screenShows(DemoSignInColor, "#ffffff"), saveScreen)
+	if strings.Contains(a.logs.String(), "closed a second browser window") {
+		t.Errorf("the kiosk closed a window while the agent read its sandbox")
+	}
+	step("/sandbox read")
+
 	// POST /open navigates through DevTools on the pipe: it answers once
 	// the navigation has committed.
 	if status, body := a.do(t, "POST", "/open", proto.OpenRequest{URL: "local:/demo/signin?via=open"}); status != http.StatusOK {

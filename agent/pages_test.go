@@ -300,53 +300,9 @@ func TestLocalPagesFulfilFails(t *testing.T) {
 // form POST and a redirect work; and the local origin is answered by
 // nothing else: before the agent serves it, it does not resolve.
 func TestLocalPagesChromium(t *testing.T) {
-	_, chromium := requireMachine(t)
-	home := t.TempDir()
-	cfg := Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
-		Display: 100, Home: home, TmpDir: filepath.Join(home, "t")}
-	if err := cfg.Check(); err != nil {
-		t.Fatal(err)
-	}
-	browserIn, browserOut, c, err := cdpPipes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Headless (no X server needed), and without its sandbox because the
-	// test runs as root outside any machine, where Chromium refuses it.
-	args := append(chromiumArgs(cfg, false, true), "--headless", "--no-sandbox")
-	cmd := exec.Command(chromium, args...)
-	cmd.Env = chromiumEnv(cfg, "")
-	cmd.ExtraFiles = []*os.File{browserIn, browserOut}
-	// A process group of its own, so that the cleanup ends every process
-	// of this Chromium before its profile directory is removed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	browserIn.Close()
-	browserOut.Close()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		c.Close()
-		// The group's other processes die asynchronously: wait, bounded,
-		// until none is left, so that the profile is not written to while
-		// it is removed.
-		_ = testutil.Poll(context.Background(), 10*time.Second, func() error {
-			if len(procfs.GroupMembers(cmd.Process.Pid, 0)) > 0 {
-				return errors.New("chromium processes left")
-			}
-			return nil
-		})
-	})
+	c, home := startHeadless(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	if err := waitFirstPage(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 
 	// Nothing answers the origin before the agent does.
 	if err := c.Navigate(ctx, LocalOrigin+"/demo/signin"); err == nil || !strings.Contains(err.Error(), "ERR_NAME_NOT_RESOLVED") {
@@ -429,4 +385,59 @@ func TestLocalPagesChromium(t *testing.T) {
 			t.Errorf("the handler never saw %s", k)
 		}
 	}
+}
+
+// startHeadless starts a headless Chromium (no X server needed) with
+// DevTools on the pipe, as the agent does, and returns its client once it
+// has its first tab, and its home.
+func startHeadless(tb testing.TB) (*cdp, string) {
+	tb.Helper()
+	_, chromium := requireMachine(tb)
+	home := tb.TempDir()
+	cfg := Config{Listen: "127.0.0.1:1", TokenFile: "t", VNCListen: "127.0.0.1:2", VNCPasswordFile: "p",
+		Display: 100, Home: home, TmpDir: filepath.Join(home, "t")}
+	if err := cfg.Check(); err != nil {
+		tb.Fatal(err)
+	}
+	browserIn, browserOut, c, err := cdpPipes()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Headless (no X server needed), and without its sandbox because the
+	// test runs as root outside any machine, where Chromium refuses it.
+	args := append(chromiumArgs(cfg, false, true), "--headless", "--no-sandbox")
+	cmd := exec.Command(chromium, args...)
+	cmd.Env = chromiumEnv(cfg, "")
+	cmd.ExtraFiles = []*os.File{browserIn, browserOut}
+	// A process group of its own, so that the cleanup ends every process
+	// of this Chromium before its profile directory is removed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	browserIn.Close()
+	browserOut.Close()
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		c.Close()
+		// The group's other processes die asynchronously: wait, bounded,
+		// until none is left, so that the profile is not written to while
+		// it is removed.
+		_ = testutil.Poll(context.Background(), 10*time.Second, func() error {
+			if len(procfs.GroupMembers(cmd.Process.Pid, 0)) > 0 {
+				return errors.New("chromium processes left")
+			}
+			return nil
+		})
+	})
+	ctx, cancel := context.WithTimeout(tb.Context(), 60*time.Second)
+	defer cancel()
+	if err := waitFirstPage(ctx, c); err != nil {
+		tb.Fatal(err)
+	}
+	return c, home
 }

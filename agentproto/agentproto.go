@@ -12,9 +12,14 @@
 //	GET  /login/status    LoginStatus; ?wait=30s&since=N answers once Seq differs from N
 //	                      (a long poll); ?wait=30s alone answers once the login has ended
 //	GET  /login/result    LoginResult once complete (the agent deletes its copy); then 410
+//	GET  /sandbox         BrowserSandbox: chrome://sandbox as the machine's Chromium shows it,
+//	                      read in a background tab (the visible tab does not change); 503
+//	                      machine_starting before the browser runs, browser_unavailable when
+//	                      the page could not be read
 package agentproto
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/master-controller/mc"
@@ -27,6 +32,7 @@ const (
 	PathLoginStart  = "/login/start"
 	PathLoginStatus = "/login/status"
 	PathLoginResult = "/login/result"
+	PathSandbox     = "/sandbox"
 )
 
 // MaxStatusWait caps GET /login/status?wait=.
@@ -100,4 +106,74 @@ type LoginStatus struct {
 // the provider named them with.
 type LoginResult struct {
 	Files map[string]string `json:"files"`
+}
+
+// BrowserSandbox is the body of GET /sandbox: what the machine's Chromium
+// reports of its own sandbox on chrome://sandbox, row by row, and the
+// page's verdict. The agent reports the page as it is, never what it
+// expects: outside a machine (a test that runs Chromium without its
+// sandbox) the layers are off and Adequate is false.
+type BrowserSandbox struct {
+	// Layers are the page's rows in the page's order (on Linux: Layer 1
+	// Sandbox, PID namespaces, Network namespaces, Seccomp-BPF sandbox,
+	// Seccomp-BPF sandbox supports TSYNC, and the Yama ptrace rows).
+	Layers []SandboxLayer `json:"layers"`
+	// Adequate is the page's last line: true for "You are adequately
+	// sandboxed.", false for "You are NOT adequately sandboxed.".
+	Adequate bool `json:"adequate"`
+}
+
+// SandboxLayer is one row of chrome://sandbox.
+type SandboxLayer struct {
+	// Name is the row's name as shown, such as "PID namespaces" (the
+	// Sandbox… constants name the rows that matter).
+	Name string `json:"name"`
+	// Status is the row's value as shown: "Yes" or "No", or for
+	// SandboxLayer1 the kind of sandbox ("Namespace", "SUID" or "None").
+	Status string `json:"status"`
+	// On is false when Status is "No", "None" or empty, else true.
+	On bool `json:"on"`
+}
+
+// Rows of chrome://sandbox on Linux (Chromium 156), and the status of
+// SandboxLayer1 that means the namespace sandbox (rather than the older
+// setuid helper, "SUID").
+const (
+	SandboxLayer1            = "Layer 1 Sandbox"
+	SandboxPIDNamespaces     = "PID namespaces"
+	SandboxNetworkNamespaces = "Network namespaces"
+	SandboxSeccompBPF        = "Seccomp-BPF sandbox"
+	SandboxSeccompTSYNC      = "Seccomp-BPF sandbox supports TSYNC"
+	SandboxNamespace         = "Namespace"
+)
+
+// Layer returns the row named name, and whether the page has it.
+func (s BrowserSandbox) Layer(name string) (SandboxLayer, bool) {
+	for _, l := range s.Layers {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return SandboxLayer{}, false
+}
+
+// Missing lists what a machine's browser lacks of the sandbox it must
+// have: the namespace sandbox as layer 1, PID and network namespaces,
+// seccomp-BPF with TSYNC, and the page's verdict "adequately sandboxed".
+// It is empty when nothing is missing. The Yama rows are the host
+// kernel's and are not required.
+func (s BrowserSandbox) Missing() []string {
+	var missing []string
+	if l, _ := s.Layer(SandboxLayer1); l.Status != SandboxNamespace {
+		missing = append(missing, fmt.Sprintf("%s is %q, want %q", SandboxLayer1, l.Status, SandboxNamespace))
+	}
+	for _, name := range []string{SandboxPIDNamespaces, SandboxNetworkNamespaces, SandboxSeccompBPF, SandboxSeccompTSYNC} {
+		if l, ok := s.Layer(name); !ok || !l.On {
+			missing = append(missing, name+" is off")
+		}
+	}
+	if !s.Adequate {
+		missing = append(missing, "not adequately sandboxed")
+	}
+	return missing
 }

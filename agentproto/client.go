@@ -99,6 +99,16 @@ func (c *Client) LoginResult(ctx context.Context) (LoginResult, error) {
 	return r, err
 }
 
+// Sandbox returns what the machine's Chromium reports of its own sandbox
+// (chrome://sandbox, read in a background tab): EUNAVAILABLE with reason
+// "machine_starting" before the browser runs, "browser_unavailable" when
+// the page could not be read.
+func (c *Client) Sandbox(ctx context.Context) (BrowserSandbox, error) {
+	var s BrowserSandbox
+	err := c.call(ctx, http.MethodGet, PathSandbox, 0, nil, &s)
+	return s, err
+}
+
 func unreachable(method, path string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
