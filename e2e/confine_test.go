@@ -346,6 +346,24 @@ func TestConfinementBrowserSandbox(t *testing.T) {
 	if err != nil || !strings.Contains(string(policy), `"AllowFileSelectionDialogs": false`) || !strings.Contains(string(policy), `"file://*"`) {
 		t.Errorf("the machine's managed policy: %v: %s", err, policy)
 	}
+	// Chromium's own report, chrome://sandbox (which the policy allows, as
+	// the only chrome:// page), read by the machine's agent in a
+	// background tab: the namespace sandbox, PID and network namespaces,
+	// seccomp-BPF with TSYNC, "adequately sandboxed". The user's tab still
+	// shows the demo page afterwards.
+	t0 := time.Now()
+	sb, err := agentproto.NewClient(m.s.Machine.AgentEndpoint(), m.sec.AgentToken, nil).Sandbox(t.Context())
+	if err != nil {
+		t.Fatalf("GET /sandbox from the machine's agent: %v", err)
+	}
+	t.Logf("chrome://sandbox read in %v, adequate %v", time.Since(t0).Round(time.Millisecond), sb.Adequate)
+	for _, l := range sb.Layers {
+		t.Logf("chrome://sandbox: %s: %s", l.Name, l.Status)
+	}
+	if missing := sb.Missing(); len(missing) > 0 {
+		t.Errorf("the machine's Chromium lacks: %s", strings.Join(missing, "; "))
+	}
+	waitDemoPage(t, c.Store, m.id, m.s.Machine.VNCAddr().String(), m.sec.VNCPassword, 10*time.Second)
 }
 
 // TestConfinementFileDialog drives the remote browser through its VNC
