@@ -18,6 +18,7 @@ import (
 	"time"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/driver/drivertest"
 	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/procfs"
@@ -334,6 +335,16 @@ func TestUsernsAttacker(t *testing.T) {
 		if !strings.Contains(r, "Seccomp: 2") || !strings.Contains(r, "NoNewPrivs: 1") {
 			t.Errorf("a renderer of machine A runs without its sandbox: %q", r)
 		}
+	}
+	// And Chromium says so itself: chrome://sandbox, read by machine A's
+	// agent through its socket, shows the namespace sandbox, PID and
+	// network namespaces and seccomp-BPF with TSYNC, "adequately
+	// sandboxed".
+	sb, err := agentproto.NewClient(ms[0].AgentEndpoint(), specs[0].Secrets.AgentToken, nil).Sandbox(t.Context())
+	if err != nil {
+		t.Errorf("GET /sandbox from machine A's agent: %v", err)
+	} else if missing := sb.Missing(); len(missing) > 0 {
+		t.Errorf("machine A's Chromium lacks: %s (%+v)", strings.Join(missing, "; "), sb.Layers)
 	}
 	// The machine's own uid maps to the controller's, and nothing else is
 	// mapped: no way to any other uid of the host.
