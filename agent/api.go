@@ -227,6 +227,7 @@ func (a *api) handleSandbox(w http.ResponseWriter, r *http.Request) error {
 		e.Err = err
 		return e
 	}
+	a.log.Info("browser sandbox read", "adequate", s.Adequate, "missing", len(s.Missing()))
 	writeJSON(w, http.StatusOK, s)
 	return nil
 }
