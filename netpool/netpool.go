@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -158,7 +159,8 @@ func Hash(id string) string {
 }
 
 // Setup makes sure the bridge exists and is up with the host at the network's
-// first address, and sets up egress when configured. It is idempotent.
+// first address and a hardware address of its own (BridgeMAC), and sets up
+// egress when configured. It is idempotent.
 func (p *Pool) Setup(ctx context.Context) error {
 	br := p.cfg.Bridge
 	if _, err := os.Stat("/sys/class/net/" + br); err != nil {
@@ -167,6 +169,9 @@ func (p *Pool) Setup(ctx context.Context) error {
 		}
 	} else if _, err := os.Stat("/sys/class/net/" + br + "/bridge"); err != nil {
 		return mc.Errorf(mc.EINVALID, mc.ReasonBadBridge, "interface %s exists and is not a bridge", br)
+	}
+	if _, err := p.run(ctx, "link", "set", br, "address", BridgeMAC(br).String()); err != nil {
+		return fmt.Errorf("set hardware address of bridge %s: %w", br, err)
 	}
 	gw := netip.PrefixFrom(p.Gateway(), p.cfg.Network.Bits()).String()
 	if _, err := p.run(ctx, "addr", "replace", gw, "dev", br); err != nil {
@@ -181,6 +186,21 @@ func (p *Pool) Setup(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// BridgeMAC is the hardware address the bridge named br is given: locally
+// administered, from a hash of its name. A bridge left to itself takes the
+// lowest address of its ports, so it changed whenever a machine's veth
+// joined or left, while every other machine still sent to the address it
+// had learnt: their replies went nowhere until their neighbour entry was
+// checked again, 10 to 15 s later (measured: a readiness long poll, and so
+// any viewer's VNC stream or login poll, stalled that long whenever another
+// machine started or ended).
+func BridgeMAC(br string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("master-controller bridge " + br))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&0xfe | 0x02 // unicast, locally administered
+	return mac
 }
 
 // Teardown removes the bridge (and the egress and firewall rules). Machines
@@ -200,7 +220,11 @@ func (p *Pool) Teardown(ctx context.Context) error {
 // Attach creates machine id's namespace and veth pair for the given slot:
 // the host side joins the bridge as an isolated port, the machine side is
 // eth0 with the slot's address, loopback is up, and the default route points
-// at the host. Neither side gets an IPv6 link-local address. Anything left from an earlier attempt is removed first.
+// at the host. Neither side gets an IPv6 link-local address. Anything left
+// from an earlier attempt is removed first, and so is the host's neighbour
+// entry for the address: it may name the hardware address of the machine
+// that had the address before, to which the host would go on sending until
+// the kernel checks the entry again, seconds later.
 func (p *Pool) Attach(ctx context.Context, id string, slot int) (Attachment, error) {
 	ns, veth := Names(id)
 	a := Attachment{Namespace: ns, Veth: veth, IP: p.Addr(slot)}
@@ -219,6 +243,7 @@ func (p *Pool) Attach(ctx context.Context, id string, slot int) (Attachment, err
 		{"link", "set", veth, "master", p.cfg.Bridge},
 		{"link", "set", veth, "type", "bridge_slave", "isolated", "on"},
 		{"link", "set", veth, "up"},
+		{"neigh", "flush", "to", a.IP.String(), "dev", p.cfg.Bridge},
 	}
 	inner := [][]string{
 		{"link", "set", "lo", "up"},

@@ -103,7 +103,8 @@ func TestLease(t *testing.T) {
 func TestAttach(t *testing.T) {
 	netpooltest.Root(t)
 	ctx := t.Context()
-	p, err := netpool.New(netpooltest.Config(t), &netpooltest.Leases{}, nil)
+	cfg := netpooltest.Config(t)
+	p, err := netpool.New(cfg, &netpooltest.Leases{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +128,23 @@ func TestAttach(t *testing.T) {
 			t.Errorf("IP = %s, want %s", a.IP, p.Addr(i))
 		}
 		atts = append(atts, a)
+	}
+
+	// The bridge keeps its own hardware address whatever veths join or
+	// leave it: machines learn it once.
+	bridgeMAC := func() string {
+		b, _ := os.ReadFile("/sys/class/net/" + cfg.Bridge + "/address")
+		return strings.TrimSpace(string(b))
+	}
+	if got, want := bridgeMAC(), netpool.BridgeMAC(cfg.Bridge).String(); got != want {
+		t.Errorf("bridge address %s with two machines, want %s", got, want)
+	}
+	_, veth := netpool.Names(ids[0])
+	if err := exec.Command("ip", "link", "set", veth, "address", "02:00:00:00:00:01").Run(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bridgeMAC(), netpool.BridgeMAC(cfg.Bridge).String(); got != want {
+		t.Errorf("bridge address %s after a port took a lower address, want %s", got, want)
 	}
 
 	// IPv4 only: no IPv6 address on either side.
