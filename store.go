@@ -150,8 +150,12 @@ type LeaseStore interface {
 	// Leases lists the leases of a pool ("" for every pool).
 	Leases(ctx context.Context, pool string) ([]Lease, error)
 	// ReclaimLeases frees leases whose owner is a final session or no session
-	// at all (and no pooled machine), and returns them.
-	ReclaimLeases(ctx context.Context) ([]Lease, error)
+	// at all (and no pooled machine), but never those of the owners in keep,
+	// and returns them. keep names what a driver still has on the host (its
+	// machines and their sessions): a machine that is being torn down still
+	// holds its address and uid until its Destroy releases them, and a lease
+	// freed before then hands them to a new machine beside it.
+	ReclaimLeases(ctx context.Context, keep []string) ([]Lease, error)
 }
 
 // Lease is one value held by one owner.

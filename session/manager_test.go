@@ -563,3 +563,49 @@ func TestReconcileAfterCrash(t *testing.T) {
 		t.Errorf("report %+v, want 3 destroyed, 3 reclaimed", rep)
 	}
 }
+
+// TestReconcileKeepsLeasesOfMachinesOnHost: a session that ended still has
+// its machine on the host while the machine is torn down (here: another
+// replica's, within its destroy grace). Its address and uid leases stay
+// until the machine is gone: a lease reclaimed before handed them to a new
+// machine beside the old one (two machines with one address, measured as
+// readiness probes that hung for 15 s; two live machines with one uid).
+func TestReconcileKeepsLeasesOfMachinesOnHost(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, session.Config{Replica: "r1", DestroyGrace: time.Minute}, fake.Config{Cluster: true})
+	ctx := t.Context()
+	now := time.Now().UTC()
+	s := &mc.Session{ID: mc.NewID(), UserID: "u1", Provider: "demo", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := r.store.CreateSession(ctx, s, "r2", mc.Capacity{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.store.Session(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Transition(ctx, mc.Transition{ID: s.ID, From: mc.StatePending, Version: got.Version, To: mc.StateCancelled,
+		Reason: mc.ReasonCancelledByAPI, Replica: "r2", At: now}); err != nil {
+		t.Fatal(err)
+	}
+	mid := mc.NewMachineID()
+	if _, err := r.driver.Create(ctx, mc.MachineSpec{ID: mid, SessionID: s.ID, Secrets: r.key.Secrets(s.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []string{s.ID, mid} {
+		if _, err := r.store.Lease(ctx, "test/pool", owner, 0, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err := r.mgr.Reconcile(ctx); err != nil || rep.Reclaimed != 0 {
+		t.Fatalf("reconcile with the machine on the host: %+v, %v; want nothing reclaimed", rep, err)
+	}
+	if ls, _ := r.store.Leases(ctx, "test/pool"); len(ls) != 2 {
+		t.Fatalf("leases %+v, want both kept while the machine is on the host", ls)
+	}
+	if err := r.driver.Destroy(ctx, mid); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := r.mgr.Reconcile(ctx); err != nil || rep.Reclaimed != 2 {
+		t.Errorf("reconcile once the machine is gone: %+v, %v; want 2 reclaimed", rep, err)
+	}
+}

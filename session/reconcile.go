@@ -195,7 +195,19 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		}
 	}
 
-	leases, err := m.store.ReclaimLeases(ctx)
+	// What the host still has keeps its leases, though its session ended:
+	// its Destroy, in flight, releases them once it is gone.
+	var keep []string
+	for _, ms := range machines {
+		if slices.Contains(rep.Destroyed, ms.ID) {
+			continue
+		}
+		keep = append(keep, ms.ID)
+		if ms.SessionID != "" {
+			keep = append(keep, ms.SessionID)
+		}
+	}
+	leases, err := m.store.ReclaimLeases(ctx, keep)
 	if err != nil {
 		return rep, fmt.Errorf("reclaim leases: %w", err)
 	}

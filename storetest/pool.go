@@ -221,13 +221,13 @@ func testPoolLeases(t *testing.T, open Opener) {
 	if _, err := s.Lease(ctx, "ip", p.ID, 2, 10); err != nil {
 		t.Fatalf("lease: %v", err)
 	}
-	if got, err := s.ReclaimLeases(ctx); err != nil || len(got) != 0 {
+	if got, err := s.ReclaimLeases(ctx, nil); err != nil || len(got) != 0 {
 		t.Fatalf("reclaimed %v, %v; want a pooled machine's lease kept", got, err)
 	}
 	if _, err := s.CreateSessionFromPool(ctx, NewSession("u1", "demo", time.Time{}), "r1", mc.Capacity{}); err != nil {
 		t.Fatalf("claim: %v", err)
 	}
-	if got, err := s.ReclaimLeases(ctx); err != nil || len(got) != 0 {
+	if got, err := s.ReclaimLeases(ctx, nil); err != nil || len(got) != 0 {
 		t.Fatalf("reclaimed %v, %v; want the claiming session's lease kept", got, err)
 	}
 }

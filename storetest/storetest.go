@@ -1142,12 +1142,16 @@ func testReclaimLeases(t *testing.T, open Opener) {
 	live := reach(t, s, create(t, s, "u1", "demo"), mc.StateReady)
 	ended := move(t, s, create(t, s, "u2", "demo"), mc.StateFailed)
 	ghost := mc.NewID()
-	for _, owner := range []string{live.ID, ended.ID, ghost} {
+	// Kept: a session that ended and a machine of none, which the host
+	// still has (their machines are being torn down).
+	tearingDown := move(t, s, create(t, s, "u3", "demo"), mc.StateCancelled)
+	machine := mc.NewID()
+	for _, owner := range []string{live.ID, ended.ID, ghost, tearingDown.ID, machine} {
 		if _, err := s.Lease(t.Context(), "pool", owner, 1, 10); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := s.ReclaimLeases(t.Context())
+	got, err := s.ReclaimLeases(t.Context(), []string{tearingDown.ID, machine, mc.NewID()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1162,11 +1166,16 @@ func testReclaimLeases(t *testing.T, open Opener) {
 		t.Errorf("got reclaimed %v, want %v", owners, want)
 	}
 	left, err := s.Leases(t.Context(), "pool")
-	if err != nil || len(left) != 1 || left[0].Owner != live.ID || left[0].Value != 1 {
-		t.Errorf("got leases %+v, %v, want the live session's only", left, err)
+	if err != nil || len(left) != 3 || left[0].Owner != live.ID || left[0].Value != 1 {
+		t.Errorf("got leases %+v, %v, want the live session's and the two kept", left, err)
 	}
-	if again, err := s.ReclaimLeases(t.Context()); err != nil || len(again) != 0 {
+	if again, err := s.ReclaimLeases(t.Context(), []string{tearingDown.ID, machine}); err != nil || len(again) != 0 {
 		t.Errorf("got %v, %v from a second reclaim, want nothing", again, err)
+	}
+	// Once the host no longer has them, they go.
+	got, err = s.ReclaimLeases(t.Context(), nil)
+	if err != nil || len(got) != 2 {
+		t.Errorf("got %v, %v once nothing is kept, want the two leases kept before", got, err)
 	}
 }
 

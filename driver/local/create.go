@@ -116,7 +116,7 @@ func (d *Driver) create(ctx context.Context, spec mc.MachineSpec, w, h int) (mc.
 			st.CgroupDirs = cgroupOf(d.cgroupV, d.cfg.CgroupParent, netpool.Hash(spec.ID)).dirs
 		}
 	} else if d.confined {
-		v, err := d.store.Lease(ctx, uidPool, spec.ID, 0, uidRange/2-1)
+		v, err := d.store.Lease(ctx, uidPool, leaseOwner(spec.ID, spec.SessionID), 0, uidRange/2-1)
 		if err != nil {
 			return mc.Machine{}, fmt.Errorf("lease uid for %s: %w", spec.ID, err)
 		}

@@ -115,7 +115,7 @@ func (d *Driver) destroyLocked(ctx context.Context, id string) error {
 	if err := d.pool.Release(ctx, owner); err != nil {
 		errs = append(errs, err)
 	}
-	if err := d.store.Release(ctx, uidPool, id); err != nil {
+	if err := d.store.Release(ctx, uidPool, owner); err != nil {
 		errs = append(errs, fmt.Errorf("release uid of %s: %w", id, err))
 	}
 	// The temporary directory before the machine directory that names it.

@@ -94,8 +94,8 @@ func (s *netpoolLeases) Leases(ctx context.Context, pool string) ([]mc.Lease, er
 	return s.mem.Leases(ctx, pool)
 }
 
-func (s *netpoolLeases) ReclaimLeases(ctx context.Context) ([]mc.Lease, error) {
-	return s.mem.ReclaimLeases(ctx)
+func (s *netpoolLeases) ReclaimLeases(ctx context.Context, keep []string) ([]mc.Lease, error) {
+	return s.mem.ReclaimLeases(ctx, keep)
 }
 
 // newEnv returns a configuration for mode with a private data dir (a long

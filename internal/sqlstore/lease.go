@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 
 	"github.com/master-controller/mc"
 )
@@ -75,14 +76,28 @@ func (s *Store) Leases(ctx context.Context, pool string) ([]mc.Lease, error) {
 }
 
 // ReclaimLeases frees the leases whose owner is a final session or no
-// session at all; a pooled machine's leases stay.
-func (s *Store) ReclaimLeases(ctx context.Context) ([]mc.Lease, error) {
+// session at all, but for the owners in keep; a pooled machine's leases
+// stay.
+func (s *Store) ReclaimLeases(ctx context.Context, keep []string) ([]mc.Lease, error) {
 	var leases []mc.Lease
-	err := s.write(ctx, func(t tx) (err error) {
-		leases, err = queryAll(ctx, t, scanLease, `DELETE FROM leases WHERE owner NOT IN
+	err := s.write(ctx, func(t tx) error {
+		leases = nil
+		found, err := queryAll(ctx, t, scanLease, `SELECT pool, value, owner, at FROM leases WHERE owner NOT IN
 			(SELECT id FROM sessions WHERE state NOT IN `+finalStates+`)
-			AND owner NOT IN (SELECT id FROM pool_machines) RETURNING pool, value, owner, at`)
-		return err
+			AND owner NOT IN (SELECT id FROM pool_machines)`)
+		if err != nil {
+			return err
+		}
+		for _, l := range found {
+			if slices.Contains(keep, l.Owner) {
+				continue
+			}
+			if _, err := t.exec(ctx, `DELETE FROM leases WHERE pool = ? AND value = ? AND owner = ?`, l.Pool, l.Value, l.Owner); err != nil {
+				return err
+			}
+			leases = append(leases, l)
+		}
+		return nil
 	}, "reclaim leases")
 	return leases, err
 }
