@@ -23,8 +23,11 @@ type api struct {
 	health    func(ctx context.Context) proto.Health
 	// ready reports whether Xvnc and Chromium run; calls that need the
 	// browser answer 503 before.
-	ready   func() bool
-	browser Browser
+	ready func() bool
+	// up is closed once Xvnc and Chromium run, and stop when the agent
+	// stops: GET /health?wait= waits for either (nil: it does not wait).
+	up, stop <-chan struct{}
+	browser  Browser
 	// sandbox reads chrome://sandbox (chromiumBrowser.Sandbox).
 	sandbox  func(ctx context.Context) (proto.BrowserSandbox, error)
 	pageBase string // LocalOrigin (a test's server in tests), for local: URLs
@@ -126,7 +129,26 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
+// handleHealth answers with the machine's health: at once, or with
+// ?wait=DURATION (at most proto.MaxStatusWait) once Xvnc and Chromium run,
+// so that the controller learns that the machine is ready the moment it is
+// rather than at its next probe.
 func (a *api) handleHealth(w http.ResponseWriter, r *http.Request) {
+	wait, err := waitParam(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if wait > 0 && a.up != nil {
+		t := time.NewTimer(wait)
+		select {
+		case <-a.up:
+		case <-a.stop:
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	h := a.health(ctx)
@@ -135,6 +157,20 @@ func (a *api) handleHealth(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, h)
+}
+
+// waitParam is the ?wait=DURATION of a long poll, capped at
+// proto.MaxStatusWait; 0 without one.
+func waitParam(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, mc.Errorf(mc.EINVALID, mc.ReasonBadWait, "wait must be a duration such as 30s")
+	}
+	return min(d, proto.MaxStatusWait), nil
 }
 
 // errStarting refuses calls that need the browser while the machine starts.
@@ -183,13 +219,9 @@ func (a *api) handleLoginStart(w http.ResponseWriter, r *http.Request) error {
 // minute) once a running login has changed state, so the controller need not
 // poll.
 func (a *api) handleLoginStatus(w http.ResponseWriter, r *http.Request) error {
-	var wait time.Duration
-	if v := r.URL.Query().Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return mc.Errorf(mc.EINVALID, mc.ReasonBadWait, "wait must be a duration such as 30s")
-		}
-		wait = min(d, proto.MaxStatusWait)
+	wait, err := waitParam(r)
+	if err != nil {
+		return err
 	}
 	since := int64(-1) // without since: until the login ends
 	if v := r.URL.Query().Get("since"); v != "" {

@@ -1,13 +1,18 @@
 package agent
 
 import (
+	"context"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/master-controller/mc"
@@ -352,5 +357,95 @@ func TestStartURLAlreadyShown(t *testing.T) {
 				t.Errorf("the second login did not open its start URL")
 			}
 		})
+	}
+}
+
+// TestHealthWait: GET /health?wait= answers the moment Xvnc and Chromium
+// run (up), after the wait when they never do, at once when the agent
+// stops, and 400 bad_wait for a wait that is not a duration.
+func TestHealthWait(t *testing.T) {
+	const token = "test-token-1234"
+	newAPI := func(healthy *atomic.Bool, up, stop chan struct{}) http.Handler {
+		a := &api{tokenHash: sha256.Sum256([]byte(token)), log: testLogger(t), up: up, stop: stop,
+			health: func(context.Context) proto.Health {
+				return proto.Health{VNC: healthy.Load(), Browser: healthy.Load()}
+			}}
+		return a.handler()
+	}
+	// get serves one request in the background; the recorder's result is
+	// sent once the handler returns.
+	get := func(h http.Handler, path string) <-chan *http.Response {
+		done := make(chan *http.Response, 1)
+		go func() {
+			r := httptest.NewRequest("GET", path, nil)
+			r.Header.Set("Authorization", "Bearer "+token)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			done <- w.Result()
+		}()
+		return done
+	}
+	synctest.Test(t, func(t *testing.T) {
+		var healthy atomic.Bool
+		up, stop := make(chan struct{}), make(chan struct{})
+		h := newAPI(&healthy, up, stop)
+		res := get(h, "/health?wait=5s")
+		time.Sleep(4 * time.Second)
+		synctest.Wait()
+		select {
+		case r := <-res:
+			t.Fatalf("answered %d before the machine was up", r.StatusCode)
+		default:
+		}
+		healthy.Store(true)
+		close(up)
+		synctest.Wait()
+		select {
+		case r := <-res:
+			if r.StatusCode != http.StatusOK {
+				t.Errorf("up: status %d, want 200", r.StatusCode)
+			}
+		default:
+			t.Fatal("no answer once the machine was up")
+		}
+		if r := <-get(h, "/health?wait=5s"); r.StatusCode != http.StatusOK {
+			t.Errorf("already up: status %d, want 200", r.StatusCode)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		var healthy atomic.Bool
+		h := newAPI(&healthy, make(chan struct{}), make(chan struct{}))
+		start := time.Now()
+		r := <-get(h, "/health?wait=3s")
+		if r.StatusCode != http.StatusServiceUnavailable || time.Since(start) != 3*time.Second {
+			t.Errorf("never up: status %d after %s, want 503 after 3s", r.StatusCode, time.Since(start))
+		}
+		start = time.Now()
+		r = <-get(h, "/health?wait=10m")
+		if r.StatusCode != http.StatusServiceUnavailable || time.Since(start) != proto.MaxStatusWait {
+			t.Errorf("a wait of 10m answered %d after %s, want 503 after the cap %s", r.StatusCode, time.Since(start), proto.MaxStatusWait)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		var healthy atomic.Bool
+		stop := make(chan struct{})
+		h := newAPI(&healthy, make(chan struct{}), stop)
+		res := get(h, "/health?wait=30s")
+		close(stop)
+		synctest.Wait()
+		select {
+		case r := <-res:
+			if r.StatusCode != http.StatusServiceUnavailable {
+				t.Errorf("stopping: status %d, want 503", r.StatusCode)
+			}
+		default:
+			t.Fatal("a wait held while the agent stops")
+		}
+	})
+	var healthy atomic.Bool
+	r := <-get(newAPI(&healthy, nil, nil), "/health?wait=soon")
+	var body proto.ErrorBody
+	if err := jsonDecode(r, &body); err != nil || r.StatusCode != http.StatusBadRequest || body.Reason != mc.ReasonBadWait {
+		t.Errorf("wait=soon: status %d, body %+v (%v), want 400 %s", r.StatusCode, body, err, mc.ReasonBadWait)
 	}
 }

@@ -76,6 +76,15 @@ func chromiumArgs(cfg Config, noSandbox, smallShm bool) []string {
 	return append(args, "about:blank")
 }
 
+// debianChromium is Debian's Chromium binary, which the agent runs rather
+// than the launcher script in front of it (/usr/bin/chromium, the
+// "chromium" on PATH). The script forks a dozen commands at every start
+// (16 ms on a quiet host), exports Google's API keys and adds flags of its
+// own (--enable-remote-extensions, --enable-gpu-rasterization, and
+// --disable-dev-shm-usage below 3.8 GB of /dev/shm) that a machine does not
+// want: the agent sets its flags itself (chromiumArgs).
+const debianChromium = "/usr/lib/chromium/chromium"
+
 // shmIsSmall reports whether /dev/shm is missing or smaller than 256 MiB.
 func shmIsSmall() bool {
 	var st unix.Statfs_t

@@ -99,9 +99,20 @@ func TestConfigCheck(t *testing.T) {
 	}
 	c := valid()
 	_ = c.Check()
-	if c.Width != 1280 || c.Height != 800 || c.Xvnc != "Xvnc" || c.Chromium != "chromium" || !filepath.IsAbs(c.Home) ||
+	// Chromium: Debian's binary itself when installed, not its launcher.
+	wantChromium := "chromium"
+	if _, err := os.Stat(debianChromium); err == nil {
+		wantChromium = debianChromium
+	}
+	if c.Width != 1280 || c.Height != 800 || c.Xvnc != "Xvnc" || c.Chromium != wantChromium || !filepath.IsAbs(c.Home) ||
 		c.TmpDir != filepath.Join(c.Home, "tmp") {
 		t.Errorf("defaults: %+v", c)
+	}
+	c = valid()
+	c.Chromium = "/opt/chrome/chrome"
+	_ = c.Check()
+	if c.Chromium != "/opt/chrome/chrome" {
+		t.Errorf("a Chromium given by path became %s", c.Chromium)
 	}
 }
 

@@ -35,7 +35,8 @@ const (
 	PathSandbox     = "/sandbox"
 )
 
-// MaxStatusWait caps GET /login/status?wait=.
+// MaxStatusWait caps the wait of a long poll: GET /login/status?wait= and
+// GET /health?wait=.
 const MaxStatusWait = 60 * time.Second
 
 // Health is the body of GET /health.

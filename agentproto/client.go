@@ -59,8 +59,20 @@ func NewClient(ep mc.Endpoint, token mc.Secret, hc *http.Client) *Client {
 // Health returns the agent's health. A machine that answers but is not
 // healthy returns its Health and an EUNAVAILABLE error.
 func (c *Client) Health(ctx context.Context) (Health, error) {
+	return c.WaitHealth(ctx, 0)
+}
+
+// WaitHealth is Health as a long poll: an agent whose machine is still
+// starting answers once its Xvnc and Chromium run, or after wait (at most
+// MaxStatusWait). An agent that does not know the wait answers at once.
+func (c *Client) WaitHealth(ctx context.Context, wait time.Duration) (Health, error) {
+	path := PathHealth
+	wait = min(wait, MaxStatusWait)
+	if wait > 0 {
+		path += "?wait=" + url.QueryEscape(wait.String())
+	}
 	var h Health
-	err := c.call(ctx, http.MethodGet, PathHealth, 0, nil, &h)
+	err := c.call(ctx, http.MethodGet, path, wait, nil, &h)
 	return h, err
 }
 

@@ -383,22 +383,19 @@ func startErr(ctx, sctx context.Context, what string, err error) error {
 	return failed(mc.ReasonStartFailed, fmt.Errorf("%s: %w", what, err))
 }
 
-// waitReady waits until the machine's VNC server answers an RFB banner and
-// its agent answers /health, retrying with a short backoff. The backoff
-// stops growing at readyPollMax: a probe costs a connection and one local
-// request, and every step of it is added to the session's start.
+// waitReady waits until the machine's agent reports it healthy and its VNC
+// server answers an RFB banner on the controller's own path. The agent is
+// asked with a long poll (readyWait) that it answers the moment its Xvnc
+// and Chromium run, so no probe interval is added to the start. Before the
+// agent listens, or when it answers at once that it is not healthy (an
+// agent that does not wait), it is asked again after a short backoff that
+// stops growing at readyPollMax.
 func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentClient) error {
 	backoff := 10 * time.Millisecond
-	vncOK := false
 	var last error
 	for {
-		if !vncOK {
+		if _, last = agent.WaitHealth(ctx, readyWait); last == nil {
 			if last = rfb.Probe(ctx, mach.VNCEndpoint()); last == nil {
-				vncOK = true
-			}
-		}
-		if vncOK {
-			if _, last = agent.Health(ctx); last == nil {
 				return nil
 			}
 		}
@@ -411,8 +408,12 @@ func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentCl
 	}
 }
 
-// readyPollMax bounds waitReady's backoff between probes.
-const readyPollMax = 50 * time.Millisecond
+// readyWait is how long one readiness long poll may be held by the agent;
+// readyPollMax bounds waitReady's backoff between polls that fail at once.
+const (
+	readyWait    = 5 * time.Second
+	readyPollMax = 50 * time.Millisecond
+)
 
 // login starts the provider's login in the agent, waits for its result,
 // seals it into the vault and completes the session. dctx is ctx bounded by

@@ -68,7 +68,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.StartURL, "start-url", "", `first page; "local:/path" is one of the agent's own pages (`+agent.LocalOrigin+`/path, served through the browser's DevTools)`)
 	fs.StringVar(&geometry, "geometry", "1280x800", "screen size WxH")
 	fs.StringVar(&cfg.Xvnc, "xvnc", "Xvnc", "Xvnc binary")
-	fs.StringVar(&cfg.Chromium, "chromium", "chromium", "Chromium binary")
+	fs.StringVar(&cfg.Chromium, "chromium", "chromium", "Chromium binary (\"chromium\": Debian's /usr/lib/chromium/chromium when it is installed, without its launcher script; else found in PATH)")
 	fs.DurationVar(&cfg.StartTimeout, "start-timeout", 0, "bound on the start of Xvnc and of Chromium, each (default 30s)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
