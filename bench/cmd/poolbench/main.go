@@ -80,13 +80,17 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 	}
 	b := &bench{url: "http://127.0.0.1:" + strconv.Itoa(port), hc: &http.Client{Timeout: 120 * time.Second}, data: filepath.Join(dir, "data")}
 	rnd := randInt(400)
+	// The server leaves its bridge (and the bridge's address) for the next
+	// run of a server with its data directory; this one has none.
+	bridge := "mcpb" + hex.EncodeToString(randBytes(3))
+	defer func() { _ = exec.Command("ip", "link", "delete", bridge).Run() }()
 	cmd := exec.Command(server, "serve")
 	cmd.Env = append(os.Environ(),
 		"MC_LISTEN=127.0.0.1:"+strconv.Itoa(port), "MC_DATA_DIR="+b.data, "MC_DRIVER=local",
 		"MC_LOCAL_MODE="+mode, "MC_AGENT_PATH="+agent, "MC_API_KEYS="+apiKey, "MC_PROVIDERS_FILE="+provs,
 		"MC_POOL=demo="+strconv.Itoa(pool), "MC_MAX_MACHINES=24", "MC_DESTROY_GRACE=0s",
 		"MC_PORT_BASE="+strconv.Itoa(20000+rnd%100*100), "MC_DISPLAY_BASE="+strconv.Itoa(2000+rnd*30),
-		"MC_BRIDGE=mcpb"+hex.EncodeToString(randBytes(3)), "MC_NETWORK=10.231."+strconv.Itoa(rnd%250)+".0/24",
+		"MC_BRIDGE="+bridge, "MC_NETWORK=10.231."+strconv.Itoa(rnd%250)+".0/24",
 		"MC_REPLICA=poolbench", "MC_LOG_LEVEL=warn")
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
