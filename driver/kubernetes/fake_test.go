@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/internal/testutil"
 )
 
 // These tests use client-go's fake clientset, only for what the real
@@ -158,6 +160,16 @@ func TestWaitDestroyedByAnotherReplica(t *testing.T) {
 	p := running(t, d, client, spec)
 	waited := make(chan error, 1)
 	go func() { waited <- d.Wait(t.Context(), spec.ID) }()
+	// The mark and the deletion come once Wait waits on the Pod (a Wait that
+	// begins after the deletion finds no Pod: ENOTFOUND).
+	if err := testutil.Poll(t.Context(), 5*time.Second, func() error {
+		if d.waits.Load() == 0 {
+			return errors.New("Wait is not waiting yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	p.Annotations[annotDestroying] = "r2"
 	pods := client.CoreV1().Pods(d.cfg.Namespace)
 	if _, err := pods.Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {

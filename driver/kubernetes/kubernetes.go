@@ -29,6 +29,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -243,6 +244,9 @@ type Driver struct {
 	// gone are the last states of deleted Pods, for a Wait that wakes
 	// after the deletion (kept a minute).
 	gone map[string]gonePod
+	// waits counts the Waits blocked until their Pod changes (tests make
+	// the change once one is).
+	waits atomic.Int64
 }
 
 type gonePod struct {

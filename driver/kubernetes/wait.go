@@ -56,6 +56,7 @@ func (d *Driver) Wait(ctx context.Context, id string) error {
 		}
 		last = p
 		var err error
+		d.waits.Add(1)
 		if v.recheck > 0 {
 			err = sleep(ctx, ch, v.recheck)
 		} else {
@@ -65,6 +66,7 @@ func (d *Driver) Wait(ctx context.Context, id string) error {
 				err = ctx.Err()
 			}
 		}
+		d.waits.Add(-1)
 		if err != nil {
 			return err
 		}
