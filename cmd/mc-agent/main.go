@@ -17,6 +17,11 @@
 // namespaces: it builds the machine's root file system as FILE (an
 // agent.Machine in JSON) says, runs the agent inside without privileges, and
 // exits with the agent's status.
+//
+// "mc-agent chromium-policy" prints the managed Chromium policy of a machine
+// (JSON), which a machine image puts at
+// /etc/chromium/policies/managed/mc.json (scripts/image/build.sh); the local
+// driver's confined root has the same file.
 package main
 
 import (
@@ -47,6 +52,15 @@ func main() {
 func run(args []string, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "init" {
 		return runInit(args[1:], stderr)
+	}
+	if len(args) == 1 && args[0] == "chromium-policy" {
+		b, err := confine.ChromiumPolicy()
+		if err != nil {
+			fmt.Fprintf(stderr, "mc-agent chromium-policy: %v\n", err)
+			return 1
+		}
+		_, _ = os.Stdout.Write(b)
+		return 0
 	}
 	fs := flag.NewFlagSet("mc-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)

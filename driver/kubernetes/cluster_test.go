@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	mc "github.com/master-controller/mc"
+	"github.com/master-controller/mc/agentproto"
 	"github.com/master-controller/mc/driver/drivertest"
 	"github.com/master-controller/mc/driver/kubernetes"
 	"github.com/master-controller/mc/driver/kubernetes/k8stest"
@@ -306,7 +307,9 @@ func TestCap(t *testing.T) {
 }
 
 // TestPodSecurity: the Pod runs as the image's user with the profile and
-// settings the driver promises, and its Secret goes with it.
+// settings the driver promises, its Chromium has the machine's policy and
+// reports the namespace and seccomp layers of its sandbox, and its Secret
+// goes with it.
 func TestPodSecurity(t *testing.T) {
 	c := testCluster(t)
 	ns := c.Namespace(t)
@@ -317,6 +320,19 @@ func TestPodSecurity(t *testing.T) {
 	p, err := c.Client.CoreV1().Pods(ns).Get(t.Context(), kubernetes.PodName(s.ID), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The image's managed policy lets exactly one chrome:// page through,
+	// chrome://sandbox, where the browser reports its own sandbox.
+	sctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	sb, err := agentproto.NewClient(m.AgentEndpoint(), s.Secrets.AgentToken, nil).Sandbox(sctx)
+	cancel()
+	if err != nil {
+		t.Fatalf("chrome://sandbox in the pod (is the machine's policy in the image?): %v", err)
+	}
+	if missing := sb.Missing(); len(missing) > 0 {
+		t.Errorf("the pod's Chromium lacks %v of its sandbox (layers %+v)", missing, sb.Layers)
+	} else {
+		t.Logf("chrome://sandbox in the pod: %+v", sb.Layers)
 	}
 	// Chromium keeps its own sandbox: its zygote and renderers run in
 	// user namespaces of their own, below the container's.

@@ -178,6 +178,12 @@ if [ ! -f "$archive" ]; then
 		log "adding the agent $agent"
 		install -D -m 0755 "$agent" "$w/add/agent/usr/local/bin/mc-agent"
 		umoci insert --image "$img" "$w/add/agent/usr/local/bin/mc-agent" /usr/local/bin/mc-agent >/dev/null
+		# The machine's Chromium policy (no file:// pages, file chooser,
+		# downloads, DevTools window, chrome:// pages but chrome://sandbox),
+		# the one the local driver's confined root has.
+		mkdir -p "$w/add/policy"
+		"$agent" chromium-policy >"$w/add/policy/mc.json"
+		umoci insert --image "$img" "$w/add/policy/mc.json" /etc/chromium/policies/managed/mc.json >/dev/null
 	fi
 	if [ -n "$node" ]; then
 		install -D -m 0755 "$node" "$w/add/node/usr/local/bin/node"
