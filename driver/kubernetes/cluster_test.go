@@ -1,6 +1,7 @@
 package kubernetes_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/master-controller/mc/driver/drivertest"
 	"github.com/master-controller/mc/driver/kubernetes"
 	"github.com/master-controller/mc/driver/kubernetes/k8stest"
+	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/testutil"
 )
 
@@ -321,8 +323,18 @@ func TestPodSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The image's managed policy lets exactly one chrome:// page through,
+	// The image has the machine's managed policy (read through a process
+	// of the container), which lets exactly one chrome:// page through,
 	// chrome://sandbox, where the browser reports its own sandbox.
+	want, err := confine.ChromiumPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids := containerPIDs(t, p); len(pids) == 0 {
+		t.Error("no process of the container found")
+	} else if got, err := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", pids[0], confine.ChromiumPolicyFile)); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("the container's %s: %v, %d bytes, want the machine's policy (%d bytes)", confine.ChromiumPolicyFile, err, len(got), len(want))
+	}
 	sctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	sb, err := agentproto.NewClient(m.AgentEndpoint(), s.Secrets.AgentToken, nil).Sandbox(sctx)
 	cancel()
