@@ -420,9 +420,20 @@ func (c *cdp) navigate(ctx context.Context, url string) error {
 	return fmt.Errorf("navigate: %s", res.ErrorText)
 }
 
-// waitTab returns once the browser's first tab shows url (polling every
-// 20 ms), or with the error that ended the wait.
+// waitTab returns once the browser's first tab shows url, or with the
+// error that ended the wait.
 func (c *cdp) waitTab(ctx context.Context, url string) error {
+	err := c.waitFirstTab(ctx, func(u string) bool { return sameURL(u, url) })
+	if ctx.Err() != nil {
+		return fmt.Errorf("wait for the tab to show %s: %w", redactURL(url), err)
+	}
+	return err
+}
+
+// waitFirstTab returns once the browser lists its first tab (Chromium's
+// hidden pages of its own do not count) and shows is nil or true of its
+// URL, polling every 20 ms; or with the error that ended the wait.
+func (c *cdp) waitFirstTab(ctx context.Context, shows func(url string) bool) error {
 	for {
 		ts, err := c.Targets(ctx)
 		if err != nil {
@@ -430,7 +441,7 @@ func (c *cdp) waitTab(ctx context.Context, url string) error {
 		}
 		for _, t := range ts {
 			if t.isTab() {
-				if sameURL(t.URL, url) {
+				if shows == nil || shows(t.URL) {
 					return nil
 				}
 				break
@@ -438,7 +449,7 @@ func (c *cdp) waitTab(ctx context.Context, url string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for the tab to show %s: %w", redactURL(url), ctx.Err())
+			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -132,7 +132,7 @@ func startChromium(ctx context.Context, log *slog.Logger, cfg Config, authFile s
 	// Ready once the browser answers and its first tab exists: a page
 	// command before that would open a second window.
 	answered := make(chan error, 1)
-	go func() { answered <- waitFirstPage(ctx, devtools) }()
+	go func() { answered <- devtools.waitFirstTab(ctx, nil) }()
 	select {
 	case err := <-answered:
 		if err == nil {
@@ -175,26 +175,4 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-// waitFirstPage returns once the browser lists its first tab (polling every
-// 20 ms; Chromium's hidden pages of its own do not count), or with the
-// error that ended the wait.
-func waitFirstPage(ctx context.Context, devtools *cdp) error {
-	for {
-		ts, err := devtools.Targets(ctx)
-		if err != nil {
-			return err
-		}
-		for _, t := range ts {
-			if t.isTab() {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

@@ -436,7 +436,7 @@ func startHeadless(tb testing.TB) (*cdp, string) {
 	})
 	ctx, cancel := context.WithTimeout(tb.Context(), 60*time.Second)
 	defer cancel()
-	if err := waitFirstPage(ctx, c); err != nil {
+	if err := c.waitFirstTab(ctx, nil); err != nil {
 		tb.Fatal(err)
 	}
 	return c, home
