@@ -385,28 +385,33 @@ func TestHealthWait(t *testing.T) {
 		}()
 		return done
 	}
+	// answered is the response once the handler has returned, or nil.
+	answered := func(res <-chan *http.Response) *http.Response {
+		select {
+		case r := <-res:
+			return r
+		default:
+			return nil
+		}
+	}
 	synctest.Test(t, func(t *testing.T) {
 		var healthy atomic.Bool
 		up, stop := make(chan struct{}), make(chan struct{})
 		h := newAPI(&healthy, up, stop)
 		res := get(h, "/health?wait=5s")
+		// The bubble's clock: 4 s of the 5 s wait pass at once.
 		time.Sleep(4 * time.Second)
 		synctest.Wait()
-		select {
-		case r := <-res:
+		if r := answered(res); r != nil {
 			t.Fatalf("answered %d before the machine was up", r.StatusCode)
-		default:
 		}
 		healthy.Store(true)
 		close(up)
 		synctest.Wait()
-		select {
-		case r := <-res:
-			if r.StatusCode != http.StatusOK {
-				t.Errorf("up: status %d, want 200", r.StatusCode)
-			}
-		default:
+		if r := answered(res); r == nil {
 			t.Fatal("no answer once the machine was up")
+		} else if r.StatusCode != http.StatusOK {
+			t.Errorf("up: status %d, want 200", r.StatusCode)
 		}
 		if r := <-get(h, "/health?wait=5s"); r.StatusCode != http.StatusOK {
 			t.Errorf("already up: status %d, want 200", r.StatusCode)
@@ -433,13 +438,10 @@ func TestHealthWait(t *testing.T) {
 		res := get(h, "/health?wait=30s")
 		close(stop)
 		synctest.Wait()
-		select {
-		case r := <-res:
-			if r.StatusCode != http.StatusServiceUnavailable {
-				t.Errorf("stopping: status %d, want 503", r.StatusCode)
-			}
-		default:
+		if r := answered(res); r == nil {
 			t.Fatal("a wait held while the agent stops")
+		} else if r.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("stopping: status %d, want 503", r.StatusCode)
 		}
 	})
 	var healthy atomic.Bool
