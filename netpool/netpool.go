@@ -193,9 +193,10 @@ func (p *Pool) Setup(ctx context.Context) error {
 // lowest address of its ports, so it changed whenever a machine's veth
 // joined or left, while every other machine still sent to the address it
 // had learnt: their replies went nowhere until their neighbour entry was
-// checked again, 10 to 15 s later (measured: a readiness long poll, and so
-// any viewer's VNC stream or login poll, stalled that long whenever another
-// machine started or ended).
+// checked again, 10 to 15 s later (measured on readiness long polls that
+// stalled that long whenever another machine started or ended; any other
+// connection to a machine, a viewer's VNC stream or a login poll, is open to
+// the same stall).
 func BridgeMAC(br string) net.HardwareAddr {
 	sum := sha256.Sum256([]byte("master-controller bridge " + br))
 	mac := net.HardwareAddr(sum[:6])

@@ -568,8 +568,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 // its machine on the host while the machine is torn down (here: another
 // replica's, within its destroy grace). Its address and uid leases stay
 // until the machine is gone: a lease reclaimed before handed them to a new
-// machine beside the old one (two machines with one address, measured as
-// readiness probes that hung for 15 s; two live machines with one uid).
+// machine beside the old one (seen: two live machines with one uid).
 func TestReconcileKeepsLeasesOfMachinesOnHost(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, session.Config{Replica: "r1", DestroyGrace: time.Minute}, fake.Config{Cluster: true})
