@@ -210,6 +210,11 @@ func TestCLILogin(t *testing.T) {
 				}
 			})
 			b.WaitCanvas("the stand-in's Authorize button", showsButton)
+			// The session says what the page shows, one store write after
+			// the agent opened it: the canvas may be first.
+			waitSession(t, c, id, 10*time.Second, "capturing at "+tt.page, func(s *mc.Session) bool {
+				return s.State.Final() || s.State == mc.StateCapturing && s.Login != nil && s.Login.URL == tt.page
+			})
 			s := c.api.session(t, id)
 			if s.Login == nil || s.Login.URL != tt.page || s.State != mc.StateCapturing {
 				t.Errorf("before the click: %s, login %+v; want capturing at %s", s.State, loginOf(&s), tt.page)

@@ -437,8 +437,10 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 	var seen int64 // the agent's status Seq last seen
 	capturing := false
 	for {
-		// Long-poll the agent; an agent that answers at once (or an
-		// unchanged status) is asked again no sooner than LoginPoll.
+		// Long-poll the agent. A changed status is followed by the next
+		// long poll at once (the user's page may already show what it
+		// says); an agent that answers at once with an unchanged status
+		// (one without long polls) is asked again no sooner than LoginPoll.
 		next := time.NewTimer(m.cfg.LoginPoll)
 		type answer struct {
 			st  agentproto.LoginStatus
@@ -465,6 +467,7 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 			next.Stop()
 			return agentFailed(ctx, agent, mc.ReasonAgentError, fmt.Errorf("login status: %w", err))
 		}
+		changed := st.Seq != seen
 		seen = st.Seq
 		msg := st.State + st.Message + st.URL + string(st.Phase)
 		if msg != lastMsg {
@@ -494,6 +497,10 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 			}
 		}
 		if st.State != agentproto.StateComplete && st.State != agentproto.StateFailed {
+			if changed {
+				next.Stop()
+				continue
+			}
 			select {
 			case <-ctx.Done():
 				next.Stop()

@@ -340,6 +340,19 @@ func TestCaptureMeta(t *testing.T) {
 	}
 }
 
+// TestLoginProgressAtOnce: a change of the agent's status is followed by the
+// next long poll at once, so the session says what the user's page already
+// shows; LoginPoll (an hour here) only spaces out agents that answer at once.
+func TestLoginProgressAtOnce(t *testing.T) {
+	r := newRig(t, session.Config{LoginPoll: time.Hour}, fake.Config{})
+	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
+	mid := waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI).Machine.ID
+	if !r.driver.ProgressLogin(mid, mc.PhaseWaitingForUser, "https://auth.openai.com/oauth/authorize") {
+		t.Fatal("no machine")
+	}
+	waitState(t, r.store, s.ID, mc.StateCapturing)
+}
+
 func TestLoginProgress(t *testing.T) {
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
