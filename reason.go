@@ -174,6 +174,9 @@ const (
 	ReasonCredentialsMissing  Reason = "credentials_missing"
 	ReasonBrowserError        Reason = "browser_error"
 	ReasonLoginCancelled      Reason = "login_cancelled"
+	// ReasonBrowserUnsandboxed: the machine's Chromium reports (on
+	// chrome://sandbox) that a layer of its own sandbox is missing.
+	ReasonBrowserUnsandboxed Reason = "browser_unsandboxed"
 	// ReasonLocalPageFailed: the agent could not answer the browser's
 	// request for one of its local pages (the browser got an error page).
 	ReasonLocalPageFailed Reason = "local_page_failed"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/master-controller/mc"
 	proto "github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/internal/testutil"
 )
 
@@ -131,6 +132,10 @@ func TestSandboxChromium(t *testing.T) {
 	}
 	if s.Adequate || len(s.Missing()) == 0 {
 		t.Errorf("adequate = %v, missing %q: want not adequate without the sandbox", s.Adequate, s.Missing())
+	}
+	// The fake driver's unsandboxed machines answer as this browser does.
+	if err := fake.CheckSandbox(s, false); err != nil {
+		t.Error(err)
 	}
 
 	// The agent's tab is gone again, and the user's tab is the same page.

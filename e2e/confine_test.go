@@ -19,6 +19,7 @@ import (
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/agentproto"
+	"github.com/master-controller/mc/driver/fake"
 	"github.com/master-controller/mc/internal/confine"
 	"github.com/master-controller/mc/internal/procfs"
 	"github.com/master-controller/mc/internal/testutil"
@@ -363,6 +364,18 @@ func TestConfinementBrowserSandbox(t *testing.T) {
 	if missing := sb.Missing(); len(missing) > 0 {
 		t.Errorf("the machine's Chromium lacks: %s", strings.Join(missing, "; "))
 	}
+	// The fake driver's machines answer as this one does.
+	if err := fake.CheckSandbox(sb, true); err != nil {
+		t.Error(err)
+	}
+	// The controller read it too, when the machine started, and counts it.
+	testutil.WaitFor(t, 30*time.Second, "the controller's sandbox check", func() error {
+		_, body := testutil.Request(t.Context(), t, "GET", c.api.URL, "/metrics", c.api.Key, nil)
+		if !strings.Contains(string(body), `mc_browser_sandbox_checks_total{result="sandboxed"} 1`) {
+			return fmt.Errorf("/metrics has no sandboxed check (%d bytes)", len(body))
+		}
+		return nil
+	})
 	waitDemoPage(t, c.Store, m.id, m.s.Machine.VNCAddr().String(), m.sec.VNCPassword, 10*time.Second)
 }
 

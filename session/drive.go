@@ -288,6 +288,15 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, created *mc.Session, pool
 	}
 	m.metrics.startSeconds.Observe(m.clock.Now().Sub(started).Seconds())
 	log.Info("machine ready", mc.LogMachineID, mach.ID, "start_seconds", m.clock.Now().Sub(started).Seconds())
+	// The browser's own sandbox is read beside the user's first look (a
+	// pooled machine's before it is offered): no one waits for it, and a
+	// browser without it ends the session at once.
+	go func() {
+		var st *stage
+		if err := m.checkSandbox(ctx, agent, log); errors.As(err, &st) {
+			m.endDurable(ctx, id, expires, st.state, st.reason, st.err.Error())
+		}
+	}()
 	return m.serve(ctx, id, expires, prov, agent, log)
 }
 

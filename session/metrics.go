@@ -14,6 +14,7 @@ type metrics struct {
 	refused      *prometheus.CounterVec
 	startSeconds prometheus.Histogram
 	adoptions    *prometheus.CounterVec
+	sandbox      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, store mc.SessionStore) *metrics {
@@ -36,7 +37,11 @@ func newMetrics(reg prometheus.Registerer, store mc.SessionStore) *metrics {
 			Help: "Live sessions this replica adopted from another (or from an earlier process of its own), by cause: replica_stopping, heartbeat_stale, replica_restarted.",
 		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.transitions, m.refused, m.startSeconds, m.adoptions, &stateCollector{store: store})
+	m.sandbox = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mc_browser_sandbox_checks_total",
+		Help: "Reads of a new machine's chrome://sandbox, by result: sandboxed, browser_unsandboxed (the session or pooled machine is failed), or the reason the page could not be read.",
+	}, []string{"result"})
+	reg.MustRegister(m.transitions, m.refused, m.startSeconds, m.adoptions, m.sandbox, &stateCollector{store: store})
 	return m
 }
 

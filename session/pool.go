@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -356,7 +357,10 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 		mach, err := m.driver.Create(sctx, mc.MachineSpec{ID: p.ID, SessionID: p.ID, Pooled: true, Provider: p.Provider,
 			Secrets: m.machineKey.Secrets(p.ID), Width: m.cfg.Width, Height: m.cfg.Height})
 		if err == nil {
-			err = m.waitReady(sctx, mach, newAgentClient(m.http, mach, m.machineKey.Secrets(p.ID).AgentToken))
+			agent := newAgentClient(m.http, mach, m.machineKey.Secrets(p.ID).AgentToken)
+			if err = m.waitReady(sctx, mach, agent); err == nil {
+				err = m.checkSandbox(sctx, agent, log)
+			}
 		}
 		scancel()
 		if ctx.Err() != nil {
@@ -364,6 +368,10 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 		}
 		if err != nil {
 			reason = mc.ReasonStartFailed
+			var st *stage
+			if errors.As(err, &st) {
+				reason = st.reason
+			}
 			log.Warn("start pooled machine", mc.LogError, err, mc.LogReason, reason)
 			m.pool.mu.Lock()
 			m.pool.failedAt[p.Provider] = m.clock.Now()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"image/color"
 	"net"
 	"net/http"
@@ -38,6 +39,10 @@ type Config struct {
 	// whose machines outlive the replica that started them; with Share,
 	// two managers in one test see one cluster.
 	Cluster bool
+	// Unsandboxed makes the machines' browsers report on chrome://sandbox
+	// what Chromium started with --no-sandbox reports: layer 1 None,
+	// no namespaces or seccomp, NOT adequately sandboxed.
+	Unsandboxed bool
 }
 
 // Driver is the fake driver (MC_DRIVER=fake): each machine is an in-process VNC server (RFB 3.8
@@ -93,6 +98,8 @@ type fakeMachine struct {
 	files   map[string]string
 	fetched bool
 	polls   int // login status requests received
+	// unsandboxed: its browser reports no sandbox (Config.Unsandboxed).
+	unsandboxed bool
 }
 
 // Name returns "fake".
@@ -121,7 +128,8 @@ func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 		f.mu.Unlock()
 		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonCapacity, "no capacity")
 	}
-	fm := &fakeMachine{done: make(chan struct{}), login: agentproto.LoginStatus{State: agentproto.StateIdle}, changed: make(chan struct{})}
+	fm := &fakeMachine{done: make(chan struct{}), login: agentproto.LoginStatus{State: agentproto.StateIdle}, changed: make(chan struct{}),
+		unsandboxed: f.cfg.Unsandboxed}
 	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
 	f.mu.Unlock()
 
@@ -357,6 +365,47 @@ func (f *Driver) LoginPolls(id string) int {
 	return fm.polls
 }
 
+// sandbox is the machine's chrome://sandbox as its agent reports it.
+func (fm *fakeMachine) sandbox() agentproto.BrowserSandbox { return BrowserSandbox(!fm.unsandboxed) }
+
+// BrowserSandbox is a fake machine's chrome://sandbox as its agent reports
+// it: the rows that matter of Chromium 156 on Linux, all on when sandboxed,
+// else as Chromium with --no-sandbox shows them. CheckSandbox holds it to
+// a real Chromium's report.
+func BrowserSandbox(sandboxed bool) agentproto.BrowserSandbox {
+	layer1, yes := "None", "No"
+	if sandboxed {
+		layer1, yes = agentproto.SandboxNamespace, "Yes"
+	}
+	sb := agentproto.BrowserSandbox{Adequate: sandboxed,
+		Layers: []agentproto.SandboxLayer{{Name: agentproto.SandboxLayer1, Status: layer1, On: sandboxed}}}
+	for _, name := range []string{agentproto.SandboxPIDNamespaces, agentproto.SandboxNetworkNamespaces,
+		agentproto.SandboxSeccompBPF, agentproto.SandboxSeccompTSYNC} {
+		sb.Layers = append(sb.Layers, agentproto.SandboxLayer{Name: name, Status: yes, On: sandboxed})
+	}
+	return sb
+}
+
+// CheckSandbox returns an error when real, a real machine's report (from
+// its agent), differs from the fake's (BrowserSandbox(sandboxed)): a row
+// the fake shows that real lacks or shows otherwise, or another verdict.
+func CheckSandbox(real agentproto.BrowserSandbox, sandboxed bool) error {
+	fake := BrowserSandbox(sandboxed)
+	var diff []string
+	for _, want := range fake.Layers {
+		if got, ok := real.Layer(want.Name); !ok || got != want {
+			diff = append(diff, fmt.Sprintf("row %+v, the fake's %+v", got, want))
+		}
+	}
+	if real.Adequate != fake.Adequate {
+		diff = append(diff, fmt.Sprintf("adequate %v, the fake's %v", real.Adequate, fake.Adequate))
+	}
+	if len(diff) > 0 {
+		return fmt.Errorf("chrome://sandbox differs from the fake's: %s", strings.Join(diff, "; "))
+	}
+	return nil
+}
+
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // announce wakes long polls of the login status; fm.mu is held.
@@ -376,6 +425,9 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 	}
 	mux.HandleFunc("GET "+agentproto.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, agentproto.Health{VNC: true, Browser: true})
+	})
+	mux.HandleFunc("GET "+agentproto.PathSandbox, func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, fm.sandbox())
 	})
 	mux.HandleFunc("POST "+agentproto.PathOpen, func(w http.ResponseWriter, r *http.Request) {
 		var req agentproto.OpenRequest
