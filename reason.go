@@ -120,6 +120,9 @@ const (
 
 // Reasons of the drivers' and the machine network's errors.
 const (
+	// ReasonBridgeInUse: the machine network cannot be removed while
+	// machines are attached to its bridge.
+	ReasonBridgeInUse          Reason = "bridge_in_use"
 	ReasonBadSpec              Reason = "bad_spec"
 	ReasonBadMachineID         Reason = "bad_machine_id"
 	ReasonMachineExists        Reason = "machine_exists"

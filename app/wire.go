@@ -18,6 +18,7 @@ import (
 	"github.com/master-controller/mc/driver/kubernetes"
 	"github.com/master-controller/mc/driver/local"
 	"github.com/master-controller/mc/gateway"
+	"github.com/master-controller/mc/netpool"
 	"github.com/master-controller/mc/token"
 	"github.com/master-controller/mc/vault"
 	"github.com/master-controller/mc/web"
@@ -72,6 +73,27 @@ func newDriver(ctx context.Context, cfg Config, st mc.LeaseStore, log *slog.Logg
 // finding per line of "master-controller doctor"; serve logs their summary
 // at start.
 func Doctor(cfg Config) []local.Finding { return local.Doctor(localConfig(cfg)) }
+
+// NetworkDown removes the local driver's machine network as cfg configures
+// it (MC_BRIDGE, MC_NETWORK): the bridge and its firewall and egress rules,
+// which the controller leaves on the host when it stops. It refuses while
+// machines are attached (reason bridge_in_use). It returns what it did, in
+// one line.
+func NetworkDown(ctx context.Context, cfg Config) (string, error) {
+	lc := localConfig(cfg)
+	pool, err := netpool.New(netpool.Config{Bridge: lc.Bridge, Network: lc.Network}, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	had, err := pool.Down(ctx)
+	switch {
+	case err != nil:
+		return "", err
+	case !had:
+		return fmt.Sprintf("no bridge %s; removed any firewall and egress rules left for it", lc.Bridge), nil
+	}
+	return fmt.Sprintf("removed bridge %s (%s) and its firewall and egress rules", lc.Bridge, lc.Network), nil
+}
 
 // localConfig is the local driver's configuration from cfg.
 func localConfig(cfg Config) local.Config {

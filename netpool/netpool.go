@@ -204,18 +204,43 @@ func BridgeMAC(br string) net.HardwareAddr {
 	return mac
 }
 
-// Teardown removes the bridge (and the egress and firewall rules). Machines
-// attached to it lose their network; it is for tests and uninstall. Removing
-// nothing is fine.
+// Teardown removes the bridge and its rules: egress (whether or not this
+// configuration enables it: an earlier run may have) and firewall. Machines
+// attached to it lose their network; it is for tests, and for Down.
+// Removing nothing is fine.
 func (p *Pool) Teardown(ctx context.Context) error {
-	if p.cfg.Egress {
-		p.teardownEgress(ctx)
-	}
+	p.teardownEgress(ctx)
 	p.RemoveFirewall(ctx)
 	if err := RemoveLink(ctx, p.cfg.Bridge); err != nil {
 		return fmt.Errorf("remove bridge %s: %w", p.cfg.Bridge, err)
 	}
 	return nil
+}
+
+// Ports returns the names of the bridge's ports, the host sides of the
+// machines attached to it (none when there is no bridge).
+func (p *Pool) Ports() []string {
+	ents, _ := os.ReadDir("/sys/class/net/" + p.cfg.Bridge + "/brif")
+	var ports []string
+	for _, e := range ents {
+		ports = append(ports, e.Name())
+	}
+	return ports
+}
+
+// Down removes what Setup and Firewall made on the host (the bridge, its
+// address, its egress and firewall rules), for uninstall: the controller
+// leaves them when it stops, for the next start and for machines that
+// outlive it. It refuses (EUNAVAILABLE, bridge_in_use) while a machine is
+// attached, and reports whether there was a bridge.
+func (p *Pool) Down(ctx context.Context) (bool, error) {
+	if ports := p.Ports(); len(ports) > 0 {
+		return true, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonBridgeInUse,
+			"%d machines are still attached to bridge %s (%s): stop the controller, which destroys its machines, or start it once and stop it to have leftovers destroyed",
+			len(ports), p.cfg.Bridge, strings.Join(ports, ", "))
+	}
+	_, err := os.Stat("/sys/class/net/" + p.cfg.Bridge)
+	return err == nil, p.Teardown(ctx)
 }
 
 // Attach creates machine id's namespace and veth pair for the given slot:

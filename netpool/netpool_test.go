@@ -3,6 +3,7 @@ package netpool_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -371,5 +372,76 @@ func TestFirewall(t *testing.T) {
 		if left := rules(); len(left) > 0 {
 			t.Errorf("egress %v: rules left after Teardown:\n%s", egress, strings.Join(left, "\n"))
 		}
+	}
+}
+
+// TestDown: Down (master-controller network down) refuses while a machine
+// is attached, then removes the bridge and every rule that Setup and
+// Firewall made, egress included though its own configuration has none
+// (the run that set them up had); a second Down finds nothing.
+func TestDown(t *testing.T) {
+	netpooltest.Root(t)
+	ctx := t.Context()
+	cfg := netpooltest.Config(t)
+	cfg.Egress = true
+	up, err := netpool.New(cfg, &netpooltest.Leases{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Firewall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := mc.NewID()
+	t.Cleanup(func() { _ = netpool.Detach(context.Background(), id) })
+	a, err := up.Attach(ctx, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := func() []string {
+		var out []string
+		for _, table := range []string{"filter", "nat"} {
+			b, err := exec.Command("iptables", "-w", "-t", table, "-S").Output()
+			if err != nil {
+				t.Fatalf("iptables -t %s -S: %v", table, err)
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "master-controller "+cfg.Bridge) || strings.Contains(l, "-s "+cfg.Network.String()) {
+					out = append(out, l)
+				}
+			}
+		}
+		return out
+	}
+	if n := len(ours()); n != 2+9+1 {
+		t.Fatalf("%d rules after Setup and Firewall with egress, want 12:\n%s", n, strings.Join(ours(), "\n"))
+	}
+	down, err := netpool.New(netpool.Config{Bridge: cfg.Bridge, Network: cfg.Network}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	had, err := down.Down(ctx)
+	if mc.ErrorReason(err) != mc.ReasonBridgeInUse || !strings.Contains(fmt.Sprint(err), a.Veth) || !had {
+		t.Fatalf("Down with a machine attached: %v, %v; want bridge_in_use naming %s", had, err, a.Veth)
+	}
+	if len(ours()) == 0 {
+		t.Fatal("a refused Down removed the rules")
+	}
+	if err := netpool.Detach(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if had, err := down.Down(ctx); err != nil || !had {
+		t.Fatalf("Down: %v, %v", had, err)
+	}
+	if _, err := os.Stat("/sys/class/net/" + cfg.Bridge); err == nil {
+		t.Errorf("bridge %s left after Down", cfg.Bridge)
+	}
+	if left := ours(); len(left) > 0 {
+		t.Errorf("rules left after Down:\n%s", strings.Join(left, "\n"))
+	}
+	if had, err := down.Down(ctx); err != nil || had {
+		t.Errorf("second Down: %v, %v; want nothing found", had, err)
 	}
 }

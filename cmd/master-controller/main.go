@@ -35,6 +35,8 @@ Commands:
   doctor       check what this host gives machines (cgroups, namespaces, firewall,
                Xvnc, Chromium, CLIs, memory) and which isolation they will get
   vault rotate re-seal every stored credential under the newest vault key
+  network down remove the machine network (bridge, firewall and egress rules)
+               that serve sets up and leaves for its next start
   websockify   a drop-in for websockify: bridge WebSocket clients to a TCP target
                (master-controller websockify [--web DIR] [--token-file F] LISTEN TARGET)
   version      print the version
@@ -54,15 +56,23 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	if isHelp(cmd) {
+		cmd = "help"
+	}
 	switch cmd {
 	case "serve", "migrate", "doctor":
 		return serveOrMigrate(cmd, rest, stdout, stderr, getenv)
-	case "vault":
-		if len(rest) == 0 || rest[0] != "rotate" {
-			fmt.Fprintln(stderr, "usage: master-controller vault rotate [flags]")
-			return 2
+	case "vault", "network":
+		sub := map[string]string{"vault": "rotate", "network": "down"}[cmd]
+		switch {
+		case len(rest) > 0 && rest[0] == sub:
+			return serveOrMigrate(cmd+" "+sub, rest[1:], stdout, stderr, getenv)
+		case len(rest) > 0 && isHelp(rest[0]):
+			fmt.Fprintf(stdout, "usage: master-controller %s %s [flags]; see master-controller %[1]s %[2]s --help\n", cmd, sub)
+			return 0
 		}
-		return serveOrMigrate("vault rotate", rest[1:], stdout, stderr, getenv)
+		fmt.Fprintf(stderr, "usage: master-controller %s %s [flags]\n", cmd, sub)
+		return 2
 	case "websockify":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -70,15 +80,24 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "master-controller", version)
 		return 0
-	case "help", "--help", "-help", "-h":
+	case "help":
 		if len(rest) > 0 {
-			return run([]string{rest[0], "--help"}, stdout, stderr, getenv)
+			// "help vault rotate" is "vault rotate --help".
+			return run(append(rest[:min(len(rest), 2):min(len(rest), 2)], "--help"), stdout, stderr, getenv)
 		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
 	fmt.Fprintf(stderr, "master-controller: unknown command %q\n\n%s", cmd, usage)
 	return 2
+}
+
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "--help", "-help", "-h":
+		return true
+	}
+	return false
 }
 
 var commandHelp = map[string]string{
@@ -88,6 +107,10 @@ under ./data, the local runtime, an API key generated on first start.`,
 	"doctor": `Check what this host gives machines, one line each, and which isolation the
 local driver will use. Exit status 1 when machines cannot run confined here.`,
 	"vault rotate": `Re-seal every stored credential under the newest vault key (the first in MC_VAULT_KEYS).`,
+	"network down": `Remove the local driver's machine network (MC_BRIDGE, MC_NETWORK): the bridge and
+its firewall and egress rules. The controller sets them up at start and leaves
+them when it stops. Refused (exit status 1) while machines are attached to the
+bridge: stop the controller first, which destroys its machines. Needs root.`,
 }
 
 func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -140,6 +163,14 @@ func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv 
 			return 1
 		}
 		fmt.Fprintln(stdout, "migrations applied")
+		return 0
+	case "network down":
+		msg, err := app.NetworkDown(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(stderr, "network down:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, msg)
 		return 0
 	case "vault rotate":
 		n, err := app.RotateVault(ctx, cfg, log)

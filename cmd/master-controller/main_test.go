@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/master-controller/mc/netpool"
+	"github.com/master-controller/mc/netpool/netpooltest"
 )
 
 func runCmd(args []string, env map[string]string) (int, string, string) {
@@ -24,7 +28,8 @@ func TestHelpListsEverySetting(t *testing.T) {
 			t.Errorf("serve --help lacks %q", want)
 		}
 	}
-	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "migrate"}, {"websockify", "--help"}} {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "migrate"}, {"websockify", "--help"},
+		{"help", "vault", "rotate"}, {"help", "network", "down"}, {"network", "--help"}, {"network", "down", "--help"}} {
 		if code, out, errs := runCmd(args, nil); code != 0 || out+errs == "" {
 			t.Errorf("%v: exit %d, output %q", args, code, out+errs)
 		}
@@ -80,5 +85,29 @@ func TestNoTestCodeInBinary(t *testing.T) {
 		if p == "testing" || strings.HasPrefix(p, "testing/") {
 			t.Errorf("master-controller links %s", p)
 		}
+	}
+}
+
+// TestNetworkDown: "network down" removes the bridge that MC_BRIDGE names
+// (and its rules; netpool's TestDown checks those), then finds nothing.
+func TestNetworkDown(t *testing.T) {
+	netpooltest.Root(t)
+	cfg := netpooltest.Config(t)
+	p, err := netpool.New(cfg, &netpooltest.Leases{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Setup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"MC_BRIDGE": cfg.Bridge, "MC_NETWORK": cfg.Network.String(), "MC_DATA_DIR": t.TempDir()}
+	if code, out, errs := runCmd([]string{"network", "down"}, env); code != 0 || !strings.HasPrefix(out, "removed bridge "+cfg.Bridge) {
+		t.Errorf("network down: exit %d, %q %q", code, out, errs)
+	}
+	if _, err := os.Stat("/sys/class/net/" + cfg.Bridge); err == nil {
+		t.Errorf("bridge %s is still there", cfg.Bridge)
+	}
+	if code, out, errs := runCmd([]string{"network", "down"}, env); code != 0 || !strings.HasPrefix(out, "no bridge "+cfg.Bridge) {
+		t.Errorf("network down again: exit %d, %q %q", code, out, errs)
 	}
 }
