@@ -15,9 +15,9 @@ func (p *Pool) setupEgress(ctx context.Context) error {
 		return fmt.Errorf("egress for %s needs iptables (Debian package iptables): %w", p.cfg.Network, err)
 	}
 	rule := p.masqueradeRule()
-	check := append([]string{"-t", "nat", "-C"}, rule...)
+	check := append([]string{"-w", "-t", "nat", "-C"}, rule...)
 	if exec.CommandContext(ctx, ipt, check...).Run() != nil {
-		add := append([]string{"-t", "nat", "-A"}, rule...)
+		add := append([]string{"-w", "-t", "nat", "-A"}, rule...)
 		if out, err := exec.CommandContext(ctx, ipt, add...).CombinedOutput(); err != nil {
 			return fmt.Errorf("add masquerade rule for %s: %w: %s", p.cfg.Network, err, out)
 		}
@@ -35,7 +35,7 @@ func (p *Pool) teardownEgress(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	del := append([]string{"-t", "nat", "-D"}, p.masqueradeRule()...)
+	del := append([]string{"-w", "-t", "nat", "-D"}, p.masqueradeRule()...)
 	_ = exec.CommandContext(ctx, ipt, del...).Run()
 }
 

@@ -208,12 +208,14 @@ func BridgeMAC(br string) net.HardwareAddr {
 // configuration enables it: an earlier run may have) and firewall. Machines
 // attached to it lose their network; it is for tests, and for Down.
 // Removing nothing is fine.
+//
+// The bridge goes first: a bridge whose removal failed keeps its rules.
 func (p *Pool) Teardown(ctx context.Context) error {
-	p.teardownEgress(ctx)
-	p.RemoveFirewall(ctx)
 	if err := RemoveLink(ctx, p.cfg.Bridge); err != nil {
 		return fmt.Errorf("remove bridge %s: %w", p.cfg.Bridge, err)
 	}
+	p.teardownEgress(ctx)
+	p.RemoveFirewall(ctx)
 	return nil
 }
 
@@ -231,13 +233,17 @@ func (p *Pool) Ports() []string {
 // Down removes what Setup and Firewall made on the host (the bridge, its
 // address, its egress and firewall rules), for uninstall: the controller
 // leaves them when it stops, for the next start and for machines that
-// outlive it. It refuses (EUNAVAILABLE, bridge_in_use) while a machine is
-// attached, and reports whether there was a bridge.
+// outlive it. It needs root (EINVALID, netns_needs_root) and refuses
+// (ECONFLICT, bridge_in_use) while a machine is attached. It reports whether
+// there was a bridge.
 func (p *Pool) Down(ctx context.Context) (bool, error) {
+	if os.Geteuid() != 0 {
+		return false, mc.Errorf(mc.EINVALID, mc.ReasonNetnsNeedsRoot, "removing the machine network needs root")
+	}
 	if ports := p.Ports(); len(ports) > 0 {
-		return true, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonBridgeInUse,
-			"%d machines are still attached to bridge %s (%s): stop the controller, which destroys its machines, or start it once and stop it to have leftovers destroyed",
-			len(ports), p.cfg.Bridge, strings.Join(ports, ", "))
+		return true, mc.Errorf(mc.ECONFLICT, mc.ReasonBridgeInUse,
+			"machines are still attached to bridge %s (ports %s): stop the controller, which destroys its machines (or start it once and stop it, to have leftovers destroyed)",
+			p.cfg.Bridge, strings.Join(ports, ", "))
 	}
 	_, err := os.Stat("/sys/class/net/" + p.cfg.Bridge)
 	return err == nil, p.Teardown(ctx)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	mc "github.com/master-controller/mc"
 	"github.com/master-controller/mc/agentproto"
@@ -28,32 +27,35 @@ func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient
 	return &agentClient{Client: agentproto.NewClient(m.AgentEndpoint(), token, hc)}
 }
 
-// sandboxWait bounds one read of a machine's chrome://sandbox (85 ms on a
-// quiet host).
-const sandboxWait = 20 * time.Second
-
 // sandboxOK is the result label of a machine whose browser has every layer
 // of its sandbox.
 const sandboxOK = "sandboxed"
 
+// sandboxReadReasons are the reasons a machine's chrome://sandbox may not
+// be read that are counted as such; any other reason the agent gives is
+// counted as agent_error (the agent is the machine's: its words do not
+// make label values).
+var sandboxReadReasons = map[mc.Reason]bool{mc.ReasonMachineStarting: true, mc.ReasonBrowserUnavailable: true,
+	mc.ReasonAgentUnreachable: true, mc.ReasonBadAgentToken: true, mc.ReasonMachineUnhealthy: true}
+
 // checkSandbox reads what the machine's Chromium reports of its own sandbox
-// (chrome://sandbox, through the agent), logs it and counts it by result
-// (sandboxed, browser_unsandboxed, or the reason the page could not be
-// read). It fails with browser_unsandboxed when a layer is missing. A page
-// that cannot be read is not held against the machine (an older agent has
-// no GET /sandbox): the check finds a browser started without its sandbox,
-// it is no defence against a browser that lies, which the confinement
-// around it is.
-func (m *Manager) checkSandbox(ctx context.Context, agent *agentClient, log *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, sandboxWait)
-	defer cancel()
+// (chrome://sandbox, through the agent, within agentproto.CallTimeout) and
+// counts it by result: sandboxed, browser_unsandboxed, or the reason the
+// page could not be read. It fails with browser_unsandboxed when a layer is
+// missing (the caller logs that, with the session's end). A page that
+// cannot be read is logged, not held against the machine (an older agent
+// has no GET /sandbox), unless ended says the session or machine ended
+// meanwhile: then it is no finding at all. The check finds a browser
+// started without its sandbox; against a browser that lies, the
+// confinement around it is the defence.
+func (m *Manager) checkSandbox(ctx context.Context, agent *agentClient, ended func() bool, log *slog.Logger) error {
 	sb, err := agent.Sandbox(ctx)
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			return nil // the session or the machine ended meanwhile
+		if ended() {
+			return nil
 		}
 		reason := mc.ErrorReason(err)
-		if reason == "" {
+		if !sandboxReadReasons[reason] {
 			reason = mc.ReasonAgentError
 		}
 		m.metrics.sandbox.WithLabelValues(string(reason)).Inc()
@@ -62,7 +64,6 @@ func (m *Manager) checkSandbox(ctx context.Context, agent *agentClient, log *slo
 	}
 	if missing := sb.Missing(); len(missing) > 0 {
 		m.metrics.sandbox.WithLabelValues(string(mc.ReasonBrowserUnsandboxed)).Inc()
-		log.Error("browser unsandboxed", "missing", missing, mc.LogReason, mc.ReasonBrowserUnsandboxed)
 		return failed(mc.ReasonBrowserUnsandboxed, errors.New("the machine's browser runs without its sandbox: "+strings.Join(missing, "; ")))
 	}
 	m.metrics.sandbox.WithLabelValues(sandboxOK).Inc()

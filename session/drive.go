@@ -291,9 +291,17 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, created *mc.Session, pool
 	// The browser's own sandbox is read beside the user's first look (a
 	// pooled machine's before it is offered): no one waits for it, and a
 	// browser without it ends the session at once.
+	m.wg.Add(1)
 	go func() {
+		defer m.wg.Done()
+		// A read that failed because the session ended (its machine
+		// torn down before ctx ends) is no finding.
+		ended := func() bool {
+			s, err := m.store.Session(context.WithoutCancel(ctx), id)
+			return ctx.Err() != nil || err == nil && s.State.Final()
+		}
 		var st *stage
-		if err := m.checkSandbox(ctx, agent, log); errors.As(err, &st) {
+		if err := m.checkSandbox(ctx, agent, ended, log); errors.As(err, &st) {
 			m.endDurable(ctx, id, expires, st.state, st.reason, st.err.Error())
 		}
 	}()
@@ -445,11 +453,15 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 	var last mc.LoginProgress
 	var seen int64 // the agent's status Seq last seen
 	capturing := false
+	hurried := false // this poll followed its predecessor at once
 	for {
-		// Long-poll the agent. A changed status is followed by the next
-		// long poll at once (the user's page may already show what it
-		// says); an agent that answers at once with an unchanged status
-		// (one without long polls) is asked again no sooner than LoginPoll.
+		// Long-poll the agent. Polls start at least LoginPoll apart, but
+		// a changed status is followed by the next poll at once (the
+		// user's page may already show what it says), though not twice
+		// in a row: an agent whose status changes at every answer (broken
+		// or hostile) is asked at most twice per LoginPoll, and one that
+		// answers at once with an unchanged status (one without long
+		// polls) once.
 		next := time.NewTimer(m.cfg.LoginPoll)
 		type answer struct {
 			st  agentproto.LoginStatus
@@ -506,7 +518,13 @@ func (m *Manager) login(ctx, dctx context.Context, id string, prov mc.Provider, 
 			}
 		}
 		if st.State != agentproto.StateComplete && st.State != agentproto.StateFailed {
-			if changed {
+			select {
+			case <-next.C: // this poll took LoginPoll or longer
+				hurried = false
+				continue
+			default:
+			}
+			if hurried = changed && !hurried; hurried {
 				next.Stop()
 				continue
 			}

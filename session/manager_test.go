@@ -353,6 +353,29 @@ func TestLoginProgressAtOnce(t *testing.T) {
 	waitState(t, r.store, s.ID, mc.StateCapturing)
 }
 
+// TestLoginPollRestlessAgent: an agent whose status changes at every answer
+// (broken or hostile) is not polled in a loop. The bound takes the time
+// that passed as given (a slow host only loosens it): at most two polls per
+// LoginPoll, and the first two.
+func TestLoginPollRestlessAgent(t *testing.T) {
+	const poll = 100 * time.Millisecond
+	r := newRig(t, session.Config{LoginPoll: poll}, fake.Config{RestlessLogin: true})
+	start := time.Now()
+	s, _ := r.mgr.Start(t.Context(), "alice", "cli")
+	mid := waitLogin(t, r.store, s.ID, mc.PhaseStartingCLI).Machine.ID
+	var polls int
+	testutil.WaitFor(t, 10*time.Second, "six polls", func() error {
+		if polls = r.driver.LoginPolls(mid); polls < 6 {
+			return fmt.Errorf("%d polls", polls)
+		}
+		return nil
+	})
+	elapsed := time.Since(start)
+	if limit := 2*int(elapsed/poll) + 4; polls > limit {
+		t.Errorf("%d login status polls in %v, want at most %d (two per %v)", polls, elapsed, limit, poll)
+	}
+}
+
 func TestLoginProgress(t *testing.T) {
 	r := newRig(t, session.Config{}, fake.Config{})
 	s, _ := r.mgr.Start(t.Context(), "alice", "cli")

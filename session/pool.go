@@ -359,7 +359,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 		if err == nil {
 			agent := newAgentClient(m.http, mach, m.machineKey.Secrets(p.ID).AgentToken)
 			if err = m.waitReady(sctx, mach, agent); err == nil {
-				err = m.checkSandbox(sctx, agent, log)
+				err = m.checkSandbox(sctx, agent, func() bool { return sctx.Err() != nil || m.pool.destroying(p.ID) }, log)
 			}
 		}
 		scancel()

@@ -59,9 +59,9 @@ func TestBrowserSandbox(t *testing.T) {
 				if got.Reason != mc.ReasonBrowserUnsandboxed {
 					t.Errorf("reason %s, want browser_unsandboxed", got.Reason)
 				}
-				evs, _ := r.store.Events(t.Context(), s.ID)
-				if last := evs[len(evs)-1]; !strings.Contains(last.Message, "Layer 1 Sandbox") {
-					t.Errorf("last event %q, want what is missing", last.Message)
+				evs, err := r.store.Events(t.Context(), s.ID)
+				if err != nil || len(evs) == 0 || !strings.Contains(evs[len(evs)-1].Message, "Layer 1 Sandbox") {
+					t.Errorf("events %+v, %v; want the last to say what is missing", evs, err)
 				}
 				testutil.WaitFor(t, 10*time.Second, "the machine destroyed", func() error {
 					if _, err := r.driver.Inspect(t.Context(), mid); mc.ErrorCode(err) != mc.ENOTFOUND {

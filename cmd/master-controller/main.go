@@ -81,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintln(stdout, "master-controller", version)
 		return 0
 	case "help":
-		if len(rest) > 0 {
+		if len(rest) > 0 && !isHelp(rest[0]) {
 			// "help vault rotate" is "vault rotate --help".
 			return run(append(rest[:min(len(rest), 2):min(len(rest), 2)], "--help"), stdout, stderr, getenv)
 		}

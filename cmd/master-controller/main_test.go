@@ -29,7 +29,8 @@ func TestHelpListsEverySetting(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "migrate"}, {"websockify", "--help"},
-		{"help", "vault", "rotate"}, {"help", "network", "down"}, {"network", "--help"}, {"network", "down", "--help"}} {
+		{"help", "vault", "rotate"}, {"help", "network", "down"}, {"network", "--help"}, {"network", "down", "--help"},
+		{"help", "help"}, {"--help", "--help"}} {
 		if code, out, errs := runCmd(args, nil); code != 0 || out+errs == "" {
 			t.Errorf("%v: exit %d, output %q", args, code, out+errs)
 		}

@@ -43,6 +43,10 @@ type Config struct {
 	// what Chromium started with --no-sandbox reports: layer 1 None,
 	// no namespaces or seccomp, NOT adequately sandboxed.
 	Unsandboxed bool
+	// RestlessLogin makes a running login's status change at every
+	// request for it (a new Seq each time), as a broken or hostile
+	// agent's may.
+	RestlessLogin bool
 }
 
 // Driver is the fake driver (MC_DRIVER=fake): each machine is an in-process VNC server (RFB 3.8
@@ -100,6 +104,8 @@ type fakeMachine struct {
 	polls   int // login status requests received
 	// unsandboxed: its browser reports no sandbox (Config.Unsandboxed).
 	unsandboxed bool
+	// restless: its login status changes at every request (Config.RestlessLogin).
+	restless bool
 }
 
 // Name returns "fake".
@@ -129,7 +135,7 @@ func (f *Driver) Create(ctx context.Context, spec mc.MachineSpec) (mc.Machine, e
 		return mc.Machine{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonCapacity, "no capacity")
 	}
 	fm := &fakeMachine{done: make(chan struct{}), login: agentproto.LoginStatus{State: agentproto.StateIdle}, changed: make(chan struct{}),
-		unsandboxed: f.cfg.Unsandboxed}
+		unsandboxed: f.cfg.Unsandboxed, restless: f.cfg.RestlessLogin}
 	f.m[spec.ID] = fm // reserve, so Destroy during a slow Create finds it
 	f.mu.Unlock()
 
@@ -454,6 +460,9 @@ func (fm *fakeMachine) agentHandler(token mc.Secret) http.Handler {
 	mux.HandleFunc("GET "+agentproto.PathLoginStatus, func(w http.ResponseWriter, r *http.Request) {
 		fm.mu.Lock()
 		fm.polls++
+		if fm.restless && fm.login.State == agentproto.StateRunning {
+			fm.announce()
+		}
 		fm.mu.Unlock()
 		// Like the real agent: ?wait=D holds the request while the login
 		// runs, until its status changes or D passes (a long poll).
