@@ -2,15 +2,21 @@ package netpool
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
+	mc "github.com/master-controller/mc"
 	"golang.org/x/sys/unix"
 )
 
@@ -151,4 +157,36 @@ func Do(name string, fn func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// FreeNetwork returns a /24 drawn at random within space that overlaps no
+// address of the host's interfaces (a bridge another test or bench run has
+// up included), for tests and benches that set up a machine network of
+// their own. Errors: EUNAVAILABLE when 100 draws found none.
+func FreeNetwork(space netip.Prefix) (netip.Prefix, error) {
+	var used []netip.Prefix
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			used = append(used, p.Masked())
+		}
+	}
+	space = space.Masked()
+	if !space.Addr().Is4() || space.Bits() > 24 {
+		return netip.Prefix{}, mc.Errorf(mc.EINVALID, mc.ReasonBadNetwork, "%s is not an IPv4 space of /24 networks", space)
+	}
+	base := space.Addr().As4()
+	n := big.NewInt(1 << (24 - space.Bits()))
+	for range 100 {
+		r, err := rand.Int(rand.Reader, n)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(r.Int64())<<8
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), 0}), 24)
+		if !slices.ContainsFunc(used, p.Overlaps) {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, mc.Errorf(mc.EUNAVAILABLE, mc.ReasonPoolExhausted, "no free /24 in %s", space)
 }

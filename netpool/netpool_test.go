@@ -445,3 +445,21 @@ func TestDown(t *testing.T) {
 		t.Errorf("second Down: %v, %v; want nothing found", had, err)
 	}
 }
+
+// TestFreeNetwork: a /24 inside the space asked for that overlaps no address
+// of the host (loopback's 127.0.0.0/8 is one: the space is all used).
+func TestFreeNetwork(t *testing.T) {
+	space := netip.MustParsePrefix("10.128.0.0/9")
+	for range 20 {
+		p, err := netpool.FreeNetwork(space)
+		if err != nil || p.Bits() != 24 || !space.Contains(p.Addr()) || p != p.Masked() {
+			t.Fatalf("FreeNetwork(%s) = %s, %v; want a /24 in it", space, p, err)
+		}
+	}
+	if p, err := netpool.FreeNetwork(netip.MustParsePrefix("127.0.0.0/20")); mc.ErrorCode(err) != mc.EUNAVAILABLE {
+		t.Errorf("FreeNetwork in loopback's range = %s, %v; want EUNAVAILABLE", p, err)
+	}
+	if _, err := netpool.FreeNetwork(netip.MustParsePrefix("10.1.2.0/25")); mc.ErrorCode(err) != mc.EINVALID {
+		t.Errorf("FreeNetwork of a /25: %v, want EINVALID", err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"time"
 
 	"github.com/master-controller/mc/internal/procfs"
+	"github.com/master-controller/mc/netpool"
 )
 
 const apiKey = "poolbench-key-0123456789abcdef"
@@ -78,6 +80,10 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 	if err != nil {
 		return err
 	}
+	network, err := netpool.FreeNetwork(netip.MustParsePrefix("10.224.0.0/12"))
+	if err != nil {
+		return err
+	}
 	b := &bench{url: "http://127.0.0.1:" + strconv.Itoa(port), hc: &http.Client{Timeout: 120 * time.Second}, data: filepath.Join(dir, "data")}
 	rnd := randInt(400)
 	// The server leaves its bridge (and the bridge's address) for the next
@@ -90,7 +96,7 @@ func run(server, agent, mode string, n, burst, pool int, every time.Duration) er
 		"MC_LOCAL_MODE="+mode, "MC_AGENT_PATH="+agent, "MC_API_KEYS="+apiKey, "MC_PROVIDERS_FILE="+provs,
 		"MC_POOL=demo="+strconv.Itoa(pool), "MC_MAX_MACHINES=24", "MC_DESTROY_GRACE=0s",
 		"MC_PORT_BASE="+strconv.Itoa(20000+rnd%100*100), "MC_DISPLAY_BASE="+strconv.Itoa(2000+rnd*30),
-		"MC_BRIDGE="+bridge, "MC_NETWORK=10.231."+strconv.Itoa(rnd%250)+".0/24",
+		"MC_BRIDGE="+bridge, "MC_NETWORK="+network.String(),
 		"MC_REPLICA=poolbench", "MC_LOG_LEVEL=warn")
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
