@@ -23,7 +23,7 @@ func TestKubernetesDriver(t *testing.T) {
 		"MC_DRIVER": "kubernetes", "MC_K8S_KUBECONFIG": c.Kubeconfig, "MC_K8S_NAMESPACE": ns,
 		"MC_K8S_IMAGE": c.Image, "MC_K8S_IMAGE_PULL_POLICY": "Never", "MC_K8S_POD_NETWORK": c.PodNetwork.String(),
 		"MC_K8S_SECCOMP_PROFILE": k8stest.SeccompProfile, "MC_K8S_CPU_REQUEST": "10m", "MC_K8S_MEMORY_REQUEST": "64Mi",
-		"MC_K8S_CONTROLLER_LABELS": "-", "MC_K8S_CONTROLLER_CIDRS": k8stest.HostNetwork.String(),
+		"MC_K8S_CONTROLLER_LABELS": "-", "MC_K8S_CONTROLLER_CIDRS": c.HostNetwork.String(),
 		"MC_MAX_MACHINES": "2", "MC_START_TIMEOUT": "90s",
 	})
 	if caps := tm.Driver.Capabilities(); !caps.Cluster || caps.MaxMachines != 2 || caps.Network != c.PodNetwork {

@@ -54,7 +54,7 @@ func kubeEnv(tb testing.TB, k *k8stest.Cluster, ns, db, keys, replica string) ma
 		"MC_K8S_POD_NETWORK":     k.PodNetwork.String(),
 		// The controllers run on the host, outside the cluster.
 		"MC_K8S_CONTROLLER_LABELS": "-",
-		"MC_K8S_CONTROLLER_CIDRS":  k8stest.HostNetwork.String(),
+		"MC_K8S_CONTROLLER_CIDRS":  k.HostNetwork.String(),
 		// Small machines: a loaded two-core test node holds ten.
 		"MC_K8S_CPU_REQUEST":    "50m",
 		"MC_K8S_MEMORY_REQUEST": "128Mi",

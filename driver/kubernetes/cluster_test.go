@@ -41,7 +41,7 @@ func (c cluster) config(ns string) kubernetes.Config {
 		SeccompProfile: k8stest.SeccompProfile, Replica: "test", Network: c.PodNetwork,
 		MaxMachines: 10, UnschedulableWait: 2 * time.Second, DestroyGrace: 2 * time.Second,
 		CPURequest: "10m", MemoryRequest: "64Mi",
-		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{k8stest.HostNetwork}},
+		Controller: kubernetes.Peers{Labels: "-", CIDRs: []netip.Prefix{c.HostNetwork}},
 	}
 }
 

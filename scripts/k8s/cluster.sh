@@ -618,7 +618,7 @@ cmd_status() {
 
 cmd_env() {
 	echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
-	echo "export MC_K8S_NODE_IP=$NODE_IP MC_K8S_POD_CIDR=$POD_CIDR"
+	echo "export MC_K8S_NODE_IP=$NODE_IP MC_K8S_POD_CIDR=$POD_CIDR MC_K8S_HOST_NET=$HOST_NET"
 }
 
 # orphan_pod_netns: the pod network namespaces (cni-*) that no process is

@@ -34,16 +34,16 @@ import (
 // SeccompProfile is the Localhost profile machine Pods use in tests.
 const SeccompProfile = "mc-chromium.json"
 
-// HostNetwork is where the host (the controller in tests) reaches the
-// cluster from: the NetworkPolicy admits it (cluster.sh's MC_K8S_HOST_NET).
-var HostNetwork = netip.MustParsePrefix("10.244.254.0/30")
-
 // Cluster is the test cluster.
 type Cluster struct {
 	Kubeconfig string
 	Image      string
 	PodNetwork netip.Prefix
-	Client     k8s.Interface
+	// HostNetwork is where the host (the controller in tests) reaches the
+	// cluster from, which the NetworkPolicy must admit: cluster.sh's
+	// MC_K8S_HOST_NET.
+	HostNetwork netip.Prefix
+	Client      k8s.Interface
 }
 
 // Get returns the test cluster, or skips tb (fails it under CI=true).
@@ -61,6 +61,13 @@ func Get(tb testing.TB) *Cluster {
 	var err error
 	if c.PodNetwork, err = netip.ParsePrefix(cidr); err != nil {
 		tb.Fatalf("MC_K8S_POD_CIDR: %v", err)
+	}
+	host := os.Getenv("MC_K8S_HOST_NET")
+	if host == "" {
+		host = "10.244.254.0/30" // cluster.sh's default
+	}
+	if c.HostNetwork, err = netip.ParsePrefix(host); err != nil {
+		tb.Fatalf("MC_K8S_HOST_NET: %v", err)
 	}
 	rc, err := kubernetes.RESTConfig(c.Kubeconfig)
 	if err != nil {
