@@ -107,7 +107,7 @@ func waitState(t *testing.T, st mc.Store, id string, want mc.State) *mc.Session 
 }
 
 // waitLogin waits (through Watch) until the session's login is in phase.
-func waitLogin(t *testing.T, st mc.Store, id string, phase mc.LoginPhase) *mc.Session {
+func waitLogin(t testing.TB, st mc.Store, id string, phase mc.LoginPhase) *mc.Session {
 	t.Helper()
 	return testutil.WaitSession(t, st, id, 10*time.Second, "login phase "+string(phase), func(s *mc.Session) bool {
 		return s.Login != nil && s.Login.Phase == phase
@@ -374,6 +374,36 @@ func TestLoginPollRestlessAgent(t *testing.T) {
 	if limit := 2*int(elapsed/poll) + 4; polls > limit {
 		t.Errorf("%d login status polls in %v, want at most %d (two per %v)", polls, elapsed, limit, poll)
 	}
+}
+
+// BenchmarkLoginProgress: the time from the agent's change of a CLI
+// login's status (its sign-in page is in front of the user) to the session
+// saying so (capturing), at the default LoginPoll of 250 ms.
+func BenchmarkLoginProgress(b *testing.B) {
+	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "mc.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	drv := fake.New(fake.Config{})
+	mgr := session.New(session.Config{Replica: "r1", DestroyGrace: time.Millisecond},
+		session.Deps{Store: st, Driver: drv, Providers: testProviders, Vault: &recordingVault{}, MachineKey: mc.NewMachineKey(mc.NewSecret(32))})
+	defer mgr.Close()
+	var total time.Duration
+	for i := 0; b.Loop(); i++ {
+		s, err := mgr.Start(b.Context(), fmt.Sprintf("u%d", i), "cli")
+		if err != nil {
+			b.Fatal(err)
+		}
+		mid := waitLogin(b, st, s.ID, mc.PhaseStartingCLI).Machine.ID
+		t0 := time.Now()
+		drv.ProgressLogin(mid, mc.PhaseWaitingForUser, "https://auth.openai.com/oauth/authorize")
+		testutil.WaitState(b, st, s.ID, mc.StateCapturing, 10*time.Second)
+		total += time.Since(t0)
+		drv.FailLogin(mid, mc.ReasonLoginCommandFailed)
+		testutil.WaitState(b, st, s.ID, mc.StateFailed, 10*time.Second)
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "lag-ms/op")
 }
 
 func TestLoginProgress(t *testing.T) {
