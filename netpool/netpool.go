@@ -234,18 +234,23 @@ func (p *Pool) Ports() []string {
 // address, its egress and firewall rules), for uninstall: the controller
 // leaves them when it stops, for the next start and for machines that
 // outlive it. It needs root (EINVALID, netns_needs_root) and refuses
-// (ECONFLICT, bridge_in_use) while a machine is attached. It reports whether
-// there was a bridge.
+// (ECONFLICT, bridge_in_use) while a controller uses the bridge (Use) or a
+// machine is attached to it. It reports whether there was a bridge.
 func (p *Pool) Down(ctx context.Context) (bool, error) {
 	if os.Geteuid() != 0 {
 		return false, mc.Errorf(mc.EINVALID, mc.ReasonNetnsNeedsRoot, "removing the machine network needs root")
 	}
+	lock, err := p.exclusive()
+	if err != nil {
+		return false, err
+	}
+	defer lock.Close()
 	if ports := p.Ports(); len(ports) > 0 {
 		return true, mc.Errorf(mc.ECONFLICT, mc.ReasonBridgeInUse,
 			"machines are still attached to bridge %s (ports %s): stop the controller, which destroys its machines (or start it once and stop it, to have leftovers destroyed)",
 			p.cfg.Bridge, strings.Join(ports, ", "))
 	}
-	_, err := os.Stat("/sys/class/net/" + p.cfg.Bridge)
+	_, err = os.Stat("/sys/class/net/" + p.cfg.Bridge)
 	return err == nil, p.Teardown(ctx)
 }
 

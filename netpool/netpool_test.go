@@ -375,8 +375,8 @@ func TestFirewall(t *testing.T) {
 	}
 }
 
-// TestDown: Down (master-controller network down) refuses while a machine
-// is attached, then removes the bridge and every rule that Setup and
+// TestDown: Down (master-controller network down) refuses while a
+// controller uses the bridge or a machine is attached, then removes the bridge and every rule that Setup and
 // Firewall made, egress included though its own configuration has none
 // (the run that set them up had); a second Down finds nothing.
 func TestDown(t *testing.T) {
@@ -422,6 +422,15 @@ func TestDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A controller that uses the bridge (its lock held) keeps it.
+	use, err := up.Use()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := down.Down(ctx); mc.ErrorReason(err) != mc.ReasonBridgeInUse || !strings.Contains(fmt.Sprint(err), "running controller") {
+		t.Errorf("Down while a controller uses the bridge: %v; want bridge_in_use", err)
+	}
+	use.Close()
 	had, err := down.Down(ctx)
 	if mc.ErrorReason(err) != mc.ReasonBridgeInUse || !strings.Contains(fmt.Sprint(err), a.Veth) || !had {
 		t.Fatalf("Down with a machine attached: %v, %v; want bridge_in_use naming %s", had, err, a.Veth)

@@ -109,8 +109,9 @@ local driver will use. Exit status 1 when machines cannot run confined here.`,
 	"vault rotate": `Re-seal every stored credential under the newest vault key (the first in MC_VAULT_KEYS).`,
 	"network down": `Remove the local driver's machine network (MC_BRIDGE, MC_NETWORK): the bridge and
 its firewall and egress rules. The controller sets them up at start and leaves
-them when it stops. Refused (exit status 1) while machines are attached to the
-bridge: stop the controller first, which destroys its machines. Needs root.`,
+them when it stops. Refused (exit status 1) while a controller uses the bridge
+or machines are attached to it: stop the controller first, which destroys its
+machines. Needs root.`,
 }
 
 func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) int {

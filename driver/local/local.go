@@ -198,6 +198,9 @@ type Driver struct {
 	mu    sync.Mutex
 	locks map[string]*idLock
 	procs map[string]*proc // machines this process started
+	// bridgeLock marks the bridge as used by this process (netpool's
+	// Use) in netns mode, so that "network down" refuses while it runs.
+	bridgeLock *os.File
 }
 
 var _ mc.Driver = (*Driver)(nil)
@@ -257,6 +260,12 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	ready := false
+	defer func() {
+		if !ready && d.bridgeLock != nil {
+			d.bridgeLock.Close() // a driver that failed uses no bridge
+		}
+	}()
 	switch cfg.Mode {
 	case ModeUserns:
 		if !unprivileged {
@@ -284,6 +293,9 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		if os.Geteuid() != 0 {
 			return nil, mc.Errorf(mc.EINVALID, mc.ReasonNetnsNeedsRoot, "local driver mode netns needs root")
 		}
+		if d.bridgeLock, err = pool.Use(); err != nil {
+			return nil, err
+		}
 		if err := pool.Setup(ctx); err != nil {
 			return nil, fmt.Errorf("set up bridge %s: %w", cfg.Bridge, err)
 		}
@@ -291,7 +303,14 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	case "":
 		d.mode = ModeLoopback
 		if os.Geteuid() == 0 {
-			if err := pool.Setup(ctx); err != nil {
+			if d.bridgeLock, err = pool.Use(); err == nil {
+				err = pool.Setup(ctx)
+			}
+			if err != nil {
+				if d.bridgeLock != nil {
+					d.bridgeLock.Close()
+					d.bridgeLock = nil
+				}
 				log.Warn("local driver: bridge unusable, machines run on loopback ports", "bridge", cfg.Bridge, mc.LogError, err)
 			} else {
 				d.mode = ModeNetns
@@ -330,6 +349,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		log.Warn("local driver: no cgroup that this user may make below "+cfg.CgroupParent+": machines' memory is not limited; processes are limited by RLIMIT_NPROC only",
 			mc.LogReason, mc.ReasonNoCgroups)
 	}
+	ready = true
 	log.Info("local driver ready", "mode", d.mode, "confined", d.Confined(), "cgroup_version", d.cgroupV,
 		"bridge", cfg.Bridge, "network", cfg.Network.String(), "max_machines", d.max)
 	return d, nil

@@ -723,3 +723,20 @@ func TestCapacity(t *testing.T) {
 		t.Errorf("VNC port = %d, want slot 0's %d", m.VNCPort, env.cfg.PortBase)
 	}
 }
+
+// TestBridgeInUse: a netns driver uses its bridge for as long as it runs,
+// so "master-controller network down" refuses to remove it from under it.
+func TestBridgeInUse(t *testing.T) {
+	env := newEnv(t, ModeNetns)
+	_ = env.driver(t)
+	p, err := netpool.New(netpool.Config{Bridge: env.cfg.Bridge, Network: env.cfg.Network}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Down(t.Context()); mc.ErrorReason(err) != mc.ReasonBridgeInUse {
+		t.Fatalf("Down under a running driver: %v; want bridge_in_use", err)
+	}
+	if _, err := os.Stat("/sys/class/net/" + env.cfg.Bridge); err != nil {
+		t.Errorf("the bridge is gone: %v", err)
+	}
+}
