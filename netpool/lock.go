@@ -15,12 +15,15 @@ import (
 // controller is using the bridge.
 const LockDir = "/run/master-controller"
 
+// LockPath is the lock file of the bridge named bridge, below LockDir.
+func LockPath(bridge string) string { return filepath.Join(LockDir, "bridge-"+bridge+".lock") }
+
 // lock opens the bridge's lock file and locks it (flock's how).
 func (p *Pool) lock(how int) (*os.File, error) {
 	if err := os.MkdirAll(LockDir, 0o755); err != nil {
 		return nil, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
 	}
-	f, err := os.OpenFile(filepath.Join(LockDir, "bridge-"+p.cfg.Bridge+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(LockPath(p.cfg.Bridge), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
 	}

@@ -110,6 +110,7 @@ func Config(tb testing.TB) netpool.Config {
 		if err == nil {
 			_ = p.Teardown(context.WithoutCancel(context.Background()))
 		}
+		_ = os.Remove(netpool.LockPath(cfg.Bridge))
 	})
 	return cfg
 }
