@@ -400,14 +400,21 @@ func startErr(ctx, sctx context.Context, what string, err error) error {
 	return failed(mc.ReasonStartFailed, fmt.Errorf("%s: %w", what, err))
 }
 
-// waitReady waits until the machine's agent reports it healthy and its VNC
-// server answers an RFB banner on the controller's own path. The agent is
+// waitReady waits until the machine is ready (WaitReady).
+func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentClient) error {
+	return WaitReady(ctx, mach, agent.Client)
+}
+
+// WaitReady waits until the machine's agent reports it healthy and its VNC
+// server answers an RFB banner on the controller's own path: what makes a
+// machine ready for a session (and for "doctor --machine"). The agent is
 // asked with a long poll (readyWait) that it answers the moment its Xvnc
 // and Chromium run, so no probe interval is added to the start. Before the
 // agent listens, or when it answers at once that it is not healthy (an
 // agent that does not wait), it is asked again after a short backoff that
-// stops growing at readyPollMax.
-func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentClient) error {
+// stops growing at readyPollMax. It returns ctx's error, with the last
+// probe's, when ctx ends first.
+func WaitReady(ctx context.Context, mach mc.Machine, agent *agentproto.Client) error {
 	backoff := 10 * time.Millisecond
 	var last error
 	for {

@@ -105,7 +105,12 @@ var commandHelp = map[string]string{
 under ./data, the local runtime, an API key generated on first start.`,
 	"migrate": `Apply the embedded database migrations to MC_DATABASE_URL and exit.`,
 	"doctor": `Check what this host gives machines, one line each, and which isolation the
-local driver will use. Exit status 1 when machines cannot run confined here.`,
+local driver will use. Exit status 1 when machines cannot run confined here.
+
+  --machine  also start one machine with the configured driver (as serve would:
+             leases from the configured store), wait until it is ready, print how
+             long that took and the layers its browser reports on chrome://sandbox,
+             and destroy it. Exit status 1 when it fails or the browser lacks a layer.`,
 	"vault rotate": `Re-seal every stored credential under the newest vault key (the first in MC_VAULT_KEYS).`,
 	"network down": `Remove the local driver's machine network (MC_BRIDGE, MC_NETWORK): the bridge and
 its firewall and egress rules. The controller sets them up at start and leaves
@@ -119,6 +124,10 @@ func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv 
 	fs.SetOutput(stderr)
 	var cfg app.Config
 	envProblems := cfg.Flags(fs, getenv)
+	var tryMachine bool
+	if cmd == "doctor" {
+		fs.BoolVar(&tryMachine, "machine", false, "also start one machine and read its browser's sandbox")
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "Usage: master-controller %s [flags]\n\n%s\n\nSettings (a flag wins over its environment variable):\n", cmd, commandHelp[cmd])
 		cfg.PrintSettings(stdout)
@@ -147,7 +156,11 @@ func serveOrMigrate(cmd string, args []string, stdout, stderr io.Writer, getenv 
 	switch cmd {
 	case "doctor":
 		ok := true
-		for _, f := range app.Doctor(cfg) {
+		found := app.Doctor(cfg)
+		if tryMachine {
+			found = append(found, app.TryMachine(ctx, cfg, log)...)
+		}
+		for _, f := range found {
 			mark := "ok  "
 			if !f.OK {
 				mark, ok = "FAIL", false
