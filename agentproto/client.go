@@ -32,14 +32,20 @@ type Client struct {
 	http  *http.Client
 }
 
+// directHTTP is the client of NewClient's callers that bring none: a
+// machine's agent is never reached through a proxy (the environment's
+// HTTP_PROXY would get its token and could not reach the machine), and a
+// connection is not kept for a machine that may be gone at the next call.
+var directHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // NewClient returns a client for the agent at ep (a TCP address or a Unix
-// socket: mc.Machine.AgentEndpoint). A nil hc means http.DefaultClient; for
-// a socket, hc's transport is cloned to dial the socket. Every call is
-// bounded by CallTimeout (plus the wait of a long poll) whatever hc's own
-// timeout.
+// socket: mc.Machine.AgentEndpoint). A nil hc means a client without proxy
+// or kept connections; for a socket, hc's transport is cloned to dial the
+// socket. Every call is bounded by CallTimeout (plus the wait of a long
+// poll) whatever hc's own timeout.
 func NewClient(ep mc.Endpoint, token mc.Secret, hc *http.Client) *Client {
 	if hc == nil {
-		hc = http.DefaultClient
+		hc = directHTTP
 	}
 	if ep.Network != "unix" {
 		return &Client{base: "http://" + ep.Address, token: token, http: hc}

@@ -18,7 +18,9 @@ const tryWait = 60 * time.Second
 
 // TryMachine starts one machine with the configured driver, as serve
 // would (its leases from the configured store, so that a running server's
-// machines keep theirs), waits until its agent and VNC server answer, reads
+// machines keep theirs, though that server's reconcile, once a minute,
+// destroys a machine of no session of its own: the doctor then reports
+// its machine gone), waits until it is ready (session.WaitReady), reads
 // what its browser reports on chrome://sandbox, and destroys it. It returns
 // the findings for "master-controller doctor --machine": "machine" (how
 // long it took to be ready, and its isolation) and "sandbox" (the layers of
@@ -44,18 +46,22 @@ func TryMachine(ctx context.Context, cfg Config, log *slog.Logger) []local.Findi
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := drv.Destroy(dctx, id); err != nil {
+		// (Also after a Create that failed: whatever it left goes.)
+		if err := drv.Destroy(dctx, id); err != nil && mc.ErrorCode(err) != mc.ENOTFOUND {
 			log.Warn("destroy the doctor's machine", mc.LogMachineID, id, mc.LogError, err, mc.LogReason, mc.ErrorReason(err))
 		}
 	}()
 	if err != nil {
-		return fail("machine", fmt.Errorf("create: %w", err))
+		return fail("machine", fmt.Errorf("create machine %s: %w", id, err))
 	}
 	agent := agentproto.NewClient(m.AgentEndpoint(), secrets.AgentToken, nil)
 	rctx, cancel := context.WithTimeout(ctx, tryWait)
 	defer cancel()
 	if err := session.WaitReady(rctx, m, agent); err != nil {
-		return fail("machine", fmt.Errorf("not ready within %s: %w", tryWait, err))
+		if ctx.Err() != nil {
+			return fail("machine", fmt.Errorf("machine %s: interrupted before it was ready: %w", id, err))
+		}
+		return fail("machine", fmt.Errorf("machine %s not ready within %s: %w", id, tryWait, err))
 	}
 	caps := drv.Capabilities()
 	found := []local.Finding{{Name: "machine", OK: true,

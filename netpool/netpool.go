@@ -240,11 +240,11 @@ func (p *Pool) Down(ctx context.Context) (bool, error) {
 	if os.Geteuid() != 0 {
 		return false, mc.Errorf(mc.EINVALID, mc.ReasonNetnsNeedsRoot, "removing the machine network needs root")
 	}
-	lock, err := p.exclusive()
+	release, err := p.exclusive()
 	if err != nil {
 		return false, err
 	}
-	defer lock.Close()
+	defer release()
 	if ports := p.Ports(); len(ports) > 0 {
 		return true, mc.Errorf(mc.ECONFLICT, mc.ReasonBridgeInUse,
 			"machines are still attached to bridge %s (ports %s): stop the controller, which destroys its machines (or start it once and stop it, to have leftovers destroyed)",

@@ -423,14 +423,14 @@ func TestDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A controller that uses the bridge (its lock held) keeps it.
-	use, err := up.Use()
+	release, err := up.Use(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := down.Down(ctx); mc.ErrorReason(err) != mc.ReasonBridgeInUse || !strings.Contains(fmt.Sprint(err), "running controller") {
 		t.Errorf("Down while a controller uses the bridge: %v; want bridge_in_use", err)
 	}
-	use.Close()
+	release()
 	had, err := down.Down(ctx)
 	if mc.ErrorReason(err) != mc.ReasonBridgeInUse || !strings.Contains(fmt.Sprint(err), a.Veth) || !had {
 		t.Fatalf("Down with a machine attached: %v, %v; want bridge_in_use naming %s", had, err, a.Veth)

@@ -244,7 +244,7 @@ func (m *Manager) resume(ctx, sctx context.Context, id string, machineID *string
 		return failed(mc.ReasonMachineMissing, fmt.Errorf("the machine %s of the adopted session is gone", s.Machine.ID))
 	}
 	log.Info("driving an adopted session", mc.LogMachineID, s.Machine.ID, "state", s.State)
-	agent := newAgentClient(m.http, s.Machine, m.machineKey.Secrets(s.ID).AgentToken)
+	agent := newAgentClient(s.Machine, m.machineKey.Secrets(s.ID).AgentToken)
 	agent.resumed = true
 	agent.gone = m.watchGone(ctx, id, s.Machine.ID, expires)
 	return m.serve(ctx, id, expires, prov, agent, log)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"strings"
 
 	mc "github.com/master-controller/mc"
@@ -23,8 +22,8 @@ type agentClient struct {
 	resumed bool
 }
 
-func newAgentClient(hc *http.Client, m mc.Machine, token mc.Secret) *agentClient {
-	return &agentClient{Client: agentproto.NewClient(m.AgentEndpoint(), token, hc)}
+func newAgentClient(m mc.Machine, token mc.Secret) *agentClient {
+	return &agentClient{Client: agentproto.NewClient(m.AgentEndpoint(), token, nil)}
 }
 
 // sandboxOK is the result label of a machine whose browser has every layer

@@ -275,7 +275,7 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, created *mc.Session, pool
 	}); err != nil {
 		return storeFailed(ctx, "record machine", err)
 	}
-	agent := newAgentClient(m.http, mach, secrets.AgentToken)
+	agent := newAgentClient(mach, secrets.AgentToken)
 	agent.gone = m.watchGone(ctx, id, mach.ID, expires)
 	if err := m.waitReady(sctx, mach, agent); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +122,6 @@ type Manager struct {
 	log        *slog.Logger
 	clock      mc.TimerClock
 	machineKey mc.MachineKey
-	http       *http.Client
 	metrics    *metrics
 	pool       *pool
 
@@ -193,8 +191,7 @@ func New(cfg Config, d Deps) *Manager {
 	m := &Manager{
 		cfg: cfg, store: d.Store, driver: d.Driver, providers: d.Providers,
 		vault: d.Vault, notifier: d.Notifier, log: d.Logger, clock: d.Clock, machineKey: d.MachineKey,
-		http:    &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, // bounded per request
-		began:   d.Clock.Now().Truncate(time.Microsecond),                          // as the store keeps times
+		began:   d.Clock.Now().Truncate(time.Microsecond), // as the store keeps times
 		cluster: d.Driver.Capabilities().Cluster,
 		life:    life,
 		stop:    stop,

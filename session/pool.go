@@ -216,7 +216,7 @@ func (m *Manager) claimed(ctx context.Context, s *mc.Session, expires time.Time,
 	}
 	m.transitions(mc.StateReady, mc.ReasonPooled)
 	log.Info("session ready on a pooled machine", mc.LogMachineID, s.Machine.ID, mc.LogReason, mc.ReasonPooled)
-	agent := newAgentClient(m.http, s.Machine, m.machineKey.Secrets(s.ID).AgentToken)
+	agent := newAgentClient(s.Machine, m.machineKey.Secrets(s.ID).AgentToken)
 	agent.gone = m.watchGone(ctx, s.ID, s.Machine.ID, expires)
 	return m.serve(ctx, s.ID, expires, prov, agent, log)
 }
@@ -357,7 +357,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 		mach, err := m.driver.Create(sctx, mc.MachineSpec{ID: p.ID, SessionID: p.ID, Pooled: true, Provider: p.Provider,
 			Secrets: m.machineKey.Secrets(p.ID), Width: m.cfg.Width, Height: m.cfg.Height})
 		if err == nil {
-			agent := newAgentClient(m.http, mach, m.machineKey.Secrets(p.ID).AgentToken)
+			agent := newAgentClient(mach, m.machineKey.Secrets(p.ID).AgentToken)
 			if err = m.waitReady(sctx, mach, agent); err == nil {
 				err = m.checkSandbox(sctx, agent, func() bool { return sctx.Err() != nil || m.pool.destroying(p.ID) }, log)
 			}
@@ -417,7 +417,7 @@ func (m *Manager) reconcilePool(ctx context.Context, onHost map[string]mc.Machin
 		ms, ok := onHost[p.ID]
 		if ok && ms.Running && p.State == mc.PoolReady && m.poolOn() {
 			hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, herr := newAgentClient(m.http, p.Machine, m.machineKey.Secrets(p.ID).AgentToken).Health(hctx)
+			_, herr := newAgentClient(p.Machine, m.machineKey.Secrets(p.ID).AgentToken).Health(hctx)
 			cancel()
 			if herr == nil {
 				pctx, cancel := context.WithCancel(m.life)

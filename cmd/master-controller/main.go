@@ -110,7 +110,9 @@ local driver will use. Exit status 1 when machines cannot run confined here.
   --machine  also start one machine with the configured driver (as serve would:
              leases from the configured store), wait until it is ready, print how
              long that took and the layers its browser reports on chrome://sandbox,
-             and destroy it. Exit status 1 when it fails or the browser lacks a layer.`,
+             and destroy it. Exit status 1 when it fails, or the browser's sandbox
+             cannot be read or lacks a layer. Best with the server stopped: its
+             reconcile (once a minute) destroys machines of no session of its own.`,
 	"vault rotate": `Re-seal every stored credential under the newest vault key (the first in MC_VAULT_KEYS).`,
 	"network down": `Remove the local driver's machine network (MC_BRIDGE, MC_NETWORK): the bridge and
 its firewall and egress rules. The controller sets them up at start and leaves

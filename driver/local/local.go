@@ -198,9 +198,10 @@ type Driver struct {
 	mu    sync.Mutex
 	locks map[string]*idLock
 	procs map[string]*proc // machines this process started
-	// bridgeLock marks the bridge as used by this process (netpool's
-	// Use) in netns mode, so that "network down" refuses while it runs.
-	bridgeLock *os.File
+	// releaseBridge gives back the mark that this process uses the
+	// bridge (netpool's Use, in netns mode), so that "network down"
+	// refuses while it runs; nil when there is none.
+	releaseBridge func()
 }
 
 var _ mc.Driver = (*Driver)(nil)
@@ -262,8 +263,8 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	defer cancel()
 	ready := false
 	defer func() {
-		if !ready && d.bridgeLock != nil {
-			d.bridgeLock.Close() // a driver that failed uses no bridge
+		if !ready && d.releaseBridge != nil {
+			d.releaseBridge() // a driver that failed uses no bridge
 		}
 	}()
 	switch cfg.Mode {
@@ -293,7 +294,7 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 		if os.Geteuid() != 0 {
 			return nil, mc.Errorf(mc.EINVALID, mc.ReasonNetnsNeedsRoot, "local driver mode netns needs root")
 		}
-		if d.bridgeLock, err = pool.Use(); err != nil {
+		if d.releaseBridge, err = pool.Use(ctx); err != nil {
 			return nil, err
 		}
 		if err := pool.Setup(ctx); err != nil {
@@ -303,13 +304,16 @@ func New(cfg Config, store mc.LeaseStore, log *slog.Logger) (*Driver, error) {
 	case "":
 		d.mode = ModeLoopback
 		if os.Geteuid() == 0 {
-			if d.bridgeLock, err = pool.Use(); err == nil {
-				err = pool.Setup(ctx)
+			// A lock that cannot be had only leaves "network down"
+			// unaware of this controller: it decides no isolation.
+			if d.releaseBridge, err = pool.Use(ctx); err != nil {
+				log.Warn("local driver: the bridge cannot be marked in use; network down would not see this controller",
+					"bridge", cfg.Bridge, mc.LogError, err)
 			}
-			if err != nil {
-				if d.bridgeLock != nil {
-					d.bridgeLock.Close()
-					d.bridgeLock = nil
+			if err := pool.Setup(ctx); err != nil {
+				if d.releaseBridge != nil {
+					d.releaseBridge()
+					d.releaseBridge = nil
 				}
 				log.Warn("local driver: bridge unusable, machines run on loopback ports", "bridge", cfg.Bridge, mc.LogError, err)
 			} else {
