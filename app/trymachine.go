@@ -26,17 +26,15 @@ const tryWait = 60 * time.Second
 // long it took to be ready, and its isolation) and "sandbox" (the layers of
 // the browser's own sandbox, or what is missing).
 func TryMachine(ctx context.Context, cfg Config, log *slog.Logger) []local.Finding {
-	fail := func(name string, err error) []local.Finding {
-		return []local.Finding{{Name: name, Value: err.Error()}}
-	}
+	fail := func(err error) []local.Finding { return []local.Finding{{Name: "machine", Value: err.Error()}} }
 	st, err := OpenStore(ctx, cfg, log)
 	if err != nil {
-		return fail("machine", fmt.Errorf("open store: %w", err))
+		return fail(fmt.Errorf("open store: %w", err))
 	}
 	defer st.Close()
 	drv, err := newDriver(ctx, cfg, st, log)
 	if err != nil {
-		return fail("machine", err)
+		return fail(err)
 	}
 	w, h, _ := cfg.ScreenSize()
 	id := mc.NewMachineID()
@@ -52,16 +50,16 @@ func TryMachine(ctx context.Context, cfg Config, log *slog.Logger) []local.Findi
 		}
 	}()
 	if err != nil {
-		return fail("machine", fmt.Errorf("create machine %s: %w", id, err))
+		return fail(fmt.Errorf("create machine %s: %w", id, err))
 	}
 	agent := agentproto.NewClient(m.AgentEndpoint(), secrets.AgentToken, nil)
 	rctx, cancel := context.WithTimeout(ctx, tryWait)
 	defer cancel()
 	if err := session.WaitReady(rctx, m, agent); err != nil {
 		if ctx.Err() != nil {
-			return fail("machine", fmt.Errorf("machine %s: interrupted before it was ready: %w", id, err))
+			return fail(fmt.Errorf("machine %s: interrupted before it was ready: %w", id, err))
 		}
-		return fail("machine", fmt.Errorf("machine %s not ready within %s: %w", id, tryWait, err))
+		return fail(fmt.Errorf("machine %s not ready within %s: %w", id, tryWait, err))
 	}
 	caps := drv.Capabilities()
 	found := []local.Finding{{Name: "machine", OK: true,

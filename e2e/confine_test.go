@@ -276,6 +276,10 @@ func TestConfinementLoopbackDevTools(t *testing.T) {
 	}
 }
 
+// exiting matches the status of a process that has exited (a zombie) or is
+// being reaped.
+var exiting = regexp.MustCompile(`(?m)^State:\s+[ZX]`)
+
 // TestConfinementBrowserSandbox: Chromium runs with its own sandbox:
 // renderers in a user and PID namespace of their own under seccomp-BPF
 // (Seccomp: 2), with no new privileges, and no process of the machine has a
@@ -301,7 +305,7 @@ func TestConfinementBrowserSandbox(t *testing.T) {
 			gone := false
 			_ = testutil.Poll(t.Context(), 5*time.Second, func() error {
 				st, err := os.ReadFile("/proc/" + pid + "/status")
-				if err != nil || regexp.MustCompile(`(?m)^State:\s+[ZX]`).Match(st) {
+				if err != nil || exiting.Match(st) {
 					gone = true
 					return nil
 				}

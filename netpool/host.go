@@ -3,6 +3,7 @@ package netpool
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -175,15 +176,16 @@ func FreeNetwork(space netip.Prefix) (netip.Prefix, error) {
 	if !space.Addr().Is4() || space.Bits() > 24 {
 		return netip.Prefix{}, mc.Errorf(mc.EINVALID, mc.ReasonBadNetwork, "%s is not an IPv4 space of /24 networks", space)
 	}
-	base := space.Addr().As4()
+	a := space.Addr().As4()
+	base := binary.BigEndian.Uint32(a[:])
 	n := big.NewInt(1 << (24 - space.Bits()))
 	for range 100 {
 		r, err := rand.Int(rand.Reader, n)
 		if err != nil {
 			return netip.Prefix{}, err
 		}
-		v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(r.Int64())<<8
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), 0}), 24)
+		binary.BigEndian.PutUint32(a[:], base|uint32(r.Int64())<<8) // the r-th /24 of space
+		p := netip.PrefixFrom(netip.AddrFrom4(a), 24)
 		if !slices.ContainsFunc(used, p.Overlaps) {
 			return p, nil
 		}

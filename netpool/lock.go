@@ -21,21 +21,21 @@ const LockDir = "/run/master-controller"
 func LockPath(bridge string) string { return filepath.Join(LockDir, "bridge-"+bridge+".lock") }
 
 // lock opens the bridge's lock file and locks it (flock's how), as a raw
-// descriptor: an *os.File's finalizer would give the lock back once the
-// file is unreachable.
-func (p *Pool) lock(how int) (int, error) {
+// descriptor (an *os.File's finalizer would give the lock back once the
+// file is unreachable); release closes it.
+func (p *Pool) lock(how int) (release func(), err error) {
 	if err := os.MkdirAll(LockDir, 0o755); err != nil {
-		return -1, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
+		return nil, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
 	}
 	fd, err := unix.Open(LockPath(p.cfg.Bridge), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return -1, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
+		return nil, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
 	}
 	if err := unix.Flock(fd, how); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
+		return nil, fmt.Errorf("lock bridge %s: %w", p.cfg.Bridge, err)
 	}
-	return fd, nil
+	return func() { unix.Close(fd) }, nil
 }
 
 // Use marks the bridge as used by this process (a shared lock on the
@@ -45,12 +45,9 @@ func (p *Pool) lock(how int) (int, error) {
 // it runs.
 func (p *Pool) Use(ctx context.Context) (release func(), err error) {
 	for {
-		fd, err := p.lock(unix.LOCK_SH | unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Close(fd) }, nil
-		}
+		release, err := p.lock(unix.LOCK_SH | unix.LOCK_NB)
 		if !errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, err
+			return release, err
 		}
 		select {
 		case <-ctx.Done():
@@ -63,13 +60,10 @@ func (p *Pool) Use(ctx context.Context) (release func(), err error) {
 // exclusive takes the bridge for Down: ECONFLICT (bridge_in_use) while a
 // process uses it (Use). release gives it back.
 func (p *Pool) exclusive() (release func(), err error) {
-	fd, err := p.lock(unix.LOCK_EX | unix.LOCK_NB)
+	release, err = p.lock(unix.LOCK_EX | unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
 		return nil, mc.Errorf(mc.ECONFLICT, mc.ReasonBridgeInUse,
 			"a running controller uses bridge %s: stop it first (it destroys its machines when it stops)", p.cfg.Bridge)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return func() { unix.Close(fd) }, nil
+	return release, err
 }

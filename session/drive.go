@@ -277,7 +277,7 @@ func (m *Manager) lifecycle(ctx, sctx context.Context, created *mc.Session, pool
 	}
 	agent := newAgentClient(mach, secrets.AgentToken)
 	agent.gone = m.watchGone(ctx, id, mach.ID, expires)
-	if err := m.waitReady(sctx, mach, agent); err != nil {
+	if err := WaitReady(sctx, mach, agent.Client); err != nil {
 		return startErr(ctx, sctx, "wait for machine", err)
 	}
 	if err := m.persist(sctx, id, "record ready", func(c context.Context) error {
@@ -400,11 +400,6 @@ func startErr(ctx, sctx context.Context, what string, err error) error {
 	return failed(mc.ReasonStartFailed, fmt.Errorf("%s: %w", what, err))
 }
 
-// waitReady waits until the machine is ready (WaitReady).
-func (m *Manager) waitReady(ctx context.Context, mach mc.Machine, agent *agentClient) error {
-	return WaitReady(ctx, mach, agent.Client)
-}
-
 // WaitReady waits until the machine's agent reports it healthy and its VNC
 // server answers an RFB banner on the controller's own path: what makes a
 // machine ready for a session (and for "doctor --machine"). The agent is
@@ -433,7 +428,7 @@ func WaitReady(ctx context.Context, mach mc.Machine, agent *agentproto.Client) e
 }
 
 // readyWait is how long one readiness long poll may be held by the agent;
-// readyPollMax bounds waitReady's backoff between polls that fail at once.
+// readyPollMax bounds WaitReady's backoff between polls that fail at once.
 const (
 	readyWait    = 5 * time.Second
 	readyPollMax = 50 * time.Millisecond

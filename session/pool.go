@@ -358,7 +358,7 @@ func (m *Manager) keep(ctx context.Context, p mc.PooledMachine, adopted bool) {
 			Secrets: m.machineKey.Secrets(p.ID), Width: m.cfg.Width, Height: m.cfg.Height})
 		if err == nil {
 			agent := newAgentClient(mach, m.machineKey.Secrets(p.ID).AgentToken)
-			if err = m.waitReady(sctx, mach, agent); err == nil {
+			if err = WaitReady(sctx, mach, agent.Client); err == nil {
 				err = m.checkSandbox(sctx, agent, func() bool { return sctx.Err() != nil || m.pool.destroying(p.ID) }, log)
 			}
 		}

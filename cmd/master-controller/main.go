@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/master-controller/mc/app"
@@ -83,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	case "help":
 		if len(rest) > 0 && !isHelp(rest[0]) {
 			// "help vault rotate" is "vault rotate --help".
-			return run(append(rest[:min(len(rest), 2):min(len(rest), 2)], "--help"), stdout, stderr, getenv)
+			return run(append(slices.Clip(rest[:min(len(rest), 2)]), "--help"), stdout, stderr, getenv)
 		}
 		fmt.Fprint(stdout, usage)
 		return 0
